@@ -1,0 +1,1 @@
+"""Actions: what a front door does with a Decision (pages, challenges, throttling)."""

@@ -1,0 +1,1 @@
+"""Sub-commands of the `shieldware` CLI, one module each."""

@@ -1,0 +1,102 @@
+"""Decision: what the engine concluded about one request, with everything needed to explain it."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from shieldware.evidence import Evidence
+
+
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    CHALLENGE = "challenge"
+    THROTTLE = "throttle"
+    TARPIT = "tarpit"
+    BLOCK = "block"
+
+
+# Severity order, used when several findings want different verdicts.
+SEVERITY = {Verdict.ALLOW: 0, Verdict.TARPIT: 1, Verdict.THROTTLE: 2, Verdict.CHALLENGE: 3, Verdict.BLOCK: 4}
+
+_REF_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford-ish: no i, l, o, u to misread
+_process_tag = "".join(_REF_ALPHABET[b % 32] for b in os.urandom(4))
+_counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+def new_reference() -> str:
+    """A short, unique reference id a person can read over the phone: 4 chars of process + counter.
+
+    A counter (not os.urandom per request) keeps it cheap on the hot path; the random process
+    tag keeps ids from different workers apart.
+    """
+    n = next(_counter)
+    chars = []
+    for _ in range(6):
+        chars.append(_REF_ALPHABET[n & 31])
+        n >>= 5
+    return _process_tag + "-" + "".join(reversed(chars))
+
+
+@dataclass(slots=True)
+class Decision:
+    """The outcome for one request.
+
+    `verdict` is what the evidence and policy call for; `action` is what is actually done
+    (the same in enforce mode, always allow in monitor mode). `reasons` are sorted by weight.
+    """
+
+    ref: str
+    verdict: Verdict
+    bot_score: float
+    reasons: tuple[Evidence, ...]
+    route_group: str
+    time: float
+    client_ip: str
+    method: str
+    path: str
+    mode: str = "enforce"
+    rule: str | None = None
+    retry_after: float | None = None
+    user_agent: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Set by the middleware so the app can report outcomes (login_failed, payment_declined, ...).
+    reporter: Any = None
+
+    @property
+    def action(self) -> Verdict:
+        return self.verdict if self.mode == "enforce" else Verdict.ALLOW
+
+    @property
+    def reason_codes(self) -> tuple[str, ...]:
+        return tuple(e.code for e in self.reasons)
+
+    def report(self, event: str, **fields: Any) -> None:
+        """App API: `request.state.shield.report("login_failed", account="alice")`."""
+        if self.reporter is not None:
+            self.reporter(self, event, fields)
+
+    def as_log_record(self) -> dict[str, Any]:
+        record = {
+            "time": round(self.time, 3),
+            "ref": self.ref,
+            "client_ip": self.client_ip,
+            "method": self.method,
+            "path": self.path,
+            "route_group": self.route_group,
+            "verdict": str(self.verdict),
+            "action": str(self.action),
+            "mode": self.mode,
+            "score": round(self.bot_score, 1),
+            "rule": self.rule,
+            "reasons": [e.as_dict() for e in self.reasons],
+            "user_agent": self.user_agent[:512],
+        }
+        if self.retry_after is not None:
+            record["retry_after"] = round(self.retry_after, 3)
+        if self.extra:
+            record["extra"] = self.extra
+        return record

@@ -1,0 +1,176 @@
+"""The engine: facts → signals → evidence → score → policy → Decision, and outcomes fed back in."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from shieldware.decision import SEVERITY, Decision, Verdict, new_reference
+from shieldware.decision_log import DecisionLog
+from shieldware.evidence import Evidence
+from shieldware.facts import RequestFacts
+from shieldware.metrics import Metrics
+from shieldware.policy import Policy, RouteGroup, default_policy
+from shieldware.score import bot_score, ranked
+from shieldware.signals import Inspection, Signal, default_signals
+from shieldware.store import Store, StoreUnavailable, open_store
+
+log = logging.getLogger("shieldware.engine")
+
+_RULE_VERDICTS = {
+    "allow": Verdict.ALLOW,
+    "block": Verdict.BLOCK,
+    "challenge": Verdict.CHALLENGE,
+    "throttle": Verdict.THROTTLE,
+}
+
+
+class Engine:
+    """One engine serves every front door (middleware, proxy, log replay) of a process.
+
+    `decide` never calls the clock: the time of the request is `facts.now`.
+    """
+
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        store: Store | None = None,
+        signals: Sequence[Signal] | None = None,
+        decision_log: DecisionLog | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.policy = policy or default_policy()
+        self.store = store or open_store(self.policy.store_uri)
+        self.signals = list(signals) if signals is not None else default_signals()
+        self.decision_log = decision_log or DecisionLog(self.policy.decision_log_path,
+                                                        log_all=self.policy.decision_log_all)
+        self.metrics = metrics or Metrics.shared()
+        self._plans: dict[str, tuple[list[Signal], list[Any]]] = {}
+        self._feedback_signals = [s for s in self.signals if hasattr(s, "feedback")]
+        self._event_listeners: list[Any] = []
+        for signal in self.signals:
+            bind = getattr(signal, "bind", None)
+            if bind is not None:
+                bind(self)
+
+    def plan(self, group: RouteGroup) -> tuple[list[Signal], list[Any]]:
+        """The signals a route group runs (minus its `skip_signals`), split by stage; cached."""
+        plan = self._plans.get(group.name)
+        if plan is None:
+            active = [s for s in self.signals if s.name not in group.skip_signals]
+            plan = (active, [s for s in active if hasattr(s, "assess")])
+            self._plans[group.name] = plan
+        return plan
+
+    async def decide(self, facts: RequestFacts) -> Decision:
+        policy = self.policy
+        group = policy.route_table.group_for(facts.method, facts.path)
+        inspection = Inspection(facts, group, policy.weights, policy)
+        inspectors, assessors = self.plan(group)
+        for signal in inspectors:
+            self._run(signal.inspect, signal, facts, inspection)
+        demands: list[tuple[Verdict, float | None]] = []
+        if inspection.observations or assessors:
+            try:
+                inspection.stats = await self.store.observe(inspection.observations, facts.now)
+            except StoreUnavailable as exc:
+                inspection.add("store.unavailable", error=str(exc)[:200])
+                fail = group.settings.get("fail_mode")
+                if fail and fail.get("verdict"):
+                    demands.append((Verdict(fail["verdict"]), fail.get("retry_after")))
+            else:
+                for signal in assessors:
+                    self._run(signal.assess, signal, facts, inspection)
+        return self._conclude(facts, group, inspection, demands)
+
+    def _run(self, step: Any, signal: Signal, facts: RequestFacts, inspection: Inspection) -> None:
+        # A bug in one signal must not take the shop down: skip it, say so, keep the others.
+        try:
+            step(facts, inspection)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("signal %s failed on %s %s", signal.name, facts.method, facts.path)
+            inspection.add("signal.error", signal=signal.name, error=type(exc).__name__)
+
+    def _conclude(
+        self, facts: RequestFacts, group: RouteGroup, inspection: Inspection,
+        demands: list[tuple[Verdict, float | None]],
+    ) -> Decision:
+        evidence = inspection.evidence
+        codes = [e.code for e in evidence]
+        rule_name, rule_verdict = None, None
+        for rule in self.policy.rules:
+            if not rule.matches(facts, group.name, inspection.attrs, codes):
+                continue
+            if rule.action == "weigh":
+                evidence.append(Evidence("policy.weigh", rule.weight, {"rule": rule.name}))
+                continue
+            rule_name, rule_verdict = rule.name, _RULE_VERDICTS[rule.action]
+            evidence.append(Evidence("policy.rule", 0.0, {"rule": rule.name, "action": rule.action}))
+            break
+        score = bot_score(evidence)
+        demands.extend(inspection.demands)
+        retry_after = None
+        if rule_verdict is not None:
+            verdict = rule_verdict
+        else:
+            verdict = group.verdict_for(score)
+            for wanted, wait in demands:
+                if SEVERITY[wanted] > SEVERITY[verdict]:
+                    verdict = wanted
+                if wanted is Verdict.THROTTLE and wait is not None:
+                    retry_after = max(retry_after or 0.0, wait)
+        if verdict is Verdict.THROTTLE and retry_after is None:
+            retry_after = 1.0
+        decision = Decision(
+            ref=new_reference(),
+            verdict=verdict,
+            bot_score=score,
+            reasons=ranked(evidence) if len(evidence) > 1 else tuple(evidence),
+            route_group=group.name,
+            time=facts.now,
+            client_ip=facts.client_ip,
+            method=facts.method,
+            path=facts.path,
+            mode=self.policy.mode,
+            rule=rule_name,
+            retry_after=retry_after,
+            user_agent=facts.user_agent,
+        )
+        fingerprint = inspection.attrs.get("fingerprint")
+        if fingerprint:
+            decision.extra["fingerprint"] = fingerprint
+        self.metrics.record_decision(decision)
+        self.decision_log.write(decision)
+        return decision
+
+    def on_event(self, listener: Any) -> None:
+        """Subscribe to outcome events (status codes and app reports) — used by account signals."""
+        self._event_listeners.append(listener)
+
+    async def feedback(
+        self, decision: Decision, now: float, status: int | None = None,
+        event: str | None = None, fields: dict[str, Any] | None = None,
+    ) -> None:
+        """Tell the engine how a request ended: its response status, or an app event.
+
+        Signals that learn from outcomes (probing 404s, failed logins, declined payments) get
+        it through their `feedback` hook; errors there are logged, never raised to the app.
+        """
+        fields = fields or {}
+        for signal in self._feedback_signals:
+            try:
+                await signal.feedback(self, decision, now, status, event, fields)
+            except Exception:  # noqa: BLE001
+                log.exception("feedback to %s failed", signal.name)
+        for listener in self._event_listeners:
+            try:
+                await listener(decision, now, status, event, fields)
+            except Exception:  # noqa: BLE001
+                log.exception("event listener failed")
+        if event is not None:
+            self.metrics.record_event(event)
+
+    async def close(self) -> None:
+        self.decision_log.close()
+        await self.store.close()

@@ -1,0 +1,275 @@
+"""RequestFacts: the one frozen view of a request that every signal sees, and how front doors build it."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Limits that keep hostile input cheap: a 100 KB cookie header is parsed, but only this many
+# cookies are kept, and the oversize is recorded as a note so a signal can weigh it.
+MAX_COOKIES = 64
+COOKIE_HEADER_SOFT_LIMIT = 8192
+MAX_FORWARDED_HOPS = 32
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """Everything signals may know about one request, with `now` as the request's time.
+
+    Header names are lowercase and kept in arrival order; `header_map` joins repeated
+    headers the way HTTP says they combine (`cookie` with "; ", others with ", ").
+    `notes` lists what was malformed about the request (for evidence, never for raising).
+    """
+
+    client_ip: str
+    method: str
+    path: str
+    now: float
+    headers: tuple[tuple[str, str], ...] = ()
+    header_map: Mapping[str, str] = field(default_factory=dict)
+    cookies: Mapping[str, str] = field(default_factory=dict)
+    query: str = ""
+    host: str = ""
+    scheme: str = "http"
+    http_version: str = "1.1"
+    peer_ip: str = ""
+    tls_fingerprint: str | None = None
+    notes: tuple[str, ...] = ()
+    status: int | None = None  # known only when replaying a log line
+    source: str = "live"  # "live" or "log": signals that need live-only data check this
+
+    @property
+    def user_agent(self) -> str:
+        return self.header_map.get("user-agent", "")
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.header_map.get(name, default)
+
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.headers)
+
+    @property
+    def url(self) -> str:
+        return self.path + ("?" + self.query if self.query else "")
+
+
+def parse_cookies(raw: str) -> tuple[dict[str, str], list[str]]:
+    """Parse a Cookie header leniently; return the cookies and notes about what was odd.
+
+    Browsers send `a=1; b=2`. Anything else (no `=`, empty names, thousands of pairs) is
+    skipped and noted rather than raised, because a broken cookie is a clue, not an error.
+    """
+    cookies: dict[str, str] = {}
+    notes: list[str] = []
+    if len(raw) > COOKIE_HEADER_SOFT_LIMIT:
+        notes.append("cookie.oversized")
+    for part in raw.split(";"):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            if part.strip():
+                notes.append("cookie.malformed")
+            continue
+        if len(cookies) >= MAX_COOKIES:
+            notes.append("cookie.too_many")
+            break
+        value = value.strip()
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+            value = value[1:-1]
+        cookies.setdefault(name, value)
+    return cookies, sorted(set(notes))
+
+
+def normalise_ip(text: str) -> str | None:
+    """Return the canonical text of an IP address (IPv4-mapped IPv6 folded to IPv4), or None."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith("["):  # "[2001:db8::1]:443"
+        text = text[1 : text.find("]")] if "]" in text else text[1:]
+    elif text.count(":") == 1:  # "203.0.113.7:5555"
+        text = text.split(":", 1)[0]
+    text = text.split("%", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return str(addr)
+
+
+class TrustedProxies:
+    """Answers 'may this peer tell us who the client is?' with a small cache per address."""
+
+    __slots__ = ("_cache", "networks")
+
+    def __init__(self, cidrs: Iterable[str | IPNetwork] = ()) -> None:
+        self.networks: tuple[IPNetwork, ...] = tuple(
+            c if not isinstance(c, str) else ipaddress.ip_network(c, strict=False) for c in cidrs
+        )
+        self._cache: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, ip: str) -> bool:
+        known = self._cache.get(ip)
+        if known is not None:
+            return known
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            trusted = False
+        else:
+            trusted = any(addr in net for net in self.networks if net.version == addr.version)
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[ip] = trusted
+        return trusted
+
+
+def _forwarded_for(value: str) -> list[str] | None:
+    """Extract the `for=` chain of an RFC 7239 Forwarded header; None when it is malformed."""
+    hops: list[str] = []
+    for element in value.split(","):
+        for pair in element.split(";"):
+            key, sep, val = pair.strip().partition("=")
+            if not sep:
+                if pair.strip():
+                    return None
+                continue
+            if key.strip().lower() == "for":
+                hops.append(val.strip().strip('"'))
+    return hops
+
+
+def resolve_client_ip(
+    peer_ip: str, header_map: Mapping[str, str], trusted: TrustedProxies
+) -> tuple[str, list[str]]:
+    """Walk forwarding headers right to left, but only while the hop is a trusted proxy.
+
+    The client is the first address (from the right) that is not one of our proxies: anything
+    left of it was written by the client itself and could be spoofed.
+    """
+    notes: list[str] = []
+    if not trusted or not trusted.trusts(peer_ip):
+        return peer_ip, notes
+    chain: list[str] | None = None
+    forwarded = header_map.get("forwarded")
+    if forwarded:
+        chain = _forwarded_for(forwarded)
+        if chain is None:
+            notes.append("forwarded.malformed")
+    if not chain:
+        xff = header_map.get("x-forwarded-for")
+        if xff:
+            chain = [hop for hop in xff.split(",") if hop.strip()]
+    if not chain:
+        real = header_map.get("x-real-ip")
+        chain = [real] if real else []
+    client = peer_ip
+    for hop in reversed(chain[-MAX_FORWARDED_HOPS:]):
+        ip = normalise_ip(hop)
+        if ip is None:
+            notes.append("forwarded.bad_address")
+            break
+        client = ip
+        if not trusted.trusts(ip):
+            break
+    return client, notes
+
+
+def _decode_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[tuple[str, str], ...], dict]:
+    """Decode ASGI header bytes (latin-1 never fails) and fold repeats into one map."""
+    headers = []
+    header_map: dict[str, str] = {}
+    for raw_name, raw_value in raw_headers:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers.append((name, value))
+        previous = header_map.get(name)
+        if previous is None:
+            header_map[name] = value
+        else:
+            header_map[name] = previous + ("; " if name == "cookie" else ", ") + value
+    return tuple(headers), header_map
+
+
+def facts_from_scope(
+    scope: Mapping[str, Any],
+    now: float,
+    trusted: TrustedProxies | None = None,
+    tls_header: str | None = None,
+) -> RequestFacts:
+    """Build RequestFacts from an ASGI HTTP or websocket scope. Never raises on client input."""
+    headers, header_map = _decode_headers(scope.get("headers") or ())
+    client = scope.get("client")
+    peer_ip = normalise_ip(str(client[0])) if client else None
+    peer_ip = peer_ip or "0.0.0.0"
+    notes: list[str] = []
+    client_ip, ip_notes = resolve_client_ip(peer_ip, header_map, trusted or TrustedProxies())
+    notes.extend(ip_notes)
+    cookies: dict[str, str] = {}
+    raw_cookie = header_map.get("cookie")
+    if raw_cookie:
+        cookies, cookie_notes = parse_cookies(raw_cookie)
+        notes.extend(cookie_notes)
+    if any(any(ord(ch) > 126 for ch in value) for _, value in headers):
+        notes.append("header.non_ascii")
+    raw_query = scope.get("query_string") or b""
+    tls_fingerprint = None
+    if tls_header and trusted and trusted.trusts(peer_ip):
+        tls_fingerprint = header_map.get(tls_header) or None
+    return RequestFacts(
+        client_ip=client_ip,
+        method=scope.get("method", "GET"),
+        path=scope.get("path", "/") or "/",
+        now=now,
+        headers=headers,
+        header_map=header_map,
+        cookies=cookies,
+        query=raw_query.decode("latin-1"),
+        host=header_map.get("host", ""),
+        scheme=scope.get("scheme", "http"),
+        http_version=scope.get("http_version", "1.1"),
+        peer_ip=peer_ip,
+        tls_fingerprint=tls_fingerprint,
+        notes=tuple(notes),
+    )
+
+
+def facts_from_headers(
+    client_ip: str,
+    method: str,
+    path: str,
+    now: float,
+    headers: Iterable[tuple[str, str]] = (),
+    **extra: Any,
+) -> RequestFacts:
+    """Build RequestFacts from already-decoded parts (log lines, tests, forward-auth)."""
+    encoded = [(name.encode("latin-1", "replace"), value.encode("latin-1", "replace")) for name, value in headers]
+    header_tuple, header_map = _decode_headers(encoded)
+    path, _, query = path.partition("?")
+    cookies: dict[str, str] = {}
+    notes: list[str] = []
+    if "cookie" in header_map:
+        cookies, notes = parse_cookies(header_map["cookie"])
+    return RequestFacts(
+        client_ip=normalise_ip(client_ip) or client_ip,
+        method=method,
+        path=path or "/",
+        now=now,
+        headers=header_tuple,
+        header_map=header_map,
+        cookies=cookies,
+        query=extra.pop("query", query),
+        host=header_map.get("host", ""),
+        notes=tuple(notes) + tuple(extra.pop("notes", ())),
+        **extra,
+    )

@@ -1,0 +1,154 @@
+"""ShieldMiddleware: the pure-ASGI front door that decides every HTTP request and websocket handshake."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from shieldware.actions.pages import decision_response
+from shieldware.decision import Decision, Verdict
+from shieldware.engine import Engine
+from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope
+from shieldware.metrics import PROMETHEUS_CONTENT_TYPE
+from shieldware.policy import Policy, default_policy, load_policy
+from shieldware.store import Store, open_store
+
+log = logging.getLogger("shieldware.middleware")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Endpoint = Callable[[Scope, Receive, Send, RequestFacts], Awaitable[None]]
+Responder = Callable[[Decision, RequestFacts, Scope, Receive, Send], Awaitable[None]]
+
+
+async def send_simple(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ShieldMiddleware:
+    """Wrap any ASGI app: `app = ShieldMiddleware(app)` uses the shipped policy and memory store.
+
+    `policy` is a Policy or a path to a policy file; `store` a Store or a URI; `clock` returns
+    the current time (tests pass their own). Internal endpoints (metrics, challenge, telemetry)
+    live under `prefix` and are answered here, never by the app.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: Policy | str | Path | None = None,
+        store: Store | str | None = None,
+        *,
+        engine: Engine | None = None,
+        clock: Callable[[], float] = time.time,
+        prefix: str = "/.shieldware",
+    ) -> None:
+        self.app = app
+        if engine is None:
+            if isinstance(policy, (str, Path)):
+                policy = load_policy(policy)
+            policy = policy or default_policy()
+            if isinstance(store, str):
+                store = open_store(store)
+            engine = Engine(policy, store)
+        self.engine = engine
+        self.policy = engine.policy
+        self.clock = clock
+        self.prefix = prefix.rstrip("/")
+        self.trusted = TrustedProxies(self.policy.trusted_proxies)
+        self.tls_header = self.policy.tls_fingerprint_header
+        self.endpoints: dict[str, Endpoint] = {}
+        self.responders: dict[Verdict, Responder] = {}
+        self._metrics_allow = TrustedProxies(self.policy.metrics_allow)
+        if self.policy.metrics_path:
+            self.endpoints[self.policy.metrics_path] = self._serve_metrics
+
+    def add_endpoint(self, path: str, handler: Endpoint) -> None:
+        self.endpoints[path] = handler
+
+    def set_responder(self, verdict: Verdict, responder: Responder) -> None:
+        """Replace how a verdict is answered (the challenge feature answers CHALLENGE)."""
+        self.responders[verdict] = responder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        now = self.clock()
+        facts = facts_from_scope(scope, now, self.trusted, self.tls_header)
+        endpoint = self.endpoints.get(facts.path)
+        if endpoint is not None:
+            await endpoint(scope, receive, send, facts)
+            return
+        started = time.perf_counter()
+        decision = await self.engine.decide(facts)
+        self.engine.metrics.record_latency(time.perf_counter() - started)
+        if decision.action is not Verdict.ALLOW:
+            await self._refuse(decision, facts, scope, receive, send)
+            return
+        await self._pass(decision, scope, receive, send, now)
+
+    async def _pass(self, decision: Decision, scope: Scope, receive: Receive, send: Send, now: float) -> None:
+        """Serve the request: the app sees the decision in scope state and X-Shield-* headers."""
+        scope = dict(scope)
+        # Drop any X-Shield-* the client sent: the app must be able to trust these headers.
+        headers = [h for h in scope["headers"] if not h[0].startswith(b"x-shield-")]
+        headers.append((b"x-shield-score", b"%d" % round(decision.bot_score)))
+        headers.append((b"x-shield-verdict", decision.verdict.value.encode()))
+        headers.append((b"x-shield-ref", decision.ref.encode()))
+        scope["headers"] = headers
+        state = scope.get("state")
+        scope["state"] = state = dict(state) if state else {}
+        state["shield"] = decision
+        decision.reporter = self._report
+        status_seen: list[int] = []
+
+        async def send_watching_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status_seen.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_watching_status)
+        finally:
+            status = status_seen[0] if status_seen else None
+            await self.engine.feedback(decision, now, status=status)
+
+    def _report(self, decision: Decision, event: str, fields: dict[str, Any]) -> None:
+        """`request.state.shield.report(...)` lands here; the engine learns asynchronously."""
+        task = asyncio.get_running_loop().create_task(
+            self.engine.feedback(decision, self.clock(), event=event, fields=fields))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+    async def _refuse(self, decision: Decision, facts: RequestFacts, scope: Scope, receive: Receive,
+                      send: Send) -> None:
+        if scope["type"] == "websocket":
+            # Closing before accept makes the server answer the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": f"shieldware {decision.ref}"})
+            return
+        responder = self.responders.get(decision.action)
+        if responder is not None:
+            await responder(decision, facts, scope, receive, send)
+            return
+        status, headers, body = decision_response(decision, facts)
+        await send_simple(send, status, headers, body)
+
+    async def _serve_metrics(self, scope: Scope, receive: Receive, send: Send, facts: RequestFacts) -> None:
+        if not self._metrics_allow.trusts(facts.client_ip):
+            await send_simple(send, 404, [(b"content-type", b"text/plain")], b"not found")
+            return
+        body = self.engine.metrics.exposition()
+        await send_simple(send, 200, [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode())], body)
+
+
+# Report tasks are kept referenced until done, or the event loop could drop them mid-flight.
+_pending: set[Any] = set()

@@ -1,0 +1,484 @@
+"""Policy: the YAML file that says how each route group of the shop is protected, as typed objects.
+
+Loading validates everything and reports every mistake with the file, the field and what
+was expected. Later features add their own settings through `register_section` and
+`register_group_field`, so each feature owns and validates its own part of the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shieldware.decision import Verdict
+from shieldware.evidence import Weights
+
+RULE_ACTIONS = ("allow", "block", "challenge", "throttle", "weigh")
+MODES = ("enforce", "monitor")
+
+
+class PolicyError(ValueError):
+    """A policy file is wrong. `problems` lists every mistake as 'file: field: message'."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+class _Checker:
+    """Collects problems while walking the YAML tree, so one run reports all of them."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, where: str, expected: str, got: Any) -> None:
+        shown = repr(got)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        self.problems.append(f"{where}: expected {expected}, got {shown}")
+
+    def mapping(self, value: Any, where: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(where, "a mapping (key: value)", value)
+            return {}
+        return value
+
+    def unknown_keys(self, value: dict, allowed: Iterable[str], where: str) -> None:
+        allowed = sorted(allowed)
+        for key in value:
+            if key not in allowed:
+                self.problems.append(f"{where}.{key}: unknown field; expected one of {', '.join(allowed)}")
+
+    def string_list(self, value: Any, where: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+            self.fail(where, "a string or a list of strings", value)
+            return ()
+        return tuple(str(v) for v in value)
+
+    def threshold(self, value: Any, where: str) -> float | None:
+        if value is None or value is False:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+            self.fail(where, "a number from 0 to 100, or null for never", value)
+            return None
+        return float(value)
+
+    def networks(self, value: Any, where: str) -> tuple:
+        nets = []
+        for i, text in enumerate(self.string_list(value, where)):
+            try:
+                nets.append(ipaddress.ip_network(text.strip(), strict=False))
+            except ValueError:
+                self.fail(f"{where}[{i}]", "an IP address or CIDR like 203.0.113.0/24", text)
+        return tuple(nets)
+
+
+# ---- extension points -------------------------------------------------------------------------
+
+SectionParser = Callable[[Any, str, _Checker], Any]
+_SECTIONS: dict[str, tuple[SectionParser, Callable[[], Any]]] = {}
+_GROUP_FIELDS: dict[str, tuple[SectionParser, Callable[[], Any]]] = {}
+_ATTRIBUTES: dict[str, str] = {}
+
+
+def register_section(name: str, parse: SectionParser, default: Callable[[], Any]) -> None:
+    """A feature declares a top-level policy section it owns (e.g. `challenge:`)."""
+    _SECTIONS[name] = (parse, default)
+
+
+def register_group_field(name: str, parse: SectionParser, default: Callable[[], Any]) -> None:
+    """A feature declares a per-route-group setting it owns (e.g. `limits:`)."""
+    _GROUP_FIELDS[name] = (parse, default)
+
+
+def register_attribute(name: str, meaning: str) -> None:
+    """A signal declares an attribute it publishes, so rules may match on it (`ua.category`)."""
+    _ATTRIBUTES[name] = meaning
+
+
+def known_attributes() -> dict[str, str]:
+    return dict(_ATTRIBUTES)
+
+
+# ---- route groups -----------------------------------------------------------------------------
+
+
+def glob_to_regex(pattern: str) -> str:
+    """`/product/*` → prefix match, `*.css` → suffix match; `*` spans slashes, `?` is one char."""
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteGroup:
+    name: str
+    paths: tuple[str, ...]
+    methods: frozenset[str] | None = None
+    challenge_above: float | None = 50.0
+    block_above: float | None = 85.0
+    skip_signals: frozenset[str] = frozenset()
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def verdict_for(self, score: float) -> Verdict:
+        if self.block_above is not None and score >= self.block_above:
+            return Verdict.BLOCK
+        if self.challenge_above is not None and score >= self.challenge_above:
+            return Verdict.CHALLENGE
+        return Verdict.ALLOW
+
+    def setting(self, name: str) -> Any:
+        if name in self.settings:
+            return self.settings[name]
+        return _GROUP_FIELDS[name][1]()
+
+
+class RouteTable:
+    """Finds the route group of a (method, path) with one regex match, cached per method."""
+
+    def __init__(self, groups: tuple[RouteGroup, ...], default_group: RouteGroup) -> None:
+        self.groups = groups
+        self.default_group = default_group
+        self._by_method: dict[str, tuple[re.Pattern, list[RouteGroup]]] = {}
+
+    def _compile(self, method: str) -> tuple[re.Pattern, list[RouteGroup]]:
+        parts, owners = [], []
+        for group in self.groups:
+            if group.methods is not None and method not in group.methods:
+                continue
+            for pattern in group.paths:
+                parts.append(f"(?P<g{len(owners)}>{glob_to_regex(pattern)})")
+                owners.append(group)
+        # Each alternative is anchored at both ends; a group-less method matches nothing.
+        regex = re.compile("|".join(f"(?:{p})\\Z" for p in parts) if parts else r"(?!x)x")
+        return regex, owners
+
+    def group_for(self, method: str, path: str) -> RouteGroup:
+        compiled = self._by_method.get(method)
+        if compiled is None:
+            if len(self._by_method) > 32:  # arbitrary client methods must not grow this forever
+                self._by_method.clear()
+            compiled = self._by_method[method] = self._compile(method)
+        regex, owners = compiled
+        match = regex.match(path)
+        if match is None:
+            return self.default_group
+        return owners[int(match.lastgroup[1:])]
+
+    def by_name(self, name: str) -> RouteGroup | None:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        return self.default_group if self.default_group.name == name else None
+
+
+# ---- rules ------------------------------------------------------------------------------------
+
+RULE_MATCH_KEYS = ("path", "method", "group", "ip", "header", "reason")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """An explicit decision: when every condition in `when` holds, take `action`."""
+
+    name: str
+    action: str
+    weight: float = 0.0
+    paths: re.Pattern | None = None
+    methods: frozenset[str] | None = None
+    groups: frozenset[str] | None = None
+    networks: tuple = ()
+    headers: tuple[tuple[str, re.Pattern], ...] = ()
+    reasons: frozenset[str] | None = None
+    attributes: tuple[tuple[str, frozenset], ...] = ()
+
+    @property
+    def needs_evidence(self) -> bool:
+        return self.reasons is not None or bool(self.attributes)
+
+    def matches(self, facts: Any, group: str, attrs: dict[str, Any], codes: Iterable[str]) -> bool:
+        if self.methods is not None and facts.method not in self.methods:
+            return False
+        if self.groups is not None and group not in self.groups:
+            return False
+        if self.paths is not None and self.paths.match(facts.path) is None:
+            return False
+        if self.networks:
+            try:
+                addr = ipaddress.ip_address(facts.client_ip)
+            except ValueError:
+                return False
+            if not any(addr.version == n.version and addr in n for n in self.networks):
+                return False
+        for name, regex in self.headers:
+            value = facts.header_map.get(name)
+            if value is None or regex.search(value) is None:
+                return False
+        if self.reasons is not None and self.reasons.isdisjoint(codes):
+            return False
+        for name, wanted in self.attributes:
+            value = attrs.get(name)
+            if isinstance(value, bool) or value is None:
+                if value not in wanted and str(value).lower() not in wanted:
+                    return False
+            elif str(value) not in wanted:
+                return False
+        return True
+
+
+def _parse_rule(raw: Any, where: str, check: _Checker) -> Rule | None:
+    raw = check.mapping(raw, where)
+    if not raw:
+        return None
+    check.unknown_keys(raw, ("name", "when", "action", "weight"), where)
+    name = str(raw.get("name") or where)
+    action = raw.get("action")
+    if action not in RULE_ACTIONS:
+        check.fail(f"{where}.action", "one of " + ", ".join(RULE_ACTIONS), action)
+        return None
+    weight = raw.get("weight", 0)
+    if action == "weigh" and (isinstance(weight, bool) or not isinstance(weight, (int, float))):
+        check.fail(f"{where}.weight", "a number of score points (negative lowers the score)", weight)
+        weight = 0
+    when = check.mapping(raw.get("when"), f"{where}.when")
+    if not when:
+        check.problems.append(f"{where}.when: expected at least one condition (a rule that matches everything "
+                              "is almost always a mistake; use the group thresholds instead)")
+    kwargs: dict[str, Any] = {}
+    attributes = []
+    for key, value in when.items():
+        at = f"{where}.when.{key}"
+        if key == "path":
+            kwargs["paths"] = re.compile("|".join(f"(?:{glob_to_regex(p)})\\Z" for p in check.string_list(value, at)))
+        elif key == "method":
+            kwargs["methods"] = frozenset(m.upper() for m in check.string_list(value, at))
+        elif key == "group":
+            kwargs["groups"] = frozenset(check.string_list(value, at))
+        elif key == "ip":
+            kwargs["networks"] = check.networks(value, at)
+        elif key == "header":
+            headers = []
+            for header_name, pattern in check.mapping(value, at).items():
+                try:
+                    headers.append((str(header_name).lower(), re.compile(str(pattern))))
+                except re.error as exc:
+                    check.fail(f"{at}.{header_name}", f"a valid regular expression ({exc})", pattern)
+            kwargs["headers"] = tuple(headers)
+        elif key == "reason":
+            kwargs["reasons"] = frozenset(check.string_list(value, at))
+        elif key in _ATTRIBUTES:
+            values = value if isinstance(value, list) else [value]
+            attributes.append((key, frozenset(str(v).lower() if isinstance(v, bool) else str(v) for v in values)))
+        else:
+            expected = ", ".join(sorted((*RULE_MATCH_KEYS, *_ATTRIBUTES)))
+            check.problems.append(f"{at}: unknown condition; expected one of {expected}")
+    return Rule(name=name, action=action, weight=float(weight or 0), attributes=tuple(attributes), **kwargs)
+
+
+# ---- the policy -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    source: str
+    mode: str
+    route_table: RouteTable
+    rules: tuple[Rule, ...]
+    weights: Weights
+    trusted_proxies: tuple = ()
+    tls_fingerprint_header: str | None = None
+    store_uri: str = "memory://"
+    decision_log_path: str | None = None
+    decision_log_all: bool = False
+    metrics_path: str | None = "/.shieldware/metrics"
+    metrics_allow: tuple = ()
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> tuple[RouteGroup, ...]:
+        return self.route_table.groups
+
+    def group(self, name: str) -> RouteGroup | None:
+        return self.route_table.by_name(name)
+
+    def section(self, name: str) -> Any:
+        if name in self.sections:
+            return self.sections[name]
+        return _SECTIONS[name][1]()
+
+
+TOP_LEVEL_KEYS = (
+    "version", "mode", "trusted_proxies", "tls_fingerprint_header", "store", "defaults", "weights",
+    "decision_log", "metrics", "groups", "default_group", "rules",
+)
+
+
+def _parse_group(raw: Any, where: str, defaults: dict, check: _Checker) -> RouteGroup | None:
+    raw = check.mapping(raw, where)
+    core = ("name", "paths", "methods", "challenge_above", "block_above", "skip_signals")
+    check.unknown_keys(raw, (*core, *_GROUP_FIELDS), where)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        check.fail(f"{where}.name", "a group name such as 'checkout'", name)
+        return None
+    methods = check.string_list(raw.get("methods"), f"{where}.methods")
+    settings = {}
+    for key, (parse, _default) in _GROUP_FIELDS.items():
+        if key in raw:
+            settings[key] = parse(raw[key], f"{where}.{key}", check)
+    return RouteGroup(
+        name=name,
+        paths=check.string_list(raw.get("paths"), f"{where}.paths"),
+        methods=frozenset(m.upper() for m in methods) if methods else None,
+        challenge_above=check.threshold(raw.get("challenge_above", defaults.get("challenge_above", 50)),
+                                        f"{where}.challenge_above"),
+        block_above=check.threshold(raw.get("block_above", defaults.get("block_above", 85)), f"{where}.block_above"),
+        skip_signals=frozenset(check.string_list(raw.get("skip_signals"), f"{where}.skip_signals")),
+        settings=settings,
+    )
+
+
+def policy_from_mapping(raw: Any, source: str = "<policy>") -> Policy:
+    """Validate a parsed YAML document into a Policy, or raise PolicyError listing every problem."""
+    import shieldware.signals  # noqa: F401  (signals register the attributes rules may match on)
+
+    check = _Checker()
+    if not isinstance(raw, dict):
+        raise PolicyError(source, [f"(top level): expected a mapping of policy fields, got {type(raw).__name__}"])
+    check.unknown_keys(raw, (*TOP_LEVEL_KEYS, *_SECTIONS), "(top level)")
+    version = raw.get("version", 1)
+    if version != 1:
+        check.fail("version", "1 (the only policy format so far)", version)
+    mode = raw.get("mode", "enforce")
+    if mode not in MODES:
+        check.fail("mode", "enforce or monitor", mode)
+    defaults = check.mapping(raw.get("defaults"), "defaults")
+    check.unknown_keys(defaults, ("challenge_above", "block_above"), "defaults")
+
+    groups = []
+    raw_groups = raw.get("groups") or []
+    if not isinstance(raw_groups, list):
+        check.fail("groups", "a list of route groups", raw_groups)
+        raw_groups = []
+    for i, raw_group in enumerate(raw_groups):
+        group = _parse_group(raw_group, f"groups[{i}]", defaults, check)
+        if group is not None:
+            if any(g.name == group.name for g in groups):
+                check.problems.append(f"groups[{i}].name: group {group.name!r} is defined twice")
+            groups.append(group)
+    default_name = raw.get("default_group", "browse")
+    default_group = next((g for g in groups if g.name == default_name), None)
+    if default_group is None:
+        default_group = RouteGroup(name=str(default_name), paths=())
+
+    rules = []
+    raw_rules = raw.get("rules") or []
+    if not isinstance(raw_rules, list):
+        check.fail("rules", "a list of rules", raw_rules)
+        raw_rules = []
+    for i, raw_rule in enumerate(raw_rules):
+        rule = _parse_rule(raw_rule, f"rules[{i}]", check)
+        if rule is not None:
+            known = {g.name for g in groups} | {default_group.name}
+            for g in rule.groups or ():
+                if g not in known:
+                    check.problems.append(f"rules[{i}].when.group: unknown group {g!r}; expected one of "
+                                          + ", ".join(sorted(known)))
+            rules.append(rule)
+
+    weights_raw = check.mapping(raw.get("weights"), "weights")
+    weights = {}
+    for code, value in weights_raw.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
+            check.fail(f"weights.{code}", "a number of points from -100 to 100", value)
+        else:
+            weights[str(code)] = float(value)
+
+    log = check.mapping(raw.get("decision_log"), "decision_log")
+    check.unknown_keys(log, ("path", "all"), "decision_log")
+    metrics = raw.get("metrics", {})
+    metrics = {"path": None} if metrics is False else check.mapping(metrics, "metrics")
+    check.unknown_keys(metrics, ("path", "allow_from"), "metrics")
+    tls_header = raw.get("tls_fingerprint_header")
+    if tls_header is not None and not isinstance(tls_header, str):
+        check.fail("tls_fingerprint_header", "a header name such as x-ja4", tls_header)
+    store_uri = raw.get("store", "memory://")
+    if not isinstance(store_uri, str) or "://" not in store_uri:
+        check.fail("store", "a store URI such as memory:// or redis://127.0.0.1:6379/0", store_uri)
+
+    sections = {}
+    for key, (parse, _default) in _SECTIONS.items():
+        if key in raw:
+            sections[key] = parse(raw[key], key, check)
+
+    if check.problems:
+        raise PolicyError(source, check.problems)
+    return Policy(
+        source=source,
+        mode=mode,
+        route_table=RouteTable(tuple(groups), default_group),
+        rules=tuple(rules),
+        weights=Weights(weights),
+        trusted_proxies=check.networks(raw.get("trusted_proxies"), "trusted_proxies"),
+        tls_fingerprint_header=tls_header.lower() if isinstance(tls_header, str) else None,
+        store_uri=store_uri,
+        decision_log_path=log.get("path"),
+        decision_log_all=bool(log.get("all", False)),
+        metrics_path=metrics.get("path", "/.shieldware/metrics"),
+        metrics_allow=check.networks(metrics.get("allow_from", ["127.0.0.0/8", "::1/128"]), "metrics.allow_from"),
+        sections=sections,
+    )
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file. Raises PolicyError (never a bare YAML traceback)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(path), [f"(file): cannot be read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(str(path), [f"(file): is not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
+    return policy_from_text(text, str(path))
+
+
+def policy_from_text(text: str, source: str = "<policy>") -> Policy:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(source, [f"{where}: not valid YAML: {problem}"]) from exc
+    return policy_from_mapping(raw, source)
+
+
+def default_policy_text() -> str:
+    return resources.files("shieldware").joinpath("policies/default.yaml").read_text(encoding="utf-8")
+
+
+def default_policy(**overrides: Any) -> Policy:
+    """The shipped shop policy; `overrides` replace top-level fields (e.g. mode="monitor")."""
+    raw = yaml.safe_load(default_policy_text())
+    raw.update(overrides)
+    return policy_from_mapping(raw, "<default policy>")

@@ -1,0 +1,20 @@
+"""Signal families: each module turns RequestFacts (and window state) into Evidence."""
+
+from __future__ import annotations
+
+from shieldware.signals.base import Inspection, Signal
+from shieldware.signals.headers import HeaderSignal
+from shieldware.signals.request import RequestSanitySignal
+from shieldware.signals.useragent import UserAgentSignal
+
+
+def default_signals() -> list[Signal]:
+    """The signals every engine runs unless told otherwise, in the order they run.
+
+    Order matters only where a signal reads an attribute another publishes (the header check
+    reads the user agent's claimed browser).
+    """
+    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal()]
+
+
+__all__ = ["Inspection", "Signal", "default_signals"]

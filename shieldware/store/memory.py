@@ -1,0 +1,80 @@
+"""memory:// — the embedded store for one process: window state in numpy, records in a dict."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+
+class MemoryStore:
+    """Records with expiry in a dict guarded by a lock (safe across threads and tasks).
+
+    Records are few and small (nonces, bans, switches), so expired ones are swept lazily when
+    read and in bulk every `sweep_every` writes, keeping memory bounded without a timer.
+    """
+
+    def __init__(self, uri: str = "memory://", max_records: int = 1_000_000, sweep_every: int = 4096) -> None:
+        self.uri = uri
+        self.max_records = max_records
+        self._sweep_every = sweep_every
+        self._writes = 0
+        self._records: dict[tuple[str, str], tuple[dict, float | None]] = {}
+        self._lock = threading.Lock()
+
+    async def observe(self, observations: Sequence[Any], now: float) -> Any:
+        return None
+
+    def _sweep(self, now: float) -> None:
+        expired = [k for k, (_, until) in self._records.items() if until is not None and until <= now]
+        for k in expired:
+            del self._records[k]
+        if len(self._records) > self.max_records:
+            # Still over the cap after expiry: drop the records that expire soonest.
+            by_expiry = sorted(self._records, key=lambda k: self._records[k][1] or float("inf"))
+            for k in by_expiry[: len(self._records) - self.max_records]:
+                del self._records[k]
+
+    def _put(self, kind: str, key: str, value: dict, ttl: float | None, now: float) -> None:
+        self._records[(kind, key)] = (value, None if ttl is None else now + ttl)
+        self._writes += 1
+        if self._writes % self._sweep_every == 0 or len(self._records) > self.max_records:
+            self._sweep(now)
+
+    def _get(self, kind: str, key: str, now: float) -> dict | None:
+        entry = self._records.get((kind, key))
+        if entry is None:
+            return None
+        value, until = entry
+        if until is not None and until <= now:
+            del self._records[(kind, key)]
+            return None
+        return value
+
+    async def put_record(self, kind: str, key: str, value: dict, ttl: float | None, now: float) -> None:
+        with self._lock:
+            self._put(kind, key, value, ttl, now)
+
+    async def get_record(self, kind: str, key: str, now: float) -> dict | None:
+        with self._lock:
+            return self._get(kind, key, now)
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        with self._lock:
+            return self._records.pop((kind, key), None) is not None
+
+    async def list_records(self, kind: str, now: float) -> dict[str, dict]:
+        with self._lock:
+            return {k: v for (knd, k) in list(self._records) if knd == kind
+                    and (v := self._get(knd, k, now)) is not None}
+
+    async def claim_once(self, kind: str, key: str, ttl: float, now: float) -> bool:
+        with self._lock:
+            if self._get(kind, key, now) is not None:
+                return False
+            self._put(kind, key, {"claimed_at": now}, ttl, now)
+            return True
+
+    async def close(self) -> None:
+        with self._lock:
+            self._records.clear()
