@@ -1,0 +1,1 @@
+"""Behavioural biometrics: telemetry from the browser collector, movement features, a human-likeness score."""
