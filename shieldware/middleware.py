@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shieldware.actions.pages import decision_response
+from shieldware.biometrics.endpoint import install_telemetry
 from shieldware.decision import Decision, Verdict
 from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope
@@ -69,6 +70,7 @@ class ShieldMiddleware:
         self._metrics_allow = TrustedProxies(self.policy.metrics_allow)
         if self.policy.metrics_path:
             self.endpoints[self.policy.metrics_path] = self._serve_metrics
+        install_telemetry(self)
 
     def add_endpoint(self, path: str, handler: Endpoint) -> None:
         self.endpoints[path] = handler
