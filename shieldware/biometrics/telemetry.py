@@ -75,7 +75,10 @@ def _rows(raw: Any, name: str, columns: int, cap: int, codes: dict[int, tuple[in
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
             shown = json.dumps(row)[:60]
             raise TelemetryError(f"{name}[{i}]: expected a row of {columns} numbers, got {shown}")
-    table = np.array(raw, dtype=np.float64)
+    try:
+        table = np.array(raw, dtype=np.float64)
+    except OverflowError:
+        raise TelemetryError(f"{name}: numbers must be finite") from None
     if not np.isfinite(table).all():
         raise TelemetryError(f"{name}: numbers must be finite")
     if (table[:, 0] < 0).any() or (table[:, 0] > MAX_TIME_MS).any():
@@ -125,6 +128,8 @@ def parse_telemetry(body: bytes | str | dict) -> Telemetry:
             raw = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise TelemetryError(f"body is not JSON ({exc})") from None
+        except RecursionError:
+            raise TelemetryError("body is nested too deeply to be telemetry") from None
     if not isinstance(raw, dict):
         raise TelemetryError("body must be a JSON object")
     if raw.get("v") != FORMAT_VERSION:
