@@ -69,6 +69,16 @@ def session_cookie(name: str, session_id: str, secure: bool) -> bytes:
     return (attributes + ("; Secure" if secure else "")).encode()
 
 
+# The numbers kept from the latest batch, so an analyst (and the tests) can see what was measured.
+RECORDED_FEATURES = (
+    "pointer.moves", "pointer.segments", "pointer.straightness_mean", "pointer.straightness_min",
+    "pointer.linear_segments", "pointer.constant_segments", "pointer.teleports", "pointer.speed_mean",
+    "pointer.speed_cv", "pointer.pauses", "pointer.submovements", "pointer.overshoots", "pointer.clicks",
+    "pointer.hold_mean", "pointer.model_bot_probability", "keys.count", "keys.hold_mean", "keys.hold_cv",
+    "keys.gap_cv", "scroll.count", "scroll.gap_cv", "touch.count", "fills.count",
+)
+
+
 def merge_session(previous: dict | None, batch: Assessment, now: float, ua_hash: str) -> dict:
     """The session record after one more batch: reasons are the union (largest weight per code)."""
     by_code: dict[str, dict] = {}
@@ -89,8 +99,33 @@ def merge_session(previous: dict | None, batch: Assessment, now: float, ua_hash:
         by_code.pop(_DROPPED_IF_ANY_POSITIVE, None)
     reasons = sorted(by_code.values(), key=lambda r: -abs(r["weight"]))
     bot = combined_probability([r["weight"] for r in reasons])
+    measured = {name: round(batch.features[name], 4) for name in RECORDED_FEATURES if name in batch.features}
+    same_browser = previous is not None and previous.get("ua") == ua_hash
+    totals = session_totals(previous.get("session") if same_browser else None, batch.features)
     return {"human": round(1.0 - bot, 4), "bot_probability": round(bot, 4), "reasons": reasons,
-            "events": events, "batches": batches, "at": now, "ua": ua_hash}
+            "events": events, "batches": batches, "at": now, "ua": ua_hash, "last_batch": measured,
+            "session": totals}
+
+
+# Counts that add up over a session's batches (a drag can straddle two batches).
+SUMMED_FEATURES = (
+    "pointer.moves", "pointer.clicks", "pointer.segments", "pointer.linear_segments",
+    "pointer.constant_segments", "pointer.teleports", "keys.count", "scroll.count", "touch.count",
+    "fills.count",
+)
+
+
+def session_totals(previous: dict | None, features: dict[str, float]) -> dict[str, float]:
+    """Session-wide counts, and straightness averaged over every segment seen so far."""
+    previous = previous or {}
+    totals = {name: float(previous.get(name, 0.0)) + features.get(name, 0.0) for name in SUMMED_FEATURES}
+    old_segments = float(previous.get("pointer.segments", 0.0))
+    new_segments = features.get("pointer.segments", 0.0)
+    if totals["pointer.segments"] > 0:
+        weighted = (float(previous.get("pointer.straightness_mean", 0.0)) * old_segments
+                    + features.get("pointer.straightness_mean", 0.0) * new_segments)
+        totals["pointer.straightness_mean"] = round(weighted / totals["pointer.segments"], 4)
+    return totals
 
 
 class _RateLimiter:

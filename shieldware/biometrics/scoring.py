@@ -43,7 +43,7 @@ register_reason("bio.instant_click", 30, "Mouse buttons were released within a f
                 "pressed; people hold a click for about a tenth of a second.")
 register_reason(
     "bio.uniform_keys", 40,
-    "Keys were pressed with machine-regular or zero hold and gap times, as scripted typing does.")
+    "Keys were pressed with machine-regular timing or held only a few milliseconds, as scripted typing does.")
 register_reason(
     "bio.instant_fill", 15,
     "Fields were filled with no key pressed (pasted or set by script), and nothing was typed.")
@@ -58,8 +58,8 @@ MACHINE_MOTION_AT = 0.8       # model bot probability from which bio.machine_mot
 HUMAN_MOTION_BELOW = 0.1      # ... and below which (with enough steps) bio.human_motion is
 HUMAN_MOTION_MIN_STEPS = 64
 INSTANT_CLICK_MS = 15.0
-UNIFORM_KEYS_MIN = 6
-ZERO_HOLD_MS = 10.0
+UNIFORM_KEYS_MIN = 5
+SHORT_HOLD_MS = 30.0  # people hold a key 70-130 ms; a scripted key press is a few ms
 UNIFORM_SCROLL_MIN = 8
 
 
@@ -153,7 +153,7 @@ def assess(telemetry: Telemetry, weights: Weights | None = None) -> Assessment:
     if traj["clicks"] >= 1 and traj["hold_mean"] < INSTANT_CLICK_MS:
         add("bio.instant_click", clicks=int(traj["clicks"]), hold_ms=round(traj["hold_mean"], 1))
     if keys["count"] >= UNIFORM_KEYS_MIN and (
-            keys["hold_mean"] < ZERO_HOLD_MS or (keys["hold_cv"] < 0.1 and keys["gap_cv"] < 0.15)):
+            keys["hold_mean"] < SHORT_HOLD_MS or (keys["hold_cv"] < 0.1 and keys["gap_cv"] < 0.15)):
         add("bio.uniform_keys", keys=int(keys["count"]), hold_ms=round(keys["hold_mean"], 1),
             hold_cv=round(keys["hold_cv"], 3), gap_cv=round(keys["gap_cv"], 3))
     typed_fills = int((telemetry.fills[:, 1] == 1).sum()) if len(telemetry.fills) else 0
