@@ -28,6 +28,8 @@ from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter
 
+from shieldware.biometrics.features import warm_up
+from shieldware.biometrics.model import load_model
 from shieldware.biometrics.scoring import Assessment, assess, combined_probability
 from shieldware.biometrics.settings import BiometricsSettings
 from shieldware.biometrics.telemetry import TelemetryError, parse_telemetry
@@ -329,6 +331,9 @@ class CollectorInjector:
 def install_telemetry(middleware: Any) -> TelemetryEndpoint:
     """Wire the telemetry and collector endpoints (and the optional injector) into a middleware."""
     endpoint = TelemetryEndpoint(middleware)
+    # Compile (or load from Numba's cache) the kernels and read the model now, not on a request.
+    warm_up()
+    load_model()
     middleware.add_endpoint(f"{middleware.prefix}/telemetry", endpoint.handle_telemetry)
     middleware.add_endpoint(f"{middleware.prefix}/collector.js", endpoint.handle_collector)
     if endpoint.settings.inject_groups:
