@@ -24,9 +24,6 @@ import zlib
 from collections import OrderedDict
 from importlib import resources
 from typing import Any
-from weakref import WeakKeyDictionary
-
-from prometheus_client import CollectorRegistry, Counter
 
 from shieldware.biometrics.features import warm_up
 from shieldware.biometrics.model import load_model
@@ -45,18 +42,6 @@ SESSION_MAX_AGE = 86_400
 # but they are kept too: the session record is the union, with each code's largest weight).
 _DROPPED_ONCE_INPUT = "bio.no_input"
 _DROPPED_IF_ANY_POSITIVE = "bio.human_motion"
-
-_counters: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
-
-
-def telemetry_counter(registry: CollectorRegistry) -> Counter:
-    """`shieldware_telemetry_batches{outcome}`: accepted, malformed, too_large, rate_limited, …"""
-    counter = _counters.get(registry)
-    if counter is None:
-        counter = _counters[registry] = Counter(
-            "shieldware_telemetry_batches", "Telemetry batches by outcome", ["outcome"], registry=registry)
-    return counter
-
 
 def valid_session_id(value: str | None) -> str | None:
     return value if value and SESSION_ID.match(value) else None
@@ -166,13 +151,13 @@ class TelemetryEndpoint:
         self.engine = middleware.engine
         self.settings: BiometricsSettings = self.engine.policy.section("biometrics")
         self.weights: Weights = self.engine.policy.weights
-        self.counter = telemetry_counter(self.engine.metrics.registry)
         self.per_session = _RateLimiter(self.settings.rate_per_minute, self.settings.burst)
         self.per_client = _RateLimiter(self.settings.rate_per_minute * 4, self.settings.burst * 4)
         self.collector_js = resources.files("shieldware.web").joinpath("collector.js").read_bytes()
 
     def count(self, outcome: str) -> None:
-        self.counter.labels(outcome).inc()
+        """`shieldware_telemetry_batches_total{outcome}`: accepted, malformed, too_large, rate_limited, error."""
+        self.engine.metrics.count("telemetry_batches", outcome=outcome)
 
     async def ingest(self, session_id: str, body: bytes | str | dict, facts: RequestFacts) -> dict:
         """Score a telemetry body for a session and store the merged record; raises TelemetryError.
