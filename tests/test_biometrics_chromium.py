@@ -121,3 +121,24 @@ def test_curved_variable_speed_path_is_not_a_ruler(shop, browser):
     measured = record["session"]
     assert measured["pointer.straightness_mean"] > 1.05
     assert "bio.linear_path" not in {r["code"] for r in record["reasons"]}
+
+
+def test_leaving_the_page_sends_the_batch(shop, browser):
+    """No flush: the collector's pagehide/visibility beacon carries the last batch out."""
+    context = browser.new_context(user_agent=CHROME_UA, viewport={"width": 1200, "height": 400})
+    context.route("**/favicon.ico", lambda route: route.fulfill(status=204))
+    page = context.new_page()
+    try:
+        page.goto(f"{shop.url}/login")
+        page.wait_for_function("window.shieldware && window.shieldware.version === 1")
+        page.wait_for_timeout(1700)  # let the first timed batch go, so the rest leaves with the page
+        page.mouse.move(300, 300, steps=8)
+        page.click("input[name=username]")
+        page.keyboard.type("bob", delay=120)
+        page.goto(f"{shop.url}/products")
+        session_id = next(c["value"] for c in context.cookies() if c["name"] == "sw_sid")
+        record = session_record(shop.store, session_id, keys=3)
+    finally:
+        context.close()
+    assert record["session"]["keys.count"] == 3
+    assert record["batches"] >= 2
