@@ -19,7 +19,7 @@ import numpy as np
 
 from shieldware.biometrics import synth
 from shieldware.biometrics.model import roc_auc
-from shieldware.biometrics.scoring import movement_bot_probability
+from shieldware.biometrics.scoring import MACHINE_MOTION_AT, movement_bot_probability
 
 
 def evaluate(users: range, seed: int, params: synth.BotParams, per_kind: int) -> dict:
@@ -36,6 +36,9 @@ def evaluate(users: range, seed: int, params: synth.BotParams, per_kind: int) ->
         "auc_by_generator": {},
         "human_flagged_at_0.5": round(float((human >= 0.5).mean()), 4),
         "bots_caught_at_0.5": {},
+        # bio.machine_motion is reported from this probability on: the operating point in production.
+        f"human_flagged_at_{MACHINE_MOTION_AT}": round(float((human >= MACHINE_MOTION_AT).mean()), 4),
+        f"bots_caught_at_{MACHINE_MOTION_AT}": round(float((scores[is_bot == 1] >= MACHINE_MOTION_AT).mean()), 4),
     }
     for kind in synth.GENERATORS.keys() | {"replay"}:
         picked = scores[kinds_arr == kind]

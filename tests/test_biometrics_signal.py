@@ -91,3 +91,21 @@ async def test_store_failure_in_lookup_is_evidence_not_a_crash():
     engine = Engine(shop_policy(), CountingStore(fail=KeyError("bug")))
     decision = await engine.decide(request("/product/1"))
     assert "signal.error" in {r.code for r in decision.reasons}
+
+
+async def test_telemetry_carried_by_another_request_never_fails_it():
+    from shieldware.middleware import ShieldMiddleware
+
+    async def app(scope, receive, send):  # pragma: no cover - never reached here
+        raise AssertionError
+
+    store = MemoryStore()
+    middleware = ShieldMiddleware(app, policy=shop_policy(), store=store)
+    fresh = facts_from_headers("203.0.113.9", "POST", "/.shieldware/challenge/verify", NOW, CHROME_NAVIGATION)
+    headers = await middleware.telemetry.ingest_alongside(linear_bot_telemetry(), fresh)
+    assert headers and headers[0][1].startswith(b"sw_sid=")
+    session_id = headers[0][1].split(b";")[0].split(b"=")[1].decode()
+    record = await store.get_record(RECORD_KIND, session_id, NOW)
+    assert "bio.linear_path" in {r["code"] for r in record["reasons"]}
+    assert await middleware.telemetry.ingest_alongside({"v": 1, "pointer": "junk"}, request("/x", "POST")) == []
+    assert await middleware.telemetry.ingest_alongside(None, request("/x", "POST")) == []

@@ -173,6 +173,29 @@ class TelemetryEndpoint:
         self.count("accepted")
         return record
 
+    async def ingest_alongside(self, body: Any, facts: RequestFacts) -> list[tuple[bytes, bytes]]:
+        """Take telemetry that arrived inside another request (the challenge solution).
+
+        Never raises: a malformed batch is counted and dropped, so it cannot fail the request that
+        carried it. Returns the Set-Cookie header to add when the session had to be started here.
+        """
+        session_id = valid_session_id(facts.cookies.get(self.settings.cookie))
+        headers: list[tuple[bytes, bytes]] = []
+        if session_id is None:
+            session_id = secrets.token_urlsafe(18)
+            headers.append((b"set-cookie", session_cookie(self.settings.cookie, session_id,
+                                                          facts.scheme == "https")))
+        try:
+            await self.ingest(session_id, body, facts)
+        except TelemetryError:
+            self.count("malformed")
+            return []
+        except Exception:  # the carrying request matters more than its telemetry
+            log.exception("telemetry carried by %s could not be processed", facts.path)
+            self.count("error")
+            return []
+        return headers
+
     async def handle_telemetry(self, scope: dict, receive: Any, send: Any, facts: RequestFacts) -> None:
         try:
             await self._telemetry(scope, receive, send, facts)

@@ -117,10 +117,12 @@ def _env(raw: Any) -> dict[str, Any]:
     return env
 
 
-def parse_telemetry(body: bytes | str | dict) -> Telemetry:
+def parse_telemetry(body: Any) -> Telemetry:
     """Validate a version-1 telemetry body; raise TelemetryError with the reason if it is not."""
     if isinstance(body, dict):
         raw = body
+    elif not isinstance(body, (bytes, str)):
+        raise TelemetryError(f"body must be a JSON object, got {type(body).__name__}")
     else:
         if len(body) > MAX_BODY_BYTES:
             raise TelemetryError(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
