@@ -65,6 +65,8 @@ async def test_stored_reasons_join_the_score():
     codes = {r.code for r in flagged.reasons}
     assert {"bio.automation_flag", "bio.linear_path"} <= codes
     assert flagged.bot_score > clean.bot_score + 50
+    rule = shop_policy(rules=[{"name": "scripted", "when": {"bio.verdict": "automated"}, "action": "block"}])
+    assert (await Engine(rule, store).decide(request("/product/1"))).rule == "scripted"
     await remember(store, human_telemetry())
     trusted = await engine.decide(request("/product/1"))
     assert trusted.bot_score <= clean.bot_score

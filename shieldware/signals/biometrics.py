@@ -22,7 +22,8 @@ from shieldware.signals.base import Inspection
 register_reason("bio.telemetry_missing", 0, "This route group requires recent human-like telemetry from the "
                 "browser for the session, and there was none (or it did not look human): challenged.")
 
-register_attribute("bio.human", "the session's human-likeness from its browser telemetry, 0 to 1")
+register_attribute("bio.verdict", "what the session's browser telemetry says: human, automated, or none")
+HUMAN_FROM = 0.5
 
 
 class BiometricsSignal:
@@ -48,9 +49,11 @@ class BiometricsSignal:
             record = await self.store.get_record(RECORD_KIND, session_id, facts.now)
             if record is not None and record.get("ua") != user_agent_hash(facts.user_agent):
                 record = None  # a session cookie carried to another browser brings no verdict with it
-        if record is not None:
+        if record is None:
+            inspection.attrs["bio.verdict"] = "none"
+        else:
             human = float(record.get("human", 0.0))
-            inspection.attrs["bio.human"] = human
+            inspection.attrs["bio.verdict"] = "human" if human >= HUMAN_FROM else "automated"
             for reason in record.get("reasons", ()):
                 inspection.add_weighted(reason["code"], float(reason["weight"]), **reason.get("detail", {}))
         if not required:
