@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shieldware.signals.base import Inspection, Signal
+from shieldware.signals.clearance import ClearanceSignal
 from shieldware.signals.headers import HeaderSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.useragent import UserAgentSignal
@@ -14,7 +15,7 @@ def default_signals() -> list[Signal]:
     Order matters only where a signal reads an attribute another publishes (the header check
     reads the user agent's claimed browser).
     """
-    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal(), ClearanceSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]
