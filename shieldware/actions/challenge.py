@@ -4,7 +4,9 @@
 prefix: `/challenge` (a challenge page for `?return=URL`, where JSON clients send people),
 `/challenge/verify` (POST of the proof of work and telemetry), `/challenge/nojs` (the
 meta-refresh target for browsers with JavaScript off) and `/challenge/pixel` (loaded by such
-browsers, so a bare HTTP client cannot take the no-JS path by reading one header).
+browsers, so a bare HTTP client cannot take the no-JS path by reading one header) and
+`/challenge/check` (the page asks whether the clearance cookie came back before leaving, so a
+browser that drops cookies is told so instead of being challenged in a loop).
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from shieldware.actions.pages import decision_response, html_escape, template, w
 from shieldware.actions.proof import (
     Binding,
     Rejected,
+    check_clearance_binding,
     client_binding,
     issue_challenge,
     issue_clearance,
     safe_return_url,
     verify_challenge_token,
+    verify_clearance_signature,
     verify_solution,
 )
 from shieldware.actions.tokens import Keyring, default_keyring
@@ -150,6 +154,7 @@ class Challenges:
         self.verify_path = f"{self.prefix}/challenge/verify"
         self.nojs_path = f"{self.prefix}/challenge/nojs"
         self.pixel_path = f"{self.prefix}/challenge/pixel"
+        self.check_path = f"{self.prefix}/challenge/check"
         self.probe_cookie = f"{self.settings.cookie_name}_probe"
 
     @property
@@ -166,9 +171,6 @@ class Challenges:
             await self._json_challenge(decision, facts, send)
             return
         target = self._target_of(facts)
-        if settings.cookie_name not in facts.cookies and await self._solved_recently(binding, facts.now):
-            await self._cookies_needed(decision.ref, facts, target, send)
-            return
         group = self.policy.group(decision.route_group)
         difficulty = settings.difficulty_for(decision.bot_score, group.challenge_above if group else None)
         await self._serve_page(decision.ref, facts, binding, target, difficulty,
@@ -234,6 +236,7 @@ class Challenges:
             "difficulty": difficulty,
             "url": target,
             "verify": self.verify_path,
+            "check": self.check_path,
             "texts": {key: texts[key] for key in ("done", "failed", "cookies")},
         }
         body = template("challenge.html").substitute(
@@ -272,32 +275,6 @@ class Challenges:
         headers = [(b"content-type", _HTML), (b"x-shield-ref", ref.encode()), *extra_headers]
         await _send(send, status, headers, body)
 
-    async def _cookies_needed(self, ref: str, facts: RequestFacts, target: str, send: Any) -> None:
-        _lang, texts = self.settings.texts_for(facts.header_map.get("accept-language", ""))
-        self.metrics.failed.labels("challenge.cookies_disabled").inc()
-        await self._notice(ref, facts, "cookies_title", texts["cookies"], target, 403, send,
-                           [(b"x-shield-verdict", b"challenge")])
-
-    # ---- loop protection ----------------------------------------------------------------------
-
-    @staticmethod
-    def _loop_key(binding: Binding) -> str:
-        return f"{binding.ip}.{binding.ua}"
-
-    async def _solved_recently(self, binding: Binding, now: float) -> bool:
-        try:
-            return await self.store.get_record("challenge.solved", self._loop_key(binding), now) is not None
-        except Exception:  # a store hiccup must not become a 500
-            log.warning("store failed while checking for a cookie loop", exc_info=True)
-            return False
-
-    async def _remember_solved(self, binding: Binding, now: float) -> None:
-        try:
-            await self.store.put_record("challenge.solved", self._loop_key(binding), {"at": now},
-                                        self.settings.loop_window, now)
-        except Exception:
-            log.warning("store failed while recording a solved challenge", exc_info=True)
-
     # ---- endpoints ----------------------------------------------------------------------------
 
     async def page_endpoint(self, scope: Any, receive: Any, send: Any, facts: RequestFacts) -> None:
@@ -312,10 +289,6 @@ class Challenges:
             await send({"type": "http.response.body", "body": body})
             return
         binding = client_binding(facts, self.settings)
-        try:  # The person asked to try again: forget the loop marker.
-            await self.store.delete_record("challenge.solved", self._loop_key(binding))
-        except Exception:
-            log.warning("store failed while clearing a loop marker", exc_info=True)
         group = self.policy.group(decision.route_group)
         threshold = group.challenge_above if group else None
         difficulty = self.settings.difficulty_for(decision.bot_score, threshold)
@@ -340,9 +313,10 @@ class Challenges:
         binding = client_binding(facts, self.settings)
         try:
             claims = verify_solution(self.keyring, token, counter, url, binding, self.settings, facts.now)
+            # Single use first, so a replay is named a replay whatever cookies it carries.
+            await self._claim(claims, facts.now)
             if self.probe_cookie not in facts.cookies:
                 raise Rejected("challenge.cookies_disabled")
-            await self._claim(claims, facts.now)
         except Rejected as exc:
             await self._refuse_solution(facts, send, exc)
             return
@@ -385,6 +359,26 @@ class Challenges:
         headers = [(b"location", claims["u"].encode("latin-1", "replace")), (b"content-type", b"text/plain"),
                    *self._clearance_headers(facts, binding, "nojs", False)]
         await _send(send, 303, headers, b"")
+
+    async def check_endpoint(self, scope: Any, receive: Any, send: Any, facts: RequestFacts) -> None:
+        """GET {prefix}/challenge/check — did the clearance cookie come back? The page asks before leaving.
+
+        A browser that accepted the verify answer but does not send the cookie back would be
+        challenged on every page; asking first lets the page say so instead of looping.
+        """
+        answer: dict[str, Any] = {"clearance": "none"}
+        token = facts.cookies.get(self.settings.cookie_name)
+        if token is not None:
+            try:
+                claims = verify_clearance_signature(self.keyring, token)
+                binding = client_binding(facts, self.settings)
+                check_clearance_binding(claims, binding, self.settings, facts.now)
+                answer = {"clearance": "valid", "expires_in": round(claims["exp"] - facts.now)}
+            except Rejected as exc:
+                answer = {"clearance": "invalid", "reason": exc.code}
+        if answer["clearance"] != "valid":
+            self.metrics.failed.labels("challenge.cookies_disabled").inc()
+        await _send(send, 200, [(b"content-type", _JSON)], json.dumps(answer).encode())
 
     async def pixel_endpoint(self, scope: Any, receive: Any, send: Any, facts: RequestFacts) -> None:
         """GET {prefix}/challenge/pixel?t=TOKEN — a browser without JS loads it; the no-JS path needs it."""
@@ -430,7 +424,6 @@ class Challenges:
         took = max(0.0, facts.now - claims["iat"])
         self.metrics.solved.labels(mode).inc()
         self.metrics.solve_seconds.observe(took)
-        await self._remember_solved(binding, facts.now)
         await self._report(facts, "challenge_solved", {
             "mode": mode, "difficulty": claims["d"], "solve_seconds": round(took, 3), "url": claims["u"],
             "automation": automation, **fields,
@@ -467,6 +460,7 @@ def install_challenges(middleware: Any, keyring: Keyring | None = None) -> Chall
     middleware.add_endpoint(challenges.verify_path, challenges.verify_endpoint)
     middleware.add_endpoint(challenges.nojs_path, challenges.nojs_endpoint)
     middleware.add_endpoint(challenges.pixel_path, challenges.pixel_endpoint)
+    middleware.add_endpoint(challenges.check_path, challenges.check_endpoint)
     engine = middleware.engine
     signal = next((s for s in engine.signals if isinstance(s, ClearanceSignal)), None)
     if signal is None:

@@ -68,7 +68,6 @@ class ChallengeSettings:
     nojs_clearance_lifetime: float = 900.0
     reuse_max_addresses: int = 4
     reuse_max_fingerprints: int = 3
-    loop_window: float = 120.0
     texts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def difficulty_for(self, bot_score: float, challenge_above: float | None) -> int:
@@ -93,7 +92,7 @@ class ChallengeSettings:
 _INT_RANGES = {"difficulty": (1, 32), "max_difficulty": (1, 32), "ipv4_prefix": (0, 32),
                "ipv6_prefix": (0, 128), "reuse_max_addresses": (1, 10_000),
                "reuse_max_fingerprints": (1, 10_000)}
-_SECONDS = ("expires_after", "clearance_lifetime", "nojs_min_wait", "nojs_clearance_lifetime", "loop_window")
+_SECONDS = ("expires_after", "clearance_lifetime", "nojs_min_wait", "nojs_clearance_lifetime")
 _BOOLS = ("bind_user_agent", "bind_fingerprint")
 
 

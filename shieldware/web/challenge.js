@@ -163,13 +163,30 @@
     return result;
   }
 
+  // Leave only once the clearance cookie demonstrably comes back: a browser that drops it
+  // would otherwise meet this page again on every click.
+  function leaveIfCleared(redirect) {
+    return fetch(config.check, {credentials: "same-origin", headers: {"accept": "application/json"}})
+      .then(function (response) { return response.json(); })
+      .then(function (answer) {
+        if (answer.clearance === "valid") {
+          say(config.texts.done);
+          window.location.replace(redirect);
+        } else {
+          say(config.texts.cookies);
+        }
+      });
+  }
+
+  var config, status, progress;
+  function say(text) { status.textContent = text; }
+
   function run() {
     var configNode = document.getElementById("shield-config");
     if (!configNode) return;
-    var config = JSON.parse(configNode.textContent);
-    var status = document.getElementById("shield-status");
-    var progress = document.getElementById("shield-progress");
-    function say(text) { status.textContent = text; }
+    config = JSON.parse(configNode.textContent);
+    status = document.getElementById("shield-status");
+    progress = document.getElementById("shield-progress");
     if (!navigator.cookieEnabled) { say(config.texts.cookies); return; }
     var expected = Math.pow(2, config.difficulty);
     var started = performance.now();
@@ -193,8 +210,7 @@
       return response.json().then(function (answer) {
         if (response.ok && answer.ok) {
           if (progress) progress.value = 1;
-          say(config.texts.done);
-          window.location.replace(answer.redirect);
+          return leaveIfCleared(answer.redirect);
         } else if (answer.reason === "challenge.cookies_disabled") {
           say(config.texts.cookies);
         } else {
