@@ -247,7 +247,7 @@ class Challenges:
             script=challenge_script(),
         ).encode()
         csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self'; "
-               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+               "connect-src 'self'; base-uri 'none'; form-action 'none'")
         headers = [
             (b"content-type", _HTML),
             (b"content-security-policy", csp.encode()),
