@@ -103,6 +103,8 @@ def parse_challenge_section(raw: Any, where: str, check: Any) -> ChallengeSettin
     values: dict[str, Any] = {}
     for key, value in raw.items():
         at = f"{where}.{key}"
+        if key not in names:
+            continue  # already reported by unknown_keys
         if key in _INT_RANGES:
             low, high = _INT_RANGES[key]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

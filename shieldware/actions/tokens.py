@@ -61,7 +61,8 @@ def b64encode(raw: bytes) -> str:
 
 
 def b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict unpadded base64url: stray characters are an error, not silently dropped."""
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 class Keyring:
