@@ -6,6 +6,7 @@ from typing import Any
 
 from shieldware.actions.challenge_policy import ChallengeSettings
 from shieldware.actions.proof import (
+    Binding,
     Rejected,
     check_clearance_binding,
     client_binding,
@@ -32,13 +33,16 @@ class ReuseTracker:
     def __init__(self, max_clearances: int = 50_000) -> None:
         self.max_clearances = max_clearances
         self._seen: dict[str, tuple[set[str], set[str]]] = {}
+        self.shared: set[str] = set()
 
     def note(self, clearance_id: str, client_ip: str, fingerprint: str) -> tuple[int, int]:
         entry = self._seen.get(clearance_id)
         if entry is None:
             if len(self._seen) >= self.max_clearances:
                 # Forget the oldest clearance (dicts keep insertion order).
-                del self._seen[next(iter(self._seen))]
+                oldest = next(iter(self._seen))
+                del self._seen[oldest]
+                self.shared.discard(oldest)
             entry = self._seen[clearance_id] = (set(), set())
         addresses, fingerprints = entry
         # Sets stop growing past a cap: beyond it the answer ("shared") no longer changes.
@@ -47,6 +51,9 @@ class ReuseTracker:
         if len(fingerprints) < 64:
             fingerprints.add(fingerprint)
         return len(addresses), len(fingerprints)
+
+    def mark_shared(self, clearance_id: str) -> None:
+        self.shared.add(clearance_id)
 
 
 class ClearanceSignal:
@@ -58,6 +65,7 @@ class ClearanceSignal:
         self.reuse = ReuseTracker()
         # Verified signatures by token: a browser sends the same cookie on every request.
         self._verified: dict[str, dict[str, Any] | Rejected] = {}
+        self._bindings: dict[tuple, Binding] = {}
 
     @property
     def keyring(self) -> Keyring:
@@ -87,6 +95,27 @@ class ClearanceSignal:
             raise known
         return known
 
+    def _binding_once(self, token: str, clearance_id: str, facts: RequestFacts) -> Binding:
+        """The client's binding, computed (and counted for reuse) once per client and clearance.
+
+        A browser repeats the same cookie, address and headers on every request, so hashing
+        them and updating the reuse sets once per combination keeps the hot path to a lookup.
+        """
+        header_map = facts.header_map
+        key = (token, facts.client_ip, facts.user_agent, header_map.get("accept-language"),
+               header_map.get("sec-ch-ua"))
+        binding = self._bindings.get(key)
+        if binding is None:
+            settings = self.settings
+            binding = client_binding(facts, settings)
+            if len(self._bindings) >= 20_000:
+                self._bindings.clear()
+            self._bindings[key] = binding
+            addresses, fingerprints = self.reuse.note(clearance_id, facts.client_ip, binding.fingerprint)
+            if addresses > settings.reuse_max_addresses or fingerprints > settings.reuse_max_fingerprints:
+                self.reuse.mark_shared(clearance_id)
+        return binding
+
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
         settings = self.settings
         token = facts.cookies.get(settings.cookie_name)
@@ -99,11 +128,9 @@ class ClearanceSignal:
         except Rejected as exc:
             inspection.add(exc.code, **exc.detail)
             return
-        binding = client_binding(facts, settings)
-        addresses, fingerprints = self.reuse.note(claims["id"], facts.client_ip, binding.fingerprint)
-        if addresses > settings.reuse_max_addresses or fingerprints > settings.reuse_max_fingerprints:
-            inspection.add("clearance.reuse", clearance=claims["id"], addresses=addresses,
-                           fingerprints=fingerprints)
+        binding = self._binding_once(token, claims["id"], facts)
+        if claims["id"] in self.reuse.shared:
+            inspection.add("clearance.reuse", clearance=claims["id"])
             return
         try:
             check_clearance_binding(claims, binding, settings, facts.now)
