@@ -15,14 +15,11 @@ import json
 import logging
 import math
 import secrets
-import weakref
 from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
-
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shieldware.actions.challenge_policy import ChallengeSettings
 from shieldware.actions.pages import decision_response, html_escape, template, wants_json
@@ -54,32 +51,31 @@ _HTML = b"text/html; charset=utf-8"
 _JSON = b"application/json"
 
 
+SOLVE_SECONDS_BUCKETS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+
+
 class ChallengeMetrics:
-    """Challenges issued, solved, failed (by reason), expired, and the time people took to solve."""
+    """Challenges issued, solved, failed (by reason), expired, and the time people took to solve.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.issued = Counter("shieldware_challenges_issued", "Challenges served, by kind (page, json)",
-                              ["kind"], registry=registry)
-        self.solved = Counter("shieldware_challenges_solved", "Challenges solved, by mode (pow, nojs)",
-                              ["mode"], registry=registry)
-        self.failed = Counter("shieldware_challenges_failed", "Challenge solutions refused, by reason",
-                              ["reason"], registry=registry)
-        self.expired = Counter("shieldware_challenges_expired", "Challenge solutions that arrived too late",
-                               registry=registry)
-        self.solve_seconds = Histogram("shieldware_challenge_solve_seconds",
-                                       "Seconds from issuing a challenge to its accepted solution",
-                                       buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128), registry=registry)
+    Exported through the engine's Metrics as shieldware_challenges_issued_total{kind},
+    _solved_total{mode}, _failed_total{reason}, _expired_total and the histogram
+    shieldware_challenge_solve_seconds (issue to accepted solution, measured by the server).
+    """
 
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine  # read at each update: the engine's Metrics may be swapped (tests do)
 
-# One set of families per registry: two middlewares sharing a registry must not register twice.
-_metrics_by_registry: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def issued(self, kind: str) -> None:
+        self.engine.metrics.count("challenges_issued", kind=kind)
 
+    def solved(self, mode: str, seconds: float) -> None:
+        self.engine.metrics.count("challenges_solved", mode=mode)
+        self.engine.metrics.observe("challenge_solve_seconds", seconds, SOLVE_SECONDS_BUCKETS)
 
-def challenge_metrics(registry: CollectorRegistry) -> ChallengeMetrics:
-    metrics = _metrics_by_registry.get(registry)
-    if metrics is None:
-        metrics = _metrics_by_registry[registry] = ChallengeMetrics(registry)
-    return metrics
+    def failed(self, reason: str) -> None:
+        self.engine.metrics.count("challenges_failed", reason=reason)
+        if reason == "challenge.expired":
+            self.engine.metrics.count("challenges_expired")
 
 
 @lru_cache(maxsize=1)
@@ -149,7 +145,7 @@ class Challenges:
         self.prefix = middleware.prefix
         self.settings: ChallengeSettings = self.policy.section("challenge")
         self.keyring = keyring or default_keyring()
-        self.metrics = challenge_metrics(self.engine.metrics.registry)
+        self.metrics = ChallengeMetrics(self.engine)
         self.page_path = f"{self.prefix}/challenge"
         self.verify_path = f"{self.prefix}/challenge/verify"
         self.nojs_path = f"{self.prefix}/challenge/nojs"
@@ -211,7 +207,7 @@ class Challenges:
                 "javascript_required": not self.settings.nojs_allowed(decision.bot_score),
             },
         }
-        self.metrics.issued.labels("json").inc()
+        self.metrics.issued("json")
         headers = [(b"content-type", _JSON), (b"x-shield-ref", decision.ref.encode()),
                    (b"x-shield-verdict", b"challenge")]
         await _send(send, 429 if rate_driven else 403, headers, json.dumps(payload).encode())
@@ -257,7 +253,7 @@ class Challenges:
             cookie_header(self.probe_cookie, "1", settings.expires_after, self.page_path,
                           facts.scheme == "https"),
         ]
-        self.metrics.issued.labels("page").inc()
+        self.metrics.issued("page")
         await _send(send, status, headers, body)
 
     async def _notice(self, ref: str, facts: RequestFacts, title_key: str, message: str, target: str | None,
@@ -377,7 +373,7 @@ class Challenges:
             except Rejected as exc:
                 answer = {"clearance": "invalid", "reason": exc.code}
         if answer["clearance"] != "valid":
-            self.metrics.failed.labels("challenge.cookies_disabled").inc()
+            self.metrics.failed("challenge.cookies_disabled")
         await _send(send, 200, [(b"content-type", _JSON)], json.dumps(answer).encode())
 
     async def pixel_endpoint(self, scope: Any, receive: Any, send: Any, facts: RequestFacts) -> None:
@@ -422,17 +418,14 @@ class Challenges:
     async def _grant(self, facts: RequestFacts, binding: Binding, claims: dict[str, Any], mode: str,
                      automation: bool, fields: dict[str, Any]) -> None:
         took = max(0.0, facts.now - claims["iat"])
-        self.metrics.solved.labels(mode).inc()
-        self.metrics.solve_seconds.observe(took)
+        self.metrics.solved(mode, took)
         await self._report(facts, "challenge_solved", {
             "mode": mode, "difficulty": claims["d"], "solve_seconds": round(took, 3), "url": claims["u"],
             "automation": automation, **fields,
         })
 
     def _count_failure(self, exc: Rejected) -> None:
-        if exc.code == "challenge.expired":
-            self.metrics.expired.inc()
-        self.metrics.failed.labels(exc.code).inc()
+        self.metrics.failed(exc.code)
 
     async def _refuse_solution(self, facts: RequestFacts, send: Any, exc: Rejected) -> None:
         self._count_failure(exc)
