@@ -162,10 +162,10 @@ class Challenges:
     async def respond(self, decision: Decision, facts: RequestFacts, scope: Any, receive: Any,
                       send: Any) -> None:
         settings = self.settings
-        binding = client_binding(facts, settings)
         if wants_json(facts):
             await self._json_challenge(decision, facts, send)
             return
+        binding = client_binding(facts, settings)
         target = self._target_of(facts)
         group = self.policy.group(decision.route_group)
         difficulty = settings.difficulty_for(decision.bot_score, group.challenge_above if group else None)
