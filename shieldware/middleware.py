@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from shieldware.actions.challenge import install_challenges
 from shieldware.actions.pages import decision_response
 from shieldware.biometrics.endpoint import install_telemetry
 from shieldware.decision import Decision, Verdict
@@ -72,6 +73,9 @@ class ShieldMiddleware:
         self._metrics_allow = TrustedProxies(self.policy.metrics_allow)
         if self.policy.metrics_path:
             self.endpoints[self.policy.metrics_path] = self._serve_metrics
+        # Challenge pages, their endpoints and the clearance cookie (actions/challenge.py).
+        self.challenges = install_challenges(self)
+        # The browser collector, its telemetry endpoint and the per-session verdicts (biometrics/).
         install_telemetry(self)
 
     def add_endpoint(self, path: str, handler: Endpoint) -> None:
