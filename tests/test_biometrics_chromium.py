@@ -135,10 +135,43 @@ def test_leaving_the_page_sends_the_batch(shop, browser):
         page.mouse.move(300, 300, steps=8)
         page.click("input[name=username]")
         page.keyboard.type("bob", delay=120)
-        page.goto(f"{shop.url}/products")
+        # Leave for a page the session's automation flag cannot get challenged (a challenge would
+        # start a record of its own: Playwright's UA override does not reach unload beacons).
+        page.goto(f"{shop.url}/robots.txt")
         session_id = next(c["value"] for c in context.cookies() if c["name"] == "sw_sid")
         record = session_record(shop.store, session_id, keys=3)
     finally:
         context.close()
     assert record["session"]["keys.count"] == 3
     assert record["batches"] >= 2
+
+
+def test_challenge_solution_carries_the_collectors_telemetry(browser):
+    """The challenge page runs the collector; its batch rides with the solution and is scored."""
+    from shieldware.actions.challenge import install_challenges
+    from tests.challenge_support import PRODUCT_RULE, keyring
+
+    store = MemoryStore()
+    app = build_demo_app(policy=shop_policy(rules=[PRODUCT_RULE]), store=store)
+    install_challenges(app, keyring=keyring("k1"))
+    solutions: list[dict] = []
+    with live_server(app) as server:
+        context = browser.new_context(user_agent=CHROME_UA)
+        page = context.new_page()
+        page.on("request", lambda r: solutions.append(r.post_data_json)
+                if r.url.endswith("/challenge/verify") else None)
+        try:
+            first = page.goto(f"{server.url}/product/3")
+            assert first.headers["x-shield-verdict"] == "challenge"
+            page.wait_for_selector("text=Add to cart", timeout=30_000)
+            session_id = next(c["value"] for c in context.cookies() if c["name"] == "sw_sid")
+            with ThreadPoolExecutor(1) as pool:
+                record = pool.submit(asyncio.run, store.get_record(RECORD_KIND, session_id, time.time())).result()
+        finally:
+            context.close()
+    batch = solutions[0]["collector"]
+    assert batch["v"] == 1 and batch["env"]["webdriver"] is True
+    assert record is not None
+    assert "bio.automation_flag" in {r["code"] for r in record["reasons"]}
+    # A glance at the interstitial is not "no input": the page was open for well under 8 s.
+    assert "bio.no_input" not in {r["code"] for r in record["reasons"]}

@@ -79,6 +79,8 @@ def test_teleporting_clicker() -> None:
 
 def test_no_input_and_instant_fill() -> None:
     assert codes({"v": 1, "env": {}}) == {"bio.no_input"}
+    assert codes({"v": 1, "t": 20_000, "env": {}}) == {"bio.no_input"}
+    assert codes({"v": 1, "t": 1500, "env": {}}) == set()  # a glance, like the challenge interstitial
     assert "bio.instant_fill" in codes({"v": 1, "fills": [[100, 1], [130, 1]], "pointer": [[5, 1, 1, 0]]})
     # Pasting alone is what people do with passwords: not evidence.
     assert "bio.instant_fill" not in codes({"v": 1, "fills": [[100, 0]], "pointer": [[5, 1, 1, 0]]})

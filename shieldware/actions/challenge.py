@@ -81,7 +81,10 @@ class ChallengeMetrics:
 @lru_cache(maxsize=1)
 def challenge_script() -> str:
     # Inlined into the page: one response, nothing else to fetch, and a CSP nonce can cover it.
-    return resources.files("shieldware.web").joinpath("challenge.js").read_text(encoding="utf-8")
+    # The browser collector (biometrics) runs first, so the solution can carry its telemetry.
+    web = resources.files("shieldware.web")
+    return (web.joinpath("collector.js").read_text(encoding="utf-8") + "\n"
+            + web.joinpath("challenge.js").read_text(encoding="utf-8"))
 
 
 def json_for_html(value: Any) -> str:
@@ -140,6 +143,7 @@ class Challenges:
     """The challenge feature of one middleware: it shares the middleware's engine, store and clock."""
 
     def __init__(self, middleware: Any, keyring: Keyring | None = None) -> None:
+        self.middleware = middleware
         self.engine = middleware.engine
         self.policy = middleware.policy
         self.prefix = middleware.prefix
@@ -326,6 +330,10 @@ class Challenges:
         clearance_headers = self._clearance_headers(facts, binding, "pow", automation)
         clearance_headers.append(cookie_header(self.probe_cookie, "", 0, self.page_path,
                                                facts.scheme == "https"))
+        # The collector's batch rides along (telemetry format v1); biometrics scores it for the session.
+        telemetry_sink = getattr(self.middleware, "telemetry", None)
+        if telemetry_sink is not None and payload.get("collector") is not None:
+            clearance_headers += await telemetry_sink.ingest_alongside(payload["collector"], facts)
         answer = json.dumps({"ok": True, "redirect": claims["u"]}).encode()
         await _send(send, 200, [(b"content-type", _JSON), *clearance_headers], answer)
 

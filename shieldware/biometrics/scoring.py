@@ -61,6 +61,7 @@ INSTANT_CLICK_MS = 15.0
 UNIFORM_KEYS_MIN = 5
 SHORT_HOLD_MS = 30.0  # people hold a key 70-130 ms; a scripted key press is a few ms
 UNIFORM_SCROLL_MIN = 8
+NO_INPUT_AFTER_MS = 8000.0  # bio.no_input only for a page open at least this long
 
 
 @dataclass
@@ -140,7 +141,9 @@ def assess(telemetry: Telemetry, weights: Weights | None = None) -> Assessment:
     flags = _automation_flags(telemetry.env)
     if flags:
         add("bio.automation_flag", flags=flags)
-    if telemetry.events == 0:
+    # A page seen for a moment (the challenge interstitial, the first timed batch) says nothing yet.
+    briefly = telemetry.age_ms is not None and telemetry.age_ms < NO_INPUT_AFTER_MS
+    if telemetry.events == 0 and not briefly:
         add("bio.no_input", page=telemetry.page)
     segments = traj["segments"]
     if traj["linear_segments"] >= 1 and traj["linear_segments"] * 2 >= segments:

@@ -55,6 +55,7 @@ class Telemetry:
     env: dict[str, Any] = field(default_factory=dict)
     page: str = ""
     seq: int = 0
+    age_ms: float | None = None  # how long the page had been open when the batch left (`t`)
 
     @property
     def events(self) -> int:
@@ -144,4 +145,9 @@ def parse_telemetry(body: Any) -> Telemetry:
     seq = raw.get("seq", 0)
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 1_000_000:
         raise TelemetryError("seq: expected the batch number, a small non-negative integer")
-    return Telemetry(env=_env(raw.get("env")), page=page[:200], seq=seq, **tables)
+    age = raw.get("t")
+    if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float))
+                            or not 0 <= age <= MAX_TIME_MS):
+        raise TelemetryError("t: expected the milliseconds the page had been open when the batch was sent")
+    return Telemetry(env=_env(raw.get("env")), page=page[:200], seq=seq,
+                     age_ms=None if age is None else float(age), **tables)

@@ -95,7 +95,7 @@ on(w, "blur", function () { push("focus", [now(), 0]); });
 on(w, "focus", function () { push("focus", [now(), 1]); });
 
 function batch() {
-  var out = {v: 1, seq: seq++, page: location.pathname.slice(0, 200), env: env()};
+  var out = {v: 1, seq: seq++, t: now(), page: location.pathname.slice(0, 200), env: env()};
   for (var k in b) out[k] = b[k];
   var text = JSON.stringify(out);
   // Over the byte cap: drop the oldest half of the pointer trail until it fits.
