@@ -47,7 +47,6 @@ class Engine:
                                                         log_all=self.policy.decision_log_all)
         self.metrics = metrics or Metrics.shared()
         self._plans: dict[str, tuple[list[Signal], list[Any]]] = {}
-        self._lookups: dict[str, list[Any]] = {}
         self._feedback_signals = [s for s in self.signals if hasattr(s, "feedback")]
         self._event_listeners: list[Any] = []
         for signal in self.signals:
@@ -69,10 +68,17 @@ class Engine:
         group = policy.route_table.group_for(facts.method, facts.path)
         inspection = Inspection(facts, group, policy.weights, policy)
         inspectors, assessors = self.plan(group)
+        lookups = None
         for signal in inspectors:
-            self._run(signal.inspect, signal, facts, inspection)
-        for signal in self._lookup_plan(group, inspectors):
-            await self._run_lookup(signal, facts, inspection)
+            # `inspect` may hand back an awaitable: a record it must read first (one per request at
+            # most, e.g. the session's telemetry verdict); most requests return None and await nothing.
+            pending = self._run(signal.inspect, signal, facts, inspection)
+            if pending is not None:
+                lookups = lookups or []
+                lookups.append((signal, pending))
+        if lookups:
+            for signal, pending in lookups:
+                await self._run_lookup(signal, pending, facts, inspection)
         demands: list[tuple[Verdict, float | None]] = []
         if inspection.observations or assessors:
             try:
@@ -87,26 +93,19 @@ class Engine:
                     self._run(signal.assess, signal, facts, inspection)
         return self._conclude(facts, group, inspection, demands)
 
-    def _lookup_plan(self, group: RouteGroup, inspectors: list[Signal]) -> list[Any]:
-        """Signals with an async `lookup(facts, inspection)` (a per-session record read); cached."""
-        lookups = self._lookups.get(group.name)
-        if lookups is None:
-            lookups = self._lookups[group.name] = [s for s in inspectors if hasattr(s, "lookup")]
-        return lookups
-
-    async def _run_lookup(self, signal: Any, facts: RequestFacts, inspection: Inspection) -> None:
+    async def _run_lookup(self, signal: Any, pending: Any, facts: RequestFacts, inspection: Inspection) -> None:
         try:
-            await signal.lookup(facts, inspection)
+            await pending
         except StoreUnavailable as exc:
             inspection.add("store.unavailable", error=str(exc)[:200])
         except Exception as exc:
             log.exception("signal %s lookup failed on %s %s", signal.name, facts.method, facts.path)
             inspection.add("signal.error", signal=signal.name, error=type(exc).__name__)
 
-    def _run(self, step: Any, signal: Signal, facts: RequestFacts, inspection: Inspection) -> None:
+    def _run(self, step: Any, signal: Signal, facts: RequestFacts, inspection: Inspection) -> Any:
         # A bug in one signal must not take the shop down: skip it, say so, keep the others.
         try:
-            step(facts, inspection)
+            return step(facts, inspection)
         except Exception as exc:
             log.exception("signal %s failed on %s %s", signal.name, facts.method, facts.path)
             inspection.add("signal.error", signal=signal.name, error=type(exc).__name__)

@@ -10,6 +10,9 @@ is no recent, human-like record for the session.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 from shieldware.biometrics import settings as _settings  # noqa: F401  (registers the policy fields)
 from shieldware.biometrics.endpoint import RECORD_KIND, user_agent_hash, valid_session_id
 from shieldware.biometrics.settings import BiometricsSettings, TelemetryRequirement
@@ -37,13 +40,18 @@ class BiometricsSignal:
         self.store = engine.store
         self.cookie = engine.policy.section("biometrics").cookie
 
-    def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
-        """Nothing to do before the record is read (see `lookup`)."""
-
-    async def lookup(self, facts: RequestFacts, inspection: Inspection) -> None:
-        requirement: TelemetryRequirement | None = inspection.group.setting("require_telemetry")
+    def inspect(self, facts: RequestFacts, inspection: Inspection) -> Coroutine[Any, Any, None] | None:
+        """The record read to run (the engine awaits it), or None: no cookie and nothing required."""
+        requirement: TelemetryRequirement | None = inspection.group.settings.get("require_telemetry")
         required = requirement is not None and requirement.applies_to(facts.method)
-        session_id = valid_session_id(facts.cookies.get(self.cookie))
+        session_id = valid_session_id(facts.cookies.get(self.cookie)) if facts.cookies else None
+        if session_id is None and not required:
+            return None
+        return self.lookup(facts, inspection, session_id, requirement if required else None)
+
+    async def lookup(self, facts: RequestFacts, inspection: Inspection, session_id: str | None,
+                     requirement: TelemetryRequirement | None) -> None:
+        """Read the session's record (one store call), re-emit its reasons, apply the requirement."""
         record = None
         if session_id is not None and self.store is not None:
             record = await self.store.get_record(RECORD_KIND, session_id, facts.now)
@@ -56,7 +64,7 @@ class BiometricsSignal:
             inspection.attrs["bio.verdict"] = "human" if human >= HUMAN_FROM else "automated"
             for reason in record.get("reasons", ()):
                 inspection.add_weighted(reason["code"], float(reason["weight"]), **reason.get("detail", {}))
-        if not required:
+        if requirement is None:
             return
         if record is None:
             inspection.add("bio.telemetry_missing", why="no telemetry for this session")
