@@ -53,7 +53,9 @@ class Signal(Protocol):
 
     `inspect` runs before the store round trip and may queue observations; signals that
     need window state also define `assess(facts, inspection)`, run after `inspection.stats`
-    is filled; those that learn from outcomes define `feedback(...)`.
+    is filled; those that learn from outcomes define `feedback(...)`. An `inspect` that needs one
+    record first (the session's telemetry verdict) returns an awaitable; the engine awaits it
+    before the store round trip. Returning None (the usual case) costs nothing.
     """
 
     name: str
