@@ -1,0 +1,236 @@
+"""Regenerate fingerprints/*.json from shared public data, the crawler-user-agents package and curated.yaml.
+
+Run from the repository root: `python scripts/build_fingerprints.py [--data ../shared/data]`.
+The output is deterministic (sorted, no timestamps) so a refresh shows as a reviewable diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "fingerprints"
+CURATED = OUT / "sources" / "curated.yaml"
+
+# Which crawler-user-agents tag becomes which of our categories, most telling tag first.
+TAG_PRIORITY = (
+    ("ai-crawler", "ai-crawler"), ("browser-automation", "headless-browser"), ("http-library", "http-library"),
+    ("scanner", "scanner"), ("social-preview", "social-preview"), ("search-engine", "search-engine"),
+    ("feed-reader", "feed-fetcher"), ("monitoring", "monitoring"), ("advertising", "advertising"),
+    ("archiver", "archiver"), ("academic", "research"), ("seo", "seo"),
+)
+# ai.robots.txt "function" texts that describe an agent acting for one user rather than a crawler.
+_ASSISTANT_WORDS = re.compile(r"assistant|agent|user|on behalf|coding|browser", re.IGNORECASE)
+
+TLS_EXTENSION_IDS = {
+    "server_name": 0x0000, "status_request": 0x0005, "supported_groups": 0x000A, "ec_point_formats": 0x000B,
+    "signature_algorithms": 0x000D, "application_layer_protocol_negotiation": 0x0010,
+    "signed_certificate_timestamp": 0x0012, "padding": 0x0015, "extended_master_secret": 0x0017,
+    "compress_certificate": 0x001B, "record_size_limit": 0x001C, "delegated_credentials": 0x0022,
+    "session_ticket": 0x0023, "pre_shared_key": 0x0029, "supported_versions": 0x002B,
+    "psk_key_exchange_modes": 0x002D, "keyshare": 0x0033, "application_settings": 0x4469,
+    "renegotiation_info": 0xFF01,
+}
+TLS_VERSION_CODES = {"TLS_VERSION_1_3": ("13", 0x0304), "TLS_VERSION_1_2": ("12", 0x0303),
+                     "TLS_VERSION_1_1": ("11", 0x0302), "TLS_VERSION_1_0": ("10", 0x0301)}
+
+
+def write_json(name: str, payload: Any) -> None:
+    path = OUT / name
+    path.write_text(json.dumps(payload, indent=1, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
+
+
+# ---- bots ------------------------------------------------------------------------------------
+
+
+def _readable_name(entry: dict) -> str:
+    """A short name for a crawler-user-agents entry: the text its pattern matches in its first instance."""
+    pattern = entry["pattern"]
+    for instance in entry.get("instances") or ():
+        found = re.search(pattern, instance)
+        if found and found.group(0).strip(" /;(") and len(found.group(0)) <= 40:
+            return found.group(0).strip(" /;(")
+    return re.sub(r"[\\^$\[\]()?*+|]", "", pattern)[:40] or pattern[:40]
+
+
+def _category_from_tags(tags: list[str]) -> str:
+    for tag, category in TAG_PRIORITY:
+        if tag in tags:
+            return category
+    return "bot"
+
+
+def build_bots(data: Path, curated: dict) -> list[dict]:
+    import crawleruseragents
+
+    entries = []
+    for tool in curated["tools"]:
+        entries.append({**tool, "operator": "", "origin": "curated"})
+    overrides = curated.get("category_overrides") or {}
+    ai_robots = json.loads((data / "ai-robots" / "robots.json").read_text(encoding="utf-8"))
+    for crawler in crawleruseragents.CRAWLER_USER_AGENTS_DATA:
+        name = _readable_name(crawler)
+        category = overrides.get(name) or _category_from_tags(crawler.get("tags") or [])
+        entries.append({"name": name, "pattern": crawler["pattern"], "category": category, "operator": "",
+                        "url": crawler.get("url", ""), "origin": "crawler-user-agents"})
+    for name, about in sorted(ai_robots.items()):
+        function = about.get("function", "")
+        category = "ai-assistant" if _ASSISTANT_WORDS.search(function) else "ai-crawler"
+        operator = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", about.get("operator", ""))
+        if operator.lower().startswith("unclear"):
+            operator = ""
+        # ai.robots.txt lists product tokens; in a UA they appear as a word, mostly followed by /version.
+        pattern = r"(?:^|[^A-Za-z0-9-])" + re.escape(name) + r"(?:[/;) ]|$)"
+        entries.append({"name": name, "pattern": pattern, "category": category, "operator": operator[:80],
+                        "url": "", "origin": "ai.robots.txt"})
+    return entries
+
+
+# ---- verified crawlers -------------------------------------------------------------------------
+
+
+def _read_cidrs(path: Path) -> list[str]:
+    if path.suffix == ".json":
+        feed = json.loads(path.read_text(encoding="utf-8"))
+        cidrs = []
+        for prefix in feed.get("prefixes", []) + feed.get("ipv6_prefixes", []):
+            for key in ("ipv4Prefix", "ipv6Prefix", "ip_prefix", "ipv6_prefix"):
+                if key in prefix:
+                    cidrs.append(prefix[key])
+        return cidrs
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def build_verified(data: Path, curated: dict) -> list[dict]:
+    crawlers = []
+    for spec in curated["verified_crawlers"]:
+        cidrs = list(spec.get("cidrs") or [])
+        for rel in spec.get("ranges") or ():
+            cidrs.extend(_read_cidrs(data / "ip-ranges" / rel))
+        networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+        v4 = [str(n) for n in ipaddress.collapse_addresses(n for n in networks if n.version == 4)]
+        v6 = [str(n) for n in ipaddress.collapse_addresses(n for n in networks if n.version == 6)]
+        crawlers.append({
+            "name": spec["name"], "operator": spec["operator"], "pattern": spec["pattern"],
+            "category": spec["category"], "reverse_dns": spec.get("reverse_dns") or [],
+            "range_sources": (spec.get("ranges") or []) + (["curated"] if spec.get("cidrs") else []),
+            "ipv4": v4, "ipv6": v6,
+        })
+    return crawlers
+
+
+# ---- header profiles --------------------------------------------------------------------------
+
+
+def _signature_documents(data: Path) -> list[dict]:
+    docs = []
+    for path in sorted((data / "browser-signatures").glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d)
+    return docs
+
+
+def _split_header(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(":")
+    return name.strip().lower(), value.strip()
+
+
+def build_header_profiles(data: Path, curated: dict, signatures: list[dict]) -> dict:
+    order_feed = json.loads((data / "browser-headers" / "headers-order.json").read_text(encoding="utf-8"))
+    families: dict[str, dict] = {}
+    for family, names in order_feed.items():
+        # The feed lists the HTTP/1 order (capitalised names) then the HTTP/2 order (lowercase, after
+        # the pseudo-headers); both arrive lowercased through ASGI, so each is one reference order.
+        split = next(i for i, n in enumerate(names) if n.startswith(":"))
+        http1 = [n.lower() for n in names[:split]]
+        http2 = [n for n in names[split:] if not n.startswith(":")]
+        families[family] = {"orders": [http1, http2], "navigations": []}
+    for doc in signatures:
+        family = doc["browser"]["name"]
+        headers = [_split_header(h) for h in doc["signature"]["http2"]["headers"]]
+        profile = families.setdefault(family, {"orders": [], "navigations": []})
+        order = [name for name, _ in headers]
+        if order not in profile["orders"]:
+            profile["orders"].append(order)
+        profile["navigations"].append({"version": str(doc["browser"]["version"]), "os": doc["browser"]["os"],
+                                       "headers": [[n, v] for n, v in headers]})
+    return {"families": families, "facts": curated["header_facts"]}
+
+
+# ---- TLS fingerprints (JA3 and the JA4 TLS-client fingerprint, both openly licensed methods) ----
+
+
+def _grease(value: Any) -> bool:
+    return value == "GREASE" or (isinstance(value, int) and value & 0x0F0F == 0x0A0A)
+
+
+def tls_fingerprints(hello: dict) -> tuple[str, str]:
+    """JA3 and JA4 of a ClientHello described the way curl-impersonate's signatures describe it."""
+    ciphers = [c for c in hello["ciphersuites"] if not _grease(c)]
+    extensions = [e for e in hello["extensions"] if e["type"] != "GREASE"]
+    ext_ids = [TLS_EXTENSION_IDS[e["type"]] for e in extensions]
+    by_type = {e["type"]: e for e in extensions}
+    groups = [g for g in by_type.get("supported_groups", {}).get("supported_groups", []) if not _grease(g)]
+    point_formats = by_type.get("ec_point_formats", {}).get("ec_point_formats", [])
+    legacy = TLS_VERSION_CODES[hello["handshake_version"]][1]
+    ja3_text = ",".join([str(legacy), "-".join(map(str, ciphers)), "-".join(map(str, ext_ids)),
+                         "-".join(map(str, groups)), "-".join(map(str, point_formats))])
+    ja3 = hashlib.md5(ja3_text.encode(), usedforsecurity=False).hexdigest()
+
+    versions = [v for v in by_type.get("supported_versions", {}).get("supported_versions", []) if not _grease(v)]
+    version = TLS_VERSION_CODES[versions[0]][0] if versions else TLS_VERSION_CODES[hello["handshake_version"]][0]
+    alpn = by_type.get("application_layer_protocol_negotiation", {}).get("alpn_list", [])
+    alpn_code = (alpn[0][0] + alpn[0][-1]) if alpn else "00"
+    sni = "d" if "server_name" in by_type else "i"
+    part_a = f"t{version}{sni}{min(len(ciphers), 99):02d}{min(len(ext_ids), 99):02d}{alpn_code}"
+    part_b = hashlib.sha256(",".join(sorted(f"{c:04x}" for c in ciphers)).encode()).hexdigest()[:12]
+    hashed_exts = sorted(f"{e:04x}" for e in ext_ids if e not in (0x0000, 0x0010))
+    sig_algs = by_type.get("signature_algorithms", {}).get("sig_hash_algs", [])
+    ext_text = ",".join(hashed_exts) + ("_" + ",".join(f"{s:04x}" for s in sig_algs) if sig_algs else "")
+    part_c = hashlib.sha256(ext_text.encode()).hexdigest()[:12]
+    return ja3, f"{part_a}_{part_b}_{part_c}"
+
+
+def build_tls(signatures: list[dict]) -> list[dict]:
+    known: dict[tuple[str, str], dict] = {}
+    for doc in signatures:
+        ja3, ja4 = tls_fingerprints(doc["signature"]["tls_client_hello"])
+        family = doc["browser"]["name"]
+        for kind, value in (("ja4", ja4), ("ja3", ja3)):
+            entry = known.setdefault((kind, value), {"kind": kind, "value": value, "family": family,
+                                                     "client": "browser", "versions": []})
+            entry["versions"].append(str(doc["browser"]["version"]))
+    return sorted(known.values(), key=lambda e: (e["family"], e["kind"], e["value"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent.parent / "shared" / "data",
+                        help="the shared public data folder (default: ../../shared/data from the repo)")
+    args = parser.parse_args(argv)
+    data = args.data if args.data.is_dir() else Path("/work/shared/data")
+    curated = yaml.safe_load(CURATED.read_text(encoding="utf-8"))
+    signatures = _signature_documents(data)
+    write_json("bots.json", {"about": "Known bots and tools; see README.md for sources and licences.",
+                             "entries": build_bots(data, curated)})
+    write_json("verified-crawlers.json", {"about": "Crawler UA patterns and their operators' address ranges.",
+                                          "crawlers": build_verified(data, curated)})
+    write_json("header-profiles.json", build_header_profiles(data, curated, signatures))
+    write_json("tls-fingerprints.json", {"about": "JA3/JA4 of real browsers' ClientHello (curl-impersonate "
+                                         "signatures), plus curated tool fingerprints.",
+                                         "fingerprints": build_tls(signatures) + curated.get("tls_tools", [])})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
