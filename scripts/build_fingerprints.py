@@ -164,7 +164,10 @@ def build_header_profiles(data: Path, curated: dict, signatures: list[dict]) -> 
             profile["orders"].append(order)
         profile["navigations"].append({"version": str(doc["browser"]["version"]), "os": doc["browser"]["os"],
                                        "headers": [[n, v] for n, v in headers]})
-    return {"families": families, "facts": curated["header_facts"]}
+    for family, orders in (curated["header_facts"].get("extra_orders") or {}).items():
+        families.setdefault(family, {"orders": [], "navigations": []})["orders"].extend(orders)
+    facts = {k: v for k, v in curated["header_facts"].items() if k != "extra_orders"}
+    return {"families": families, "facts": facts}
 
 
 # ---- TLS fingerprints (JA3 and the JA4 TLS-client fingerprint, both openly licensed methods) ----
