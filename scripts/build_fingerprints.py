@@ -29,7 +29,8 @@ TAG_PRIORITY = (
     ("archiver", "archiver"), ("academic", "research"), ("seo", "seo"),
 )
 # ai.robots.txt "function" texts that describe an agent acting for one user rather than a crawler.
-_ASSISTANT_WORDS = re.compile(r"assistant|agent|user|on behalf|coding|browser", re.IGNORECASE)
+_ASSISTANT_WORDS = re.compile(r"assistant|\bagents?\b|coding|on behalf|user[- ](?:initiated|triggered|request)",
+                              re.IGNORECASE)
 
 TLS_EXTENSION_IDS = {
     "server_name": 0x0000, "status_request": 0x0005, "supported_groups": 0x000A, "ec_point_formats": 0x000B,
@@ -83,9 +84,14 @@ def build_bots(data: Path, curated: dict) -> list[dict]:
         category = overrides.get(name) or _category_from_tags(crawler.get("tags") or [])
         entries.append({"name": name, "pattern": crawler["pattern"], "category": category, "operator": "",
                         "url": crawler.get("url", ""), "origin": "crawler-user-agents"})
+    # Dual-use crawlers (Applebot feeds Siri and Spotlight search, facebookexternalhit draws link
+    # previews) keep the public catalogue's category, so blocking AI crawlers never breaks them.
+    dual_use = {e["name"].lower(): e["category"] for e in entries
+                if e["category"] in ("search-engine", "social-preview")}
     for name, about in sorted(ai_robots.items()):
         function = about.get("function", "")
         category = "ai-assistant" if _ASSISTANT_WORDS.search(function) else "ai-crawler"
+        category = dual_use.get(name.lower(), category)
         operator = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", about.get("operator", ""))
         if operator.lower().startswith("unclear"):
             operator = ""
