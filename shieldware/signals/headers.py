@@ -83,7 +83,7 @@ def header_fingerprint(facts: RequestFacts) -> str:
     """
     names = tuple(name for name, _ in facts.headers if not _is_infrastructure(name))
     header_map = facts.header_map
-    version = facts.http_version.replace(".", "")[:2] or "00"
+    version = (facts.http_version.replace(".", "") + "00")[:2]  # "1.1" → 11, "2" → 20
     language = header_map.get("accept-language", "")[:2].lower()
     if not language.isalpha():
         language = "xx"
