@@ -7,15 +7,22 @@ The output is deterministic (sorted, no timestamps) so a refresh shows as a revi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import ipaddress
 import json
 import re
+import shutil
+import socket
+import ssl
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tls_fingerprint as tlsprint  # noqa: E402  (a sibling script, not part of the package)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "fingerprints"
@@ -32,17 +39,6 @@ TAG_PRIORITY = (
 _ASSISTANT_WORDS = re.compile(r"assistant|\bagents?\b|coding|on behalf|user[- ](?:initiated|triggered|request)",
                               re.IGNORECASE)
 
-TLS_EXTENSION_IDS = {
-    "server_name": 0x0000, "status_request": 0x0005, "supported_groups": 0x000A, "ec_point_formats": 0x000B,
-    "signature_algorithms": 0x000D, "application_layer_protocol_negotiation": 0x0010,
-    "signed_certificate_timestamp": 0x0012, "padding": 0x0015, "extended_master_secret": 0x0017,
-    "compress_certificate": 0x001B, "record_size_limit": 0x001C, "delegated_credentials": 0x0022,
-    "session_ticket": 0x0023, "pre_shared_key": 0x0029, "supported_versions": 0x002B,
-    "psk_key_exchange_modes": 0x002D, "keyshare": 0x0033, "application_settings": 0x4469,
-    "renegotiation_info": 0xFF01,
-}
-TLS_VERSION_CODES = {"TLS_VERSION_1_3": ("13", 0x0304), "TLS_VERSION_1_2": ("12", 0x0303),
-                     "TLS_VERSION_1_1": ("11", 0x0302), "TLS_VERSION_1_0": ("10", 0x0301)}
 
 
 def write_json(name: str, payload: Any) -> None:
@@ -176,50 +172,65 @@ def build_header_profiles(data: Path, curated: dict, signatures: list[dict]) -> 
     return {"families": families, "facts": facts}
 
 
-# ---- TLS fingerprints (JA3 and the JA4 TLS-client fingerprint, both openly licensed methods) ----
+# ---- TLS fingerprints ---------------------------------------------------------------------------
 
 
-def _grease(value: Any) -> bool:
-    return value == "GREASE" or (isinstance(value, int) and value & 0x0F0F == 0x0A0A)
+def _python_client(make_context: Callable[[], ssl.SSLContext]) -> Callable[[int], None]:
+    def connect(port: int) -> None:
+        context = make_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            context.wrap_socket(raw, server_hostname="shop.example")
+    return connect
 
 
-def tls_fingerprints(hello: dict) -> tuple[str, str]:
-    """JA3 and JA4 of a ClientHello described the way curl-impersonate's signatures describe it."""
-    ciphers = [c for c in hello["ciphersuites"] if not _grease(c)]
-    extensions = [e for e in hello["extensions"] if e["type"] != "GREASE"]
-    ext_ids = [TLS_EXTENSION_IDS[e["type"]] for e in extensions]
-    by_type = {e["type"]: e for e in extensions}
-    groups = [g for g in by_type.get("supported_groups", {}).get("supported_groups", []) if not _grease(g)]
-    point_formats = by_type.get("ec_point_formats", {}).get("ec_point_formats", [])
-    legacy = TLS_VERSION_CODES[hello["handshake_version"]][1]
-    ja3_text = ",".join([str(legacy), "-".join(map(str, ciphers)), "-".join(map(str, ext_ids)),
-                         "-".join(map(str, groups)), "-".join(map(str, point_formats))])
-    ja3 = hashlib.md5(ja3_text.encode(), usedforsecurity=False).hexdigest()
+def _curl_client(port: int) -> None:
+    subprocess.run(["curl", "-sk", "--max-time", "5", "--resolve", f"shop.example:{port}:127.0.0.1",
+                    f"https://shop.example:{port}/"], capture_output=True, timeout=10, check=False)
 
-    versions = [v for v in by_type.get("supported_versions", {}).get("supported_versions", []) if not _grease(v)]
-    version = TLS_VERSION_CODES[versions[0]][0] if versions else TLS_VERSION_CODES[hello["handshake_version"]][0]
-    alpn = by_type.get("application_layer_protocol_negotiation", {}).get("alpn_list", [])
-    alpn_code = (alpn[0][0] + alpn[0][-1]) if alpn else "00"
-    sni = "d" if "server_name" in by_type else "i"
-    part_a = f"t{version}{sni}{min(len(ciphers), 99):02d}{min(len(ext_ids), 99):02d}{alpn_code}"
-    part_b = hashlib.sha256(",".join(sorted(f"{c:04x}" for c in ciphers)).encode()).hexdigest()[:12]
-    hashed_exts = sorted(f"{e:04x}" for e in ext_ids if e not in (0x0000, 0x0010))
-    sig_algs = by_type.get("signature_algorithms", {}).get("sig_hash_algs", [])
-    ext_text = ",".join(hashed_exts) + ("_" + ",".join(f"{s:04x}" for s in sig_algs) if sig_algs else "")
-    part_c = hashlib.sha256(ext_text.encode()).hexdigest()[:12]
-    return ja3, f"{part_a}_{part_b}_{part_c}"
+
+def _tool_clients() -> dict[str, Callable[[int], None]]:
+    """HTTP tools whose TLS stack this machine can run; each is captured on 127.0.0.1."""
+    clients: dict[str, Callable[[int], None]] = {"python-ssl": _python_client(ssl.create_default_context)}
+    try:
+        from urllib3.util.ssl_ import create_urllib3_context
+        clients["python-requests"] = _python_client(create_urllib3_context)
+    except ImportError:
+        pass
+    try:
+        import httpx
+        clients["httpx"] = _python_client(httpx.create_ssl_context)
+    except ImportError:
+        pass
+    if shutil.which("curl"):
+        clients["curl"] = _curl_client
+    return clients
 
 
 def build_tls(signatures: list[dict]) -> list[dict]:
     known: dict[tuple[str, str], dict] = {}
+
+    def remember(kind: str, value: str, family: str, client: str, version: str) -> None:
+        entry = known.setdefault((kind, value), {"kind": kind, "value": value, "family": family,
+                                                 "client": client, "versions": []})
+        if version not in entry["versions"]:
+            entry["versions"].append(version)
+
     for doc in signatures:
-        ja3, ja4 = tls_fingerprints(doc["signature"]["tls_client_hello"])
-        family = doc["browser"]["name"]
-        for kind, value in (("ja4", ja4), ("ja3", ja3)):
-            entry = known.setdefault((kind, value), {"kind": kind, "value": value, "family": family,
-                                                     "client": "browser", "versions": []})
-            entry["versions"].append(str(doc["browser"]["version"]))
-    return sorted(known.values(), key=lambda e: (e["family"], e["kind"], e["value"]))
+        hello = tlsprint.hello_from_signature(doc["signature"]["tls_client_hello"])
+        for kind, value in (("ja4", tlsprint.ja4(hello)), ("ja3", tlsprint.ja3(hello))):
+            remember(kind, value, doc["browser"]["name"], "browser", str(doc["browser"]["version"]))
+    for name, connect in _tool_clients().items():
+        try:
+            hello = tlsprint.hello_from_record(tlsprint.capture_client_hello(connect))
+        except (RuntimeError, ValueError, OSError) as exc:
+            print(f"skipped TLS capture of {name}: {exc}", file=sys.stderr)
+            continue
+        for kind, value in (("ja4", tlsprint.ja4(hello)), ("ja3", tlsprint.ja3(hello))):
+            if (kind, value) not in known:  # never relabel a browser's fingerprint as a tool's
+                remember(kind, value, name, "tool", "captured on loopback")
+    return sorted(known.values(), key=lambda e: (e["client"], e["family"], e["kind"], e["value"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "crawlers": build_verified(data, curated)})
     write_json("header-profiles.json", build_header_profiles(data, curated, signatures))
     write_json("tls-fingerprints.json", {"about": "JA3/JA4 of real browsers' ClientHello (curl-impersonate "
-                                         "signatures), plus curated tool fingerprints.",
-                                         "fingerprints": build_tls(signatures) + curated.get("tls_tools", [])})
+                                         "signatures) and of HTTP tools captured on loopback.",
+                                         "fingerprints": build_tls(signatures)})
     return 0
 
 

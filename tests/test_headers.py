@@ -206,6 +206,10 @@ def test_tls_fingerprint_of_the_claimed_browser_passes_and_another_is_flagged():
     flagged = inspect(CHROME_NAVIGATION, tls=TLS["firefox:ja4"])
     assert header_codes(flagged) == ["tls.mismatch"]
     assert flagged.evidence[-1].detail["tls_client"] == "firefox"
+    tool = next(e for e in load_json("fingerprints", "tls-fingerprints.json")["fingerprints"]
+                if e["client"] == "tool")
+    by_tool = inspect(CHROME_NAVIGATION, tls=tool["value"].upper())
+    assert header_codes(by_tool) == ["tls.mismatch"] and by_tool.evidence[-1].detail["kind"] == "tool"
     unknown = inspect(CHROME_NAVIGATION, tls="t13d9999h2_000000000000_000000000000")
     assert header_codes(unknown) == [] and unknown.attrs["tls.client"] == "unknown"
 
