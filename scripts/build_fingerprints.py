@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tls_fingerprint as tlsprint  # noqa: E402  (a sibling script, not part of the package)
+import tls_fingerprint as tlsprint
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "fingerprints"
@@ -30,20 +30,30 @@ CURATED = OUT / "sources" / "curated.yaml"
 
 # Which crawler-user-agents tag becomes which of our categories, most telling tag first.
 TAG_PRIORITY = (
-    ("ai-crawler", "ai-crawler"), ("browser-automation", "headless-browser"), ("http-library", "http-library"),
-    ("scanner", "scanner"), ("social-preview", "social-preview"), ("search-engine", "search-engine"),
-    ("feed-reader", "feed-fetcher"), ("monitoring", "monitoring"), ("advertising", "advertising"),
-    ("archiver", "archiver"), ("academic", "research"), ("seo", "seo"),
+    ("ai-crawler", "ai-crawler"),
+    ("browser-automation", "headless-browser"),
+    ("http-library", "http-library"),
+    ("scanner", "scanner"),
+    ("social-preview", "social-preview"),
+    ("search-engine", "search-engine"),
+    ("feed-reader", "feed-fetcher"),
+    ("monitoring", "monitoring"),
+    ("advertising", "advertising"),
+    ("archiver", "archiver"),
+    ("academic", "research"),
+    ("seo", "seo"),
 )
 # ai.robots.txt "function" texts that describe an agent acting for one user rather than a crawler.
-_ASSISTANT_WORDS = re.compile(r"assistant|\bagents?\b|coding|on behalf|user[- ](?:initiated|triggered|request)",
-                              re.IGNORECASE)
-
+_ASSISTANT_WORDS = re.compile(
+    r"assistant|\bagents?\b|coding|on behalf|user[- ](?:initiated|triggered|request)", re.IGNORECASE
+)
 
 
 def write_json(name: str, payload: Any) -> None:
     path = OUT / name
-    path.write_text(json.dumps(payload, indent=1, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(payload, indent=1, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
 
 
@@ -78,12 +88,23 @@ def build_bots(data: Path, curated: dict) -> list[dict]:
     for crawler in crawleruseragents.CRAWLER_USER_AGENTS_DATA:
         name = _readable_name(crawler)
         category = overrides.get(name) or _category_from_tags(crawler.get("tags") or [])
-        entries.append({"name": name, "pattern": crawler["pattern"], "category": category, "operator": "",
-                        "url": crawler.get("url", ""), "origin": "crawler-user-agents"})
+        entries.append(
+            {
+                "name": name,
+                "pattern": crawler["pattern"],
+                "category": category,
+                "operator": "",
+                "url": crawler.get("url", ""),
+                "origin": "crawler-user-agents",
+            }
+        )
     # Dual-use crawlers (Applebot feeds Siri and Spotlight search, facebookexternalhit draws link
     # previews) keep the public catalogue's category, so blocking AI crawlers never breaks them.
-    dual_use = {e["name"].lower(): e["category"] for e in entries
-                if e["category"] in ("search-engine", "social-preview")}
+    dual_use = {
+        e["name"].lower(): e["category"]
+        for e in entries
+        if e["category"] in ("search-engine", "social-preview")
+    }
     for name, about in sorted(ai_robots.items()):
         function = about.get("function", "")
         category = "ai-assistant" if _ASSISTANT_WORDS.search(function) else "ai-crawler"
@@ -93,8 +114,16 @@ def build_bots(data: Path, curated: dict) -> list[dict]:
             operator = ""
         # ai.robots.txt lists product tokens; in a UA they appear as a word, mostly followed by /version.
         pattern = r"(?:^|[^A-Za-z0-9-])" + re.escape(name) + r"(?:[/;) ]|$)"
-        entries.append({"name": name, "pattern": pattern, "category": category, "operator": operator[:80],
-                        "url": "", "origin": "ai.robots.txt"})
+        entries.append(
+            {
+                "name": name,
+                "pattern": pattern,
+                "category": category,
+                "operator": operator[:80],
+                "url": "",
+                "origin": "ai.robots.txt",
+            }
+        )
     return entries
 
 
@@ -110,8 +139,11 @@ def _read_cidrs(path: Path) -> list[str]:
                 if key in prefix:
                     cidrs.append(prefix[key])
         return cidrs
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [
+        line.strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def build_verified(data: Path, curated: dict) -> list[dict]:
@@ -123,12 +155,18 @@ def build_verified(data: Path, curated: dict) -> list[dict]:
         networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
         v4 = [str(n) for n in ipaddress.collapse_addresses(n for n in networks if n.version == 4)]
         v6 = [str(n) for n in ipaddress.collapse_addresses(n for n in networks if n.version == 6)]
-        crawlers.append({
-            "name": spec["name"], "operator": spec["operator"], "pattern": spec["pattern"],
-            "category": spec["category"], "reverse_dns": spec.get("reverse_dns") or [],
-            "range_sources": (spec.get("ranges") or []) + (["curated"] if spec.get("cidrs") else []),
-            "ipv4": v4, "ipv6": v6,
-        })
+        crawlers.append(
+            {
+                "name": spec["name"],
+                "operator": spec["operator"],
+                "pattern": spec["pattern"],
+                "category": spec["category"],
+                "reverse_dns": spec.get("reverse_dns") or [],
+                "range_sources": (spec.get("ranges") or []) + (["curated"] if spec.get("cidrs") else []),
+                "ipv4": v4,
+                "ipv6": v6,
+            }
+        )
     return crawlers
 
 
@@ -164,8 +202,13 @@ def build_header_profiles(data: Path, curated: dict, signatures: list[dict]) -> 
         order = [name for name, _ in headers]
         if order not in profile["orders"]:
             profile["orders"].append(order)
-        profile["navigations"].append({"version": str(doc["browser"]["version"]), "os": doc["browser"]["os"],
-                                       "headers": [[n, v] for n, v in headers]})
+        profile["navigations"].append(
+            {
+                "version": str(doc["browser"]["version"]),
+                "os": doc["browser"]["os"],
+                "headers": [[n, v] for n, v in headers],
+            }
+        )
     for family, orders in (curated["header_facts"].get("extra_orders") or {}).items():
         families.setdefault(family, {"orders": [], "navigations": []})["orders"].extend(orders)
     facts = {k: v for k, v in curated["header_facts"].items() if k != "extra_orders"}
@@ -182,12 +225,25 @@ def _python_client(make_context: Callable[[], ssl.SSLContext]) -> Callable[[int]
         context.verify_mode = ssl.CERT_NONE
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
             context.wrap_socket(raw, server_hostname="shop.example")
+
     return connect
 
 
 def _curl_client(port: int) -> None:
-    subprocess.run(["curl", "-sk", "--max-time", "5", "--resolve", f"shop.example:{port}:127.0.0.1",
-                    f"https://shop.example:{port}/"], capture_output=True, timeout=10, check=False)
+    subprocess.run(
+        [
+            "curl",
+            "-sk",
+            "--max-time",
+            "5",
+            "--resolve",
+            f"shop.example:{port}:127.0.0.1",
+            f"https://shop.example:{port}/",
+        ],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
 
 
 def _tool_clients() -> dict[str, Callable[[int], None]]:
@@ -195,11 +251,13 @@ def _tool_clients() -> dict[str, Callable[[int], None]]:
     clients: dict[str, Callable[[int], None]] = {"python-ssl": _python_client(ssl.create_default_context)}
     try:
         from urllib3.util.ssl_ import create_urllib3_context
+
         clients["python-requests"] = _python_client(create_urllib3_context)
     except ImportError:
         pass
     try:
         import httpx
+
         clients["httpx"] = _python_client(httpx.create_ssl_context)
     except ImportError:
         pass
@@ -212,8 +270,9 @@ def build_tls(signatures: list[dict]) -> list[dict]:
     known: dict[tuple[str, str], dict] = {}
 
     def remember(kind: str, value: str, family: str, client: str, version: str) -> None:
-        entry = known.setdefault((kind, value), {"kind": kind, "value": value, "family": family,
-                                                 "client": client, "versions": []})
+        entry = known.setdefault(
+            (kind, value), {"kind": kind, "value": value, "family": family, "client": client, "versions": []}
+        )
         if version not in entry["versions"]:
             entry["versions"].append(version)
 
@@ -235,20 +294,39 @@ def build_tls(signatures: list[dict]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent.parent / "shared" / "data",
-                        help="the shared public data folder (default: ../../shared/data from the repo)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT.parent.parent / "shared" / "data",
+        help="the shared public data folder (default: ../../shared/data from the repo)",
+    )
     args = parser.parse_args(argv)
     data = args.data if args.data.is_dir() else Path("/work/shared/data")
     curated = yaml.safe_load(CURATED.read_text(encoding="utf-8"))
     signatures = _signature_documents(data)
-    write_json("bots.json", {"about": "Known bots and tools; see README.md for sources and licences.",
-                             "entries": build_bots(data, curated)})
-    write_json("verified-crawlers.json", {"about": "Crawler UA patterns and their operators' address ranges.",
-                                          "crawlers": build_verified(data, curated)})
+    write_json(
+        "bots.json",
+        {
+            "about": "Known bots and tools; see README.md for sources and licences.",
+            "entries": build_bots(data, curated),
+        },
+    )
+    write_json(
+        "verified-crawlers.json",
+        {
+            "about": "Crawler UA patterns and their operators' address ranges.",
+            "crawlers": build_verified(data, curated),
+        },
+    )
     write_json("header-profiles.json", build_header_profiles(data, curated, signatures))
-    write_json("tls-fingerprints.json", {"about": "JA3/JA4 of real browsers' ClientHello (curl-impersonate "
-                                         "signatures) and of HTTP tools captured on loopback.",
-                                         "fingerprints": build_tls(signatures)})
+    write_json(
+        "tls-fingerprints.json",
+        {
+            "about": "JA3/JA4 of real browsers' ClientHello (curl-impersonate "
+            "signatures) and of HTTP tools captured on loopback.",
+            "fingerprints": build_tls(signatures),
+        },
+    )
     return 0
 
 

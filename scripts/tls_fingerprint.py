@@ -14,16 +14,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 EXTENSION_IDS = {
-    "server_name": 0x0000, "status_request": 0x0005, "supported_groups": 0x000A, "ec_point_formats": 0x000B,
-    "signature_algorithms": 0x000D, "application_layer_protocol_negotiation": 0x0010,
-    "signed_certificate_timestamp": 0x0012, "padding": 0x0015, "extended_master_secret": 0x0017,
-    "compress_certificate": 0x001B, "record_size_limit": 0x001C, "delegated_credentials": 0x0022,
-    "session_ticket": 0x0023, "pre_shared_key": 0x0029, "supported_versions": 0x002B,
-    "psk_key_exchange_modes": 0x002D, "keyshare": 0x0033, "application_settings": 0x4469,
+    "server_name": 0x0000,
+    "status_request": 0x0005,
+    "supported_groups": 0x000A,
+    "ec_point_formats": 0x000B,
+    "signature_algorithms": 0x000D,
+    "application_layer_protocol_negotiation": 0x0010,
+    "signed_certificate_timestamp": 0x0012,
+    "padding": 0x0015,
+    "extended_master_secret": 0x0017,
+    "compress_certificate": 0x001B,
+    "record_size_limit": 0x001C,
+    "delegated_credentials": 0x0022,
+    "session_ticket": 0x0023,
+    "pre_shared_key": 0x0029,
+    "supported_versions": 0x002B,
+    "psk_key_exchange_modes": 0x002D,
+    "keyshare": 0x0033,
+    "application_settings": 0x4469,
     "renegotiation_info": 0xFF01,
 }
-VERSION_NAMES = {"TLS_VERSION_1_3": 0x0304, "TLS_VERSION_1_2": 0x0303, "TLS_VERSION_1_1": 0x0302,
-                 "TLS_VERSION_1_0": 0x0301}
+VERSION_NAMES = {
+    "TLS_VERSION_1_3": 0x0304,
+    "TLS_VERSION_1_2": 0x0303,
+    "TLS_VERSION_1_1": 0x0302,
+    "TLS_VERSION_1_0": 0x0301,
+}
 JA4_VERSION = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3"}
 
 
@@ -84,7 +100,7 @@ def _parse_hello(body: bytes) -> ClientHello:
     at = 2 + 32
     at += 1 + body[at]  # session id
     (cipher_len,) = struct.unpack_from("!H", body, at)
-    ciphers = [c for c in _u16_list(body[at + 2: at + 2 + cipher_len]) if not is_grease(c)]
+    ciphers = [c for c in _u16_list(body[at + 2 : at + 2 + cipher_len]) if not is_grease(c)]
     at += 2 + cipher_len
     at += 1 + body[at]  # compression methods
     hello = ClientHello(legacy_version=legacy_version, ciphers=ciphers)
@@ -95,7 +111,7 @@ def _parse_hello(body: bytes) -> ClientHello:
     end = at + ext_total
     while at + 4 <= end:
         ext_type, ext_len = struct.unpack_from("!HH", body, at)
-        data = body[at + 4: at + 4 + ext_len]
+        data = body[at + 4 : at + 4 + ext_len]
         at += 4 + ext_len
         if is_grease(ext_type):
             continue
@@ -103,14 +119,14 @@ def _parse_hello(body: bytes) -> ClientHello:
         if ext_type == 0x000A:
             hello.groups = [g for g in _u16_list(data[2:]) if not is_grease(g)]
         elif ext_type == 0x000B:
-            hello.point_formats = list(data[1: 1 + data[0]]) if data else []
+            hello.point_formats = list(data[1 : 1 + data[0]]) if data else []
         elif ext_type == 0x000D:
             hello.signature_algorithms = _u16_list(data[2:])
         elif ext_type == 0x0010:
             names, i = [], 2
             while i < len(data):
                 size = data[i]
-                names.append(data[i + 1: i + 1 + size].decode("ascii", "replace"))
+                names.append(data[i + 1 : i + 1 + size].decode("ascii", "replace"))
                 i += 1 + size
             hello.alpn = names
         elif ext_type == 0x002B:
@@ -119,9 +135,15 @@ def _parse_hello(body: bytes) -> ClientHello:
 
 
 def ja3(hello: ClientHello) -> str:
-    text = ",".join([str(hello.legacy_version), "-".join(map(str, hello.ciphers)),
-                     "-".join(map(str, hello.extensions)), "-".join(map(str, hello.groups)),
-                     "-".join(map(str, hello.point_formats))])
+    text = ",".join(
+        [
+            str(hello.legacy_version),
+            "-".join(map(str, hello.ciphers)),
+            "-".join(map(str, hello.extensions)),
+            "-".join(map(str, hello.groups)),
+            "-".join(map(str, hello.point_formats)),
+        ]
+    )
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
@@ -170,7 +192,7 @@ def capture_client_hello(connect: Callable[[int], None], timeout: float = 10.0) 
     server.start()
     try:
         connect(port)
-    except Exception:  # noqa: BLE001 - the handshake is meant to fail once the hello is read
+    except Exception:
         pass
     server.join(timeout)
     listener.close()

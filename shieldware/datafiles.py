@@ -29,8 +29,10 @@ def data_dir(folder: str) -> Traversable:
     checkout = _CHECKOUT_ROOT / folder
     if checkout.is_dir():
         return checkout
-    raise DataFileMissing(f"data folder {folder!r} is neither installed (shieldware/_data/{folder}) "
-                          f"nor in the checkout ({checkout})")
+    raise DataFileMissing(
+        f"data folder {folder!r} is neither installed (shieldware/_data/{folder}) "
+        f"nor in the checkout ({checkout})"
+    )
 
 
 def data_path(folder: str, name: str) -> Traversable:

@@ -16,17 +16,30 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
         {"name": "preset:block-ai-assistants", "when": {"ua.category": ["ai-assistant"]}, "action": "block"},
     ],
     "allow-search-engines": [
-        {"name": "preset:allow-search-engines", "when": {"ua.category": ["search-engine"], "verified_bot": True},
-         "action": "allow"},
+        {
+            "name": "preset:allow-search-engines",
+            "when": {"ua.category": ["search-engine"], "verified_bot": True},
+            "action": "allow",
+        },
     ],
     "allow-social-previews": [
         # Verified preview fetchers pass; ones with no published ranges (Slackbot, Discordbot, …) only
         # lose points on GET/HEAD, so writing "Slackbot" into a scraper's UA is not a free pass.
-        {"name": "preset:allow-social-previews", "when": {"ua.category": ["social-preview"],
-                                                          "crawler.claim": ["verified"]}, "action": "allow"},
-        {"name": "preset:allow-social-previews-unlisted",
-         "when": {"ua.category": ["social-preview"], "crawler.claim": ["unlisted"], "method": ["GET", "HEAD"]},
-         "action": "weigh", "weight": -30},
+        {
+            "name": "preset:allow-social-previews",
+            "when": {"ua.category": ["social-preview"], "crawler.claim": ["verified"]},
+            "action": "allow",
+        },
+        {
+            "name": "preset:allow-social-previews-unlisted",
+            "when": {
+                "ua.category": ["social-preview"],
+                "crawler.claim": ["unlisted"],
+                "method": ["GET", "HEAD"],
+            },
+            "action": "weigh",
+            "weight": -30,
+        },
     ],
 }
 
@@ -40,8 +53,11 @@ def _parse_presets(raw: Any, where: str, check: Any) -> tuple[str, ...]:
 
 
 def _expand(sections: dict[str, Any]) -> list[tuple[str, Any]]:
-    return [(f"presets.{name}[{i}]", rule) for name in sections.get("presets", ())
-            for i, rule in enumerate(PRESETS[name])]
+    return [
+        (f"presets.{name}[{i}]", rule)
+        for name in sections.get("presets", ())
+        for i, rule in enumerate(PRESETS[name])
+    ]
 
 
 register_section("presets", _parse_presets, tuple)

@@ -6,13 +6,20 @@ import json
 import subprocess
 import sys
 
-CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
-          "Safari/537.36")
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
+    "Safari/537.36"
+)
 
 
 def run_cli(*args, stdin=""):
-    done = subprocess.run([sys.executable, "-m", "shieldware.cli", "ua", *args], input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "shieldware.cli", "ua", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -20,8 +27,14 @@ def run_cli(*args, stdin=""):
 def test_arguments_are_classified_in_order():
     rows = run_cli(CHROME, "curl/8.4.0")
     assert [(r["user_agent"], r["is_bot"], r["category"]) for r in rows] == [
-        (CHROME, False, "browser"), ("curl/8.4.0", True, "http-library")]
-    assert rows[0]["browser"] == "chrome" and rows[0]["browser_version"] == 120 and rows[0]["device"] == "desktop"
+        (CHROME, False, "browser"),
+        ("curl/8.4.0", True, "http-library"),
+    ]
+    assert (
+        rows[0]["browser"] == "chrome"
+        and rows[0]["browser_version"] == 120
+        and rows[0]["device"] == "desktop"
+    )
     assert set(rows[0]) >= {"is_bot", "category", "name", "browser", "browser_version", "os", "device"}
 
 

@@ -1,4 +1,4 @@
-"""Verified crawlers: the range matcher, the signal, the default policy's verdicts, FCrDNS and a live server."""
+"""Verified crawlers: range matcher, signal, default-policy verdicts, FCrDNS and a live server."""
 
 from __future__ import annotations
 
@@ -26,20 +26,30 @@ from shieldware.signals.crawlers import (
 from tests.support import live_server
 
 GOOGLEBOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
-GOOGLEBOT_SMARTPHONE_UA = ("Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, "
-                           "like Gecko) Chrome/120.0.6099.71 Mobile Safari/537.36 (compatible; Googlebot/2.1; "
-                           "+http://www.google.com/bot.html)")
+GOOGLEBOT_SMARTPHONE_UA = (
+    "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, "
+    "like Gecko) Chrome/120.0.6099.71 Mobile Safari/537.36 (compatible; Googlebot/2.1; "
+    "+http://www.google.com/bot.html)"
+)
 BINGBOT_UA = "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"
-GOOGLE_CRAWLER_IP = "66.249.66.1"         # googlebot.json: 66.249.64.0/27 … 66.249.79.224/27
+GOOGLE_CRAWLER_IP = "66.249.66.1"  # googlebot.json: 66.249.64.0/27 … 66.249.79.224/27
 GOOGLE_CRAWLER_IP6 = "2001:4860:4801:10::7"
-AWS_IP = "3.4.12.4"                      # aws.json ip_prefix 3.4.12.4/32 (eu-west-1)
-BING_IP = "157.55.39.10"                 # bing ipv4 list: 157.55.39.0/24
+AWS_IP = "3.4.12.4"  # aws.json ip_prefix 3.4.12.4/32 (eu-west-1)
+BING_IP = "157.55.39.10"  # bing ipv4 list: 157.55.39.0/24
 
 
 # ---- the range matcher ---------------------------------------------------------------------------
 
-CIDRS = ["10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/25", "192.0.2.128/25", "198.51.100.7/32",
-         "2001:db8::/48", "2001:db8:0:1::/64", "2001:db8:ffff::/120"]
+CIDRS = [
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "192.0.2.0/25",
+    "192.0.2.128/25",
+    "198.51.100.7/32",
+    "2001:db8::/48",
+    "2001:db8:0:1::/64",
+    "2001:db8:ffff::/120",
+]
 NETWORKS = [ipaddress.ip_network(c) for c in CIDRS]
 
 
@@ -51,14 +61,21 @@ def _reference(ip: str) -> bool:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(
-    st.ip_addresses(v=4).map(str),
-    st.ip_addresses(v=6).map(str),
-    st.sampled_from(NETWORKS).flatmap(lambda n: st.integers(int(n.network_address) - 2, int(n.broadcast_address) + 2)
-                                      .map(lambda i: str(ipaddress.ip_address(max(i, 0) % (2 ** n.max_prefixlen))
-                                                         if n.version == 6 else ipaddress.IPv4Address(
-                                                             max(i, 0) % 2 ** 32)))),
-))
+@given(
+    st.one_of(
+        st.ip_addresses(v=4).map(str),
+        st.ip_addresses(v=6).map(str),
+        st.sampled_from(NETWORKS).flatmap(
+            lambda n: st.integers(int(n.network_address) - 2, int(n.broadcast_address) + 2).map(
+                lambda i: str(
+                    ipaddress.ip_address(max(i, 0) % (2**n.max_prefixlen))
+                    if n.version == 6
+                    else ipaddress.IPv4Address(max(i, 0) % 2**32)
+                )
+            )
+        ),
+    )
+)
 def test_range_set_agrees_with_ipaddress(ip):
     assert RangeSet(CIDRS).contains(ip) == _reference(ip)
 
@@ -90,13 +107,21 @@ def test_shipped_ranges_cover_each_operator():
 
 def _decide(ip: str, ua: str, path: str = "/product/7", policy=None):
     engine = Engine(policy or default_policy())
-    facts = facts_from_headers(ip, "GET", path, 1_700_000_000.0, [("host", "shop.example"), ("user-agent", ua),
-                                                                   ("accept", "*/*")])
+    facts = facts_from_headers(
+        ip, "GET", path, 1_700_000_000.0, [("host", "shop.example"), ("user-agent", ua), ("accept", "*/*")]
+    )
     return asyncio.run(engine.decide(facts))
 
 
-@pytest.mark.parametrize(("ip", "ua"), [(GOOGLE_CRAWLER_IP, GOOGLEBOT_UA), (GOOGLE_CRAWLER_IP6, GOOGLEBOT_UA),
-                                        (GOOGLE_CRAWLER_IP, GOOGLEBOT_SMARTPHONE_UA), (BING_IP, BINGBOT_UA)])
+@pytest.mark.parametrize(
+    ("ip", "ua"),
+    [
+        (GOOGLE_CRAWLER_IP, GOOGLEBOT_UA),
+        (GOOGLE_CRAWLER_IP6, GOOGLEBOT_UA),
+        (GOOGLE_CRAWLER_IP, GOOGLEBOT_SMARTPHONE_UA),
+        (BING_IP, BINGBOT_UA),
+    ],
+)
 def test_search_engine_from_its_operators_range_is_verified_and_allowed(ip, ua):
     decision = _decide(ip, ua)
     codes = [r.code for r in decision.reasons]
@@ -138,8 +163,9 @@ def test_signal_attributes_for_verified_fake_and_ordinary_requests():
 
 
 def test_fcrdns_confirms_an_address_outside_the_ranges_then_caches_it():
-    crawler = CrawlerDefinition("localbot", "Loopback Inc", "LocalBot", "search-engine", RangeSet([]),
-                                reverse_dns=("localhost",))
+    crawler = CrawlerDefinition(
+        "localbot", "Loopback Inc", "LocalBot", "search-engine", RangeSet([]), reverse_dns=("localhost",)
+    )
     fcrdns = ForwardConfirmedDNS(timeout_seconds=5.0, ttl_seconds=60.0)
     signal = VerifiedCrawlerSignal(CrawlerRegistry([crawler]), fcrdns)
     try:
@@ -151,8 +177,21 @@ def test_fcrdns_confirms_an_address_outside_the_ranges_then_caches_it():
         assert second.evidence[0].detail["by"] == "reverse-dns"
         # An address whose PTR is not under the operator's domain fails and is flagged as fake.
         other = ForwardConfirmedDNS(timeout_seconds=5.0)
-        strict = VerifiedCrawlerSignal(CrawlerRegistry([CrawlerDefinition(
-            "farbot", "Far", "FarBot", "search-engine", RangeSet([]), reverse_dns=("farbot.example",))]), other)
+        strict = VerifiedCrawlerSignal(
+            CrawlerRegistry(
+                [
+                    CrawlerDefinition(
+                        "farbot",
+                        "Far",
+                        "FarBot",
+                        "search-engine",
+                        RangeSet([]),
+                        reverse_dns=("farbot.example",),
+                    )
+                ]
+            ),
+            other,
+        )
         _inspect(strict, "127.0.0.1", "FarBot/1.0")
         other.wait("127.0.0.1")
         assert _inspect(strict, "127.0.0.1", "FarBot/1.0").attrs["crawler.claim"] == "fake"
@@ -175,7 +214,9 @@ def test_fcrdns_is_off_by_default_and_switched_on_by_policy():
 def test_live_shop_serves_real_googlebot_and_refuses_the_fake_one():
     policy = default_policy(trusted_proxies=["127.0.0.0/8"])
     with live_server(build_demo_app(policy=policy)) as server, httpx.Client(base_url=server.url) as client:
-        real = client.get("/product/5", headers={"user-agent": GOOGLEBOT_UA, "x-forwarded-for": GOOGLE_CRAWLER_IP})
+        real = client.get(
+            "/product/5", headers={"user-agent": GOOGLEBOT_UA, "x-forwarded-for": GOOGLE_CRAWLER_IP}
+        )
         fake = client.get("/product/5", headers={"user-agent": GOOGLEBOT_UA, "x-forwarded-for": AWS_IP})
     assert real.status_code == 200
     assert fake.status_code == 403

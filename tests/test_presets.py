@@ -9,12 +9,14 @@ import pytest
 from shieldware import Engine, Verdict, facts_from_headers
 from shieldware.policy import PolicyError, default_policy, policy_from_text
 
-GPTBOT = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)"
+GPTBOT = (
+    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)"
+)
 CHATGPT_USER = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ChatGPT-User/1.0; +https://openai.com/bot"
 SLACKBOT = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"
 FACEBOOK = "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"
-OPENAI_IP = "4.151.71.177"      # lord-alfred openai list: 4.151.71.176/28
-FACEBOOK_IP = "31.13.64.1"      # lord-alfred facebook list: 31.13.64.0/18 range
+OPENAI_IP = "4.151.71.177"  # lord-alfred openai list: 4.151.71.176/28
+FACEBOOK_IP = "31.13.64.1"  # lord-alfred facebook list: 31.13.64.0/18 range
 
 
 def decide(policy, ua, ip="203.0.113.50", path="/product/3", method="GET"):
@@ -25,8 +27,11 @@ def decide(policy, ua, ip="203.0.113.50", path="/product/3", method="GET"):
 def test_default_policy_lists_search_and_preview_presets_after_its_own_rules():
     names = [rule.name for rule in default_policy().rules]
     assert names[0] == "health-checks"
-    assert names[1:] == ["preset:allow-search-engines", "preset:allow-social-previews",
-                         "preset:allow-social-previews-unlisted"]
+    assert names[1:] == [
+        "preset:allow-search-engines",
+        "preset:allow-social-previews",
+        "preset:allow-social-previews-unlisted",
+    ]
 
 
 def test_block_ai_crawlers_blocks_gptbot_even_from_openai_ranges_but_not_assistants():
@@ -35,8 +40,10 @@ def test_block_ai_crawlers_blocks_gptbot_even_from_openai_ranges_but_not_assista
     assert blocked.verdict is Verdict.BLOCK and blocked.rule == "preset:block-ai-crawlers"
     assistant = decide(policy, CHATGPT_USER, ip=OPENAI_IP)
     assert assistant.rule is None
-    assert decide(default_policy(presets=["block-ai-assistants"]), CHATGPT_USER, ip=OPENAI_IP).verdict is \
-        Verdict.BLOCK
+    assert (
+        decide(default_policy(presets=["block-ai-assistants"]), CHATGPT_USER, ip=OPENAI_IP).verdict
+        is Verdict.BLOCK
+    )
 
 
 def test_without_the_preset_a_verified_ai_crawler_is_just_weighed():
@@ -55,7 +62,9 @@ def test_social_previews_keep_working_and_a_fake_one_does_not():
     fake = decide(policy, FACEBOOK, ip="3.4.12.4")
     assert fake.verdict is Verdict.BLOCK and "net.fake_crawler" in [r.code for r in fake.reasons]
     # The unlisted preview discount is for reading pages, not for posting forms.
-    assert "policy.weigh" not in [r.code for r in decide(policy, SLACKBOT, method="POST", path="/cart/add").reasons]
+    assert "policy.weigh" not in [
+        r.code for r in decide(policy, SLACKBOT, method="POST", path="/cart/add").reasons
+    ]
 
 
 def test_a_shops_own_rule_wins_over_a_preset():
@@ -73,12 +82,18 @@ rules:
     assert decide(policy, GPTBOT, path="/product/1").rule == "preset:block-ai-crawlers"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("version: 1\npresets: [block-all-the-bots]\n", "presets[0]: expected one of allow-search-engines"),
-    ("version: 1\npresets: {a: 1}\n", "presets: expected a string or a list of strings"),
-    ("version: 1\ncrawlers: {fcrdns: maybe}\n", "crawlers.fcrdns: expected true or false"),
-    ("version: 1\ncrawlers: {fcrdns_timeout: -1}\n", "crawlers.fcrdns_timeout: expected a positive number"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 1\npresets: [block-all-the-bots]\n", "presets[0]: expected one of allow-search-engines"),
+        ("version: 1\npresets: {a: 1}\n", "presets: expected a string or a list of strings"),
+        ("version: 1\ncrawlers: {fcrdns: maybe}\n", "crawlers.fcrdns: expected true or false"),
+        (
+            "version: 1\ncrawlers: {fcrdns_timeout: -1}\n",
+            "crawlers.fcrdns_timeout: expected a positive number",
+        ),
+    ],
+)
 def test_preset_and_crawler_mistakes_name_file_and_field(text, expected):
     with pytest.raises(PolicyError) as raised:
         policy_from_text(text, "shop.yaml")

@@ -10,7 +10,7 @@ from pathlib import Path
 from shieldware.datafiles import load_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import tls_fingerprint as tlsprint  # noqa: E402
+import tls_fingerprint as tlsprint
 
 ENTRIES = load_json("fingerprints", "tls-fingerprints.json")["fingerprints"]
 
@@ -48,8 +48,12 @@ def test_a_live_client_hello_is_parsed_and_fingerprinted():
 
 
 def test_garbage_is_not_taken_for_a_client_hello():
-    for junk in (b"", b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x00\x05\x02\x00\x00\x00\x00",
-                 b"\x16\x03\x01\x00\x30\x01\x00\x00\x2c\x03\x03"):
+    for junk in (
+        b"",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x00\x05\x02\x00\x00\x00\x00",
+        b"\x16\x03\x01\x00\x30\x01\x00\x00\x2c\x03\x03",
+    ):
         try:
             tlsprint.hello_from_record(junk)
         except ValueError:

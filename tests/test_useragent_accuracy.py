@@ -50,7 +50,11 @@ def test_ai_robots_are_caught_even_without_any_ai_list():
 
 def test_held_out_classifiers_do_not_flag_browsers_either():
     user_agents = [ua for name in uc.HELD_OUT_BROWSER_FILES for ua in uc.browser_user_agents(name)]
-    for classifier in (uc.classifier_without_held_out(), uc.classifier_without_ai_lists(), default_classifier()):
+    for classifier in (
+        uc.classifier_without_held_out(),
+        uc.classifier_without_ai_lists(),
+        default_classifier(),
+    ):
         share, flagged = uc.flagged_share(classifier.classify, user_agents)
         assert share < 0.005, flagged[:10]
 

@@ -13,8 +13,11 @@ from shieldware.signals.useragent import UserAgentClassifier
 FIXTURES = Path(__file__).parent / "fixtures" / "ua"
 # Only this collection was looked at while choosing heuristics; the others are held out.
 TUNING_BROWSER_FILES = ("fake-useragent.txt",)
-HELD_OUT_BROWSER_FILES = ("intoli-user-agents.txt", "top-user-agents.txt",
-                          "curl-impersonate-and-user-agents-tests.txt")
+HELD_OUT_BROWSER_FILES = (
+    "intoli-user-agents.txt",
+    "top-user-agents.txt",
+    "curl-impersonate-and-user-agents-tests.txt",
+)
 
 
 def browser_user_agents(name: str) -> list[str]:
@@ -27,17 +30,26 @@ def held_out_pattern(pattern: str) -> bool:
 
 
 def crawler_instances(held_out: bool) -> list[str]:
-    return [instance for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
-            if held_out_pattern(entry["pattern"]) == held_out for instance in entry["instances"]]
+    return [
+        instance
+        for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
+        if held_out_pattern(entry["pattern"]) == held_out
+        for instance in entry["instances"]
+    ]
 
 
 def classifier_without_held_out() -> UserAgentClassifier:
     """The shipped classifier minus the held-out crawler patterns: what it catches of those bots
     it catches by the generic heuristics, as it would catch a bot nobody has listed yet."""
-    held = {e["pattern"] for e in crawleruseragents.CRAWLER_USER_AGENTS_DATA if held_out_pattern(e["pattern"])}
+    held = {
+        e["pattern"] for e in crawleruseragents.CRAWLER_USER_AGENTS_DATA if held_out_pattern(e["pattern"])
+    }
     catalogue = shipped_catalogue()
-    return UserAgentClassifier(BotCatalogue([e for e in catalogue.entries
-                                             if not (e.origin == "crawler-user-agents" and e.pattern in held)]))
+    return UserAgentClassifier(
+        BotCatalogue(
+            [e for e in catalogue.entries if not (e.origin == "crawler-user-agents" and e.pattern in held)]
+        )
+    )
 
 
 def ai_robot_names() -> list[str]:
@@ -48,9 +60,16 @@ def classifier_without_ai_lists() -> UserAgentClassifier:
     """The classifier without any AI-robot entry (neither ai.robots.txt nor crawler-user-agents' AI ones)."""
     names = {n.lower() for n in ai_robot_names()}
     catalogue = shipped_catalogue()
-    kept = [e for e in catalogue.entries if e.origin == "curated" or (
-        e.origin == "crawler-user-agents" and e.category not in ("ai-crawler", "ai-assistant")
-        and e.name.lower() not in names)]
+    kept = [
+        e
+        for e in catalogue.entries
+        if e.origin == "curated"
+        or (
+            e.origin == "crawler-user-agents"
+            and e.category not in ("ai-crawler", "ai-assistant")
+            and e.name.lower() not in names
+        )
+    ]
     return UserAgentClassifier(BotCatalogue(kept))
 
 
@@ -59,7 +78,8 @@ def classifier_without_ai_lists() -> UserAgentClassifier:
 AI_UA_FORMS = (
     "{name}/1.0",
     "Mozilla/5.0 (compatible; {name}/1.0; +https://example.org/bot)",
-    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; {name}/1.0) Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; {name}/1.0) Chrome/120.0.0.0 "
+    "Safari/537.36",
 )
 
 

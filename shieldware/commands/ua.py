@@ -1,4 +1,4 @@
-"""`shieldware ua [UA ...]`: classify user agents (or one a line from stdin with `-`), one JSON object a line."""
+"""`shieldware ua [UA ...]`: classify user agents (or stdin lines with `-`), one JSON object a line."""
 
 from __future__ import annotations
 
@@ -10,11 +10,18 @@ from typing import TextIO
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("ua", help="classify user-agent strings",
-                            description="Say what each User-Agent claims to be: browser, OS and device, or "
-                            "which bot or tool, with its category. Prints one JSON object a line.")
-    parser.add_argument("user_agents", nargs="*", metavar="UA",
-                        help="user-agent strings; '-' (or none) reads one a line from standard input")
+    parser = sub.add_parser(
+        "ua",
+        help="classify user-agent strings",
+        description="Say what each User-Agent claims to be: browser, OS and device, or "
+        "which bot or tool, with its category. Prints one JSON object a line.",
+    )
+    parser.add_argument(
+        "user_agents",
+        nargs="*",
+        metavar="UA",
+        help="user-agent strings; '-' (or none) reads one a line from standard input",
+    )
     parser.set_defaults(handler=run)
 
 

@@ -43,7 +43,9 @@ class BotCatalogue:
         hits = self._matcher(user_agent)
         if not hits:
             return None
-        best = min(hits, key=lambda i: (self.entries[i].origin != "curated", -len(self.entries[i].pattern), i))
+        best = min(
+            hits, key=lambda i: (self.entries[i].origin != "curated", -len(self.entries[i].pattern), i)
+        )
         return self.entries[best]
 
     def without(self, names: Iterable[str]) -> BotCatalogue:
@@ -73,8 +75,10 @@ def _compile(entries: Sequence[BotEntry]):
 
 
 def entries_from_json(document: dict) -> list[BotEntry]:
-    return [BotEntry(e["name"], e["pattern"], e["category"], e.get("operator", ""), e.get("origin", ""))
-            for e in document["entries"]]
+    return [
+        BotEntry(e["name"], e["pattern"], e["category"], e.get("operator", ""), e.get("origin", ""))
+        for e in document["entries"]
+    ]
 
 
 @cache

@@ -20,17 +20,31 @@ from shieldware.facts import RequestFacts
 from shieldware.policy import register_attribute, register_section
 from shieldware.signals.base import Inspection
 
-register_reason("net.fake_crawler", 90, "The User-Agent claims a search-engine or platform crawler, but the "
-                "address is outside every range its operator publishes for it.")
-register_reason("ua.verified_crawler", -60, "A crawler whose address is inside its operator's published "
-                "ranges (or confirmed by forward-confirmed reverse DNS): trusted, not a disguise.")
+register_reason(
+    "net.fake_crawler",
+    90,
+    "The User-Agent claims a search-engine or platform crawler, but the "
+    "address is outside every range its operator publishes for it.",
+)
+register_reason(
+    "ua.verified_crawler",
+    -60,
+    "A crawler whose address is inside its operator's published "
+    "ranges (or confirmed by forward-confirmed reverse DNS): trusted, not a disguise.",
+)
 
-register_attribute("verified_bot", "true when the request is a crawler confirmed by its operator's IP ranges "
-                   "or forward-confirmed reverse DNS")
-register_attribute("crawler.claim", "verified, fake, pending (reverse DNS under way), unlisted (a crawler "
-                   "with no published ranges) or none")
-register_attribute("crawler.name", "the verified-crawler definition the user agent claims (googlebot, "
-                   "bingbot, ...)")
+register_attribute(
+    "verified_bot",
+    "true when the request is a crawler confirmed by its operator's IP ranges "
+    "or forward-confirmed reverse DNS",
+)
+register_attribute(
+    "crawler.claim",
+    "verified, fake, pending (reverse DNS under way), unlisted (a crawler with no published ranges) or none",
+)
+register_attribute(
+    "crawler.name", "the verified-crawler definition the user agent claims (googlebot, bingbot, ...)"
+)
 
 
 # ---- address ranges ---------------------------------------------------------------------------
@@ -103,8 +117,9 @@ class CrawlerRegistry:
 
     def __init__(self, crawlers: Sequence[CrawlerDefinition]) -> None:
         self.crawlers = tuple(crawlers)
-        self._claim_re = re.compile("|".join(f"(?P<c{i}>{c.pattern})" for i, c in enumerate(self.crawlers))
-                                    or r"(?!x)x")
+        self._claim_re = re.compile(
+            "|".join(f"(?P<c{i}>{c.pattern})" for i, c in enumerate(self.crawlers)) or r"(?!x)x"
+        )
         self.claimed_by = lru_cache(maxsize=8192)(self._claimed_by)
 
     def _claimed_by(self, user_agent: str) -> CrawlerDefinition | None:
@@ -116,12 +131,20 @@ class CrawlerRegistry:
 
 
 def registry_from_json(document: dict) -> CrawlerRegistry:
-    return CrawlerRegistry([
-        CrawlerDefinition(c["name"], c["operator"], c["pattern"], c["category"],
-                          RangeSet([*c.get("ipv4", []), *c.get("ipv6", [])]), tuple(c.get("reverse_dns", [])),
-                          tuple(c.get("range_sources", [])))
-        for c in document["crawlers"]
-    ])
+    return CrawlerRegistry(
+        [
+            CrawlerDefinition(
+                c["name"],
+                c["operator"],
+                c["pattern"],
+                c["category"],
+                RangeSet([*c.get("ipv4", []), *c.get("ipv6", [])]),
+                tuple(c.get("reverse_dns", [])),
+                tuple(c.get("range_sources", [])),
+            )
+            for c in document["crawlers"]
+        ]
+    )
 
 
 @cache
@@ -150,8 +173,13 @@ class ForwardConfirmedDNS:
     answer. Time is an argument (`now`) so log replay and tests control expiry.
     """
 
-    def __init__(self, timeout_seconds: float = 2.0, ttl_seconds: float = 86400.0, max_entries: int = 50000,
-                 lookup: Resolver = system_fcrdns_lookup) -> None:
+    def __init__(
+        self,
+        timeout_seconds: float = 2.0,
+        ttl_seconds: float = 86400.0,
+        max_entries: int = 50000,
+        lookup: Resolver = system_fcrdns_lookup,
+    ) -> None:
         self.timeout_seconds = timeout_seconds
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
@@ -207,9 +235,14 @@ class ForwardConfirmedDNS:
 def _judge(ip: str, host: str, addresses: Sequence[str], suffixes: Sequence[str]) -> str:
     if not host or ip not in addresses:
         return "failed"
-    return "verified" if any(host.endswith(s.lstrip(".")) and (host == s.lstrip(".") or
-                                                              host.endswith("." + s.lstrip(".")))
-                             for s in suffixes) else "failed"
+    return (
+        "verified"
+        if any(
+            host.endswith(s.lstrip(".")) and (host == s.lstrip(".") or host.endswith("." + s.lstrip(".")))
+            for s in suffixes
+        )
+        else "failed"
+    )
 
 
 # ---- policy section ---------------------------------------------------------------------------
@@ -250,8 +283,9 @@ class VerifiedCrawlerSignal:
 
     name = "crawlers"
 
-    def __init__(self, registry: CrawlerRegistry | None = None,
-                 fcrdns: ForwardConfirmedDNS | None = None) -> None:
+    def __init__(
+        self, registry: CrawlerRegistry | None = None, fcrdns: ForwardConfirmedDNS | None = None
+    ) -> None:
         self._registry = registry
         self._fcrdns = fcrdns
 
@@ -287,8 +321,9 @@ class VerifiedCrawlerSignal:
                 attrs["crawler.claim"] = "pending"
                 return
         attrs["crawler.claim"] = "fake"
-        inspection.add("net.fake_crawler", crawler=crawler.name, operator=crawler.operator,
-                       ip=facts.client_ip)
+        inspection.add(
+            "net.fake_crawler", crawler=crawler.name, operator=crawler.operator, ip=facts.client_ip
+        )
 
     @staticmethod
     def _verified(inspection: Inspection, crawler: CrawlerDefinition, how: str) -> None:

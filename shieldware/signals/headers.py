@@ -1,4 +1,4 @@
-"""Header signal: a fingerprint of the client's header stack, and whether it fits the browser the UA claims."""
+"""Header signal: a fingerprint of the client's header stack, and whether it fits the claimed browser."""
 
 from __future__ import annotations
 
@@ -14,38 +14,107 @@ from shieldware.facts import RequestFacts
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
 
-register_reason("hdr.browser_missing", 55, "The request claims to be a browser but lacks headers every such "
-                "browser sends (Accept, Accept-Language, Accept-Encoding).")
-register_reason("hdr.no_fetch_metadata", 30, "A modern browser claim without Sec-Fetch-* headers, which it "
-                "sends on every request to a secure (https or localhost) site.")
-register_reason("hdr.no_client_hints", 30, "A Chrome or Edge (90+) claim without the sec-ch-ua client hints "
-                "those browsers send on every request to a secure site.")
-register_reason("hdr.client_hint_mismatch", 50, "The client hints contradict the User-Agent (another platform, "
-                "mobile flag or browser version), or a browser that never sends client hints sent them.")
-register_reason("hdr.headless_hint", 70, "The sec-ch-ua client hint names HeadlessChrome although the "
-                "User-Agent claims an ordinary browser.")
-register_reason("hdr.order_mismatch", 40, "The headers arrived in an order the claimed browser never uses; "
-                "HTTP libraries order headers their own way.")
-register_reason("hdr.accept_not_browser", 35, "A top-level navigation with an Accept header no browser sends "
-                "on a navigation (browsers always ask for text/html).")
-register_reason("tls.mismatch", 60, "The TLS fingerprint passed by the edge belongs to another browser or to an "
-                "HTTP library, not to the browser the User-Agent claims.")
+register_reason(
+    "hdr.browser_missing",
+    55,
+    "The request claims to be a browser but lacks headers every such "
+    "browser sends (Accept, Accept-Language, Accept-Encoding).",
+)
+register_reason(
+    "hdr.no_fetch_metadata",
+    30,
+    "A modern browser claim without Sec-Fetch-* headers, which it "
+    "sends on every request to a secure (https or localhost) site.",
+)
+register_reason(
+    "hdr.no_client_hints",
+    30,
+    "A Chrome or Edge (90+) claim without the sec-ch-ua client hints "
+    "those browsers send on every request to a secure site.",
+)
+register_reason(
+    "hdr.client_hint_mismatch",
+    50,
+    "The client hints contradict the User-Agent (another platform, "
+    "mobile flag or browser version), or a browser that never sends client hints sent them.",
+)
+register_reason(
+    "hdr.headless_hint",
+    70,
+    "The sec-ch-ua client hint names HeadlessChrome although the User-Agent claims an ordinary browser.",
+)
+register_reason(
+    "hdr.order_mismatch",
+    40,
+    "The headers arrived in an order the claimed browser never uses; "
+    "HTTP libraries order headers their own way.",
+)
+register_reason(
+    "hdr.accept_not_browser",
+    35,
+    "A top-level navigation with an Accept header no browser sends "
+    "on a navigation (browsers always ask for text/html).",
+)
+register_reason(
+    "tls.mismatch",
+    60,
+    "The TLS fingerprint passed by the edge belongs to another browser or to an "
+    "HTTP library, not to the browser the User-Agent claims.",
+)
 
-register_attribute("fingerprint", "a short stable hash of the client's header stack (method, HTTP version, "
-                   "header names in order, cookie/referer presence, language) — a window key")
-register_attribute("tls.client", "what the TLS fingerprint belongs to: a browser family (chrome, firefox, "
-                   "safari), a tool name, or unknown")
+register_attribute(
+    "fingerprint",
+    "a short stable hash of the client's header stack (method, HTTP version, "
+    "header names in order, cookie/referer presence, language) — a window key",
+)
+register_attribute(
+    "tls.client",
+    "what the TLS fingerprint belongs to: a browser family (chrome, firefox, "
+    "safari), a tool name, or unknown",
+)
 
 # Headers proxies, CDNs and load balancers add or rewrite; a fingerprint or order check that counted
 # them would change with the shop's infrastructure, not with the client.
-_INFRASTRUCTURE = frozenset({
-    "host", "connection", "forwarded", "via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-    "x-forwarded-port", "x-forwarded-server", "x-forwarded-prefix", "x-real-ip", "x-request-id",
-    "x-amzn-trace-id", "true-client-ip", "x-client-ip", "x-cluster-client-ip", "cdn-loop", "x-ja3", "x-ja4",
-    "keep-alive", "proxy-connection", "traceparent", "tracestate", "x-envoy-external-address",
-})
-_INFRASTRUCTURE_PREFIXES = ("cf-", "x-forwarded-", "x-amz-cf-", "fastly-", "akamai-", "x-vercel-", "x-azure-",
-                            "x-arr-", "x-original-", "x-envoy-")
+_INFRASTRUCTURE = frozenset(
+    {
+        "host",
+        "connection",
+        "forwarded",
+        "via",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "x-forwarded-prefix",
+        "x-real-ip",
+        "x-request-id",
+        "x-amzn-trace-id",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "cdn-loop",
+        "x-ja3",
+        "x-ja4",
+        "keep-alive",
+        "proxy-connection",
+        "traceparent",
+        "tracestate",
+        "x-envoy-external-address",
+    }
+)
+_INFRASTRUCTURE_PREFIXES = (
+    "cf-",
+    "x-forwarded-",
+    "x-amz-cf-",
+    "fastly-",
+    "akamai-",
+    "x-vercel-",
+    "x-azure-",
+    "x-arr-",
+    "x-original-",
+    "x-envoy-",
+)
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 _BRAND = re.compile(r'"([^"]*)"\s*;\s*v\s*=\s*"(\d+)')
 _CHROME_MAJOR = re.compile(r"(?:Chrome|Chromium|CriOS)/(\d+)")
@@ -54,9 +123,13 @@ _PROFILE_OF_ENGINE = {"blink": ("chrome", "edge"), "gecko": ("firefox",), "webki
 # ua-parser OS family → the sec-ch-ua-platform values that OS's Chromium may send. Linux allows
 # Android and ChromeOS: Chrome on Android in "desktop site" mode sends a Linux UA with platform Android.
 _PLATFORMS = {
-    "Windows": {"Windows"}, "Mac OS X": {"macOS"}, "Android": {"Android"},
+    "Windows": {"Windows"},
+    "Mac OS X": {"macOS"},
+    "Android": {"Android"},
     "Chrome OS": {"Chrome OS", "Chromium OS"},
-    "Linux": {"Linux", "Android", "Chrome OS", "Chromium OS"}, "Ubuntu": {"Linux"}, "Fedora": {"Linux"},
+    "Linux": {"Linux", "Android", "Chrome OS", "Chromium OS"},
+    "Ubuntu": {"Linux"},
+    "Fedora": {"Linux"},
 }
 _DESKTOP_OS = ("Windows", "Mac OS X")
 
@@ -87,8 +160,10 @@ def header_fingerprint(facts: RequestFacts) -> str:
     language = header_map.get("accept-language", "")[:2].lower()
     if not language.isalpha():
         language = "xx"
-    return (f"{facts.method[:2].lower()}{version}{'c' if 'cookie' in header_map else 'n'}"
-            f"{'r' if 'referer' in header_map else 'n'}{min(len(names), 99):02d}{language}_{_stack_digest(names)}")
+    return (
+        f"{facts.method[:2].lower()}{version}{'c' if 'cookie' in header_map else 'n'}"
+        f"{'r' if 'referer' in header_map else 'n'}{min(len(names), 99):02d}{language}_{_stack_digest(names)}"
+    )
 
 
 # ---- profiles ---------------------------------------------------------------------------------
@@ -104,9 +179,13 @@ class HeaderProfiles:
 
     @classmethod
     def from_json(cls, document: dict) -> HeaderProfiles:
-        orders = {family: tuple({name: i for i, name in enumerate(order) if not _is_infrastructure(name)}
-                                for order in profile["orders"])
-                  for family, profile in document["families"].items()}
+        orders = {
+            family: tuple(
+                {name: i for i, name in enumerate(order) if not _is_infrastructure(name)}
+                for order in profile["orders"]
+            )
+            for family, profile in document["families"].items()
+        }
         facts = document["facts"]
         return cls(orders, dict(facts["fetch_metadata_since"]), dict(facts["client_hints_since"]))
 
@@ -186,8 +265,11 @@ _ENGINE_OF_TLS_FAMILY = {"chrome": "blink", "edge": "blink", "firefox": "gecko",
 class HeaderSignal:
     name = "headers"
 
-    def __init__(self, profiles: HeaderProfiles | None = None,
-                 tls_fingerprints: dict[str, tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        profiles: HeaderProfiles | None = None,
+        tls_fingerprints: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
         self._profiles = profiles
         self._tls = tls_fingerprints
 
@@ -204,7 +286,9 @@ class HeaderSignal:
             return
         self._check_tls(facts, inspection, info)
         header_map = facts.header_map
-        missing = [name for name in ("accept", "accept-language", "accept-encoding") if name not in header_map]
+        missing = [
+            name for name in ("accept", "accept-language", "accept-encoding") if name not in header_map
+        ]
         if missing:
             inspection.add("hdr.browser_missing", browser=info.browser, missing=missing)
         engine = info.engine
@@ -212,8 +296,11 @@ class HeaderSignal:
         if engine == "blink":
             self._check_client_hints(facts, inspection, info)
         elif "sec-ch-ua" in header_map and engine in ("gecko", "webkit"):
-            inspection.add("hdr.client_hint_mismatch", browser=info.browser,
-                           problem=f"{info.browser} never sends sec-ch-ua")
+            inspection.add(
+                "hdr.client_hint_mismatch",
+                browser=info.browser,
+                problem=f"{info.browser} never sends sec-ch-ua",
+            )
         self._check_fetch_metadata(facts, inspection, info)
 
     def _check_order(self, facts: RequestFacts, inspection: Inspection, browser: str, engine: str) -> None:
@@ -229,7 +316,9 @@ class HeaderSignal:
                 names.append(name)
         problem = order_violation(names, references)
         if problem is not None:
-            inspection.add("hdr.order_mismatch", browser=browser, sent_first=problem[1], expected_first=problem[0])
+            inspection.add(
+                "hdr.order_mismatch", browser=browser, sent_first=problem[1], expected_first=problem[0]
+            )
 
     def _check_fetch_metadata(self, facts: RequestFacts, inspection: Inspection, info: object) -> None:
         header_map = facts.header_map
@@ -292,7 +381,5 @@ class HeaderSignal:
             return
         kind, family = known
         inspection.attrs["tls.client"] = family
-        if kind != "browser":
-            inspection.add("tls.mismatch", claimed=info.browser, tls_client=family, kind=kind)
-        elif _ENGINE_OF_TLS_FAMILY.get(family) != info.engine:
+        if kind != "browser" or _ENGINE_OF_TLS_FAMILY.get(family) != info.engine:
             inspection.add("tls.mismatch", claimed=info.browser, tls_client=family, kind=kind)
