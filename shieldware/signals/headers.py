@@ -34,7 +34,9 @@ register_reason(
 )
 register_reason(
     "hdr.client_hint_mismatch",
-    50,
+    # Alone it challenges login and checkout (40) but not browsing (50+): a UA-switcher extension
+    # produces the same contradiction for a real shopper.
+    45,
     "The client hints contradict the User-Agent (another platform, "
     "mobile flag or browser version), or a browser that never sends client hints sent them.",
 )
