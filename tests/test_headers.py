@@ -318,3 +318,13 @@ def test_live_replay_real_browsers_pass_and_python_requests_is_named(tmp_path):
         "hdr.no_client_hints",
     } <= impostor_codes
     assert impostor.status_code == 403
+
+
+def test_log_lines_are_not_judged_on_headers_they_never_kept():
+    facts = facts_from_headers(
+        "198.51.100.7", "GET", "/product/1", 0.0, [("user-agent", CHROME_UA)], source="log"
+    )
+    inspection = Inspection(facts, None, Weights())
+    UserAgentSignal().inspect(facts, inspection)
+    HeaderSignal().inspect(facts, inspection)
+    assert inspection.evidence == [] and "fingerprint" not in inspection.attrs

@@ -99,3 +99,28 @@ def test_preset_and_crawler_mistakes_name_file_and_field(text, expected):
         policy_from_text(text, "shop.yaml")
     assert any(expected in problem for problem in raised.value.problems), raised.value.problems
     assert "shop.yaml" in str(raised.value)
+
+
+def test_rules_match_on_fingerprint_ua_name_and_verified_bot():
+    from shieldware.facts import facts_from_headers as make
+    from shieldware.signals.headers import header_fingerprint
+
+    headers = [
+        ("host", "shop.example"),
+        ("user-agent", "Mozilla/5.0 (compatible; Googlebot/2.1)"),
+        ("x-a", "1"),
+    ]
+    fingerprint = header_fingerprint(make("203.0.113.1", "GET", "/", 0.0, headers))
+    text = f"""
+version: 1
+groups: [{{name: browse, paths: ["/*"]}}]
+rules:
+  - {{name: botnet-stack, when: {{fingerprint: "{fingerprint}"}}, action: block}}
+  - {{name: real-google, when: {{ua.name: Googlebot, verified_bot: true}}, action: allow}}
+"""
+    policy = policy_from_text(text, "shop.yaml")
+    engine = Engine(policy)
+    blocked = asyncio.run(engine.decide(make("203.0.113.1", "GET", "/", 0.0, headers)))
+    assert blocked.rule == "botnet-stack"
+    allowed = asyncio.run(engine.decide(make("66.249.66.1", "GET", "/", 0.0, headers[:2])))
+    assert allowed.rule == "real-google"

@@ -282,6 +282,10 @@ class HeaderSignal:
         return self._profiles
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
+        if facts.source != "live":
+            # A log line keeps the UA and perhaps the referer, never the header set: judging its
+            # "missing" headers would flag every browser in yesterday's log.
+            return
         inspection.attrs["fingerprint"] = header_fingerprint(facts)
         info = inspection.attrs.get("ua.info")
         if info is None or info.is_bot or not info.browser:
