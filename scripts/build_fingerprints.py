@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import capture_chromium_headers  # sibling scripts, not part of the package
 import tls_fingerprint as tlsprint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,10 +210,32 @@ def build_header_profiles(data: Path, curated: dict, signatures: list[dict]) -> 
                 "headers": [[n, v] for n, v in headers],
             }
         )
+    chromium = _chromium_requests()
+    if chromium is not None:
+        families["chrome"]["captured_chromium"] = chromium
+        for headers in chromium["requests"].values():
+            order = [name for name, _ in headers]
+            for family in ("chrome", "edge"):
+                if order not in families[family]["orders"]:
+                    families[family]["orders"].append(order)
     for family, orders in (curated["header_facts"].get("extra_orders") or {}).items():
         families.setdefault(family, {"orders": [], "navigations": []})["orders"].extend(orders)
     facts = {k: v for k, v in curated["header_facts"].items() if k != "extra_orders"}
     return {"families": families, "facts": facts}
+
+
+def _chromium_requests() -> dict | None:
+    """Navigation, sub-resource and fetch headers of this machine's Chromium; the last capture when
+    Chromium is not installed, so a refresh elsewhere does not lose them."""
+    captured = capture_chromium_headers.capture()
+    if captured is not None:
+        major, requests = captured
+        return {"version": major, "source": "headless Chromium captured on 127.0.0.1 by this script",
+                "requests": dict(sorted(requests.items()))}
+    previous = OUT / "header-profiles.json"
+    if previous.is_file():
+        return json.loads(previous.read_text(encoding="utf-8"))["families"]["chrome"].get("captured_chromium")
+    return None
 
 
 # ---- TLS fingerprints ---------------------------------------------------------------------------

@@ -87,6 +87,17 @@ def test_http1_orders_from_browser_headers_data_pass(family):
     assert header_codes(inspect(headers)) == []
 
 
+CAPTURED = PROFILES["chrome"]["captured_chromium"]["requests"]
+
+
+@pytest.mark.parametrize("kind", sorted(CAPTURED))
+def test_captured_chromium_navigation_subresources_and_fetches_pass(kind):
+    headers = [tuple(h) for h in CAPTURED[kind] if h[0] != "host"]
+    method = "POST" if kind == "fetch-post" else "GET"
+    assert header_codes(inspect(headers, method=method, host="127.0.0.1:8000", scheme="http")) == []
+    assert header_codes(inspect(headers, method=method, scheme="https")) == []
+
+
 def test_chrome_subresource_and_fetch_orders_pass():
     assert header_codes(inspect(CHROME_SUBRESOURCE, path="/static/app.css")) == []
     fetch = [
