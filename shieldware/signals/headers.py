@@ -7,12 +7,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
 from shieldware.datafiles import load_json
 from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
+
+if TYPE_CHECKING:
+    from shieldware.signals.useragent import UserAgentInfo
 
 register_reason(
     "hdr.browser_missing",
@@ -328,7 +332,7 @@ class HeaderSignal:
                 "hdr.order_mismatch", browser=browser, sent_first=problem[1], expected_first=problem[0]
             )
 
-    def _check_fetch_metadata(self, facts: RequestFacts, inspection: Inspection, info: object) -> None:
+    def _check_fetch_metadata(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
         header_map = facts.header_map
         mode = header_map.get("sec-fetch-mode")
         if mode is None:
@@ -346,7 +350,7 @@ class HeaderSignal:
             if "text/html" not in accept:
                 inspection.add("hdr.accept_not_browser", browser=info.browser, accept=accept[:100])
 
-    def _check_client_hints(self, facts: RequestFacts, inspection: Inspection, info: object) -> None:
+    def _check_client_hints(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
         header_map = facts.header_map
         chrome_major, edge_major = _claimed_versions(facts.user_agent)
         sec_ch_ua = header_map.get("sec-ch-ua")
@@ -377,7 +381,7 @@ class HeaderSignal:
         if problems:
             inspection.add("hdr.client_hint_mismatch", browser=info.browser, problems=problems)
 
-    def _check_tls(self, facts: RequestFacts, inspection: Inspection, info: object) -> None:
+    def _check_tls(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
         fingerprint = facts.tls_fingerprint
         if not fingerprint:
             return
