@@ -247,6 +247,8 @@ def _secure_context(facts: RequestFacts) -> bool:
     if facts.scheme in ("https", "wss"):
         return True
     header_map = facts.header_map
+    # Read even from untrusted peers: claiming https only makes these checks apply, so a forged
+    # header can cost its sender, never help it.
     if header_map.get("x-forwarded-proto", "").lower().startswith("https"):
         return True
     if "proto=https" in header_map.get("forwarded", "").lower():
