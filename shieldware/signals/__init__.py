@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shieldware.signals.base import Inspection, Signal
+from shieldware.signals.clearance import ClearanceSignal
 from shieldware.signals.crawlers import VerifiedCrawlerSignal
 from shieldware.signals.headers import HeaderSignal
 from shieldware.signals.request import RequestSanitySignal
@@ -15,7 +16,7 @@ def default_signals() -> list[Signal]:
     Order matters only where a signal reads an attribute another publishes (the header and
     crawler checks read the user agent's claim).
     """
-    return [RequestSanitySignal(), UserAgentSignal(), VerifiedCrawlerSignal(), HeaderSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), VerifiedCrawlerSignal(), HeaderSignal(), ClearanceSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]
