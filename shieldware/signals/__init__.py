@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shieldware.signals.base import Inspection, Signal
 from shieldware.signals.headers import HeaderSignal
+from shieldware.signals.network import NetworkSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.useragent import UserAgentSignal
 
@@ -14,7 +15,7 @@ def default_signals() -> list[Signal]:
     Order matters only where a signal reads an attribute another publishes (the header check
     reads the user agent's claimed browser).
     """
-    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal(), NetworkSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]
