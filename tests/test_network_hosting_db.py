@@ -1,0 +1,168 @@
+"""The shipped hosting database: provider addresses carry their name and kind; home lines carry nothing."""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import maxminddb
+import pytest
+
+from shieldware.netdb.build import range_to_cidrs
+from shieldware.netdb.catalogue import PROVIDERS
+from shieldware.netdb.lookup import NetworkLookup
+from shieldware.netdb.paths import shipped_database, shipped_ranges_dir
+from shieldware.netdb.readers import open_database
+
+UPSTREAM = Path("/work/shared/data/ip-ranges")
+# Consumer broadband and mobile lines (Comcast, BT, Deutsche Telekom, Orange, Verizon Wireless, Comcast v6).
+RESIDENTIAL = ("73.15.20.1", "86.128.44.7", "79.192.10.20", "90.12.34.56", "174.192.5.9", "2601:646:8d00::1")
+
+
+def _compact_lists() -> dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    """Read geoip/ranges/*.txt directly (not through the builder's reader)."""
+    lists = {}
+    for path in sorted(shipped_ranges_dir().glob("*.txt")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = dict(line[1:].split(":", 1) for line in lines if line.startswith("# ") and ":" in line)
+        provider = header[" provider"].strip() if " provider" in header else header["provider"].strip()
+        lists[provider] = [ipaddress.ip_network(line) for line in lines if line and not line.startswith("#")]
+    return lists
+
+
+class _Intervals:
+    """Membership test over one provider's networks by bisection (independent of the builder's sweep)."""
+
+    def __init__(self, networks):
+        spans = sorted((int(n.network_address), int(n.broadcast_address), n.version) for n in networks)
+        self.spans = {v: [(a, b) for a, b, ver in spans if ver == v] for v in (4, 6)}
+        self.starts = {v: [a for a, _ in self.spans[v]] for v in (4, 6)}
+
+    def size_of_range_holding(self, address) -> int | None:
+        value, version = int(address), address.version
+        i = bisect.bisect_right(self.starts[version], value) - 1
+        # Lists are collapsed, so spans do not overlap: the one starting at or before the address decides.
+        if i < 0 or self.spans[version][i][1] < value:
+            return None
+        first, last = self.spans[version][i]
+        return last - first + 1
+
+    def __contains__(self, address) -> bool:
+        return self.size_of_range_holding(address) is not None
+
+
+def _outranks(other_rank, other_size, own_rank, own_size) -> bool:
+    if other_size is None:
+        return False
+    return other_rank > own_rank or (other_rank == own_rank and other_size <= own_size)
+
+
+@pytest.fixture(scope="module")
+def lists():
+    return _compact_lists()
+
+
+@pytest.fixture(scope="module")
+def lookup():
+    return NetworkLookup([open_database(shipped_database())])
+
+
+def test_every_catalogued_provider_ships_a_list(lists):
+    assert set(lists) == {p.name for p in PROVIDERS}
+    assert all(lists.values())
+
+
+def test_shipped_files_stay_small():
+    for path in [shipped_database(), *shipped_ranges_dir().glob("*.txt")]:
+        assert path.stat().st_size < 5 * 1024 * 1024, path
+
+
+def test_an_address_of_each_provider_is_tagged_with_that_provider_and_kind(lists, lookup):
+    kinds = {p.name: p.kind for p in PROVIDERS}
+    # Kind first (crawler > relay > vpn > hosting), then a named provider over an aggregated list.
+    rank = {p.name: ({"crawler": 4, "relay": 3, "vpn": 2, "hosting": 1}[p.kind], not p.aggregated)
+            for p in PROVIDERS}
+    members = {name: _Intervals(nets) for name, nets in lists.items()}
+    for name, networks in lists.items():
+        checked = 0
+        for network in networks:
+            # Addresses where every other list holding them ranks lower (or equal, with a wider range):
+            # the tag must be this provider's. For most providers: addresses in no other list at all.
+            for address in (network.network_address, network.network_address + network.num_addresses // 2):
+                if any(_outranks(rank[other], members[other].size_of_range_holding(address),
+                                 rank[name], network.num_addresses)
+                       for other in members if other != name):
+                    continue
+                facts = lookup.facts(str(address))
+                assert (facts.provider, facts.kind) == (name, kinds[name]), (name, str(address))
+                checked += 1
+            if checked >= 3:
+                break
+        assert checked, f"no address of {name} outside every other list"
+
+
+@pytest.mark.parametrize("ip,provider,kind", [
+    ("66.249.66.1", "googlebot", "crawler"),  # inside all-of-Google too: the crawler wins
+    ("2001:4860:4801:10::1", "googlebot", "crawler"),
+    ("34.1.208.1", "gcp", "hosting"),  # GCP is also in goog.json: the narrower, named range wins
+    ("8.8.8.8", "google", "hosting"),
+    ("3.5.140.1", "aws", "hosting"),
+    ("::ffff:3.5.140.1", "aws", "hosting"),  # IPv4-mapped IPv6 is the IPv4 client
+    ("2a01:4f8::1", "hetzner", "hosting"),
+])
+def test_precedence_and_address_forms(lookup, ip, provider, kind):
+    facts = lookup.facts(ip)
+    assert (facts.provider, facts.kind) == (provider, kind)
+    assert facts.crawler == (provider if kind == "crawler" else None)
+
+
+def test_crawler_addresses_inside_clouds_are_crawlers(lists, lookup):
+    # OpenAI's crawlers run inside Azure: the address must say openai/crawler, not microsoft/hosting.
+    microsoft = _Intervals(lists["microsoft"])
+    inside = [n for n in lists["openai"] if n.network_address in microsoft]
+    for network in inside[:5]:
+        facts = lookup.facts(str(network.network_address))
+        assert (facts.provider, facts.kind) == ("openai", "crawler")
+
+
+@pytest.mark.parametrize("ip", RESIDENTIAL)
+def test_residential_addresses_are_not_tagged(lists, lookup, ip):
+    address = ipaddress.ip_address(ip)
+    assert not any(address in _Intervals(nets) for nets in lists.values())  # the test's own premise
+    facts = lookup.facts(ip)
+    assert (facts.provider, facts.kind, facts.kinds) == (None, None, frozenset())
+
+
+def test_range_to_cidrs_covers_exactly_the_range():
+    for first, last, bits in ((0, 2**32 - 1, 32), (5, 300, 32), (2**64, 2**64 + 2**20 + 7, 128), (9, 9, 32)):
+        blocks = range_to_cidrs(first, last, bits)
+        covered = sum(2 ** (bits - prefix) for _, prefix in blocks)
+        assert covered == last - first + 1
+        assert blocks[0][0] == first
+        assert all(start % 2 ** (bits - prefix) == 0 for start, prefix in blocks)
+
+
+def test_building_the_shipped_lists_reproduces_the_shipped_database(tmp_path):
+    out = tmp_path / "rebuilt.mmdb"
+    with maxminddb.open_database(str(shipped_database())) as shipped:
+        epoch = shipped.metadata().build_epoch
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
+    done = subprocess.run([sys.executable, "-m", "shieldware.cli", "geoip", "build", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == shipped_database().read_bytes()
+
+
+@pytest.mark.skipif(not UPSTREAM.is_dir(), reason=f"upstream range snapshot not found at {UPSTREAM}")
+def test_the_shipped_lists_are_what_the_upstream_snapshot_gives(tmp_path):
+    ranges = tmp_path / "ranges"
+    done = subprocess.run([sys.executable, "-m", "shieldware.cli", "geoip", "build", "--from", str(UPSTREAM),
+                           "--ranges", str(ranges), "--out", str(tmp_path / "x.mmdb")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for shipped in shipped_ranges_dir().glob("*.txt"):
+        assert (ranges / shipped.name).read_text() == shipped.read_text(), shipped.name
