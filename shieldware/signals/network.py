@@ -226,10 +226,12 @@ class NetworkSignal:
         if not self.lookup.databases:
             return None
         facts = self.lookup.facts(client_ip)
-        return None if facts is None else view_of(facts, self.settings)
+        if facts is None or not facts.sources:
+            return None  # not an address, or no database knows it: nothing to add
+        return view_of(facts, self.settings)
 
     def view(self, client_ip: str) -> NetworkView | None:
-        """The cached answer for an address (None: not an address, or the signal is off)."""
+        """The cached answer for an address (None: nothing known, not an address, or the signal is off)."""
         if self._cached_view is None:
             self.configure(self._explicit or NetworkSettings())
         return self._cached_view(client_ip)
