@@ -14,7 +14,13 @@ from shieldware.evidence import Weights
 from shieldware.facts import facts_from_headers
 from shieldware.policy import PolicyError, default_policy, policy_from_text
 from shieldware.signals import Inspection
-from shieldware.signals.network import DatabaseEntry, NetworkSettings, NetworkSignal
+from shieldware.signals.network import (
+    PUBLISHED_CRAWLERS,
+    DatabaseEntry,
+    NetworkSettings,
+    NetworkSignal,
+    published_crawler,
+)
 from tests.support import CHROME_NAVIGATION
 
 TEST_DATA = Path("/work/shared/data/maxmind-test/test-data")
@@ -55,6 +61,13 @@ async def test_published_crawler_range_is_not_reported_as_hosting():
     decision = await engine.decide(_facts("66.249.66.1"))
     assert not [c for c in _codes(decision) if c.startswith("net.")]
     assert "policy.weigh" in _codes(decision)  # the attribute was published for rules and other signals
+
+
+def test_crawler_verification_support():
+    signal = NetworkSignal()
+    assert {"googlebot", "bingbot", "openai"} <= PUBLISHED_CRAWLERS
+    assert published_crawler(signal.view("66.249.66.1").attrs) == "googlebot"
+    assert published_crawler(signal.view("3.5.140.1").attrs) is None  # a "Googlebot" from AWS: fake
 
 
 async def test_rules_match_network_attributes_on_checkout_only():

@@ -15,6 +15,7 @@ from typing import Any
 
 from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
+from shieldware.netdb.catalogue import PROVIDERS
 from shieldware.netdb.lookup import NetworkFacts, NetworkLookup
 from shieldware.netdb.readers import BUILTIN_HOSTING, NetworkDatabaseError, OpenDatabase, open_database
 from shieldware.policy import register_attribute, register_section
@@ -247,7 +248,11 @@ class NetworkSignal:
             inspection.add_weighted(code, weight, **detail)
 
 
+# Crawlers whose address ranges the shipped database holds: for these, a claimed name can be checked
+# against `net.crawler` (a "Googlebot" outside the googlebot ranges is a fake crawler).
+PUBLISHED_CRAWLERS = frozenset(p.name for p in PROVIDERS if p.kind == "crawler")
+
+
 def published_crawler(attrs: dict[str, Any]) -> str | None:
-    """The crawler whose published range holds this request's address, for crawler verification
-    (a request claiming to be Googlebot from outside `googlebot` ranges is a fake crawler)."""
+    """The crawler whose published range holds this request's address (None: no crawler range)."""
     return attrs.get("net.crawler")
