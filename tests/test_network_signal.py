@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shieldware.engine import Engine
 from shieldware.evidence import Weights
@@ -238,3 +240,14 @@ def test_cli_build_from_a_folder_without_feeds_fails_clearly(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here\n")
     done = _cli("build", "--from", str(tmp_path), "--out", str(tmp_path / "x.mmdb"))
     assert done.returncode == 1 and "no provider ranges found" in done.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=60), st.ip_addresses().map(str),
+                      st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}")))
+def test_any_client_address_text_is_answered_without_raising(text):
+    view = _FUZZ_SIGNAL.view(text)
+    assert view is None or view.facts.ip
+
+
+_FUZZ_SIGNAL = NetworkSignal(NetworkSettings(cache_size=64))
