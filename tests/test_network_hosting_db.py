@@ -16,6 +16,7 @@ from shieldware.netdb.build import range_to_cidrs
 from shieldware.netdb.catalogue import PROVIDERS
 from shieldware.netdb.lookup import NetworkLookup
 from shieldware.netdb.paths import shipped_database, shipped_ranges_dir
+from shieldware.netdb.ranges import RangeList
 from shieldware.netdb.readers import open_database
 
 UPSTREAM = Path("/work/shared/data/ip-ranges")
@@ -135,6 +136,26 @@ def test_residential_addresses_are_not_tagged(lists, lookup, ip):
     assert not any(address in _Intervals(nets) for nets in lists.values())  # the test's own premise
     facts = lookup.facts(ip)
     assert (facts.provider, facts.kind, facts.kinds) == (None, None, frozenset())
+
+
+@pytest.mark.parametrize("ip", ["192.0.2.1", "198.51.100.7", "203.0.113.5", "2001:db8::1", "10.1.2.3",
+                                "192.168.1.1", "127.0.0.1", "::1", "fe80::1", "100.64.0.1"])
+def test_documentation_private_and_loopback_addresses_are_never_tagged(lists, lookup, ip):
+    # One upstream list (vultr) carries the documentation ranges; the builder must cut them out.
+    address = ipaddress.ip_address(ip)
+    assert not any(address in _Intervals(nets) for nets in lists.values())
+    assert lookup.facts(ip).kind is None
+
+
+def test_special_purpose_space_is_cut_out_of_wider_ranges():
+    wide = [ipaddress.ip_network("192.0.0.0/16"), ipaddress.ip_network("2001:db8::/31")]
+    entry = RangeList(PROVIDERS[0], wide)
+    kept = entry.collapsed()
+    assert ipaddress.ip_network("192.0.3.0/24") in kept and ipaddress.ip_network("2001:db9::/32") in kept
+    assert not any(n.overlaps(ipaddress.ip_network("192.0.2.0/24")) for n in kept if n.version == 4)
+    assert not any(n.overlaps(ipaddress.ip_network("2001:db8::/32")) for n in kept if n.version == 6)
+    # Everything but 192.0.0.0/24 and 192.0.2.0/24 stays.
+    assert sum(n.num_addresses for n in kept if n.version == 4) == 2**16 - 2 * 256
 
 
 def test_range_to_cidrs_covers_exactly_the_range():

@@ -36,9 +36,38 @@ class RangeList:
     skipped: int = 0  # lines or values that were not CIDRs
 
     def collapsed(self) -> list[IPNetwork]:
+        """The networks merged into the fewest CIDRs, with special-purpose address space cut out."""
         v4 = [n for n in self.networks if n.version == 4]
         v6 = [n for n in self.networks if n.version == 6]
-        return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+        return [*without_special(ipaddress.collapse_addresses(v4)),
+                *without_special(ipaddress.collapse_addresses(v6))]
+
+
+# Special-purpose blocks (IANA registries: private, shared, loopback, link-local, documentation,
+# benchmarking, multicast, reserved). No provider's traffic comes from them; upstream lists that
+# include them (one ships the documentation ranges) would tag test and internal addresses.
+SPECIAL_PURPOSE = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+    "224.0.0.0/3",
+    "::/8", "64:ff9b::/96", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
+))
+
+
+def without_special(networks: Iterable[IPNetwork]) -> Iterator[IPNetwork]:
+    for network in networks:
+        parts = [network]
+        for special in SPECIAL_PURPOSE:
+            if special.version != network.version:
+                continue
+            kept = []
+            for part in parts:
+                if not part.overlaps(special):
+                    kept.append(part)
+                elif not part.subnet_of(special):  # a wider range holding a special block: cut it out
+                    kept.extend(part.address_exclude(special))
+            parts = kept
+        yield from sorted(parts)
 
 
 def parse_network(text: str) -> IPNetwork | None:
