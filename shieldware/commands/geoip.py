@@ -8,7 +8,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shieldware.netdb.build import build_database
 from shieldware.netdb.catalogue import PROVIDERS
 from shieldware.netdb.feeds import FeedDownloadError, download_feeds
 from shieldware.netdb.lookup import NetworkLookup
@@ -69,6 +68,9 @@ def _build(lists: dict[str, RangeList], args: argparse.Namespace, rewrite_ranges
         return _fail("no provider ranges found; nothing to build")
     if missing:
         print(f"geoip: note: no ranges for {', '.join(missing)} (they will not be tagged)", file=sys.stderr)
+    # Imported here: only building needs mmdb-writer, and `geoip lookup` must work without it.
+    from shieldware.netdb.build import build_database
+
     if rewrite_ranges:
         write_compact_lists(lists.values(), args.ranges or shipped_ranges_dir())
     out = args.out or shipped_database()
