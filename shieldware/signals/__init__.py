@@ -6,6 +6,7 @@ from shieldware.signals.base import Inspection, Signal
 from shieldware.signals.clearance import ClearanceSignal
 from shieldware.signals.crawlers import VerifiedCrawlerSignal
 from shieldware.signals.headers import HeaderSignal
+from shieldware.signals.network import NetworkSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.useragent import UserAgentSignal
 
@@ -16,7 +17,8 @@ def default_signals() -> list[Signal]:
     Order matters only where a signal reads an attribute another publishes (the header and
     crawler checks read the user agent's claim).
     """
-    return [RequestSanitySignal(), UserAgentSignal(), VerifiedCrawlerSignal(), HeaderSignal(), ClearanceSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), NetworkSignal(), VerifiedCrawlerSignal(), HeaderSignal(),
+            ClearanceSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]
