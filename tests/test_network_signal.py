@@ -49,8 +49,9 @@ async def test_hosting_address_scores_higher_than_a_home_line_but_is_not_challen
 async def test_hosting_plus_another_finding_crosses_the_checkout_threshold():
     engine = Engine(default_policy())
     no_fetch_metadata = [(k, v) for k, v in CHROME_NAVIGATION if not k.startswith("sec-fetch-")]
-    home = facts_from_headers("73.15.20.1", "GET", "/checkout", 0.0, no_fetch_metadata)
-    cloud = facts_from_headers("3.5.140.1", "GET", "/checkout", 0.0, no_fetch_metadata)
+    # Over https, where browsers always send Sec-Fetch-* (the header signal expects them only there).
+    home = facts_from_headers("73.15.20.1", "GET", "/checkout", 0.0, no_fetch_metadata, scheme="https")
+    cloud = facts_from_headers("3.5.140.1", "GET", "/checkout", 0.0, no_fetch_metadata, scheme="https")
     from_home, from_cloud = await engine.decide(home), await engine.decide(cloud)
     assert _codes(from_home) == ["hdr.no_fetch_metadata"] and from_home.verdict.value == "allow"
     assert set(_codes(from_cloud)) == {"hdr.no_fetch_metadata", "net.hosting"}
