@@ -27,5 +27,6 @@ apt_install() {
 }
 
 setup_system_packages() {
-  apt_install curl wrk
+  # nginx-light: the proxy's forward-auth test runs a real nginx with auth_request.
+  apt_install curl wrk nginx-light
 }

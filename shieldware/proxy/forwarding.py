@@ -1,0 +1,256 @@
+"""Forwarder: the ASGI app that relays HTTP requests to the upstream over one pooled aiohttp session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from shieldware.facts import TrustedProxies, normalise_ip
+from shieldware.proxy.headers import (
+    REQUEST_HEADERS_DROPPED,
+    client_headers_for_upstream,
+    response_headers_for_client,
+)
+from shieldware.proxy.pages import error_page
+from shieldware.proxy.settings import ProxySettings
+
+log = logging.getLogger("shieldware.proxy")
+
+# Responses bigger than this (or of unknown length) get a watcher that notices a client that
+# went away: uvicorn silently drops writes to a closed connection, so without it the proxy
+# would keep pulling a 200 MB download from the upstream for nobody. Small responses finish
+# anyway, and skipping the watcher task for them keeps the common case cheap.
+WATCH_DISCONNECT_ABOVE = 256 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The client's body passed max_body_bytes while it was being streamed."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before the exchange finished."""
+
+
+class _Exchange:
+    """Per-request flags shared by the body streamer, the disconnect watcher and the relay."""
+
+    __slots__ = ("body_done", "client_gone", "finished", "started", "too_large")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.body_done = False
+        self.client_gone = False
+        self.too_large = False
+        self.finished = False
+
+
+class Forwarder:
+    """Relays each HTTP request (and websocket, see websocket.py) to `settings.upstream`.
+
+    Bodies stream both ways with back-pressure, so memory stays flat whatever their size.
+    The session is created inside the server's event loop on first use (or at lifespan
+    start-up) and reused: keep-alive connections to the upstream are the main saving.
+    """
+
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+        self.base = settings.upstream_base
+        self.rewrite_host = None if settings.preserve_host else settings.upstream_netloc
+        self.trusted = TrustedProxies(settings.trusted_proxies)
+        self.max_body = settings.max_body_bytes
+        self.session: aiohttp.ClientSession | None = None
+
+    def open_session(self) -> aiohttp.ClientSession:
+        if self.session is None or self.session.closed:
+            connector = aiohttp.TCPConnector(limit=self.settings.pool_size, limit_per_host=0,
+                                             ttl_dns_cache=60, keepalive_timeout=30)
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                # Cookies belong to the shop's customers, never to a jar shared by all of them.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.connect_timeout,
+                                              sock_read=self.settings.read_timeout),
+                auto_decompress=False,
+                trust_env=False,
+                # aiohttp must not invent headers the client did not send (the upstream may log them).
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+        return self.session
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def upstream_url(self, scope: dict[str, Any]) -> URL:
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        target = self.base + raw_path.decode("latin-1")
+        query = scope.get("query_string")
+        if query:
+            target += "?" + query.decode("latin-1")
+        # encoded=True: the client's bytes go out as they came, no re-quoting on the hot path.
+        return URL(target, encoded=True)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.forward_http(scope, receive, send)
+        elif kind == "websocket":
+            from shieldware.proxy.websocket import relay_websocket
+
+            await relay_websocket(self, scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.open_session()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def peer_and_client(self, scope: dict[str, Any]) -> tuple[str, str]:
+        client = scope.get("client")
+        peer = (normalise_ip(str(client[0])) if client else None) or "0.0.0.0"
+        decision = (scope.get("state") or {}).get("shield")
+        return peer, decision.client_ip if decision is not None else peer
+
+    async def forward_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        peer, client_ip = self.peer_and_client(scope)
+        headers, body_length, chunked = client_headers_for_upstream(
+            scope, peer, client_ip, self.trusted.trusts(peer), self.rewrite_host)
+        if body_length is not None and body_length > self.max_body:
+            await error_page(send, 413, "Request body too large",
+                             f"This server accepts request bodies up to {self.max_body} bytes.")
+            return
+        exchange = _Exchange()
+        body = None
+        if chunked or body_length:
+            body = self.stream_request_body(receive, exchange)
+        else:
+            exchange.body_done = True
+        try:
+            await self.relay(scope, receive, send, headers, body, exchange)
+        except (BodyTooLarge, ClientGone, TimeoutError, aiohttp.ClientError) as exc:
+            if not exchange.started:
+                await self.answer_failure(send, exc, exchange)
+                return
+            if isinstance(exc, ClientGone):
+                return
+            # Too late for an error page: the status line is out. Leaving the response
+            # incomplete makes the server close the connection, so the client sees a cut body.
+            log.warning("upstream %s failed mid-response: %s: %s", self.base, type(exc).__name__, exc)
+
+    async def answer_failure(self, send: Any, exc: BaseException, exchange: _Exchange) -> None:
+        """Answer a failure before the response started: 413, 502 or 504 (nothing if the client left)."""
+        if isinstance(exc, BodyTooLarge):
+            await error_page(send, 413, "Request body too large",
+                             f"This server accepts request bodies up to {self.max_body} bytes.")
+        elif isinstance(exc, ClientGone) or exchange.client_gone:
+            return
+        elif exchange.too_large:
+            # aiohttp wraps errors raised by the body iterator; the flag says what really happened.
+            await error_page(send, 413, "Request body too large",
+                             f"This server accepts request bodies up to {self.max_body} bytes.")
+        elif isinstance(exc, TimeoutError):
+            await error_page(send, 504, "Gateway timeout",
+                             "The shop did not answer in time. Please try again.")
+        else:
+            log.warning("upstream %s failed: %s: %s", self.base, type(exc).__name__, exc)
+            await error_page(send, 502, "Bad gateway",
+                             "The shop could not be reached. Please try again shortly.")
+
+    async def stream_request_body(self, receive: Any, exchange: _Exchange) -> AsyncIterator[bytes]:
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                exchange.client_gone = True
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_body:
+                exchange.too_large = True
+                raise BodyTooLarge()
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                exchange.body_done = True
+                return
+
+    async def relay(self, scope: dict[str, Any], receive: Any, send: Any, headers: list[tuple[str, str]],
+                    body: AsyncIterator[bytes] | None, exchange: _Exchange) -> None:
+        session = self.session or self.open_session()
+        method = scope["method"]
+        async with session.request(method, self.upstream_url(scope), headers=headers, data=body,
+                                   allow_redirects=False, compress=None) as response:
+            if exchange.too_large:
+                raise BodyTooLarge()
+            response_headers, length = response_headers_for_client(response.raw_headers)
+            exchange.started = True
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": response_headers})
+            if method == "HEAD" or length == 0 or response.status in (204, 304):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await self.relay_body(response, length, receive, send, exchange)
+
+    async def relay_body(self, response: aiohttp.ClientResponse, length: int | None, receive: Any, send: Any,
+                         exchange: _Exchange) -> None:
+        watcher = None
+        if (length is None or length > WATCH_DISCONNECT_ABOVE) and exchange.body_done:
+            watcher = asyncio.get_running_loop().create_task(
+                watch_disconnect(receive, exchange, asyncio.current_task()))
+        content = response.content
+        remaining = length
+        try:
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                    if remaining <= 0:  # the last bytes: end the response in the same message
+                        exchange.finished = True
+                        await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                        return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            exchange.finished = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not exchange.client_gone:
+                raise
+            # Our own watcher cancelled us: the client left. Drop the upstream connection
+            # (it is mid-body and cannot be reused) and end quietly.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            response.close()
+            raise ClientGone() from None
+        finally:
+            exchange.finished = True
+            if watcher is not None:
+                watcher.cancel()
+
+
+async def watch_disconnect(receive: Any, exchange: _Exchange, relay_task: asyncio.Task | None) -> None:
+    """Cancel the relay when the client disconnects mid-response (only after its body was read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+    if not exchange.finished and relay_task is not None:
+        exchange.client_gone = True
+        relay_task.cancel()
+
+
+__all__ = ["REQUEST_HEADERS_DROPPED", "BodyTooLarge", "ClientGone", "Forwarder"]
