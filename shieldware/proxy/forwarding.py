@@ -26,6 +26,9 @@ log = logging.getLogger("shieldware.proxy")
 # would keep pulling a 200 MB download from the upstream for nobody. Small responses finish
 # anyway, and skipping the watcher task for them keeps the common case cheap.
 WATCH_DISCONNECT_ABOVE = 256 * 1024
+# Parsed upstream URLs by request target: shops serve the same pages over and over, and
+# building a yarl URL costs more than the dictionary lookup. Cleared when full.
+URL_CACHE_SIZE = 4096
 
 
 class BodyTooLarge(Exception):
@@ -64,6 +67,7 @@ class Forwarder:
         self.trusted = TrustedProxies(settings.trusted_proxies)
         self.max_body = settings.max_body_bytes
         self.session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[bytes, bytes], URL] = {}
 
     def open_session(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:
@@ -88,13 +92,19 @@ class Forwarder:
             self.session = None
 
     def upstream_url(self, scope: dict[str, Any]) -> URL:
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        target = self.base + raw_path.decode("latin-1")
-        query = scope.get("query_string")
-        if query:
-            target += "?" + query.decode("latin-1")
-        # encoded=True: the client's bytes go out as they came, no re-quoting on the hot path.
-        return URL(target, encoded=True)
+        key = (scope.get("raw_path") or scope["path"].encode(), scope.get("query_string") or b"")
+        url = self._urls.get(key)
+        if url is None:
+            raw_path, query = key
+            target = self.base + raw_path.decode("latin-1")
+            if query:
+                target += "?" + query.decode("latin-1")
+            # encoded=True: the client's bytes go out as they came, never re-quoted.
+            url = URL(target, encoded=True)
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[key] = url
+        return url
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -119,9 +129,11 @@ class Forwarder:
                 return
 
     def peer_and_client(self, scope: dict[str, Any]) -> tuple[str, str]:
+        """The connected peer, and the client address shieldware decided on (the peer, unless trusted)."""
         client = scope.get("client")
-        peer = (normalise_ip(str(client[0])) if client else None) or "0.0.0.0"
-        decision = (scope.get("state") or {}).get("shield")
+        peer = (normalise_ip(client[0]) if client else None) or "0.0.0.0"
+        state = scope.get("state")
+        decision = state.get("shield") if state else None
         return peer, decision.client_ip if decision is not None else peer
 
     async def forward_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
