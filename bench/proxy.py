@@ -119,10 +119,19 @@ def run_wrk(url: str, script: Path, seconds: float, connections: int) -> dict:
     }
 
 
+def with_children(pid: int) -> list[int]:
+    """A process and its direct children (nginx serves from worker processes under its master)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as children:
+            return [pid, *(int(child) for child in children.read().split())]
+    except OSError:
+        return [pid]
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time used so far by these processes (from /proc; clock ticks → seconds)."""
     total = 0
-    for pid in pids:
+    for pid in (child for parent in pids for child in with_children(parent)):
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
