@@ -11,11 +11,7 @@ import aiohttp
 from yarl import URL
 
 from shieldware.facts import TrustedProxies, normalise_ip
-from shieldware.proxy.headers import (
-    REQUEST_HEADERS_DROPPED,
-    client_headers_for_upstream,
-    response_headers_for_client,
-)
+from shieldware.proxy.headers import client_headers_for_upstream, response_headers_for_client
 from shieldware.proxy.pages import error_page
 from shieldware.proxy.settings import ProxySettings
 
@@ -265,4 +261,4 @@ async def watch_disconnect(receive: Any, exchange: _Exchange, relay_task: asynci
         relay_task.cancel()
 
 
-__all__ = ["REQUEST_HEADERS_DROPPED", "BodyTooLarge", "ClientGone", "Forwarder"]
+__all__ = ["BodyTooLarge", "ClientGone", "Forwarder"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 # Several uvicorn workers each build their app from this variable (they cannot share objects).
@@ -37,7 +37,6 @@ class ProxySettings:
     access_log: str | None = None
     decision_log: str | None = None
     detection: bool = True  # False serves the bare forwarder (benchmarks use it as the baseline)
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.upstream is not None:
