@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -36,6 +36,7 @@ class UpstreamRecorder:
         self.slow_started = threading.Event()
         self.endless_chunks = 0
         self.endless_closed = threading.Event()
+        self.upload_aborted = threading.Event()
 
     def count(self, request: Request) -> None:
         self.hits += 1
@@ -68,8 +69,12 @@ def build_upstream(recorder: UpstreamRecorder) -> Starlette:
     async def upload(request: Request) -> Response:
         recorder.count(request)
         received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+        except ClientDisconnect:
+            recorder.upload_aborted.set()
+            raise
         return JSONResponse({"received": received})
 
     async def slow(request: Request) -> Response:

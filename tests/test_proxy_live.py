@@ -294,3 +294,26 @@ def test_health_endpoint(enforce_proxy):
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
     assert response.json()["mode"] == "enforce"
+
+
+def test_post_after_the_upstream_closed_an_idle_connection_still_works(upstream):
+    recorder = UpstreamRecorder()
+    # An upstream that drops idle keep-alive connections after one second (gunicorn's default is 2 s).
+    with live_server(build_upstream(recorder), timeout_keep_alive=1) as impatient, \
+            proxy_process("--upstream", impatient.url, "--monitor") as proxy:
+        for _ in range(3):
+            response = requests.post(proxy.url + "/upload", data=b"x" * 100, timeout=10)
+            assert response.status_code == 200 and response.json() == {"received": 100}
+            time.sleep(1.5)  # let the upstream close the pooled connection
+
+
+def test_client_leaving_mid_upload_cancels_the_upstream_request(monitor_proxy, upstream):
+    import socket
+
+    upstream.recorder.upload_aborted.clear()
+    with socket.create_connection(("127.0.0.1", monitor_proxy.port), timeout=10) as raw:
+        raw.sendall(b"POST /upload HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 10000000\r\n\r\n"
+                    + b"x" * 65536)
+        time.sleep(0.5)  # let the first bytes reach the upstream before the client vanishes
+    assert upstream.recorder.upload_aborted.wait(20), "the upstream kept waiting for an upload nobody sends"
+    assert requests.get(monitor_proxy.url + "/page", timeout=10).status_code == 200  # still serving
