@@ -66,6 +66,16 @@ def test_connection_named_headers_are_dropped_and_ipv6_forwarded_is_quoted():
     assert (length, chunked) == (None, True)
 
 
+def test_content_length_is_dropped_when_the_body_is_chunked():
+    headers, length, chunked = client_headers_for_upstream(
+        scope_with([(b"host", b"shop.example"), (b"content-length", b"5"),
+                    (b"transfer-encoding", b"chunked")]),
+        peer_ip="127.0.0.1", client_ip="127.0.0.1", peer_trusted=False, rewrite_host=None)
+    names = [name for name, _ in headers]
+    assert "content-length" not in names and "transfer-encoding" not in names
+    assert (length, chunked) == (None, True)
+
+
 def test_response_headers_keep_repeats_and_drop_hop_by_hop():
     kept, length = response_headers_for_client([
         (b"Set-Cookie", b"a=1"), (b"Connection", b"keep-alive"), (b"Set-Cookie", b"b=2"),

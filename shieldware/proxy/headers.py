@@ -69,6 +69,11 @@ def client_headers_for_upstream(
     if named_by_connection:
         dropped = {token.decode("latin-1") for token in named_by_connection}
         out = [(name, value) for name, value in out if name not in dropped]
+    if chunked and body_length is not None:
+        # Both framings at once is how request smuggling starts: Transfer-Encoding wins (RFC 9112
+        # §6.3) and the body is re-framed by us, so the client's Content-Length must not go on.
+        out = [(name, value) for name, value in out if name != "content-length"]
+        body_length = None
     if rewrite_host is not None:
         out.append(("host", rewrite_host))
     scheme = scope.get("scheme", "http")
