@@ -37,6 +37,7 @@ class UpstreamRecorder:
         self.endless_chunks = 0
         self.endless_closed = threading.Event()
         self.upload_aborted = threading.Event()
+        self.thinking_abandoned = threading.Event()
 
     def count(self, request: Request) -> None:
         self.hits += 1
@@ -82,6 +83,17 @@ def build_upstream(recorder: UpstreamRecorder) -> Starlette:
         recorder.slow_started.set()
         await asyncio.sleep(float(request.query_params.get("seconds", "5")))
         return PlainTextResponse("finally")
+
+    async def thinking(request: Request) -> Response:
+        """A slow page (say, a heavy search) that notices when its caller hangs up."""
+        recorder.count(request)
+        recorder.slow_started.set()
+        for _ in range(200):  # 10 s at most
+            if await request.is_disconnected():
+                recorder.thinking_abandoned.set()
+                return PlainTextResponse("nobody is listening")
+            await asyncio.sleep(0.05)
+        return PlainTextResponse("thought it through")
 
     async def endless(request: Request) -> Response:
         recorder.count(request)
@@ -130,6 +142,7 @@ def build_upstream(recorder: UpstreamRecorder) -> Starlette:
         Route("/upload", upload, methods=["POST", "PUT"]),
         Route("/slow", slow),
         Route("/endless", endless),
+        Route("/thinking", thinking),
         Route("/cookies", cookies),
         Route("/status/{code:int}", status),
         WebSocketRoute("/ws", echo_socket),

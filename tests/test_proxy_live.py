@@ -138,6 +138,20 @@ def test_client_disconnect_cancels_the_upstream_request(monitor_proxy, upstream)
     assert recorder.endless_chunks < 4000
 
 
+def test_client_leaving_while_the_upstream_thinks_abandons_the_upstream_request(upstream):
+    import socket
+
+    recorder = upstream.recorder
+    recorder.slow_started.clear()
+    recorder.thinking_abandoned.clear()
+    # A read timeout far beyond the upstream's 10 s of thinking: only the client leaving can end it.
+    with proxy_process("--upstream", upstream.url, "--monitor", "--read-timeout", "60") as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
+            raw.sendall(b"GET /thinking HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+            assert recorder.slow_started.wait(10)
+        assert recorder.thinking_abandoned.wait(8), "the proxy kept the upstream busy for a client that left"
+
+
 # ---- headers, cookies, redirects -----------------------------------------------------------------
 
 

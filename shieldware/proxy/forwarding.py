@@ -17,11 +17,12 @@ from shieldware.proxy.settings import ProxySettings
 
 log = logging.getLogger("shieldware.proxy")
 
-# Responses bigger than this (or of unknown length) get a watcher that notices a client that
-# went away: uvicorn silently drops writes to a closed connection, so without it the proxy
-# would keep pulling a 200 MB download from the upstream for nobody. Small responses finish
-# anyway, and skipping the watcher task for them keeps the common case cheap.
+# uvicorn silently drops writes to a closed connection, so a client that leaves is only noticed
+# by a task waiting on `receive()`. Such a watcher starts when a response is big (or of unknown
+# length) or when the upstream is slow to answer; fast small exchanges, the common case, finish
+# before either happens and pay only for a timer, not for a task.
 WATCH_DISCONNECT_ABOVE = 256 * 1024
+WATCH_SLOW_UPSTREAM_AFTER = 0.25
 # Parsed upstream URLs by request target: shops serve the same pages over and over, and
 # building a yarl URL costs more than the dictionary lookup. Cleared when full.
 URL_CACHE_SIZE = 4096
@@ -38,9 +39,13 @@ class ClientGone(Exception):
 class _Exchange:
     """Per-request flags shared by the body streamer, the disconnect watcher and the relay."""
 
-    __slots__ = ("body_done", "client_gone", "finished", "started", "too_large")
+    __slots__ = ("body_done", "client_gone", "finished", "receive", "relay_task", "started", "too_large",
+                 "watcher")
 
-    def __init__(self) -> None:
+    def __init__(self, receive: Any) -> None:
+        self.receive = receive
+        self.relay_task: asyncio.Task | None = None
+        self.watcher: asyncio.Task | None = None
         self.started = False
         self.body_done = False
         self.client_gone = False
@@ -140,7 +145,7 @@ class Forwarder:
             await error_page(send, 413, "Request body too large",
                              f"This server accepts request bodies up to {self.max_body} bytes.")
             return
-        exchange = _Exchange()
+        exchange = _Exchange(receive)
         body = None
         if chunked or body_length:
             body = self.stream_request_body(receive, exchange)
@@ -199,66 +204,83 @@ class Forwarder:
                     body: AsyncIterator[bytes] | None, exchange: _Exchange) -> None:
         session = self.session or self.open_session()
         method = scope["method"]
-        async with session.request(method, self.upstream_url(scope), headers=headers, data=body,
-                                   allow_redirects=False, compress=None) as response:
-            if exchange.too_large:
-                raise BodyTooLarge()
-            response_headers, length = response_headers_for_client(response.raw_headers)
-            exchange.started = True
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": response_headers})
-            if method == "HEAD" or length == 0 or response.status in (204, 304):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
-            await self.relay_body(response, length, receive, send, exchange)
-
-    async def relay_body(self, response: aiohttp.ClientResponse, length: int | None, receive: Any, send: Any,
-                         exchange: _Exchange) -> None:
-        watcher = None
-        if (length is None or length > WATCH_DISCONNECT_ABOVE) and exchange.body_done:
-            watcher = asyncio.get_running_loop().create_task(
-                watch_disconnect(receive, exchange, asyncio.current_task()))
-        content = response.content
-        remaining = length
+        exchange.relay_task = asyncio.current_task()
+        timer = asyncio.get_running_loop().call_later(WATCH_SLOW_UPSTREAM_AFTER, start_watching, exchange)
         try:
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    break
-                if remaining is not None:
-                    remaining -= len(chunk)
-                    if remaining <= 0:  # the last bytes: end the response in the same message
-                        exchange.finished = True
-                        await send({"type": "http.response.body", "body": chunk, "more_body": False})
-                        return
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            exchange.finished = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            async with session.request(method, self.upstream_url(scope), headers=headers, data=body,
+                                       allow_redirects=False, compress=None) as response:
+                timer.cancel()
+                if exchange.too_large:
+                    raise BodyTooLarge()
+                response_headers, length = response_headers_for_client(response.raw_headers)
+                exchange.started = True
+                await send({"type": "http.response.start", "status": response.status,
+                            "headers": response_headers})
+                if method == "HEAD" or length == 0 or response.status in (204, 304):
+                    exchange.finished = True
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                if length is None or length > WATCH_DISCONNECT_ABOVE:
+                    start_watching(exchange)
+                await self.relay_body(response, length, send, exchange)
         except asyncio.CancelledError:
             if not exchange.client_gone:
                 raise
-            # Our own watcher cancelled us: the client left. Drop the upstream connection
-            # (it is mid-body and cannot be reused) and end quietly.
+            # Our own watcher cancelled us: the client left. The upstream request is abandoned
+            # (aiohttp closes that connection rather than reuse it mid-exchange); end quietly.
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            response.close()
             raise ClientGone() from None
         finally:
+            timer.cancel()
             exchange.finished = True
-            if watcher is not None:
-                watcher.cancel()
+            if exchange.watcher is not None:
+                exchange.watcher.cancel()
+
+    async def relay_body(self, response: aiohttp.ClientResponse, length: int | None, send: Any,
+                         exchange: _Exchange) -> None:
+        content = response.content
+        remaining = length
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+                if remaining <= 0:  # the last bytes: end the response in the same message
+                    exchange.finished = True
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                    return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        exchange.finished = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def watch_disconnect(receive: Any, exchange: _Exchange, relay_task: asyncio.Task | None) -> None:
-    """Cancel the relay when the client disconnects mid-response (only after its body was read)."""
+def start_watching(exchange: _Exchange) -> None:
+    """Start the disconnect watcher, once, and only when the request body has been read.
+
+    Until then the body streamer is the one calling `receive()` (and it notices a disconnect
+    itself); a second reader would steal its chunks. A slow upstream re-checks a bit later.
+    """
+    if exchange.watcher is not None or exchange.finished:
+        return
+    loop = asyncio.get_running_loop()
+    if not exchange.body_done:
+        loop.call_later(WATCH_SLOW_UPSTREAM_AFTER, start_watching, exchange)
+        return
+    exchange.watcher = loop.create_task(watch_disconnect(exchange))
+
+
+async def watch_disconnect(exchange: _Exchange) -> None:
+    """Cancel the relay when the client disconnects before the exchange finished."""
     while True:
-        message = await receive()
+        message = await exchange.receive()
         if message["type"] == "http.disconnect":
             break
-    if not exchange.finished and relay_task is not None:
+    if not exchange.finished and exchange.relay_task is not None:
         exchange.client_gone = True
-        relay_task.cancel()
+        exchange.relay_task.cancel()
 
 
 __all__ = ["BodyTooLarge", "ClientGone", "Forwarder"]
