@@ -30,7 +30,7 @@ def upstream():
 def monitor_proxy(upstream, tmp_path_factory):
     """Monitor mode: every request passes, so plain test clients exercise the forwarding itself."""
     log = tmp_path_factory.mktemp("proxy") / "access.log"
-    with proxy_process("--upstream", upstream.url, "--monitor", "--max-body", "64M", "--read-timeout", "1",
+    with proxy_process("--upstream", upstream.url, "--monitor", "--max-body", "64M", "--read-timeout", "3",
                        "--access-log", str(log)) as proxy:
         proxy.access_log = log
         yield proxy
@@ -121,7 +121,7 @@ def test_upstream_down_is_502_with_a_plain_page():
 
 
 def test_slow_upstream_is_504(monitor_proxy):
-    response = requests.get(monitor_proxy.url + "/slow?seconds=5", timeout=30)
+    response = requests.get(monitor_proxy.url + "/slow?seconds=8", timeout=30)  # read timeout is 3 s
     assert response.status_code == 504
     assert "did not answer in time" in response.text
 
