@@ -234,6 +234,37 @@ def setups(tmp: Path, script: Path, args: argparse.Namespace, nginx: str | None)
         yield found
 
 
+def detection_cost_us() -> dict:
+    """CPU cost of detection alone, in-process: facts from the bench's request scope, then decide.
+
+    Best of five timed batches, so other load on the machine inflates it least. Compare it
+    with the bare forwarder's server_cpu_us_per_request to see detection's share of the work.
+    """
+    import asyncio
+    import timeit
+
+    from shieldware.engine import Engine
+    from shieldware.facts import TrustedProxies, facts_from_scope
+    from shieldware.policy import default_policy
+
+    headers = [(b"host", b"shop.example")] + [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    scope = {"type": "http", "method": "GET", "path": "/product/7", "query_string": b"", "headers": headers,
+             "client": ("127.0.0.1", 50000), "scheme": "http", "http_version": "1.1"}
+    engine = Engine(default_policy(mode="monitor"))
+    trusted = TrustedProxies()
+    loop = asyncio.new_event_loop()
+
+    async def batch(count: int) -> None:
+        for _ in range(count):
+            await engine.decide(facts_from_scope(scope, 1000.0, trusted, None))
+
+    count = 5000
+    loop.run_until_complete(batch(200))
+    best = min(timeit.repeat(lambda: loop.run_until_complete(batch(count)), number=1, repeat=5))
+    loop.close()
+    return {"facts_and_decide_us_per_request": round(best / count * 1e6, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one wrk run (default 3)")
@@ -266,6 +297,7 @@ def main() -> int:
                     rate = runs[name][-1]["requests_per_second"]
                     print(f"round {round_number + 1} {name:>6}: {rate:.0f} req/s", file=sys.stderr)
     results = {name: summarise(setup_runs) for name, setup_runs in runs.items()}
+    in_process = detection_cost_us()
     best, cpu = "best_requests_per_second", "median_server_cpu_us_per_request"
     report = {
         "question": "requests/s kept by the shieldware proxy (1 worker, monitor mode, browser-like traffic)",
@@ -283,6 +315,10 @@ def main() -> int:
             "proxy_vs_bare_forwarder": ratio(results, "proxy", "bare", cpu),
             "proxy_vs_direct_upstream": ratio(results, "proxy", "direct", cpu),
         },
+        "in_process_detection": in_process,
+        "detection_share_of_bare_forwarder_cpu": (
+            round(in_process["facts_and_decide_us_per_request"] / bare_cpu, 3)
+            if (bare_cpu := results["bare"]["median_server_cpu_us_per_request"]) else None),
         "goals": {"proxy_vs_bare_forwarder_at_least": 0.90, "proxy_vs_direct_at_least": 0.40},
         "note": ("one run on a shared 2-core machine: absolute numbers are noisy, compare the ratios. "
                  "server_cpu_us_per_request is the CPU the serving process itself spent per request "
