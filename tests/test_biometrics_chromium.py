@@ -50,6 +50,12 @@ def shop():
         yield server
 
 
+def person_ua(browser) -> str:
+    """Chrome's desktop UA at the real Chromium's version: the client hints then agree with it."""
+    major = browser.version.split(".")[0]
+    return CHROME_UA.replace("Chrome/120.0.0.0", f"Chrome/{major}.0.0.0")
+
+
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
@@ -61,7 +67,7 @@ def browser():
 
 
 def test_driver_drag_arrives_and_measures_straight(shop, browser):
-    context = browser.new_context(user_agent=CHROME_UA, viewport={"width": 1200, "height": 800})
+    context = browser.new_context(user_agent=person_ua(browser), viewport={"width": 1200, "height": 800})
     # The demo shop has no favicon; Chromium's automatic request for it is not the page's doing.
     context.route("**/favicon.ico", lambda route: route.fulfill(status=204))
     page = context.new_page()
@@ -101,7 +107,7 @@ def test_driver_drag_arrives_and_measures_straight(shop, browser):
 
 
 def test_curved_variable_speed_path_is_not_a_ruler(shop, browser):
-    context = browser.new_context(user_agent=CHROME_UA, viewport={"width": 1200, "height": 800})
+    context = browser.new_context(user_agent=person_ua(browser), viewport={"width": 1200, "height": 800})
     page = context.new_page()
     try:
         page.goto(f"{shop.url}/login")
@@ -125,7 +131,7 @@ def test_curved_variable_speed_path_is_not_a_ruler(shop, browser):
 
 def test_leaving_the_page_sends_the_batch(shop, browser):
     """No flush: the collector's pagehide/visibility beacon carries the last batch out."""
-    context = browser.new_context(user_agent=CHROME_UA, viewport={"width": 1200, "height": 400})
+    context = browser.new_context(user_agent=person_ua(browser), viewport={"width": 1200, "height": 400})
     context.route("**/favicon.ico", lambda route: route.fulfill(status=204))
     page = context.new_page()
     try:
@@ -156,7 +162,7 @@ def test_challenge_solution_carries_the_collectors_telemetry(browser):
     install_challenges(app, keyring=keyring("k1"))
     solutions: list[dict] = []
     with live_server(app) as server:
-        context = browser.new_context(user_agent=CHROME_UA)
+        context = browser.new_context(user_agent=person_ua(browser))
         page = context.new_page()
         page.on("request", lambda r: solutions.append(r.post_data_json)
                 if r.url.endswith("/challenge/verify") else None)

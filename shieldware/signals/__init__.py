@@ -5,7 +5,9 @@ from __future__ import annotations
 from shieldware.signals.base import Inspection, Signal
 from shieldware.signals.biometrics import BiometricsSignal
 from shieldware.signals.clearance import ClearanceSignal
+from shieldware.signals.crawlers import VerifiedCrawlerSignal
 from shieldware.signals.headers import HeaderSignal
+from shieldware.signals.network import NetworkSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.useragent import UserAgentSignal
 
@@ -13,10 +15,11 @@ from shieldware.signals.useragent import UserAgentSignal
 def default_signals() -> list[Signal]:
     """The signals every engine runs unless told otherwise, in the order they run.
 
-    Order matters only where a signal reads an attribute another publishes (the header check
-    reads the user agent's claimed browser).
+    Order matters only where a signal reads an attribute another publishes (the header and
+    crawler checks read the user agent's claim).
     """
-    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal(), ClearanceSignal(), BiometricsSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), NetworkSignal(), VerifiedCrawlerSignal(), HeaderSignal(),
+            ClearanceSignal(), BiometricsSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]
