@@ -111,3 +111,14 @@ async def test_telemetry_carried_by_another_request_never_fails_it():
     assert "bio.linear_path" in {r["code"] for r in record["reasons"]}
     assert await middleware.telemetry.ingest_alongside({"v": 1, "pointer": "junk"}, request("/x", "POST")) == []
     assert await middleware.telemetry.ingest_alongside(None, request("/x", "POST")) == []
+
+
+def test_telemetry_under_another_user_agent_cannot_wipe_the_record():
+    bot = merge_session(None, assess(parse_telemetry(linear_bot_telemetry())), NOW, user_agent_hash(CHROME_UA))
+    later = merge_session(bot, assess(parse_telemetry(human_telemetry())), NOW + 5, user_agent_hash("other"))
+    codes = {r["code"] for r in later["reasons"]}
+    assert {"bio.automation_flag", "bio.linear_path", "bio.ua_changed"} <= codes
+    assert later["ua"] == user_agent_hash(CHROME_UA)
+    assert later["human"] < bot["human"] + 0.01
+    same = merge_session(bot, assess(parse_telemetry(human_telemetry())), NOW + 5, user_agent_hash(CHROME_UA))
+    assert "bio.ua_changed" not in {r["code"] for r in same["reasons"]}

@@ -66,16 +66,27 @@ RECORDED_FEATURES = (
 )
 
 
-def merge_session(previous: dict | None, batch: Assessment, now: float, ua_hash: str) -> dict:
-    """The session record after one more batch: reasons are the union (largest weight per code)."""
+def merge_session(previous: dict | None, batch: Assessment, now: float, ua_hash: str,
+                  weights: Weights | None = None) -> dict:
+    """The session record after one more batch: reasons are the union (largest weight per code).
+
+    The record stays bound to the user agent that started it. A batch from another user agent
+    is merged all the same (sending telemetry under a new UA must not wipe a bad record) and
+    adds `bio.ua_changed`: one browser does not change its user agent mid-session.
+    """
     by_code: dict[str, dict] = {}
     events = batch.events
     batches = 1
-    if previous and previous.get("ua") == ua_hash:
+    bound_ua = ua_hash
+    if previous:
         events += int(previous.get("events", 0))
         batches += int(previous.get("batches", 0))
         for reason in previous.get("reasons", ()):
             by_code[reason["code"]] = reason
+        bound_ua = previous.get("ua", ua_hash)
+        if bound_ua != ua_hash:
+            weight = (weights or Weights())("bio.ua_changed")
+            by_code["bio.ua_changed"] = {"code": "bio.ua_changed", "weight": weight, "detail": {}}
     for code, weight, detail in batch.reasons:
         known = by_code.get(code)
         if known is None or weight > known["weight"]:
@@ -87,10 +98,9 @@ def merge_session(previous: dict | None, batch: Assessment, now: float, ua_hash:
     reasons = sorted(by_code.values(), key=lambda r: -abs(r["weight"]))
     bot = combined_probability([r["weight"] for r in reasons])
     measured = {name: round(batch.features[name], 4) for name in RECORDED_FEATURES if name in batch.features}
-    same_browser = previous is not None and previous.get("ua") == ua_hash
-    totals = session_totals(previous.get("session") if same_browser else None, batch.features)
+    totals = session_totals(previous.get("session") if previous else None, batch.features)
     return {"human": round(1.0 - bot, 4), "bot_probability": round(bot, 4), "reasons": reasons,
-            "events": events, "batches": batches, "at": now, "ua": ua_hash, "last_batch": measured,
+            "events": events, "batches": batches, "at": now, "ua": bound_ua, "last_batch": measured,
             "session": totals}
 
 
@@ -168,7 +178,7 @@ class TelemetryEndpoint:
         batch = assess(telemetry, self.weights)
         store = self.engine.store
         previous = await store.get_record(RECORD_KIND, session_id, facts.now)
-        record = merge_session(previous, batch, facts.now, user_agent_hash(facts.user_agent))
+        record = merge_session(previous, batch, facts.now, user_agent_hash(facts.user_agent), self.weights)
         await store.put_record(RECORD_KIND, session_id, record, self.settings.record_ttl, facts.now)
         self.count("accepted")
         return record

@@ -52,6 +52,8 @@ register_reason("bio.automation_flag", 70, "The browser reported automation: nav
                 "browser, automation-tool globals or a zero-size window.")
 register_reason("bio.machine_motion", 50, "The movement model found the pointer's step pattern far more like "
                 "generated movement than like people's (see the detail for the features that decided).")
+register_reason("bio.ua_changed", 35, "The session's telemetry came from more than one user agent: the user "
+                "agent is being rewritten (automation tools and cookie sharing do this; one browser does not).")
 register_reason("bio.human_motion", -10, "The movement model is confident the pointer was moved by a person.")
 
 MACHINE_MOTION_AT = 0.8       # model bot probability from which bio.machine_motion is reported
