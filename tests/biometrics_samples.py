@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from shieldware.biometrics import synth
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "telemetry"
 
-def human_telemetry(block: int = 3, seed: int = 1) -> dict:
+
+def human_telemetry() -> dict:
+    """A person's batch, from the committed fixture (made by `human_telemetry_from_sapimouse()`)."""
+    return json.loads((FIXTURES / "human.json").read_text())
+
+
+def human_telemetry_from_sapimouse(block: int = 3, seed: int = 1) -> dict:
     """A person: a recorded SapiMouse block (signs restored at random turns), natural event timing,
     a click held ~0.1 s, and ten keys with varied hold and gap times."""
     rng = np.random.default_rng(seed)

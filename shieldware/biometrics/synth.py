@@ -19,6 +19,7 @@ use different seeds *and* different parameters.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,9 @@ import numpy as np
 
 BLOCK = 128
 SAPIMOUSE_SOURCE = "SapiMouse, margitantal68/sapimouse @ 951d3ef8, Apache-2.0"
-DEFAULT_SAPIMOUSE = Path("/work/shared/data/sapimouse/sapimouse_ABS_dx_dy_1min.csv")
+# Where the SapiMouse CSV is (SHIELDWARE_SAPIMOUSE overrides); only training and evaluation read it.
+DEFAULT_SAPIMOUSE = Path(os.environ.get("SHIELDWARE_SAPIMOUSE",
+                                        "/work/shared/data/sapimouse/sapimouse_ABS_dx_dy_1min.csv"))
 SCREEN = (1920.0, 1080.0)
 
 
