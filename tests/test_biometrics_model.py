@@ -16,10 +16,11 @@ from shieldware.biometrics import synth
 from shieldware.biometrics.model import load_model, roc_auc
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(not synth.DEFAULT_SAPIMOUSE.exists(),
-                                reason=f"SapiMouse data not at {synth.DEFAULT_SAPIMOUSE}")
+needs_sapimouse = pytest.mark.skipif(not synth.DEFAULT_SAPIMOUSE.exists(),
+                                     reason=f"SapiMouse data not at {synth.DEFAULT_SAPIMOUSE}")
 
 
+@needs_sapimouse
 def test_held_out_people_and_bots_are_separated():
     sys.path.insert(0, str(ROOT / "bench"))
     try:
@@ -31,6 +32,7 @@ def test_held_out_people_and_bots_are_separated():
     assert result["human_sessions"] > 500
 
 
+@needs_sapimouse
 def test_training_script_regenerates_the_shipped_model(tmp_path):
     out = tmp_path / "model.json"
     subprocess.run([sys.executable, str(ROOT / "scripts/train_biometrics.py"), "--out", str(out)],
