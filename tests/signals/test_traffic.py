@@ -144,7 +144,8 @@ async def test_published_fingerprint_is_used_when_present():
                  signals=[SetsFingerprint(), *default_signals(), Capture()])
     await eng.decide(request("/product/1", T0))
     assert captured[0].attrs["traffic.fingerprint"] == "fp-from-headers-signal"
-    assert any(o.kind == "fp" and o.key == "fp-from-headers-signal" for o in captured[0].observations)
+    assert any(o.kind == "client" and o.key == "203.0.113.9|fp-from-headers-signal"
+               for o in captured[0].observations)
 
 
 def test_keys_prefix_fingerprint_and_product_ids():
