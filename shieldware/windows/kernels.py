@@ -28,6 +28,7 @@ from shieldware.windows.layout import (
     EV_LIMIT,
     EV_TIME,
     GAPS,
+    GCRA_SLACK,
     HLL_ALPHA,
     HLL_INDEX_BITS,
     HLL_MAX_RANK,
@@ -202,7 +203,8 @@ def _gcra(state, slot, now, ev_float, e):
         if interval > 0.0:
             tolerance = interval * (ev_float[e, EV_LIMIT + 2 * j + 1] - 1.0)
             allowed_at = max(state[slot, TAT + j], now) - tolerance
-            if now < allowed_at and allowed_at - now > wait:
+            # GCRA_SLACK: sums of intervals drift by ulps; never refuse a burst for 1e-14 s.
+            if allowed_at - now > GCRA_SLACK and allowed_at - now > wait:
                 wait = allowed_at - now
     if wait == 0.0:
         for j in range(MAX_LIMITS):
