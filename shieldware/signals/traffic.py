@@ -243,9 +243,10 @@ class TrafficSignal:
         pid = product_id(decision.path)
         if pid is None:
             return
-        # Was a neighbouring id fetched in the last hour? Then this page is a step of a walk.
-        before, after, _ = await store.observe([Observation("seen", f"{ip}|{pid - 1}", count=0),
-                                                Observation("seen", f"{ip}|{pid + 1}", count=0),
-                                                Observation("seen", f"{ip}|{pid}")], now)
-        if before.count(3) > 0 or after.count(3) > 0:
+        # Was the previous id fetched in the last hour? Then this page is a step of a walk.
+        # Two small keys per product view (after the response, off the request's path); they
+        # go idle fast, so the table's idle-longest eviction reclaims them first.
+        before, _ = await store.observe([Observation("seen", f"{ip}|{pid - 1}", count=0),
+                                         Observation("seen", f"{ip}|{pid}")], now)
+        if before.count(3) > 0:
             await store.record([Observation("ip", ip, count=0, hits=SEQUENTIAL)], now)
