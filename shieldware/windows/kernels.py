@@ -195,6 +195,18 @@ def _decay_ratios(state, slot, now):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _count_ratio_bits(state, slot, base, bits):
+    """Add 1 to every half-life of each channel whose bit is set (set bits only)."""
+    channel = 0
+    while bits != 0 and channel < RATIO_CHANNELS:
+        if bits & 1:
+            for k in range(N_HALF_LIVES):
+                state[slot, base + channel * N_HALF_LIVES + k] += 1.0
+        bits >>= 1
+        channel += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _gcra(state, slot, now, ev_float, e):
     """Check every limit; charge them all only if all conform. Returns the wait (0 = allowed)."""
     wait = 0.0
@@ -319,12 +331,8 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
         hits = (flags >> 8) & 0xFF
         if seen != 0 or hits != 0:
             _decay_ratios(state, slot, now)
-            for c in range(RATIO_CHANNELS):
-                for k in range(N_HALF_LIVES):
-                    if (seen >> c) & 1:
-                        state[slot, RATIO_DEN + c * N_HALF_LIVES + k] += 1.0
-                    if (hits >> c) & 1:
-                        state[slot, RATIO_NUM + c * N_HALF_LIVES + k] += 1.0
+            _count_ratio_bits(state, slot, RATIO_DEN, seen)
+            _count_ratio_bits(state, slot, RATIO_NUM, hits)
         if (flags >> 16) & 1:
             _time_event(state, slot, now)
         for i in range(DISTINCT_SKETCHES):
