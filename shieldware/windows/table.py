@@ -33,7 +33,7 @@ def set_item_hash_key(key: bytes | None) -> None:
     _item_hash_cached.cache_clear()
 
 
-def item_hash(item: str | None) -> int:
+def item_hash(item: object) -> int:
     """64-bit keyed hash of a distinct-count item; 0 means "no item".
 
     By default Python's string hash: SipHash keyed with a secret random per process, uniform
@@ -42,6 +42,8 @@ def item_hash(item: str | None) -> int:
     """
     if not item:
         return 0
+    if not isinstance(item, str):
+        item = str(item)  # an int's hash is the int itself: too few high bits for the registers
     if _item_key is None:
         return hash(item) or 1
     return _item_hash_cached(item)

@@ -188,3 +188,10 @@ def test_memory_store_is_safe_across_threads_and_tasks():
         t.join()
     (shared,) = store.windows.observe([Observation("ip", "shared", count=0)], 500.0)
     assert shared.total == 4 * 4 * 500  # no lost update
+
+
+def test_non_string_items_are_counted_like_their_text():
+    table = WindowTable(16)
+    for i in range(30):
+        (stats,) = observe(table, 1.0, Observation("ip", "ints", distinct=(i,)))
+    assert stats.distinct(0) == pytest.approx(30, abs=6)
