@@ -9,6 +9,7 @@ from shieldware.signals.crawlers import VerifiedCrawlerSignal
 from shieldware.signals.headers import HeaderSignal
 from shieldware.signals.network import NetworkSignal
 from shieldware.signals.request import RequestSanitySignal
+from shieldware.signals.traffic import TrafficSignal
 from shieldware.signals.useragent import UserAgentSignal
 
 
@@ -16,10 +17,11 @@ def default_signals() -> list[Signal]:
     """The signals every engine runs unless told otherwise, in the order they run.
 
     Order matters only where a signal reads an attribute another publishes (the header and
-    crawler checks read the user agent's claim).
+    crawler checks read the user agent's claim; traffic reads the header fingerprint and reads
+    whether a clearance is held).
     """
     return [RequestSanitySignal(), UserAgentSignal(), NetworkSignal(), VerifiedCrawlerSignal(), HeaderSignal(),
-            ClearanceSignal(), BiometricsSignal()]
+            ClearanceSignal(), TrafficSignal(), BiometricsSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]
