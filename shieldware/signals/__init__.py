@@ -5,6 +5,7 @@ from __future__ import annotations
 from shieldware.signals.base import Inspection, Signal
 from shieldware.signals.headers import HeaderSignal
 from shieldware.signals.request import RequestSanitySignal
+from shieldware.signals.traffic import TrafficSignal
 from shieldware.signals.useragent import UserAgentSignal
 
 
@@ -12,9 +13,9 @@ def default_signals() -> list[Signal]:
     """The signals every engine runs unless told otherwise, in the order they run.
 
     Order matters only where a signal reads an attribute another publishes (the header check
-    reads the user agent's claimed browser).
+    reads the user agent's claimed browser; traffic reads the header fingerprint).
     """
-    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal(), TrafficSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]
