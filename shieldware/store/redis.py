@@ -155,7 +155,7 @@ class RedisStore:
         try:
             async with asyncio.timeout(self.timeout):
                 result = await action()
-        except (RedisError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failed()
             reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
             raise StoreUnavailable(f"redis store {self.uri}: {what} failed ({reason})") from exc

@@ -9,7 +9,6 @@ import signal
 import time
 
 import httpx
-
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
