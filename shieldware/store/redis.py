@@ -47,8 +47,13 @@ _OUR_OPTIONS = ("timeout", "ttl", "prefix", "breaker_failures", "breaker_cooldow
 def _lua_constants() -> str:
     """The window layout of shieldware/store/base.py, as Lua locals."""
     alphas = ", ".join(repr(2.0 / (span + 1.0)) for span in base.TIMING_SPANS)
+    from shieldware.windows import layout
+
     return "\n".join([
         f"local HORIZONS = {{{', '.join(repr(float(h)) for h in base.COUNTER_HORIZONS)}}}",
+        f"local INVERSE_HORIZONS = {{{', '.join(repr(1.0 / h) for h in base.COUNTER_HORIZONS)}}}",
+        f"local DECAY_BASE_RATE = {layout.DECAY_BASE_RATE!r}",
+        f"local DECAY_POWERS = {{{', '.join(str(p) for p in layout.DECAY_POWERS)}}}",
         f"local ALPHAS = {{{alphas}}}",
         f"local HALF_LIVES = {{{', '.join(repr(float(h)) for h in base.RATIO_HALF_LIVES)}}}",
         f"local CHANNELS = {base.RATIO_CHANNELS}",

@@ -29,7 +29,7 @@ local function fmt(x)
 end
 
 -- state fields, in one HMGET/HSET: ls vs lt t1 t2 c1..c4 p1..p4 tot g m1 m2 v1 v2 n11.. d11..
-local fields = {"ls", "vs", "lt", "t1", "t2", "tot", "g"}
+local fields = {"ls", "vs", "lt", "t1", "t2", "tot", "g", "rt"}
 for h = 1, #HORIZONS do fields[#fields + 1] = "c" .. h; fields[#fields + 1] = "p" .. h end
 for s = 1, #ALPHAS do fields[#fields + 1] = "m" .. s; fields[#fields + 1] = "v" .. s end
 for c = 1, CHANNELS do
@@ -51,7 +51,7 @@ local function load(key)
 end
 
 local function fresh()
-  local w = {ls = now, vs = now, lt = -1.0, t1 = -math.huge, t2 = -math.huge, tot = 0.0, g = 0.0}
+  local w = {ls = now, vs = now, lt = -1.0, t1 = -math.huge, t2 = -math.huge, tot = 0.0, g = 0.0, rt = now}
   for h = 1, #HORIZONS do w["c" .. h] = 0.0; w["p" .. h] = 0.0 end
   for s = 1, #ALPHAS do w["m" .. s] = 0.0; w["v" .. s] = 0.0 end
   for c = 1, CHANNELS do
@@ -76,29 +76,46 @@ end
 local function advance(w, when, sketch_keys)
   if when <= w.ls then return w.ls end
   local last = w.ls
-  for h, horizon in ipairs(HORIZONS) do
-    local passed = math.floor(when / horizon) - math.floor(last / horizon)
+  for h, inverse in ipairs(INVERSE_HORIZONS) do
+    local passed = math.floor(when * inverse) - math.floor(last * inverse)
     if passed == 1 then
       w["p" .. h] = w["c" .. h]; w["c" .. h] = 0.0
     elseif passed > 1 then
       w["p" .. h] = 0.0; w["c" .. h] = 0.0
     end
   end
-  local elapsed = when - last
-  for k, half_life in ipairs(HALF_LIVES) do
-    local factor = 2.0 ^ (-elapsed / half_life)
-    for c = 1, CHANNELS do
-      w["n" .. c .. k] = w["n" .. c .. k] * factor
-      w["d" .. c .. k] = w["d" .. c .. k] * factor
-    end
-  end
-  if elapsed > VISIT_GAP then
+  if when - last > VISIT_GAP then
     w.vs = when; w.lt = -1.0; w.g = 0.0
     for s = 1, #ALPHAS do w["m" .. s] = 0.0; w["v" .. s] = 0.0 end
     redis.call("DEL", sketch_keys[1], sketch_keys[2])
   end
   w.ls = when
   return when
+end
+
+local function power(base, exponent)
+  local result = 1.0
+  while exponent > 0 do
+    if exponent % 2 == 1 then result = result * base end
+    base = base * base
+    exponent = math.floor(exponent / 2)
+  end
+  return result
+end
+
+-- Ratios decay lazily: exponential decay since they were last touched, one exp per update.
+local function decay_ratios(w, at)
+  local elapsed = at - w.rt
+  if elapsed <= 0.0 then return end
+  w.rt = at
+  local base = math.exp(-elapsed * DECAY_BASE_RATE)
+  for k, exponent in ipairs(DECAY_POWERS) do
+    local factor = power(base, exponent)
+    for c = 1, CHANNELS do
+      w["n" .. c .. k] = w["n" .. c .. k] * factor
+      w["d" .. c .. k] = w["d" .. c .. k] * factor
+    end
+  end
 end
 
 -- Generic cell rate algorithm; a refused event is not charged.
@@ -169,6 +186,7 @@ for i = 0, n - 1 do
   local wait = gcra(w, at, limits)
   for h = 1, #HORIZONS do w["c" .. h] = w["c" .. h] + count end
   w.tot = w.tot + count
+  if seen ~= 0 or hits ~= 0 then decay_ratios(w, at) end
   for c = 1, CHANNELS do
     local seen_c = bit(seen, c - 1) and 1.0 or 0.0
     local hit_c = bit(hits, c - 1) and 1.0 or 0.0
@@ -182,11 +200,13 @@ for i = 0, n - 1 do
     if items[s] ~= "" then redis.call("PFADD", sketch_keys[s], items[s]) end
     redis.call("EXPIRE", sketch_keys[s], ttl)  -- sketches live exactly as long as their state
   end
+  decay_ratios(w, at)  -- the answer (and what is kept) is decayed to this event's time
   save(state_key, w)
 
   if answer then
-    for h, horizon in ipairs(HORIZONS) do
-      local into = (at - math.floor(at / horizon) * horizon) / horizon
+    for h, inverse in ipairs(INVERSE_HORIZONS) do
+      local into = at * inverse
+      into = into - math.floor(into)
       out[#out + 1] = fmt(w["c" .. h] + w["p" .. h] * (1.0 - into))
     end
     out[#out + 1] = fmt(w.g)

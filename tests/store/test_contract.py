@@ -64,7 +64,9 @@ def random_stream(seed: int, events: int = 400) -> list[tuple[float, list[Observ
 
 def close(a: float, b: float, field: str) -> bool:
     if field.startswith("distinct"):
-        return abs(a - b) <= max(2.0, 0.2 * max(a, b))  # HLL sketches differ (64 registers vs Redis's)
+        # Different HyperLogLogs: memory's 64 registers (~13 % standard error, keyed hashes, so
+        # collisions vary per process) vs Redis's 16384; allow three standard errors.
+        return abs(a - b) <= max(3.0, 0.4 * max(a, b))
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
 
 
