@@ -28,6 +28,19 @@ def need_redis() -> None:
                     "scripts/test.sh installs them")
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 55000)
+        with contextlib.suppress(OSError), socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", port))
+            b.bind(("127.0.0.1", port + 10000))
+            return port
+    raise RuntimeError("no free port pair for a redis cluster node")
+
+
 def _wait_until_ready(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -86,7 +99,7 @@ def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[str]:
     try:
         for i in range(masters):
             node_dir = workdir / f"node{i}"
-            nodes.append(RedisProcess(node_dir, None, "--cluster-enabled", "yes", "--cluster-config-file",
+            nodes.append(RedisProcess(node_dir, cluster_port(), "--cluster-enabled", "yes", "--cluster-config-file",
                                       str(node_dir / "nodes.conf"), "--cluster-node-timeout", "2000").start())
         addresses = [f"127.0.0.1:{n.port}" for n in nodes]
         subprocess.run([REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],

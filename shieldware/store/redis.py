@@ -40,6 +40,7 @@ log = logging.getLogger("shieldware.store.redis")
 
 DEFAULT_TIMEOUT = 0.05
 DEFAULT_TTL = 7200
+FIRST_CALL_TIMEOUT = 2.0
 MAX_KEY_LENGTH = 200
 _OUR_OPTIONS = ("timeout", "ttl", "prefix", "breaker_failures", "breaker_cooldown")
 
@@ -135,6 +136,7 @@ class RedisStore:
         self.flush_after = 0.1
         self._pending: list[tuple[Observation, float]] = []
         self._flush_task: asyncio.Task | None = None
+        self._ready = False
         self.calls = 0  # network calls made, for the benchmark's commands-per-request figure
 
     # ---- keys ---------------------------------------------------------------------------------
@@ -157,14 +159,18 @@ class RedisStore:
     async def _guarded(self, action: Any, what: str) -> Any:
         if not self.breaker.allow():
             raise StoreUnavailable(f"redis store {self.uri}: circuit open after repeated failures")
+        # The first call also connects (and on a cluster discovers the slot map and loads the
+        # script on every primary): it gets a larger budget than a steady-state call.
+        budget = self.timeout if self._ready else max(self.timeout, FIRST_CALL_TIMEOUT)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(budget):
                 result = await action()
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failed()
             reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
             raise StoreUnavailable(f"redis store {self.uri}: {what} failed ({reason})") from exc
         self.breaker.succeeded()
+        self._ready = True
         return result
 
     async def _evalsha(self, keys: list[str], args: list[Any]) -> list:
