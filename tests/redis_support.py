@@ -41,7 +41,7 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a redis cluster node")
 
 
-def _wait_until_ready(port: int, timeout: float = 10.0) -> None:
+def wait_until_ready(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
@@ -72,7 +72,7 @@ class RedisProcess:
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_until_ready(self.port)
+        wait_until_ready(self.port)
         return self
 
     def stop(self) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
 
 import pytest
 
 from shieldware.store import open_store
 from shieldware.store.base import STATS_FIELDS, Observation, Rate
 from shieldware.store.memory import MemoryStore
-from tests.redis_support import redis_cluster, redis_server
+from tests.redis_support import REDIS_SERVER, RedisProcess, need_redis, redis_cluster, redis_server, wait_until_ready
+from tests.support import free_port
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +119,25 @@ async def test_claim_once_is_single_use(store):
     assert await store.claim_once("nonce", "abc", 30, now=10.0) is True
     assert await store.claim_once("nonce", "abc", 30, now=11.0) is False
     assert await store.claim_once("nonce", "abd", 30, now=11.0) is True
+
+
+async def test_sentinel_uri_finds_the_primary(tmp_path):
+    """redis+sentinel:// asks a real Sentinel (redis-server --sentinel) for the primary's address."""
+    need_redis()
+    primary = RedisProcess(tmp_path / "primary").start()
+    sentinel_port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor shop 127.0.0.1 {primary.port} 1\n")
+    proc = subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until_ready(sentinel_port)
+        store = open_store(f"redis+sentinel://127.0.0.1:{sentinel_port}/shop/0?timeout=1")
+        [stats] = await store.observe([Observation("ip", "192.0.2.50")], 10.0)
+        assert stats.total == 1
+        assert await store.claim_once("nonce", "s1", 30, 10.0) is True
+        await store.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        primary.stop()
