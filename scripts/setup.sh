@@ -27,5 +27,7 @@ apt_install() {
 }
 
 setup_system_packages() {
-  apt_install curl wrk
+  # chromium: the challenge, header, biometrics and report tests drive the real browser (Playwright).
+  # nginx-light: the proxy's forward-auth test runs a real nginx with auth_request.
+  apt_install curl wrk chromium nginx-light
 }

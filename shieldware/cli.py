@@ -15,6 +15,9 @@ COMMAND_MODULES = (
     "shieldware.commands.demo",
     "shieldware.commands.policy",
     "shieldware.commands.explain",
+    "shieldware.commands.ua",
+    "shieldware.commands.geoip",
+    "shieldware.commands.proxy",
 )
 
 

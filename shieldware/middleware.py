@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from shieldware.actions.challenge import install_challenges
 from shieldware.actions.pages import decision_response
 from shieldware.decision import Decision, Verdict
 from shieldware.engine import Engine
@@ -71,6 +72,8 @@ class ShieldMiddleware:
         self._metrics_allow = TrustedProxies(self.policy.metrics_allow)
         if self.policy.metrics_path:
             self.endpoints[self.policy.metrics_path] = self._serve_metrics
+        # Challenge pages, their endpoints and the clearance cookie (actions/challenge.py).
+        self.challenges = install_challenges(self)
 
     def add_endpoint(self, path: str, handler: Endpoint) -> None:
         self.endpoints[path] = handler

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from shieldware.signals.base import Inspection, Signal
+from shieldware.signals.clearance import ClearanceSignal
+from shieldware.signals.crawlers import VerifiedCrawlerSignal
 from shieldware.signals.headers import HeaderSignal
+from shieldware.signals.network import NetworkSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.traffic import TrafficSignal
 from shieldware.signals.useragent import UserAgentSignal
@@ -12,10 +15,12 @@ from shieldware.signals.useragent import UserAgentSignal
 def default_signals() -> list[Signal]:
     """The signals every engine runs unless told otherwise, in the order they run.
 
-    Order matters only where a signal reads an attribute another publishes (the header check
-    reads the user agent's claimed browser; traffic reads the header fingerprint).
+    Order matters only where a signal reads an attribute another publishes (the header and
+    crawler checks read the user agent's claim; traffic reads the header fingerprint and reads
+    whether a clearance is held).
     """
-    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal(), TrafficSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), NetworkSignal(), VerifiedCrawlerSignal(), HeaderSignal(),
+            ClearanceSignal(), TrafficSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from shieldware.windows.layout import (
     ALPHAS,
@@ -27,6 +28,7 @@ from shieldware.windows.layout import (
     EV_LIMIT,
     EV_TIME,
     GAPS,
+    GCRA_SLACK,
     HLL_ALPHA,
     HLL_INDEX_BITS,
     HLL_MAX_RANK,
@@ -64,14 +66,13 @@ from shieldware.windows.layout import (
 )
 
 _INDEX_SHIFT = 64 - HLL_INDEX_BITS
-_RANK_BITS = 64 - HLL_INDEX_BITS          # bits below the index that the rank is read from
-_FIRST_RANK_BIT = _RANK_BITS - 1
 _LOW32 = 0xFFFFFFFF
+_RANK_WEIGHT = np.array([float(1 << (HLL_MAX_RANK - r)) for r in range(HLL_MAX_RANK + 1)])
 # Multiplying by a reciprocal instead of dividing: the reference does exactly the same.
 _INVERSE_HORIZONS = tuple(1.0 / h for h in COUNTER_HORIZONS)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _reset_slot(keys, state, registers, slot, key_hash, now):
     keys[slot] = key_hash
     for col in range(STATE_WIDTH):
@@ -85,7 +86,7 @@ def _reset_slot(keys, state, registers, slot, key_hash, now):
     _reset_sketches(state, registers, slot)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _reset_sketches(state, registers, slot):
     for col in range(registers.shape[1]):
         registers[slot, col] = 0
@@ -105,7 +106,7 @@ CLAIMED = 1
 EVICTED = 2
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def find_slot(keys, state, registers, key_hash, now):
     """(slot, FOUND | CLAIMED | EVICTED): the key's slot, an empty one, or the idle-longest of
     the PROBES candidates, reset for this key."""
@@ -194,6 +195,18 @@ def _decay_ratios(state, slot, now):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _count_ratio_bits(state, slot, base, bits):
+    """Add 1 to every half-life of each channel whose bit is set (set bits only)."""
+    channel = 0
+    while bits != 0 and channel < RATIO_CHANNELS:
+        if bits & 1:
+            for k in range(N_HALF_LIVES):
+                state[slot, base + channel * N_HALF_LIVES + k] += 1.0
+        bits >>= 1
+        channel += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _gcra(state, slot, now, ev_float, e):
     """Check every limit; charge them all only if all conform. Returns the wait (0 = allowed)."""
     wait = 0.0
@@ -202,7 +215,8 @@ def _gcra(state, slot, now, ev_float, e):
         if interval > 0.0:
             tolerance = interval * (ev_float[e, EV_LIMIT + 2 * j + 1] - 1.0)
             allowed_at = max(state[slot, TAT + j], now) - tolerance
-            if now < allowed_at and allowed_at - now > wait:
+            # GCRA_SLACK: sums of intervals drift by ulps; never refuse a burst for 1e-14 s.
+            if allowed_at - now > GCRA_SLACK and allowed_at - now > wait:
                 wait = allowed_at - now
     if wait == 0.0:
         for j in range(MAX_LIMITS):
@@ -236,16 +250,14 @@ def _time_event(state, slot, now):
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _add_item(state, registers, slot, sketch, item):
     index = (item >> _INDEX_SHIFT) & (HLL_REGISTERS - 1)
-    rank = 1
-    bit = _FIRST_RANK_BIT
-    while rank < HLL_MAX_RANK and ((item >> bit) & 1) == 0:
-        rank += 1
-        bit -= 1
+    # Rank = leading zeros of the bits below the index, plus one, capped (one CPU instruction).
+    rest = np.uint64(item) << np.uint64(HLL_INDEX_BITS)
+    rank = HLL_MAX_RANK if rest == 0 else min(int(leading_zeros(rest)) + 1, HLL_MAX_RANK)
     col = sketch * HLL_REGISTERS + index
     old = registers[slot, col]
     if rank > old:
         registers[slot, col] = rank
-        state[slot, HLL_SUM + sketch] += float(1 << (HLL_MAX_RANK - rank)) - float(1 << (HLL_MAX_RANK - old))
+        state[slot, HLL_SUM + sketch] += _RANK_WEIGHT[rank] - _RANK_WEIGHT[old]
         if old == 0:
             state[slot, HLL_ZEROS + sketch] -= 1.0
 
@@ -298,7 +310,11 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
         if key_hash == 0:
             key_hash = 1  # 0 marks an empty slot
         event_time = ev_float[e, EV_TIME]
-        slot, status = find_slot(keys, state, registers, key_hash, event_time)
+        slot = home_slot(key_hash, keys.shape[0])
+        if keys[slot] == key_hash:
+            status = FOUND  # the common case, checked here so the probe loop stays out of line
+        else:
+            slot, status = find_slot(keys, state, registers, key_hash, event_time)
         if status == FOUND:
             now = _advance(state, registers, slot, event_time)
         else:
@@ -315,12 +331,8 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
         hits = (flags >> 8) & 0xFF
         if seen != 0 or hits != 0:
             _decay_ratios(state, slot, now)
-            for c in range(RATIO_CHANNELS):
-                for k in range(N_HALF_LIVES):
-                    if (seen >> c) & 1:
-                        state[slot, RATIO_DEN + c * N_HALF_LIVES + k] += 1.0
-                    if (hits >> c) & 1:
-                        state[slot, RATIO_NUM + c * N_HALF_LIVES + k] += 1.0
+            _count_ratio_bits(state, slot, RATIO_DEN, seen)
+            _count_ratio_bits(state, slot, RATIO_NUM, hits)
         if (flags >> 16) & 1:
             _time_event(state, slot, now)
         for i in range(DISTINCT_SKETCHES):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import threading
 from collections.abc import Sequence
 
@@ -23,32 +22,37 @@ def key_hash(kind: str, key: str) -> int:
     return hash((kind, key)) or 1
 
 
-_item_key = os.urandom(16)
+_item_key: bytes | None = None
 
 
-def set_item_hash_key(key: bytes) -> None:
-    """Fix the distinct-item hash key (tests that want the same sketch in every run)."""
+def set_item_hash_key(key: bytes | None) -> None:
+    """Hash distinct items with keyed BLAKE2b under `key` (the same sketches in every run, for
+    tests and reproducible log analysis); None returns to the per-process string hash."""
     global _item_key
     _item_key = key
     _item_hash_cached.cache_clear()
 
 
-def item_hash(item: str | None) -> int:
+def item_hash(item: object) -> int:
     """64-bit keyed hash of a distinct-count item; 0 means "no item".
 
-    Keyed BLAKE2b: uniform bits for HyperLogLog, and a client cannot pick paths that all land
+    By default Python's string hash: SipHash keyed with a secret random per process, uniform
+    over 64 bits (as HyperLogLog needs) and fast, and a client cannot pick paths that all land
     in one register to hide how many distinct pages it walked.
     """
     if not item:
         return 0
+    if not isinstance(item, str):
+        item = str(item)  # an int's hash is the int itself: too few high bits for the registers
+    if _item_key is None:
+        return hash(item) or 1
     return _item_hash_cached(item)
 
 
 @functools.lru_cache(maxsize=65536)
 def _item_hash_cached(item: str) -> int:
-    # Repeated items (the same user agent, IP, route) are common: cache their hashes.
     value = int.from_bytes(hashlib.blake2b(item.encode("utf-8", "surrogatepass"), digest_size=8,
-                                           key=_item_key).digest(), "little", signed=True)
+                                           key=_item_key or b"").digest(), "little", signed=True)
     return value or 1
 
 

@@ -79,8 +79,14 @@ def test_regular_timing_has_low_cv_and_irregular_high():
     assert person.gap_cv() > 0.4
 
 
-def test_hyperloglog_counts_distinct_items():
+@pytest.fixture
+def reproducible_item_hash():
     set_item_hash_key(b"fixed key for a reproducible sketch")
+    yield
+    set_item_hash_key(None)
+
+
+def test_hyperloglog_counts_distinct_items(reproducible_item_hash):
     table = WindowTable(64)
     for n, tolerance in ((1, 0.05), (10, 1.5), (40, 6), (5000, 5000 * 0.35)):
         key = f"k{n}"
@@ -89,6 +95,19 @@ def test_hyperloglog_counts_distinct_items():
                 (stats,) = observe(table, 7.0, Observation("fp", key, distinct=(f"/product/{i}", "same-ua")))
         assert stats.distinct(0) == pytest.approx(n, abs=tolerance)
         assert stats.distinct(1) == pytest.approx(1, abs=0.1)
+
+
+def test_hyperloglog_error_over_many_process_keys():
+    # With the default per-process key, the error over many sketches averages out near zero.
+    table = WindowTable(256)
+    errors = []
+    for sketch in range(100):
+        for i in range(200):
+            (stats,) = observe(table, 9.0, Observation("fp", f"s{sketch}", distinct=(f"{sketch}-{i}",)))
+        errors.append(stats.distinct(0) / 200 - 1)
+    mean_error = sum(errors) / len(errors)
+    spread = (sum(e * e for e in errors) / len(errors)) ** 0.5
+    assert abs(mean_error) < 0.05 and spread < 0.2  # 1.04/sqrt(64) = 0.13 in theory
 
 
 def test_decayed_ratio_and_feedback_hits():
@@ -169,3 +188,10 @@ def test_memory_store_is_safe_across_threads_and_tasks():
         t.join()
     (shared,) = store.windows.observe([Observation("ip", "shared", count=0)], 500.0)
     assert shared.total == 4 * 4 * 500  # no lost update
+
+
+def test_non_string_items_are_counted_like_their_text():
+    table = WindowTable(16)
+    for i in range(30):
+        (stats,) = observe(table, 1.0, Observation("ip", "ints", distinct=(i,)))
+    assert stats.distinct(0) == pytest.approx(30, abs=6)
