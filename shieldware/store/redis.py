@@ -61,13 +61,23 @@ def _lua_constants() -> str:
         f"local SKETCHES = {DISTINCT_SKETCHES}",
         f"local LIMITS = {MAX_LIMITS}",
         f"local VISIT_GAP = {float(base.VISIT_GAP)!r}",
-        f"local GCRA_EPSILON = {getattr(base, 'GCRA_EPSILON', 1e-9)!r}",
+        f"local GCRA_SLACK = {layout.GCRA_SLACK!r}",
     ])
 
 
 def window_script() -> str:
     source = resources.files("shieldware.store").joinpath("windows.lua").read_text(encoding="utf-8")
     return source.replace("-- @CONSTANTS@", _lua_constants())
+
+
+# Single use within the claim's own (logical) lifetime: a claim whose `until` has passed at the
+# caller's `now` may be taken again, as in the memory store; Redis's PX only cleans up.
+CLAIM_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
 
 
 class CircuitBreaker:
@@ -131,8 +141,8 @@ class RedisStore:
         self.breaker = CircuitBreaker(int(options.get("breaker_failures", 3)),
                                       float(options.get("breaker_cooldown", 1.0)))
         self.client = client if client is not None else client_factory(self.timeout)
-        self.script = window_script()
-        self.sha: str | None = None
+        self.scripts = {"windows": window_script(), "claim": CLAIM_SCRIPT}
+        self.shas: dict[str, str] = {}
         self.flush_after = 0.1
         self._pending: list[tuple[Observation, float]] = []
         self._flush_task: asyncio.Task | None = None
@@ -173,15 +183,16 @@ class RedisStore:
         self._ready = True
         return result
 
-    async def _evalsha(self, keys: list[str], args: list[Any]) -> list:
+    async def _evalsha(self, keys: list[str], args: list[Any], script: str = "windows") -> Any:
         self.calls += 1
-        if self.sha is None:
-            self.sha = await self.client.script_load(self.script)
+        sha = self.shas.get(script)
+        if sha is None:
+            sha = self.shas[script] = await self.client.script_load(self.scripts[script])
         try:
-            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:  # Redis restarted or flushed its script cache: load once more
-            self.sha = await self.client.script_load(self.script)
-            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+            sha = self.shas[script] = await self.client.script_load(self.scripts[script])
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
 
     # ---- windows --------------------------------------------------------------------------------
 
@@ -267,25 +278,36 @@ class RedisStore:
 
     # ---- records --------------------------------------------------------------------------------
 
+    # Records carry their logical expiry (`until`, in the callers' time) and are checked against the
+    # caller's `now`, like the memory store; Redis's own TTL (PX) only cleans them up.
+
     async def put_record(self, kind: str, key: str, value: dict, ttl: float | None, now: float) -> None:
         record_key, index = self._record_key(kind, key), self._record_index(kind)
-        body = json.dumps(value, separators=(",", ":"))
+        until = None if ttl is None else now + ttl
+        body = json.dumps({"v": value, "until": until}, separators=(",", ":"))
 
         async def put() -> None:
             async with self.client.pipeline(transaction=self.mode != "cluster") as pipe:
                 if ttl is None:
                     pipe.set(record_key, body)
-                    pipe.zadd(index, {key: math.inf})
                 else:
                     pipe.set(record_key, body, px=max(1, int(ttl * 1000)))
-                    pipe.zadd(index, {key: now + ttl})
+                pipe.zadd(index, {key: math.inf if until is None else until})
                 await pipe.execute()
 
         await self._guarded(put, "put_record")
 
+    @staticmethod
+    def _alive(raw: bytes | str | None, now: float) -> dict | None:
+        if not raw:
+            return None
+        record = json.loads(raw)
+        until = record.get("until")
+        return record["v"] if until is None or until > now else None
+
     async def get_record(self, kind: str, key: str, now: float) -> dict | None:
         raw = await self._guarded(lambda: self.client.get(self._record_key(kind, key)), "get_record")
-        return json.loads(raw) if raw else None
+        return self._alive(raw, now)
 
     async def delete_record(self, kind: str, key: str) -> bool:
         async def delete() -> bool:
@@ -306,14 +328,15 @@ class RedisStore:
             if not keys:
                 return {}
             values = await self.client.mget([self._record_key(kind, k) for k in keys])
-            return {k: json.loads(v) for k, v in zip(keys, values, strict=True) if v}
+            alive = {k: self._alive(v, now) for k, v in zip(keys, values, strict=True)}
+            return {k: v for k, v in alive.items() if v is not None}
 
         return await self._guarded(listing, "list_records")
 
     async def claim_once(self, kind: str, key: str, ttl: float, now: float) -> bool:
         async def claim() -> bool:
-            return bool(await self.client.set(self._once_key(kind, key), repr(now), nx=True,
-                                              px=max(1, int(ttl * 1000))))
+            args = [repr(float(now)), repr(float(now + ttl)), max(1, int(ttl * 1000))]
+            return bool(await self._evalsha([self._once_key(kind, key)], args, script="claim"))
 
         return await self._guarded(claim, "claim_once")
 

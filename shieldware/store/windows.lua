@@ -124,8 +124,8 @@ local function gcra(w, at, limits)
   for j, limit in ipairs(limits) do
     local tat = w["t" .. j]
     local allowed_at = math.max(tat, at) - limit[1] * (limit[2] - 1.0)
-    -- GCRA_EPSILON: accumulated float error must not refuse the last event of a full burst
-    if at < allowed_at - GCRA_EPSILON and allowed_at - at > wait then wait = allowed_at - at end
+    -- GCRA_SLACK: sums of intervals drift by ulps; never refuse a burst for 1e-14 s
+    if allowed_at - at > GCRA_SLACK and allowed_at - at > wait then wait = allowed_at - at end
   end
   if wait == 0.0 then
     for j, limit in ipairs(limits) do
