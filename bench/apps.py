@@ -40,3 +40,20 @@ def minimal_bare():
 
 def minimal_protected():
     return ShieldMiddleware(minimal_app(), policy=_monitor_policy())
+
+
+def shop_failover():
+    """The demo shop on redis:// with login failing closed (503) and checkout challenging when Redis is down."""
+    import yaml
+
+    from shieldware.policy import default_policy_text, policy_from_mapping
+
+    raw = yaml.safe_load(default_policy_text())
+    raw["mode"] = "enforce"
+    raw["store"] = os.environ["SHIELDWARE_BENCH_STORE"]
+    for group in raw["groups"]:
+        if group["name"] == "login":
+            group["on_store_failure"] = "unavailable"
+        elif group["name"] == "checkout":
+            group["on_store_failure"] = "challenge"
+    return ShieldMiddleware(build_shop(), policy=policy_from_mapping(raw, "<failover bench>"))

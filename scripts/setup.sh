@@ -29,5 +29,6 @@ apt_install() {
 setup_system_packages() {
   # chromium: the challenge, header, biometrics and report tests drive the real browser (Playwright).
   # nginx-light: the proxy's forward-auth test runs a real nginx with auth_request.
-  apt_install curl wrk chromium nginx-light
+  # redis-server (with redis-tools): the Redis store tests start their own servers and a cluster.
+  apt_install curl wrk chromium nginx-light redis-server redis-tools
 }

@@ -16,11 +16,13 @@ class Verdict(StrEnum):
     CHALLENGE = "challenge"
     THROTTLE = "throttle"
     TARPIT = "tarpit"
+    UNAVAILABLE = "unavailable"  # fail-closed while the store is down: 503 with Retry-After
     BLOCK = "block"
 
 
 # Severity order, used when several findings want different verdicts.
-SEVERITY = {Verdict.ALLOW: 0, Verdict.TARPIT: 1, Verdict.THROTTLE: 2, Verdict.CHALLENGE: 3, Verdict.BLOCK: 4}
+SEVERITY = {Verdict.ALLOW: 0, Verdict.TARPIT: 1, Verdict.THROTTLE: 2, Verdict.CHALLENGE: 3, Verdict.UNAVAILABLE: 4,
+            Verdict.BLOCK: 5}
 
 _process_tag = os.urandom(3).hex()
 _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))

@@ -18,6 +18,8 @@ from shieldware.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger("shieldware.engine")
 
+STORE_RETRY_AFTER = 5.0  # seconds a fail-closed group asks clients to wait while the store is down
+
 _RULE_VERDICTS = {
     "allow": Verdict.ALLOW,
     "block": Verdict.BLOCK,
@@ -84,10 +86,11 @@ class Engine:
             try:
                 inspection.stats = await self.store.observe(inspection.observations, facts.now)
             except StoreUnavailable as exc:
-                inspection.add("store.unavailable", error=str(exc)[:200])
-                fail = group.settings.get("fail_mode")
-                if fail and fail.get("verdict"):
-                    demands.append((Verdict(fail["verdict"]), fail.get("retry_after")))
+                inspection.add("store.unavailable", error=str(exc)[:200], on_failure=group.on_store_failure)
+                if group.on_store_failure == "challenge":
+                    demands.append((Verdict.CHALLENGE, None))
+                elif group.on_store_failure == "unavailable":
+                    demands.append((Verdict.UNAVAILABLE, STORE_RETRY_AFTER))
             else:
                 for signal in assessors:
                     self._run(signal.assess, signal, facts, inspection)
@@ -138,6 +141,8 @@ class Engine:
                     verdict = wanted
                 if wanted is Verdict.THROTTLE and wait is not None:
                     retry_after = max(retry_after or 0.0, wait)
+                if wanted is Verdict.UNAVAILABLE:
+                    retry_after = max(retry_after or 0.0, wait or STORE_RETRY_AFTER)
         if verdict is Verdict.CHALLENGE and inspection.attrs.get("challenge.satisfied"):
             # The client already passed a challenge (a valid clearance): asking again, even for an
             # explicit challenge rule, would send a person round in circles.
@@ -183,6 +188,8 @@ class Engine:
         for signal in self._feedback_signals:
             try:
                 await signal.feedback(self, decision, now, status, event, fields)
+            except StoreUnavailable:  # already counted by the store's breaker; no traceback per request
+                self.metrics.count("store_unavailable", during="feedback")
             except Exception:
                 log.exception("feedback to %s failed", signal.name)
         for listener in self._event_listeners:

@@ -21,6 +21,7 @@ from shieldware.decision import Verdict
 from shieldware.evidence import Weights
 
 RULE_ACTIONS = ("allow", "block", "challenge", "throttle", "weigh")
+STORE_FAILURE_MODES = ("open", "challenge", "unavailable")
 MODES = ("enforce", "monitor")
 
 
@@ -147,6 +148,9 @@ class RouteGroup:
     challenge_above: float | None = 50.0
     block_above: float | None = 85.0
     skip_signals: frozenset[str] = frozenset()
+    # What to do when the shared store cannot answer: serve anyway ("open"), challenge, or
+    # answer 503 with Retry-After ("unavailable"). Login and checkout may prefer to fail closed.
+    on_store_failure: str = "open"
     settings: dict[str, Any] = field(default_factory=dict)
 
     def verdict_for(self, score: float) -> Verdict:
@@ -344,13 +348,17 @@ TOP_LEVEL_KEYS = (
 
 def _parse_group(raw: Any, where: str, defaults: dict, check: _Checker) -> RouteGroup | None:
     raw = check.mapping(raw, where)
-    core = ("name", "paths", "methods", "challenge_above", "block_above", "skip_signals")
+    core = ("name", "paths", "methods", "challenge_above", "block_above", "skip_signals", "on_store_failure")
     check.unknown_keys(raw, (*core, *_GROUP_FIELDS), where)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         check.fail(f"{where}.name", "a group name such as 'checkout'", name)
         return None
     methods = check.string_list(raw.get("methods"), f"{where}.methods")
+    on_store_failure = raw.get("on_store_failure", "open")
+    if on_store_failure not in STORE_FAILURE_MODES:
+        check.fail(f"{where}.on_store_failure", "one of " + ", ".join(STORE_FAILURE_MODES), on_store_failure)
+        on_store_failure = "open"
     settings = {}
     for key, (parse, _default) in _GROUP_FIELDS.items():
         if key in raw:
@@ -363,6 +371,7 @@ def _parse_group(raw: Any, where: str, defaults: dict, check: _Checker) -> Route
                                         f"{where}.challenge_above"),
         block_above=check.threshold(raw.get("block_above", defaults.get("block_above", 85)), f"{where}.block_above"),
         skip_signals=frozenset(check.string_list(raw.get("skip_signals"), f"{where}.skip_signals")),
+        on_store_failure=on_store_failure,
         settings=settings,
     )
 

@@ -253,6 +253,7 @@ def test_cookie_signed_with_a_retired_key_is_refused():
         with client_for(server, "198.51.100.50") as client:
             old_cookie = pass_challenge(client, "/product/1")
             assert client.get("/product/2").status_code == 200
+        clock.advance(5)  # a few seconds between phases, as a person would take (per-IP rate limits)
         # Rotation: k2 signs now, k1 is still honoured ...
         install_challenges(app, keyring=keyring("k2", "k1"))
         with client_for(server, "198.51.100.50") as client:
@@ -261,12 +262,14 @@ def test_cookie_signed_with_a_retired_key_is_refused():
             client.cookies.clear()
             new_cookie = pass_challenge(client, "/product/4")
             assert new_cookie.startswith("k2.")
+        clock.advance(5)
         # ... until it is retired.
         install_challenges(app, keyring=keyring("k2", retired=("k1",)))
         assert "clearance.retired_key" in refusal_reasons(server, "198.51.100.50", old_cookie)
         with client_for(server, "198.51.100.50") as client:
             client.cookies.set("shield_clearance", new_cookie)
             assert client.get("/product/5").status_code == 200
+        clock.advance(5)
         install_challenges(app, keyring=keyring("k3"))
         assert "clearance.unknown_key" in refusal_reasons(server, "198.51.100.50", new_cookie)
 

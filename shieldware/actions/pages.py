@@ -21,8 +21,11 @@ _TEXTS = {
     Verdict.CHALLENGE: ("Checking your browser", "The shop needs to check that this visit comes from a browser "
                         "before it serves this page."),
     Verdict.TARPIT: ("Please wait", "The shop is busy; please try again shortly."),
+    Verdict.UNAVAILABLE: ("Please try again shortly", "This part of the shop is briefly unavailable. "
+                          "Please try again in a few seconds."),
 }
-_STATUS = {Verdict.BLOCK: 403, Verdict.THROTTLE: 429, Verdict.CHALLENGE: 403, Verdict.TARPIT: 503}
+_STATUS = {Verdict.BLOCK: 403, Verdict.THROTTLE: 429, Verdict.CHALLENGE: 403, Verdict.TARPIT: 503,
+           Verdict.UNAVAILABLE: 503}
 
 
 @lru_cache(maxsize=8)
@@ -61,7 +64,7 @@ def decision_response(decision: Decision, facts: RequestFacts) -> tuple[int, lis
         (b"x-shield-ref", decision.ref.encode()),
         (b"x-shield-verdict", verdict.value.encode()),
     ]
-    if verdict is Verdict.THROTTLE:
+    if verdict is Verdict.THROTTLE or verdict is Verdict.UNAVAILABLE:
         headers.append((b"retry-after", retry_after_header(decision.retry_after).encode()))
     if wants_json(facts):
         payload = {

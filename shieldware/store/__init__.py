@@ -11,7 +11,15 @@ def open_store(uri: str = "memory://") -> Store:
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme == "memory":
         return MemoryStore(uri)
-    raise ValueError(f"unknown store URI {uri!r}: expected memory:// (redis:// arrives with the Redis store)")
+    if scheme in _REDIS_SCHEMES:
+        from shieldware.store.redis import RedisStore
+
+        return RedisStore(uri)
+    raise ValueError(f"unknown store URI {uri!r}: expected memory://, redis://host:port/db, rediss://, "
+                     "unix:///path, redis+cluster://host:port,… or redis+sentinel://host:port,…/service")
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
 
 
 __all__ = ["MemoryStore", "Store", "StoreUnavailable", "open_store"]

@@ -140,8 +140,11 @@ async def test_published_fingerprint_is_used_when_present():
         def inspect(self, facts, inspection):
             captured.append(inspection)
 
+    # Placed just before the traffic signal, after the header signal that publishes its own.
+    others = [s for s in default_signals() if s.name != "traffic"]
+    traffic = [s for s in default_signals() if s.name == "traffic"]
     eng = Engine(default_policy(), MemoryStore(capacity=256),
-                 signals=[SetsFingerprint(), *default_signals(), Capture()])
+                 signals=[*others, SetsFingerprint(), *traffic, Capture()])
     await eng.decide(request("/product/1", T0))
     assert captured[0].attrs["traffic.fingerprint"] == "fp-from-headers-signal"
     assert any(o.kind == "client" and o.key == "203.0.113.9|fp-from-headers-signal"

@@ -6,19 +6,43 @@ window answers are those of the reference semantics in shieldware/windows/refere
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from shieldware.store import MemoryStore, Store
+from shieldware.store import MemoryStore, Store, open_store
 from shieldware.store.base import STATS_FIELDS, Observation, WindowStats, parse_rate
+from tests.redis_support import redis_cluster, redis_server
 
 STORE_FACTORIES = {
     "memory": lambda: MemoryStore("memory://?capacity=4096"),
+    # Redis stores need a server: their URIs come from the fixtures below (real redis-server
+    # processes on loopback), each test with a key prefix of its own.
+    "redis": "redis_uri",
+    "redis+cluster": "cluster_uri",
 }
+
+
+@pytest.fixture(scope="module")
+def redis_uri(tmp_path_factory):
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.uri
+
+
+@pytest.fixture(scope="module")
+def cluster_uri(tmp_path_factory):
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as uri:
+        yield uri
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
 async def store(request):
-    opened = STORE_FACTORIES[request.param]()
+    factory = STORE_FACTORIES[request.param]
+    if callable(factory):
+        opened = factory()
+    else:
+        uri = request.getfixturevalue(factory)
+        opened = open_store(f"{uri}?prefix=t{random.randrange(1 << 30)}&timeout=1")
     yield opened
     await opened.close()
 

@@ -1,0 +1,92 @@
+"""Question: what does the shared Redis store cost? Demo shop requests/s bare vs memory:// vs redis://.
+
+All three run in one process each (uvicorn, 1 worker), loaded by wrk with browser-like headers
+in the same run. The Redis figures include the commands a request costs, read from Redis's own
+INFO commandstats: network calls (EVALSHA) per request and the commands the script runs inside.
+Starts its own redis-server on a free loopback port. Usage: python bench/redis_store.py [--seconds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import BENCH_DIR, emit, free_port, have_wrk, uvicorn_server, wait_for_port, wrk
+
+
+def command_stats(port: int) -> dict[str, int]:
+    out = subprocess.run(["redis-cli", "-p", str(port), "info", "commandstats"], capture_output=True, text=True,
+                         check=True).stdout
+    stats = {}
+    for line in out.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, rest = line.partition(":")
+            stats[name[len("cmdstat_"):]] = int(rest.split(",")[0].split("=")[1])
+    return stats
+
+
+def measure(factory: str, seconds: int, connections: int, store: str = "memory://", redis_port: int = 0) -> dict:
+    """wrk against one server after a warm-up; with `redis_port`, also the commands of the main run."""
+    with uvicorn_server(factory, env={"SHIELDWARE_BENCH_STORE": store}) as port:
+        url = f"http://127.0.0.1:{port}/product/1"
+        wrk(url, seconds=1, connections=4, script=BENCH_DIR / "browser.lua")
+        before = command_stats(redis_port) if redis_port else {}
+        result = wrk(url, seconds=seconds, connections=connections, script=BENCH_DIR / "browser.lua")
+        if redis_port:
+            after = command_stats(redis_port)
+            result["commands"] = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+        return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if not have_wrk() or not shutil.which("redis-server"):
+        print("needs wrk and redis-server (apt-get install wrk redis-server)", file=sys.stderr)
+        return 2
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="sw-bench-redis-"))
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        bare = measure("shop_bare", args.seconds, args.connections)
+        memory = measure("shop_protected", args.seconds, args.connections)
+        redis_run = measure("shop_protected", args.seconds, args.connections, f"redis://127.0.0.1:{port}/0", port)
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    served = redis_run["requests"]
+    delta = redis_run.pop("commands")
+    delta.pop("info", None)
+    # Commands a client sends over the network vs those the window script runs inside Redis.
+    scripted = ("hmget", "hset", "expire", "pfadd", "pfcount", "del")
+    network = sum(v for k, v in delta.items() if k not in scripted)
+    inside = sum(v for k, v in delta.items() if k in scripted)
+    emit({
+        "benchmark": "redis_store",
+        "seconds": args.seconds,
+        "bare": bare,
+        "memory": memory,
+        "redis": redis_run,
+        "ratio_memory_to_bare": round(memory["requests_per_s"] / bare["requests_per_s"], 3),
+        "ratio_redis_to_bare": round(redis_run["requests_per_s"] / bare["requests_per_s"], 3),
+        "ratio_redis_to_memory": round(redis_run["requests_per_s"] / memory["requests_per_s"], 3),
+        "redis_network_commands_per_request": round(network / max(served, 1), 3),
+        "redis_commands_inside_scripts_per_request": round(inside / max(served, 1), 2),
+        "redis_command_counts": delta,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""redis:// — the shared store: window state computed atomically inside Redis by one Lua script.
+
+Many processes and machines see one view of traffic. Semantics are those of the memory store's
+Numba kernels (shieldware/store/windows.lua follows shieldware/windows/reference.py step for
+step), except distinct counts, which use Redis's own HyperLogLog (PFADD/PFCOUNT, ~0.8 % error
+instead of the memory sketch's ~13 %).
+
+Cost per request: one EVALSHA round trip on a single Redis (all of a request's keys in one
+script call), one concurrent EVALSHA per hash slot on a cluster. Outcome feedback (`record`)
+costs no round trip of its own: it is queued and applied inside the next request's script call
+(or flushed after `flush_after` seconds when traffic is idle).
+
+Failures never hang or fail a request: every call is bounded by `timeout`, a circuit breaker
+stops calling a Redis that keeps failing, and the engine applies the route group's
+`on_store_failure` (serve, challenge or 503) while `StoreUnavailable` is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisError
+
+from shieldware.store import base
+from shieldware.store.base import DISTINCT_SKETCHES, MAX_LIMITS, Observation, StoreUnavailable, WindowStats
+
+log = logging.getLogger("shieldware.store.redis")
+
+DEFAULT_TIMEOUT = 0.05
+DEFAULT_TTL = 7200
+FIRST_CALL_TIMEOUT = 2.0
+MAX_KEY_LENGTH = 200
+_OUR_OPTIONS = ("timeout", "ttl", "prefix", "breaker_failures", "breaker_cooldown")
+
+
+def _lua_constants() -> str:
+    """The window layout of shieldware/store/base.py, as Lua locals."""
+    alphas = ", ".join(repr(2.0 / (span + 1.0)) for span in base.TIMING_SPANS)
+    from shieldware.windows import layout
+
+    return "\n".join([
+        f"local HORIZONS = {{{', '.join(repr(float(h)) for h in base.COUNTER_HORIZONS)}}}",
+        f"local INVERSE_HORIZONS = {{{', '.join(repr(1.0 / h) for h in base.COUNTER_HORIZONS)}}}",
+        f"local DECAY_BASE_RATE = {layout.DECAY_BASE_RATE!r}",
+        f"local DECAY_POWERS = {{{', '.join(str(p) for p in layout.DECAY_POWERS)}}}",
+        f"local ALPHAS = {{{alphas}}}",
+        f"local HALF_LIVES = {{{', '.join(repr(float(h)) for h in base.RATIO_HALF_LIVES)}}}",
+        f"local CHANNELS = {base.RATIO_CHANNELS}",
+        f"local SKETCHES = {DISTINCT_SKETCHES}",
+        f"local LIMITS = {MAX_LIMITS}",
+        f"local VISIT_GAP = {float(base.VISIT_GAP)!r}",
+        f"local GCRA_SLACK = {layout.GCRA_SLACK!r}",
+    ])
+
+
+def window_script() -> str:
+    source = resources.files("shieldware.store").joinpath("windows.lua").read_text(encoding="utf-8")
+    return source.replace("-- @CONSTANTS@", _lua_constants())
+
+
+# Single use within the claim's own (logical) lifetime: a claim whose `until` has passed at the
+# caller's `now` may be taken again, as in the memory store; Redis's PX only cleans up.
+CLAIM_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+
+class CircuitBreaker:
+    """Stop calling a store that keeps failing; try again after a cool-down.
+
+    Closed: calls go through. After `failures` consecutive failures it opens: calls fail at once
+    (no connect attempt, no timeout to wait for) until `cooldown` seconds pass; then one call is
+    let through (half-open) and its outcome closes or re-opens the breaker. Uses the monotonic
+    clock: this is about the network, not about the requests' time.
+    """
+
+    def __init__(self, failures: int = 3, cooldown: float = 1.0) -> None:
+        self.failures_to_open = failures
+        self.cooldown = cooldown
+        self.consecutive_failures = 0
+        self.opened_at: float | None = None
+        self.trial_running = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if time.monotonic() - self.opened_at >= self.cooldown else "open"
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        if time.monotonic() - self.opened_at < self.cooldown or self.trial_running:
+            return False
+        self.trial_running = True
+        return True
+
+    def succeeded(self) -> None:
+        self.consecutive_failures = 0
+        self.opened_at = None
+        self.trial_running = False
+
+    def failed(self) -> None:
+        self.consecutive_failures += 1
+        self.trial_running = False
+        if self.opened_at is not None or self.consecutive_failures >= self.failures_to_open:
+            self.opened_at = time.monotonic()
+
+
+def _entity_tag(kind: str, key: str) -> str:
+    """The hash tag that keeps one entity's keys on one cluster slot; long keys are hashed."""
+    if len(key) > MAX_KEY_LENGTH:
+        key = "h:" + hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=16).hexdigest()
+    return f"{kind}:{key}".replace("{", "(").replace("}", ")")
+
+
+class RedisStore:
+    """The Store protocol on Redis (single server, TLS, Sentinel or Cluster), async, pooled."""
+
+    def __init__(self, uri: str, client: Any = None) -> None:
+        self.uri = uri
+        options, self.mode, client_factory = parse_redis_uri(uri)
+        self.timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+        self.ttl = int(options.get("ttl", DEFAULT_TTL))
+        self.prefix = options.get("prefix", "sw")
+        self.breaker = CircuitBreaker(int(options.get("breaker_failures", 3)),
+                                      float(options.get("breaker_cooldown", 1.0)))
+        self.client = client if client is not None else client_factory(self.timeout)
+        self.scripts = {"windows": window_script(), "claim": CLAIM_SCRIPT}
+        self.shas: dict[str, str] = {}
+        self.flush_after = 0.1
+        self._pending: list[tuple[Observation, float]] = []
+        self._flush_task: asyncio.Task | None = None
+        self._ready = False
+        self.calls = 0  # network calls made, for the benchmark's commands-per-request figure
+
+    # ---- keys ---------------------------------------------------------------------------------
+
+    def _window_keys(self, observation: Observation) -> list[str]:
+        tag = _entity_tag(observation.kind, observation.key)
+        return [f"{self.prefix}:{{{tag}}}:w", f"{self.prefix}:{{{tag}}}:h0", f"{self.prefix}:{{{tag}}}:h1"]
+
+    def _record_key(self, kind: str, key: str) -> str:
+        return f"{self.prefix}:{{rec:{kind}}}:{key}"
+
+    def _record_index(self, kind: str) -> str:
+        return f"{self.prefix}:{{rec:{kind}}}:index"
+
+    def _once_key(self, kind: str, key: str) -> str:
+        return f"{self.prefix}:{{once:{_entity_tag(kind, key)}}}"
+
+    # ---- calls with timeout and breaker -------------------------------------------------------
+
+    async def _guarded(self, action: Any, what: str) -> Any:
+        if not self.breaker.allow():
+            raise StoreUnavailable(f"redis store {self.uri}: circuit open after repeated failures")
+        # The first call also connects (and on a cluster discovers the slot map and loads the
+        # script on every primary): it gets a larger budget than a steady-state call.
+        budget = self.timeout if self._ready else max(self.timeout, FIRST_CALL_TIMEOUT)
+        try:
+            async with asyncio.timeout(budget):
+                result = await action()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.breaker.failed()
+            reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            raise StoreUnavailable(f"redis store {self.uri}: {what} failed ({reason})") from exc
+        self.breaker.succeeded()
+        self._ready = True
+        return result
+
+    async def _evalsha(self, keys: list[str], args: list[Any], script: str = "windows") -> Any:
+        self.calls += 1
+        sha = self.shas.get(script)
+        if sha is None:
+            sha = self.shas[script] = await self.client.script_load(self.scripts[script])
+        try:
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted or flushed its script cache: load once more
+            sha = self.shas[script] = await self.client.script_load(self.scripts[script])
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
+
+    # ---- windows --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _args(observation: Observation, now: float, answer: bool) -> list[Any]:
+        items = [d or "" for d in observation.distinct[:DISTINCT_SKETCHES]]
+        items += [""] * (DISTINCT_SKETCHES - len(items))
+        limits: list[Any] = []
+        for rate in observation.limits[:MAX_LIMITS]:
+            limits += [repr(rate.period / rate.count), rate.count]
+        limits += [0, 0] * (MAX_LIMITS - len(observation.limits[:MAX_LIMITS]))
+        return [repr(float(now)), int(answer), repr(float(observation.count)), int(observation.timing),
+                observation.seen & 0xFF, observation.hits & 0xFF, *items, *limits]
+
+    def _calls_for(self, batch: list[tuple[Observation, float, bool]]) -> list[tuple[list, list, list[int]]]:
+        """One script call for everything on a single server; one per hash slot on a cluster.
+
+        Each call also lists which answered observations (by position among the answered ones)
+        its rows belong to, so answers come back in request order whatever the slots.
+        """
+        groups: dict[int, tuple[list[str], list[Any], list[int]]] = {}
+        answered = 0
+        for observation, now, answer in batch:
+            keys = self._window_keys(observation)
+            slot = key_slot(keys[0].encode()) if self.mode == "cluster" else 0
+            group = groups.setdefault(slot, ([], [self.ttl], []))
+            group[0].extend(keys)
+            group[1].extend(self._args(observation, now, answer))
+            if answer:
+                group[2].append(answered)
+                answered += 1
+        return list(groups.values())
+
+    async def _run(self, batch: list[tuple[Observation, float, bool]]) -> list[WindowStats]:
+        calls = self._calls_for(batch)
+        width = len(base.STATS_FIELDS)
+
+        async def run_all() -> list:
+            return await asyncio.gather(*(self._evalsha(keys, args) for keys, args, _ in calls))
+
+        results = await self._guarded(run_all, "observe")
+        answers: list[WindowStats | None] = [None] * sum(len(order) for _, _, order in calls)
+        for (_, _, order), flat in zip(calls, results, strict=True):
+            rows = [float(v) for v in flat]
+            for n, position in enumerate(order):
+                answers[position] = WindowStats(rows[n * width:(n + 1) * width])
+        return answers  # type: ignore[return-value]
+
+    async def observe(self, observations: Sequence[Observation], now: float) -> list[WindowStats]:
+        pending, self._pending = self._pending, []
+        batch = [(o, at, False) for o, at in pending] + [(o, now, True) for o in observations]
+        if not batch:
+            return []
+        try:
+            return await self._run(batch)
+        except StoreUnavailable:
+            self._pending = pending[-10_000:] + self._pending  # keep feedback for when Redis is back
+            raise
+
+    async def record(self, observations: Sequence[Observation], now: float) -> None:
+        """Queue outcome feedback; it rides along with the next request's script call."""
+        self._pending.extend((o, now) for o in observations)
+        if len(self._pending) > 50_000:  # Redis gone for long: drop the oldest, keep memory bounded
+            del self._pending[: len(self._pending) - 50_000]
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.flush_after)
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            await self._run([(o, at, False) for o, at in pending])
+        except StoreUnavailable as exc:
+            log.warning("feedback not applied, redis unavailable: %s", exc)
+
+    async def flush(self) -> None:
+        """Apply queued feedback now (tests and shutdown)."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await self._run([(o, at, False) for o, at in pending])
+
+    # ---- records --------------------------------------------------------------------------------
+
+    # Records carry their logical expiry (`until`, in the callers' time) and are checked against the
+    # caller's `now`, like the memory store; Redis's own TTL (PX) only cleans them up.
+
+    async def put_record(self, kind: str, key: str, value: dict, ttl: float | None, now: float) -> None:
+        record_key, index = self._record_key(kind, key), self._record_index(kind)
+        until = None if ttl is None else now + ttl
+        body = json.dumps({"v": value, "until": until}, separators=(",", ":"))
+
+        async def put() -> None:
+            async with self.client.pipeline(transaction=self.mode != "cluster") as pipe:
+                if ttl is None:
+                    pipe.set(record_key, body)
+                else:
+                    pipe.set(record_key, body, px=max(1, int(ttl * 1000)))
+                pipe.zadd(index, {key: math.inf if until is None else until})
+                await pipe.execute()
+
+        await self._guarded(put, "put_record")
+
+    @staticmethod
+    def _alive(raw: bytes | str | None, now: float) -> dict | None:
+        if not raw:
+            return None
+        record = json.loads(raw)
+        until = record.get("until")
+        return record["v"] if until is None or until > now else None
+
+    async def get_record(self, kind: str, key: str, now: float) -> dict | None:
+        raw = await self._guarded(lambda: self.client.get(self._record_key(kind, key)), "get_record")
+        return self._alive(raw, now)
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        async def delete() -> bool:
+            async with self.client.pipeline(transaction=self.mode != "cluster") as pipe:
+                pipe.delete(self._record_key(kind, key))
+                pipe.zrem(self._record_index(kind), key)
+                removed, _ = await pipe.execute()
+            return bool(removed)
+
+        return await self._guarded(delete, "delete_record")
+
+    async def list_records(self, kind: str, now: float) -> dict[str, dict]:
+        index = self._record_index(kind)
+
+        async def listing() -> dict[str, dict]:
+            await self.client.zremrangebyscore(index, "-inf", f"({now}")
+            keys = [k.decode() if isinstance(k, bytes) else k for k in await self.client.zrange(index, 0, -1)]
+            if not keys:
+                return {}
+            values = await self.client.mget([self._record_key(kind, k) for k in keys])
+            alive = {k: self._alive(v, now) for k, v in zip(keys, values, strict=True)}
+            return {k: v for k, v in alive.items() if v is not None}
+
+        return await self._guarded(listing, "list_records")
+
+    async def claim_once(self, kind: str, key: str, ttl: float, now: float) -> bool:
+        async def claim() -> bool:
+            args = [repr(float(now)), repr(float(now + ttl)), max(1, int(ttl * 1000))]
+            return bool(await self._evalsha([self._once_key(kind, key)], args, script="claim"))
+
+        return await self._guarded(claim, "claim_once")
+
+    async def close(self) -> None:
+        if self._flush_task is not None and not self._flush_task.done():
+            self._flush_task.cancel()
+        try:
+            await self.flush()
+        except StoreUnavailable:
+            pass
+        close = getattr(self.client, "aclose", None) or self.client.close
+        await close()
+
+
+def parse_redis_uri(uri: str) -> tuple[dict[str, str], str, Any]:
+    """Split a store URI into our options, the mode, and a factory for the redis-py client.
+
+    redis://[:password@]host:port/db, rediss://… (TLS), unix:///path.sock,
+    redis+cluster://host:port,host:port, redis+sentinel://host:port,host:port/service[/db].
+    Our options ride in the query: timeout (seconds), ttl, prefix, breaker_failures, breaker_cooldown.
+    """
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    query = parse_qs(parts.query)
+    options = {k: v[-1] for k, v in query.items() if k in _OUR_OPTIONS}
+    passthrough = "&".join(f"{k}={v[-1]}" for k, v in query.items() if k not in _OUR_OPTIONS)
+    for name in ("timeout", "breaker_cooldown"):
+        if name in options:
+            _positive_float(uri, name, options[name])
+    if scheme in ("redis", "rediss", "unix"):
+        plain = uri.split("?", 1)[0] + (f"?{passthrough}" if passthrough else "")
+
+        def single(timeout: float) -> Any:
+            return aioredis.from_url(plain, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                     retry_on_timeout=False, decode_responses=False)
+
+        return options, "single", single
+    nodes = [_host_port(uri, hp) for hp in parts.netloc.rsplit("@", 1)[-1].split(",") if hp]
+    if not nodes:
+        raise ValueError(f"store URI {uri!r}: expected at least one host:port")
+    password = unquote(parts.password) if parts.password else None
+    if scheme in ("redis+cluster", "rediss+cluster"):
+
+        def cluster(timeout: float) -> Any:
+            return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], password=password,
+                                ssl=scheme.startswith("rediss"), socket_timeout=timeout,
+                                socket_connect_timeout=timeout, decode_responses=False)
+
+        return options, "cluster", cluster
+    if scheme == "redis+sentinel":
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise ValueError(f"store URI {uri!r}: expected the sentinel service name as the path")
+        service, db = path[0], int(path[1]) if len(path) > 1 else 0
+
+        def sentinel(timeout: float) -> Any:
+            from redis.asyncio.sentinel import Sentinel
+
+            watcher = Sentinel(nodes, socket_timeout=timeout, socket_connect_timeout=timeout)
+            return watcher.master_for(service, db=db, password=password, socket_timeout=timeout,
+                                      socket_connect_timeout=timeout)
+
+        return options, "single", sentinel
+    raise ValueError(f"unknown store URI scheme in {uri!r}: expected redis://, rediss://, unix://, "
+                     "redis+cluster:// or redis+sentinel://")
+
+
+def _host_port(uri: str, text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"store URI {uri!r}: {text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _positive_float(uri: str, name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"store URI {uri!r}: {name} must be a number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise ValueError(f"store URI {uri!r}: {name} must be positive, got {value!r}")
+    return number
