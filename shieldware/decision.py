@@ -22,23 +22,17 @@ class Verdict(StrEnum):
 # Severity order, used when several findings want different verdicts.
 SEVERITY = {Verdict.ALLOW: 0, Verdict.TARPIT: 1, Verdict.THROTTLE: 2, Verdict.CHALLENGE: 3, Verdict.BLOCK: 4}
 
-_REF_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford-ish: no i, l, o, u to misread
-_process_tag = "".join(_REF_ALPHABET[b % 32] for b in os.urandom(4))
+_process_tag = os.urandom(3).hex()
 _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
 
 def new_reference() -> str:
-    """A short, unique reference id a person can read over the phone: 4 chars of process + counter.
+    """A short unique reference id a person can read out: 6 hex digits of process tag + a counter.
 
     A counter (not os.urandom per request) keeps it cheap on the hot path; the random process
-    tag keeps ids from different workers apart.
+    tag keeps ids of different workers apart.
     """
-    n = next(_counter)
-    chars = []
-    for _ in range(6):
-        chars.append(_REF_ALPHABET[n & 31])
-        n >>= 5
-    return _process_tag + "-" + "".join(reversed(chars))
+    return f"{_process_tag}-{next(_counter) & 0xFFFFFFF:07x}"
 
 
 @dataclass(slots=True)

@@ -88,7 +88,7 @@ class Engine:
         # A bug in one signal must not take the shop down: skip it, say so, keep the others.
         try:
             step(facts, inspection)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("signal %s failed on %s %s", signal.name, facts.method, facts.path)
             inspection.add("signal.error", signal=signal.name, error=type(exc).__name__)
 
@@ -161,12 +161,12 @@ class Engine:
         for signal in self._feedback_signals:
             try:
                 await signal.feedback(self, decision, now, status, event, fields)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("feedback to %s failed", signal.name)
         for listener in self._event_listeners:
             try:
                 await listener(decision, now, status, event, fields)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("event listener failed")
         if event is not None:
             self.metrics.record_event(event)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 # Limits that keep hostile input cheap: a 100 KB cookie header is parsed, but only this many
@@ -85,6 +86,7 @@ def parse_cookies(raw: str) -> tuple[dict[str, str], list[str]]:
     return cookies, sorted(set(notes))
 
 
+@lru_cache(maxsize=65536)
 def normalise_ip(text: str) -> str | None:
     """Return the canonical text of an IP address (IPv4-mapped IPv6 folded to IPv4), or None."""
     text = text.strip()
@@ -185,20 +187,32 @@ def resolve_client_ip(
     return client, notes
 
 
-def _decode_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[tuple[str, str], ...], dict]:
-    """Decode ASGI header bytes (latin-1 never fails) and fold repeats into one map."""
-    headers = []
-    header_map: dict[str, str] = {}
-    for raw_name, raw_value in raw_headers:
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        headers.append((name, value))
-        previous = header_map.get(name)
-        if previous is None:
-            header_map[name] = value
-        else:
-            header_map[name] = previous + ("; " if name == "cookie" else ", ") + value
-    return tuple(headers), header_map
+def _decode_headers(
+    raw_headers: list[tuple[bytes, bytes]] | tuple,
+) -> tuple[tuple[tuple[str, str], ...], dict[str, str], bool]:
+    """Decode ASGI header bytes (latin-1 never fails) and fold repeats into one map.
+
+    Also says whether any value carried non-ASCII bytes (invalid in HTTP, never sent by
+    browsers). The common case (no repeated names) is one dict comprehension; repeats take a
+    slower path that joins them the way HTTP combines them.
+    """
+    header_map = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw_headers}
+    if len(header_map) == len(raw_headers):
+        headers = tuple(header_map.items())
+    else:
+        header_map = {}
+        pairs = []
+        for raw_name, raw_value in raw_headers:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            pairs.append((name, value))
+            previous = header_map.get(name)
+            if previous is None:
+                header_map[name] = value
+            else:
+                header_map[name] = previous + ("; " if name == "cookie" else ", ") + value
+        headers = tuple(pairs)
+    ascii_only = "".join(header_map.values()).isascii()
+    return headers, header_map, ascii_only
 
 
 def facts_from_scope(
@@ -208,7 +222,7 @@ def facts_from_scope(
     tls_header: str | None = None,
 ) -> RequestFacts:
     """Build RequestFacts from an ASGI HTTP or websocket scope. Never raises on client input."""
-    headers, header_map = _decode_headers(scope.get("headers") or ())
+    headers, header_map, ascii_only = _decode_headers(scope.get("headers") or ())
     client = scope.get("client")
     peer_ip = normalise_ip(str(client[0])) if client else None
     peer_ip = peer_ip or "0.0.0.0"
@@ -220,7 +234,7 @@ def facts_from_scope(
     if raw_cookie:
         cookies, cookie_notes = parse_cookies(raw_cookie)
         notes.extend(cookie_notes)
-    if any(any(ord(ch) > 126 for ch in value) for _, value in headers):
+    if not ascii_only:
         notes.append("header.non_ascii")
     raw_query = scope.get("query_string") or b""
     tls_fingerprint = None
@@ -253,8 +267,8 @@ def facts_from_headers(
     **extra: Any,
 ) -> RequestFacts:
     """Build RequestFacts from already-decoded parts (log lines, tests, forward-auth)."""
-    encoded = [(name.encode("latin-1", "replace"), value.encode("latin-1", "replace")) for name, value in headers]
-    header_tuple, header_map = _decode_headers(encoded)
+    encoded = [(n.encode("latin-1", "replace"), v.encode("latin-1", "replace")) for n, v in headers]
+    header_tuple, header_map, _ = _decode_headers(encoded)
     path, _, query = path.partition("?")
     cookies: dict[str, str] = {}
     notes: list[str] = []

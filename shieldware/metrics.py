@@ -1,40 +1,68 @@
-"""Prometheus metrics: decisions by verdict, group and reason; score and latency histograms."""
+"""Prometheus metrics: decisions by verdict, group and reason; score and latency histograms.
+
+The hot path only bumps plain dict counters and bucket lists; a custom collector turns them
+into Prometheus families when scraped. prometheus-client's own Counter/Histogram take a lock
+per update, which at five updates per request costs more than all signals together.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import ClassVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from shieldware.decision import Decision
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "Metrics"]
 
+SCORE_BUCKETS = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25)
+
+
+class _Histogram:
+    """Bucket counts plus sum; cumulative counts are computed at scrape time, not per update."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        running, out = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
 
 class Metrics:
-    """One set of metric families per registry. `Metrics.shared()` is the process-wide set.
+    """Counters for one process. `Metrics.shared()` is the process-wide set the engine uses by default.
 
-    Label children are cached in dicts: `Counter.labels()` costs a lock and a tuple build per
-    call, which the hot path pays millions of times a day.
+    Updates happen on the event loop thread; a scrape reads a consistent-enough snapshot.
     """
 
     _shared: ClassVar[Metrics | None] = None
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.decisions = Counter("shieldware_decisions", "Decisions by verdict, action and route group",
-                                 ["verdict", "action", "group"], registry=self.registry)
-        self.reasons = Counter("shieldware_reasons", "Evidence by reason code and route group",
-                               ["code", "group"], registry=self.registry)
-        self.scores = Histogram("shieldware_bot_score", "Bot score of decisions", ["group"],
-                                buckets=(5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100), registry=self.registry)
-        self.latency = Histogram("shieldware_decision_seconds", "Time to decide a request",
-                                 buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25),
-                                 registry=self.registry)
-        self.events = Counter("shieldware_events", "Outcome events reported by the app or derived from "
-                              "responses", ["event"], registry=self.registry)
-        self._children: dict[tuple, object] = {}
+    def __init__(self) -> None:
+        self.decisions: dict[tuple[str, str, str], int] = {}
+        self.reasons: dict[tuple[str, str], int] = {}
+        self.events: dict[str, int] = {}
+        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        self.scores: dict[str, _Histogram] = {}
+        self.latency = _Histogram(LATENCY_BUCKETS)
+        self.timings: dict[str, _Histogram] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(self))
 
     @classmethod
     def shared(cls) -> Metrics:
@@ -42,25 +70,81 @@ class Metrics:
             cls._shared = cls()
         return cls._shared
 
-    def _child(self, family, *labels: str):
-        key = (id(family), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = family.labels(*labels)
-        return child
-
     def record_decision(self, decision: Decision) -> None:
         group = decision.route_group
-        self._child(self.decisions, decision.verdict.value, decision.action.value, group).inc()
-        self._child(self.scores, group).observe(decision.bot_score)
+        key = (decision.verdict.value, decision.action.value, group)
+        self.decisions[key] = self.decisions.get(key, 0) + 1
+        histogram = self.scores.get(group)
+        if histogram is None:
+            histogram = self.scores[group] = _Histogram(SCORE_BUCKETS)
+        histogram.observe(decision.bot_score)
         for reason in decision.reasons:
-            self._child(self.reasons, reason.code, group).inc()
+            rkey = (reason.code, group)
+            self.reasons[rkey] = self.reasons.get(rkey, 0) + 1
 
     def record_latency(self, seconds: float) -> None:
         self.latency.observe(seconds)
 
     def record_event(self, event: str) -> None:
-        self._child(self.events, event[:64]).inc()
+        event = event[:64]
+        self.events[event] = self.events.get(event, 0) + 1
+
+    def count(self, name: str, **labels: str) -> None:
+        """A feature's own counter, e.g. count("challenges", outcome="solved"), exported as shieldware_<name>."""
+        key = (name, tuple(sorted(labels.items())))
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    def observe(self, name: str, value: float, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        """A feature's own histogram, e.g. observe("challenge_solve_seconds", 0.4, buckets)."""
+        histogram = self.timings.get(name)
+        if histogram is None:
+            histogram = self.timings[name] = _Histogram(buckets)
+        histogram.observe(value)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Collector:
+    """Turns the plain counters into Prometheus metric families at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        decisions = CounterMetricFamily("shieldware_decisions", "Decisions by verdict, action and route group",
+                                        labels=["verdict", "action", "group"])
+        for (verdict, action, group), n in list(m.decisions.items()):
+            decisions.add_metric([verdict, action, group], n)
+        yield decisions
+        reasons = CounterMetricFamily("shieldware_reasons", "Evidence by reason code and route group",
+                                      labels=["code", "group"])
+        for (code, group), n in list(m.reasons.items()):
+            reasons.add_metric([code, group], n)
+        yield reasons
+        events = CounterMetricFamily("shieldware_events", "Outcome events reported by the app or derived "
+                                     "from responses", labels=["event"])
+        for event, n in list(m.events.items()):
+            events.add_metric([event], n)
+        yield events
+        by_name: dict[str, list] = {}
+        for (name, labels), n in list(m.counters.items()):
+            by_name.setdefault(name, []).append((labels, n))
+        for name, rows in by_name.items():
+            label_names = [k for k, _ in rows[0][0]]
+            family = CounterMetricFamily(f"shieldware_{name}", f"shieldware {name}", labels=label_names)
+            for labels, n in rows:
+                family.add_metric([v for _, v in labels], n)
+            yield family
+        scores = HistogramMetricFamily("shieldware_bot_score", "Bot score of decisions", labels=["group"])
+        for group, histogram in list(m.scores.items()):
+            scores.add_metric([group], histogram.cumulative(), histogram.total)
+        yield scores
+        latency = HistogramMetricFamily("shieldware_decision_seconds", "Time to decide a request")
+        latency.add_metric([], m.latency.cumulative(), m.latency.total)
+        yield latency
+        for name, histogram in list(m.timings.items()):
+            family = HistogramMetricFamily(f"shieldware_{name}", f"shieldware {name}")
+            family.add_metric([], histogram.cumulative(), histogram.total)
+            yield family

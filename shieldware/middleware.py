@@ -19,6 +19,8 @@ from shieldware.store import Store, open_store
 
 log = logging.getLogger("shieldware.middleware")
 
+_SHIELD_HEADERS = frozenset(("x-shield-score", "x-shield-verdict", "x-shield-ref", "x-shield-event"))
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -94,13 +96,16 @@ class ShieldMiddleware:
         if decision.action is not Verdict.ALLOW:
             await self._refuse(decision, facts, scope, receive, send)
             return
-        await self._pass(decision, scope, receive, send, now)
+        await self._pass(decision, facts, scope, receive, send, now)
 
-    async def _pass(self, decision: Decision, scope: Scope, receive: Receive, send: Send, now: float) -> None:
+    async def _pass(self, decision: Decision, facts: RequestFacts, scope: Scope, receive: Receive,
+                    send: Send, now: float) -> None:
         """Serve the request: the app sees the decision in scope state and X-Shield-* headers."""
         scope = dict(scope)
-        # Drop any X-Shield-* the client sent: the app must be able to trust these headers.
-        headers = [h for h in scope["headers"] if not h[0].startswith(b"x-shield-")]
+        if _SHIELD_HEADERS.isdisjoint(facts.header_map):
+            headers = list(scope["headers"])
+        else:  # the client sent X-Shield-* itself: drop them, the app must be able to trust these
+            headers = [h for h in scope["headers"] if not h[0].lower().startswith(b"x-shield-")]
         headers.append((b"x-shield-score", b"%d" % round(decision.bot_score)))
         headers.append((b"x-shield-verdict", decision.verdict.value.encode()))
         headers.append((b"x-shield-ref", decision.ref.encode()))

@@ -374,6 +374,11 @@ def policy_from_mapping(raw: Any, source: str = "<policy>") -> Policy:
         check.fail("mode", "enforce or monitor", mode)
     defaults = check.mapping(raw.get("defaults"), "defaults")
     check.unknown_keys(defaults, ("challenge_above", "block_above"), "defaults")
+    for key in ("challenge_above", "block_above"):
+        if key in defaults:
+            check.threshold(defaults[key], f"defaults.{key}")
+            if check.problems and check.problems[-1].startswith(f"defaults.{key}"):
+                defaults = {k: v for k, v in defaults.items() if k != key}
 
     groups = []
     raw_groups = raw.get("groups") or []
@@ -431,6 +436,8 @@ def policy_from_mapping(raw: Any, source: str = "<policy>") -> Policy:
         if key in raw:
             sections[key] = parse(raw[key], key, check)
 
+    trusted_proxies = check.networks(raw.get("trusted_proxies"), "trusted_proxies")
+    metrics_allow = check.networks(metrics.get("allow_from", ["127.0.0.0/8", "::1/128"]), "metrics.allow_from")
     if check.problems:
         raise PolicyError(source, check.problems)
     return Policy(
@@ -439,13 +446,13 @@ def policy_from_mapping(raw: Any, source: str = "<policy>") -> Policy:
         route_table=RouteTable(tuple(groups), default_group),
         rules=tuple(rules),
         weights=Weights(weights),
-        trusted_proxies=check.networks(raw.get("trusted_proxies"), "trusted_proxies"),
+        trusted_proxies=trusted_proxies,
         tls_fingerprint_header=tls_header.lower() if isinstance(tls_header, str) else None,
         store_uri=store_uri,
         decision_log_path=log.get("path"),
         decision_log_all=bool(log.get("all", False)),
         metrics_path=metrics.get("path", "/.shieldware/metrics"),
-        metrics_allow=check.networks(metrics.get("allow_from", ["127.0.0.0/8", "::1/128"]), "metrics.allow_from"),
+        metrics_allow=metrics_allow,
         sections=sections,
     )
 

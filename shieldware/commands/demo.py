@@ -43,7 +43,8 @@ def demo_policy(args: argparse.Namespace):
         from shieldware.policy import policy_from_mapping
 
         policy = load_policy(args.policy)  # validates with the file's own name in errors
-        raw = yaml.safe_load(open(args.policy, encoding="utf-8"))
+        with open(args.policy, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
         raw.setdefault("decision_log", overrides["decision_log"])
         raw.update({k: v for k, v in overrides.items() if k != "decision_log"})
         return policy_from_mapping(raw, policy.source)

@@ -60,13 +60,17 @@ def _report(request: Request, event: str, **fields: Any) -> None:
 def _page(request: Request, state: ShopState, title: str, body: str, status: int = 200) -> Response:
     sid, new = state.session(request)
     user = state.logins.get(sid)
-    account = f'signed in as {html.escape(user)} · <a href="/logout">log out</a>' if user else '<a href="/login">log in</a>'
+    if user:
+        account = f'signed in as {html.escape(user)} · <a href="/logout">log out</a>'
+    else:
+        account = '<a href="/login">log in</a>'
     count = sum(state.carts.get(sid, {}).values())
     doc = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} · Demo Shop</title>'
         '<link rel="stylesheet" href="/static/app.css"><script src="/static/app.js" defer></script></head><body>'
         '<header><a href="/">Demo Shop</a><a href="/products">Products</a><a href="/search">Search</a>'
-        f'<a href="/cart">Cart ({count})</a>{account}</header><main><h1>{html.escape(title)}</h1>{body}</main></body></html>'
+        f'<a href="/cart">Cart ({count})</a>{account}</header>'
+        f'<main><h1>{html.escape(title)}</h1>{body}</main></body></html>'
     )
     response = HTMLResponse(doc, status_code=status)
     if new:
@@ -121,7 +125,7 @@ def build_shop(state: ShopState | None = None) -> Starlette:
     async def cart(request: Request) -> Response:
         sid, _ = state.session(request)
         lines = state.carts.get(sid, {})
-        rows = "".join(f"<li>{q} × {html.escape(PRODUCTS[pid].name)}</li>" for pid, q in lines.items())
+        rows = "".join(f"<li>{q} &times; {html.escape(PRODUCTS[pid].name)}</li>" for pid, q in lines.items())
         coupon = state.coupons.get(sid)
         extra = f"<p>Coupon {html.escape(coupon)} applied.</p>" if coupon else ""
         body = (f"<ul>{rows or '<li>empty</li>'}</ul>{extra}<form method='post' action='/cart/coupon'>"

@@ -42,7 +42,8 @@ _TOOLS = (
 )
 _TOOL_RE = re.compile("|".join(f"(?P<t{i}>{pattern})" for i, (pattern, _, _) in enumerate(_TOOLS)))
 _BROWSER_RE = re.compile(r"(?P<edge>Edg/(?P<ev>\d+))|(?P<firefox>Firefox/(?P<fv>\d+))|"
-                         r"(?P<chrome>Chrome/(?P<cv>\d+))|(?P<safari>Version/(?P<sv>\d+)[.\d]* (?:Mobile/\S+ )?Safari/)")
+                         r"(?P<chrome>Chrome/(?P<cv>\d+))|"
+                         r"(?P<safari>Version/(?P<sv>\d+)[.\d]* (?:Mobile/\S+ )?Safari/)")
 _BOT_WORDS = re.compile(r"bot\b|crawl|spider|slurp|fetch", re.IGNORECASE)
 
 
@@ -71,7 +72,6 @@ def classify_user_agent(ua: str) -> UserAgentInfo:
     match = _BROWSER_RE.search(ua) if ua.startswith("Mozilla/5.0") else None
     if match is None:
         return UserAgentInfo(False, "unknown", "", "", 0)
-    family = match.lastgroup if match.lastgroup in ("edge", "firefox", "chrome", "safari") else ""
     for family in ("edge", "firefox", "chrome", "safari"):
         if match.group(family):
             break

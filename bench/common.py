@@ -1,0 +1,79 @@
+"""Shared benchmark plumbing: start servers on loopback, run wrk (or a Python fallback), print JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def uvicorn_server(factory: str, env: dict | None = None, workers: int = 1) -> Iterator[int]:
+    """Serve `bench/apps.py:<factory>` with uvicorn on a free loopback port in a subprocess."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", f"apps:{factory}", "--factory", "--app-dir", str(BENCH_DIR),
+           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+           "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_TOTAL = re.compile(r"(\d+) requests in")
+
+
+def wrk(url: str, seconds: int = 8, connections: int = 32, script: Path | None = None) -> dict:
+    """Run wrk with one thread (the server gets the other core) and parse its summary."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    non2xx = _NON2XX.search(out)
+    return {
+        "requests_per_s": float(_RPS.search(out).group(1)),
+        "requests": int(_TOTAL.search(out).group(1)),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
+
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def emit(result: dict) -> None:
+    print(json.dumps(result, indent=2))

@@ -1,0 +1,47 @@
+"""Question: how much throughput does shieldware cost? Bare vs protected (monitor mode), same run, JSON out.
+
+Two apps are measured: the demo shop's product page (a realistic handler) and a one-line
+handler (the worst case for any middleware). Each is served bare and wrapped by
+ShieldMiddleware in monitor mode (every signal evaluated, nothing blocked) and loaded with
+wrk using browser-like headers. Usage: python bench/throughput.py [--seconds 8] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from common import BENCH_DIR, emit, have_wrk, uvicorn_server, wrk
+
+
+def measure(factory: str, seconds: int, connections: int) -> dict:
+    with uvicorn_server(factory) as port:
+        base = f"http://127.0.0.1:{port}"
+        wrk(base + "/product/1", seconds=1, connections=4, script=BENCH_DIR / "browser.lua")  # warm-up
+        return wrk(base + "/product/1", seconds=seconds, connections=connections, script=BENCH_DIR / "browser.lua")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if not have_wrk():
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    result = {"benchmark": "throughput", "mode": "monitor", "seconds": args.seconds,
+              "connections": args.connections}
+    for app in ("shop", "minimal"):
+        bare = measure(f"{app}_bare", args.seconds, args.connections)
+        protected = measure(f"{app}_protected", args.seconds, args.connections)
+        result[app] = {
+            "bare": bare,
+            "protected": protected,
+            "ratio": round(protected["requests_per_s"] / bare["requests_per_s"], 3),
+        }
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

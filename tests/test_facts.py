@@ -1,0 +1,97 @@
+"""RequestFacts from ASGI scopes: client IP trust, header order, defensive cookies."""
+
+from __future__ import annotations
+
+from shieldware.facts import TrustedProxies, facts_from_scope, normalise_ip, parse_cookies
+
+
+def scope(headers, client=("198.51.100.9", 5555), path="/"):
+    return {
+        "type": "http", "method": "GET", "path": path, "query_string": b"a=1",
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) if isinstance(k, str) else (k, v) for k, v in headers],
+        "client": client, "scheme": "http", "http_version": "1.1",
+    }
+
+
+def test_headers_keep_arrival_order_and_lowercase_names():
+    facts = facts_from_scope(scope([("Host", "shop"), ("User-Agent", "x"), ("Accept", "*/*")]), now=5.0)
+    assert facts.header_names == ("host", "user-agent", "accept")
+    assert facts.user_agent == "x"
+    assert facts.now == 5.0
+    assert facts.url == "/?a=1"
+
+
+def test_spoofed_forwarded_for_from_untrusted_peer_is_ignored():
+    trusted = TrustedProxies(["10.0.0.0/8"])
+    facts = facts_from_scope(scope([("x-forwarded-for", "1.2.3.4")]), 0.0, trusted)
+    assert facts.client_ip == "198.51.100.9"
+
+
+def test_forwarded_for_from_trusted_proxy_is_honoured():
+    trusted = TrustedProxies(["10.0.0.0/8"])
+    facts = facts_from_scope(scope([("x-forwarded-for", "1.2.3.4")], client=("10.1.2.3", 1)), 0.0, trusted)
+    assert facts.client_ip == "1.2.3.4"
+
+
+def test_chain_stops_at_first_untrusted_hop():
+    # The client wrote "6.6.6.6" itself; our proxy appended the real client 1.2.3.4 and an inner proxy.
+    trusted = TrustedProxies(["10.0.0.0/8"])
+    headers = [("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.9.9.9")]
+    facts = facts_from_scope(scope(headers, client=("10.1.2.3", 1)), 0.0, trusted)
+    assert facts.client_ip == "1.2.3.4"
+
+
+def test_rfc7239_forwarded_and_x_real_ip():
+    trusted = TrustedProxies(["10.0.0.0/8"])
+    fwd = facts_from_scope(scope([("forwarded", 'for="[2001:db8::7]:443";proto=https')], client=("10.0.0.1", 1)),
+                           0.0, trusted)
+    assert fwd.client_ip == "2001:db8::7"
+    real = facts_from_scope(scope([("x-real-ip", "203.0.113.5")], client=("10.0.0.1", 1)), 0.0, trusted)
+    assert real.client_ip == "203.0.113.5"
+
+
+def test_broken_forwarded_is_noted_not_raised():
+    trusted = TrustedProxies(["10.0.0.0/8"])
+    facts = facts_from_scope(scope([("forwarded", "for"), ("x-forwarded-for", "not-an-ip")], client=("10.0.0.1", 1)),
+                             0.0, trusted)
+    assert facts.client_ip == "10.0.0.1"
+    assert "forwarded.malformed" in facts.notes
+    assert "forwarded.bad_address" in facts.notes
+
+
+def test_ipv4_mapped_ipv6_is_folded():
+    assert normalise_ip("::ffff:192.0.2.1") == "192.0.2.1"
+    assert normalise_ip("[2001:db8::1]:8443") == "2001:db8::1"
+    assert normalise_ip("192.0.2.1:80") == "192.0.2.1"
+    assert normalise_ip("garbage") is None
+
+
+def test_duplicate_headers_combine_and_cookie_headers_merge():
+    facts = facts_from_scope(scope([("cookie", "a=1"), ("accept", "x"), ("cookie", "b=2"), ("accept", "y")]), 0.0)
+    assert facts.cookies == {"a": "1", "b": "2"}
+    assert facts.header_map["accept"] == "x, y"
+    assert facts.header_names == ("cookie", "accept", "cookie", "accept")
+
+
+def test_cookie_parsing_is_lenient_and_notes_oddities():
+    cookies, notes = parse_cookies('a=1; junk; =x; b="quoted"; a=2')
+    assert cookies == {"a": "1", "b": "quoted"}
+    assert "cookie.malformed" in notes
+
+
+def test_huge_cookie_header_is_bounded_and_noted():
+    raw = "; ".join(f"c{i}={'v' * 20}" for i in range(5000))  # ~130 KB
+    facts = facts_from_scope(scope([("cookie", raw)]), 0.0)
+    assert len(facts.cookies) == 64
+    assert "cookie.oversized" in facts.notes and "cookie.too_many" in facts.notes
+
+
+def test_invalid_utf8_bytes_are_kept_and_noted():
+    facts = facts_from_scope(scope([(b"user-agent", b"Mozilla\xff\xfe"), (b"x", b"ok")]), 0.0)
+    assert facts.user_agent == "Mozilla\xff\xfe"
+    assert "header.non_ascii" in facts.notes
+
+
+def test_missing_client_does_not_raise():
+    facts = facts_from_scope({"type": "http", "headers": []}, 0.0)
+    assert facts.client_ip == "0.0.0.0" and facts.path == "/" and facts.method == "GET"
