@@ -15,6 +15,8 @@ COMMAND_MODULES = (
     "shieldware.commands.demo",
     "shieldware.commands.policy",
     "shieldware.commands.explain",
+    "shieldware.commands.switches",
+    "shieldware.commands.account",
 )
 
 

@@ -140,6 +140,9 @@ class Engine:
         fingerprint = inspection.attrs.get("fingerprint")
         if fingerprint:
             decision.extra["fingerprint"] = fingerprint
+        extra = inspection.attrs.get("decision.extra")
+        if extra:  # signals hand the app facts it may act on (e.g. login.step_up)
+            decision.extra.update(extra)
         self.metrics.record_decision(decision)
         self.decision_log.write(decision)
         return decision
