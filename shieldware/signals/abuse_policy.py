@@ -40,7 +40,7 @@ class AbuseThresholds:
     account_spread_failures: float = 3        # ... with this many failures in the hour → challenge
     step_up_failures: float = 3               # prior failures that make a success "step up" (and suspect)
     # -- the whole login group --
-    mass_attack_min_attempts: float = 20      # decayed (60 s half-life) login outcomes before judging
+    mass_attack_min_attempts: float = 10      # decayed (60 s half-life) login outcomes before judging
     mass_attack_margin: float = 0.3           # short-term failure share above the calm baseline ...
     mass_attack_floor: float = 0.5            # ... but never below this share
     typical_failure_ratio: float = 0.2        # the baseline before any traffic has been seen

@@ -143,7 +143,8 @@ class LoginSignal:
         accounts = by_ip.distinct(0)
         if accounts >= limits.spray_challenge_accounts:
             inspection.add("ato.username_spray", accounts=round(accounts), attempts_10m=round(by_ip.count(TEN_MINUTES)))
-            if accounts >= limits.spray_block_accounts and _mostly_failing(by_ip, limits):
+            # Refused attempts get no outcome, so the failing share rests on whatever outcomes remain.
+            if accounts >= limits.spray_block_accounts and _mostly_failing(by_ip, limits, minimum=1.0):
                 inspection.demand(Verdict.BLOCK)
         ip_failures = _failures(by_ip)
         if ip_failures >= limits.ip_failures_challenge:
