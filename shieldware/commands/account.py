@@ -24,7 +24,7 @@ def render(report: dict) -> str:
     lines = [f"Account {report.get('account')}"]
     windows = report.get("windows")
     if windows and "error" not in windows:
-        lines.append(f"  last hour: {windows['failures_last_hour']} failed logins from {windows['distinct_ips']} "
+        lines.append(f"  last hour: {windows['failures_last_hour']:g} failed logins from {windows['distinct_ips']} "
                      f"IPs, {windows['distinct_fingerprints']} client fingerprints")
     suspect = report.get("takeover_suspected")
     if suspect:
