@@ -17,6 +17,8 @@ from shieldware.windows.layout import (
     ALPHAS,
     COUNTER,
     COUNTER_HORIZONS,
+    DECAY_BASE_RATE,
+    DECAY_POWERS,
     DISTINCT_SKETCHES,
     EV_COUNT,
     EV_FLAGS,
@@ -50,8 +52,8 @@ from shieldware.windows.layout import (
     PROBES,
     RATIO_CHANNELS,
     RATIO_DEN,
-    RATIO_HALF_LIVES,
     RATIO_NUM,
+    RATIO_TIME,
     REGISTER_WIDTH,
     STATE_WIDTH,
     TAT,
@@ -64,10 +66,12 @@ from shieldware.windows.layout import (
 _INDEX_SHIFT = 64 - HLL_INDEX_BITS
 _RANK_BITS = 64 - HLL_INDEX_BITS          # bits below the index that the rank is read from
 _FIRST_RANK_BIT = _RANK_BITS - 1
-_POSITIVE = 0x7FFFFFFFFFFFFFFF
+_LOW32 = 0xFFFFFFFF
+# Multiplying by a reciprocal instead of dividing: the reference does exactly the same.
+_INVERSE_HORIZONS = tuple(1.0 / h for h in COUNTER_HORIZONS)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _reset_slot(keys, state, registers, slot, key_hash, now):
     keys[slot] = key_hash
     for col in range(STATE_WIDTH):
@@ -75,12 +79,13 @@ def _reset_slot(keys, state, registers, slot, key_hash, now):
     state[slot, LAST_SEEN] = now
     state[slot, VISIT_START] = now
     state[slot, LAST_TIMED] = -1.0
+    state[slot, RATIO_TIME] = now
     for j in range(MAX_LIMITS):
         state[slot, TAT + j] = -math.inf
     _reset_sketches(state, registers, slot)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _reset_sketches(state, registers, slot):
     for col in range(registers.shape[1]):
         registers[slot, col] = 0
@@ -89,21 +94,26 @@ def _reset_sketches(state, registers, slot):
         state[slot, HLL_ZEROS + i] = float(HLL_REGISTERS)
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def home_slot(key_hash, capacity):
+    """First slot to probe: the hash's high 32 bits scaled to the capacity (no division)."""
+    return (((key_hash >> 32) & _LOW32) * capacity) >> 32
+
+
 FOUND = 0
 CLAIMED = 1
 EVICTED = 2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def find_slot(keys, state, registers, key_hash, now):
     """(slot, FOUND | CLAIMED | EVICTED): the key's slot, an empty one, or the idle-longest of
     the PROBES candidates, reset for this key."""
     capacity = keys.shape[0]
-    start = (key_hash & _POSITIVE) % capacity
+    slot = home_slot(key_hash, capacity)
     victim = -1
     oldest = math.inf
-    for i in range(PROBES):
-        slot = (start + i) % capacity
+    for _ in range(PROBES):
         current = keys[slot]
         if current == key_hash:
             return slot, FOUND
@@ -114,32 +124,29 @@ def find_slot(keys, state, registers, key_hash, now):
         if seen < oldest:
             oldest = seen
             victim = slot
+        slot += 1
+        if slot == capacity:
+            slot = 0
     _reset_slot(keys, state, registers, victim, key_hash, now)
     return victim, EVICTED
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _advance(state, registers, slot, now):
     """Move the key's clock to `now` (never backwards): roll buckets, decay ratios, new visit."""
     last = state[slot, LAST_SEEN]
     if now <= last:
         return last
     for h in range(N_HORIZONS):
-        horizon = COUNTER_HORIZONS[h]
-        passed = math.floor(now / horizon) - math.floor(last / horizon)
+        inverse = _INVERSE_HORIZONS[h]
+        passed = math.floor(now * inverse) - math.floor(last * inverse)
         if passed == 1.0:
             state[slot, COUNTER + 2 * h + 1] = state[slot, COUNTER + 2 * h]
             state[slot, COUNTER + 2 * h] = 0.0
         elif passed > 1.0:
             state[slot, COUNTER + 2 * h + 1] = 0.0
             state[slot, COUNTER + 2 * h] = 0.0
-    elapsed = now - last
-    for k in range(N_HALF_LIVES):
-        factor = 2.0 ** (-elapsed / RATIO_HALF_LIVES[k])
-        for c in range(RATIO_CHANNELS):
-            state[slot, RATIO_NUM + c * N_HALF_LIVES + k] *= factor
-            state[slot, RATIO_DEN + c * N_HALF_LIVES + k] *= factor
-    if elapsed > VISIT_GAP:
+    if now - last > VISIT_GAP:
         state[slot, VISIT_START] = now
         state[slot, LAST_TIMED] = -1.0
         state[slot, GAPS] = 0.0
@@ -151,7 +158,33 @@ def _advance(state, registers, slot, now):
     return now
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def power(base, exponent):
+    """base ** exponent for a small positive integer exponent, by squaring (as the reference)."""
+    result = 1.0
+    while exponent > 0:
+        if exponent & 1:
+            result *= base
+        base *= base
+        exponent >>= 1
+    return result
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _decay_ratios(state, slot, now):
+    elapsed = now - state[slot, RATIO_TIME]
+    if elapsed <= 0.0:
+        return
+    state[slot, RATIO_TIME] = now
+    base = math.exp(-elapsed * DECAY_BASE_RATE)
+    for k in range(N_HALF_LIVES):
+        factor = power(base, DECAY_POWERS[k])
+        for c in range(RATIO_CHANNELS):
+            state[slot, RATIO_NUM + c * N_HALF_LIVES + k] *= factor
+            state[slot, RATIO_DEN + c * N_HALF_LIVES + k] *= factor
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _gcra(state, slot, now, ev_float, e):
     """Check every limit; charge them all only if all conform. Returns the wait (0 = allowed)."""
     wait = 0.0
@@ -170,7 +203,7 @@ def _gcra(state, slot, now, ev_float, e):
     return wait
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _time_event(state, slot, now):
     previous = state[slot, LAST_TIMED]
     state[slot, LAST_TIMED] = now
@@ -191,7 +224,7 @@ def _time_event(state, slot, now):
             state[slot, VAR + s] = (1.0 - alpha) * (state[slot, VAR + s] + diff * step)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _add_item(state, registers, slot, sketch, item):
     index = (item >> _INDEX_SHIFT) & (HLL_REGISTERS - 1)
     rank = 1
@@ -208,7 +241,7 @@ def _add_item(state, registers, slot, sketch, item):
             state[slot, HLL_ZEROS + sketch] -= 1.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def hll_estimate(register_sum, zeros):
     """Cardinality from the exact register sum (scaled by 2^HLL_MAX_RANK) and the empty count."""
     m = float(HLL_REGISTERS)
@@ -220,11 +253,12 @@ def hll_estimate(register_sum, zeros):
     return raw
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _write_stats(state, slot, now, wait, out, e):
+    _decay_ratios(state, slot, now)
     for h in range(N_HORIZONS):
-        horizon = COUNTER_HORIZONS[h]
-        into = (now - math.floor(now / horizon) * horizon) / horizon
+        into = now * _INVERSE_HORIZONS[h]
+        into -= math.floor(into)
         out[e, h] = state[slot, COUNTER + 2 * h] + state[slot, COUNTER + 2 * h + 1] * (1.0 - into)
     out[e, OUT_GAPS] = state[slot, GAPS]
     for s in range(N_SPANS):
@@ -241,7 +275,7 @@ def _write_stats(state, slot, now, wait, out, e):
     out[e, OUT_TOTAL] = state[slot, TOTAL]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
     """Apply events 0..n_events-1 in order; write each one's stats into `out` if it has rows.
 
@@ -271,6 +305,7 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
         seen = flags & 0xFF
         hits = (flags >> 8) & 0xFF
         if seen != 0 or hits != 0:
+            _decay_ratios(state, slot, now)
             for c in range(RATIO_CHANNELS):
                 for k in range(N_HALF_LIVES):
                     if (seen >> c) & 1:

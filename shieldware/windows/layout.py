@@ -30,12 +30,19 @@ N_HORIZONS = len(COUNTER_HORIZONS)
 N_SPANS = len(TIMING_SPANS)
 N_HALF_LIVES = len(RATIO_HALF_LIVES)
 ALPHAS = tuple(2.0 / (span + 1.0) for span in TIMING_SPANS)
+# Ratios decay by exp(-elapsed * ln2 / longest half-life), raised to an integer power for the
+# shorter half-lives: one exp per update instead of one per half-life.
+DECAY_BASE_RATE = 0.6931471805599453 / max(RATIO_HALF_LIVES)
+DECAY_POWERS = tuple(round(max(RATIO_HALF_LIVES) / h) for h in RATIO_HALF_LIVES)
+assert all(p * h == max(RATIO_HALF_LIVES) for p, h in zip(DECAY_POWERS, RATIO_HALF_LIVES, strict=True)), \
+    "ratio half-lives must divide the longest one"
 
 # state columns
 LAST_SEEN = 0
 VISIT_START = 1
 LAST_TIMED = 2          # -1 while the visit has no timed event yet
-TAT = 3                 # MAX_LIMITS GCRA theoretical arrival times
+RATIO_TIME = 3          # ratios decay lazily: the time they were last brought up to date
+TAT = 4                 # MAX_LIMITS GCRA theoretical arrival times
 COUNTER = TAT + MAX_LIMITS      # (current, previous) bucket per horizon
 TOTAL = COUNTER + 2 * N_HORIZONS
 GAPS = TOTAL + 1

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from shieldware.windows.layout import (
     ALPHAS,
     COUNTER_HORIZONS,
+    DECAY_BASE_RATE,
+    DECAY_POWERS,
     DISTINCT_SKETCHES,
     HLL_ALPHA,
     HLL_INDEX_BITS,
@@ -24,11 +26,16 @@ from shieldware.windows.layout import (
     N_SPANS,
     PROBES,
     RATIO_CHANNELS,
-    RATIO_HALF_LIVES,
     VISIT_GAP,
 )
 
 MASK64 = (1 << 64) - 1
+INVERSE_HORIZONS = tuple(1.0 / h for h in COUNTER_HORIZONS)
+
+
+def home_slot(key_hash: int, capacity: int) -> int:
+    """First slot to probe: the high 32 bits of the hash scaled into [0, capacity)."""
+    return (((key_hash >> 32) & 0xFFFFFFFF) * capacity) >> 32
 
 
 @dataclass
@@ -52,6 +59,7 @@ class KeyWindows:
     last_seen: float
     visit_start: float
     last_timed: float = -1.0
+    ratio_time: float = 0.0
     tat: list[float] = field(default_factory=lambda: [-math.inf] * MAX_LIMITS)
     current: list[float] = field(default_factory=lambda: [0.0] * N_HORIZONS)
     previous: list[float] = field(default_factory=lambda: [0.0] * N_HORIZONS)
@@ -100,7 +108,7 @@ class ReferenceTable:
         self.evictions = 0
 
     def slot_of(self, key_hash: int, now: float) -> tuple[int, bool]:
-        start = (key_hash & 0x7FFFFFFFFFFFFFFF) % self.capacity
+        start = home_slot(key_hash, self.capacity)
         candidates = [(start + i) % self.capacity for i in range(PROBES)]
         for slot in candidates:
             if self.slots[slot] == key_hash:
@@ -115,7 +123,7 @@ class ReferenceTable:
 
     def _claim(self, slot: int, key_hash: int, now: float) -> None:
         self.slots[slot] = key_hash
-        self.windows[slot] = KeyWindows(last_seen=now, visit_start=now)
+        self.windows[slot] = KeyWindows(last_seen=now, visit_start=now, ratio_time=now)
 
     def observe(self, event: Event) -> dict[str, float]:
         key_hash = event.key_hash or 1
@@ -126,6 +134,8 @@ class ReferenceTable:
         for h in range(N_HORIZONS):
             w.current[h] += event.count
         w.total += event.count
+        if event.seen or event.hits:
+            decay_ratios(w, now)
         for c in range(RATIO_CHANNELS):
             for k in range(N_HALF_LIVES):
                 w.den[c][k] += 1.0 if (event.seen >> c) & 1 else 0.0
@@ -143,25 +153,43 @@ def advance(w: KeyWindows, when: float) -> float:
     if when <= w.last_seen:
         return w.last_seen  # late events count at the key's latest time
     last = w.last_seen
-    for h, horizon in enumerate(COUNTER_HORIZONS):
-        passed = math.floor(when / horizon) - math.floor(last / horizon)
+    for h, inverse in enumerate(INVERSE_HORIZONS):
+        passed = math.floor(when * inverse) - math.floor(last * inverse)
         if passed == 1:
             w.previous[h], w.current[h] = w.current[h], 0.0
         elif passed > 1:
             w.previous[h] = w.current[h] = 0.0
-    elapsed = when - last
-    for k, half_life in enumerate(RATIO_HALF_LIVES):
-        factor = 2.0 ** (-elapsed / half_life)
-        for c in range(RATIO_CHANNELS):
-            w.num[c][k] *= factor
-            w.den[c][k] *= factor
-    if elapsed > VISIT_GAP:
+    if when - last > VISIT_GAP:
         w.visit_start, w.last_timed, w.gaps = when, -1.0, 0.0
         w.mean = [0.0] * N_SPANS
         w.var = [0.0] * N_SPANS
         w.registers = _grid(DISTINCT_SKETCHES, HLL_REGISTERS, 0)
     w.last_seen = when
     return when
+
+
+def decay_ratios(w: KeyWindows, now: float) -> None:
+    """Exponential decay since the ratios were last touched (lazily: only when used)."""
+    elapsed = now - w.ratio_time
+    if elapsed <= 0.0:
+        return
+    w.ratio_time = now
+    base = math.exp(-elapsed * DECAY_BASE_RATE)
+    for k, exponent in enumerate(DECAY_POWERS):
+        factor = power(base, exponent)
+        for c in range(RATIO_CHANNELS):
+            w.num[c][k] *= factor
+            w.den[c][k] *= factor
+
+
+def power(base: float, exponent: int) -> float:
+    result = 1.0
+    while exponent > 0:
+        if exponent & 1:
+            result *= base
+        base *= base
+        exponent >>= 1
+    return result
 
 
 def gcra(w: KeyWindows, now: float, limits: tuple[tuple[float, float], ...]) -> float:
@@ -195,9 +223,11 @@ def time_event(w: KeyWindows, now: float) -> None:
 
 def stats(w: KeyWindows, now: float, wait: float) -> dict[str, float]:
     """Named answer, the same values the kernel writes into one STATS_FIELDS row."""
+    decay_ratios(w, now)
     counts = []
-    for h, horizon in enumerate(COUNTER_HORIZONS):
-        into = (now - math.floor(now / horizon) * horizon) / horizon
+    for h, inverse in enumerate(INVERSE_HORIZONS):
+        into = now * inverse
+        into -= math.floor(into)
         counts.append(w.current[h] + w.previous[h] * (1.0 - into))
     return {
         "counts": counts,

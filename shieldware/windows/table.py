@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import threading
 from collections.abc import Sequence
 
@@ -11,9 +14,8 @@ from shieldware.store.base import DISTINCT_SKETCHES, MAX_LIMITS, Observation, Wi
 from shieldware.windows.kernels import new_state, observe_events
 from shieldware.windows.layout import EV_FLOAT_WIDTH, EV_INT_WIDTH, OUT_WIDTH
 
-_NO_ITEMS = (0,) * DISTINCT_SKETCHES
-_NO_LIMITS = (0.0, 0.0) * MAX_LIMITS
-_MASK63 = (1 << 63) - 1
+_NO_LIMIT = (0.0, 0.0)
+_NO_LIMITS = _NO_LIMIT * MAX_LIMITS
 
 
 def key_hash(kind: str, key: str) -> int:
@@ -21,33 +23,66 @@ def key_hash(kind: str, key: str) -> int:
     return hash((kind, key)) or 1
 
 
+_item_key = os.urandom(16)
+
+
+def set_item_hash_key(key: bytes) -> None:
+    """Fix the distinct-item hash key (tests that want the same sketch in every run)."""
+    global _item_key
+    _item_key = key
+    _item_hash_cached.cache_clear()
+
+
 def item_hash(item: str | None) -> int:
-    """64-bit hash of a distinct-count item; 0 means "no item"."""
+    """64-bit keyed hash of a distinct-count item; 0 means "no item".
+
+    Keyed BLAKE2b: uniform bits for HyperLogLog, and a client cannot pick paths that all land
+    in one register to hide how many distinct pages it walked.
+    """
     if not item:
         return 0
-    # Spread Python's 64-bit hash over all bits (the kernel reads the top bits for the register)
-    # with one multiply of a 64-bit odd constant, kept in signed int64 range.
-    mixed = (hash(item) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    return (mixed - (1 << 64) if mixed > _MASK63 else mixed) or 1
+    return _item_hash_cached(item)
+
+
+@functools.lru_cache(maxsize=65536)
+def _item_hash_cached(item: str) -> int:
+    # Repeated items (the same user agent, IP, route) are common: cache their hashes.
+    value = int.from_bytes(hashlib.blake2b(item.encode("utf-8", "surrogatepass"), digest_size=8,
+                                           key=_item_key).digest(), "little", signed=True)
+    return value or 1
 
 
 def event_rows(observation: Observation, now: float) -> tuple[list[int], list[float]]:
     """The kernel's int and float row for one observation at `now`."""
-    items = _NO_ITEMS
-    if observation.distinct:
-        items = tuple(item_hash(d) for d in observation.distinct[:DISTINCT_SKETCHES])
-        items += _NO_ITEMS[len(items):]
-    limits: tuple[float, ...] = _NO_LIMITS
-    if observation.limits:
-        limits = ()
-        for rate in observation.limits[:MAX_LIMITS]:
-            limits += (rate.period / rate.count, float(rate.count))
-        limits += _NO_LIMITS[len(limits):]
+    ints: list[int] = []
+    floats: list[float] = []
+    _append_rows(observation, now, ints, floats)
+    return ints, floats
+
+
+def _append_rows(observation: Observation, now: float, ints: list[int], floats: list[float]) -> None:
+    # Hot path (every observation of every request): plain appends onto two flat lists.
+    # Python's string hash is keyed per process (SipHash), so clients cannot aim collisions.
+    ints.append(hash((observation.kind, observation.key)) or 1)
+    distinct = observation.distinct
+    for i in range(DISTINCT_SKETCHES):
+        ints.append(item_hash(distinct[i]) if i < len(distinct) else 0)
     flags = (observation.seen & 0xFF) | (observation.hits & 0xFF) << 8
     if observation.timing:
         flags |= 1 << 16
-    return ([key_hash(observation.kind, observation.key), *items, flags],
-            [now, float(observation.count), *limits])
+    ints.append(flags)
+    floats.append(now)
+    floats.append(observation.count)
+    limits = observation.limits
+    if limits:
+        for j in range(MAX_LIMITS):
+            if j < len(limits):
+                floats.append(limits[j].period / limits[j].count)
+                floats.append(limits[j].count)
+            else:
+                floats.extend(_NO_LIMIT)
+    else:
+        floats.extend(_NO_LIMITS)
 
 
 class WindowTable:
@@ -66,6 +101,8 @@ class WindowTable:
         self._lock = threading.Lock()
         self._ints = np.zeros((max_batch, EV_INT_WIDTH), dtype=np.int64)
         self._floats = np.zeros((max_batch, EV_FLOAT_WIDTH), dtype=np.float64)
+        self._ints_flat = self._ints.reshape(-1)
+        self._floats_flat = self._floats.reshape(-1)
         self._out = np.zeros((max_batch, OUT_WIDTH), dtype=np.float64)
         warm_up()
 
@@ -88,10 +125,13 @@ class WindowTable:
         if count > self._ints.shape[0]:
             return [s for i in range(0, count, self._ints.shape[0])
                     for s in self.observe(observations[i:i + self._ints.shape[0]], now)]
-        rows = [event_rows(o, now) for o in observations]
+        ints: list[int] = []
+        floats: list[float] = []
+        for observation in observations:
+            _append_rows(observation, now, ints, floats)
         with self._lock:
-            self._ints[:count] = [r[0] for r in rows]
-            self._floats[:count] = [r[1] for r in rows]
+            self._ints_flat[:len(ints)] = ints
+            self._floats_flat[:len(floats)] = floats
             self.evictions += observe_events(self.keys, self.state, self.registers,
                                              self._ints, self._floats, count, self._out)
             answers = self._out[:count].tolist()
