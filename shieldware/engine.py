@@ -71,7 +71,12 @@ class Engine:
         for signal in inspectors:
             self._run(signal.inspect, signal, facts, inspection)
         demands: list[tuple[Verdict, float | None]] = []
-        if inspection.observations or assessors:
+        if not inspection.observations:
+            # Nothing to observe (e.g. account signals on a product page): no store round trip.
+            inspection.stats = []
+            for signal in assessors:
+                self._run(signal.assess, signal, facts, inspection)
+        else:
             try:
                 inspection.stats = await self.store.observe(inspection.observations, facts.now)
             except StoreUnavailable as exc:

@@ -81,7 +81,8 @@ def _parse(raw: Any, where: str, check: Any) -> AbuseThresholds:
     return replace(AbuseThresholds(), **changes)
 
 
-register_section("abuse", _parse, AbuseThresholds)
+DEFAULT_THRESHOLDS = AbuseThresholds()  # frozen, so one shared instance serves every policy without `abuse:`
+register_section("abuse", _parse, lambda: DEFAULT_THRESHOLDS)
 
 
 def thresholds(policy: Any) -> AbuseThresholds:
