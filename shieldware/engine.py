@@ -26,6 +26,10 @@ _RULE_VERDICTS = {
 }
 
 
+def _everywhere(group: RouteGroup) -> bool:
+    return True
+
+
 class Engine:
     """One engine serves every front door (middleware, proxy, log replay) of a process.
 
@@ -58,7 +62,10 @@ class Engine:
         """The signals a route group runs (minus its `skip_signals`), split by stage; cached."""
         plan = self._plans.get(group.name)
         if plan is None:
-            active = [s for s in self.signals if s.name not in group.skip_signals]
+            # A signal may say it has nothing to do in a group (`applies_to(group) -> bool`), so
+            # e.g. login signals cost a product page nothing.
+            active = [s for s in self.signals if s.name not in group.skip_signals
+                      and getattr(s, "applies_to", _everywhere)(group)]
             plan = (active, [s for s in active if hasattr(s, "assess")])
             self._plans[group.name] = plan
         return plan

@@ -182,6 +182,7 @@ class SwitchBoard:
         self.refresh_seconds = refresh_seconds
         self.under_attack: dict[str, dict] = {}
         self.lists = {name: _Lists() for name in LISTS}
+        self.has_entries = False  # checked on every request: kept as a plain flag
         self._next_refresh = float("-inf")
         self._refreshing: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -198,10 +199,6 @@ class SwitchBoard:
                 return entry
         return None
 
-    @property
-    def has_entries(self) -> bool:
-        return any(lists.ips or lists.networks or lists.accounts or lists.fingerprints
-                   for lists in self.lists.values())
 
     def maybe_refresh(self, now: float) -> None:
         """Start a background refresh when the cache is older than `refresh_seconds` (never blocks)."""
@@ -217,6 +214,7 @@ class SwitchBoard:
             if entry.get("list") in lists:
                 lists[entry["list"]].add(entry)
         self.lists = lists
+        self.has_entries = bool(state["entries"])
         self.under_attack = state["under_attack"]
 
     def engage_automatically(self, group: str, now: float, hold_seconds: float, reason: str) -> bool:

@@ -95,6 +95,9 @@ class LoginSignal:
     def bind(self, engine: Any) -> None:
         self._board = switchboard_for(engine)
 
+    def applies_to(self, group: Any) -> bool:
+        return "login" in group.setting("watch").actions
+
     # ---- before the store call ---------------------------------------------------------------
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:

@@ -46,6 +46,9 @@ def client_fingerprint(facts: RequestFacts, inspection: Inspection) -> str:
 @lru_cache(maxsize=8192)
 def ip_prefix(client_ip: str) -> str:
     """The /24 of an IPv4 address or the /48 of an IPv6 one (where one operator's hosts usually sit)."""
+    head, dot, last = client_ip.rpartition(".")
+    if dot and ":" not in client_ip and last.isdigit() and head.count(".") == 2:
+        return f"{head}.0/24"  # facts hold normalised addresses: an IPv4 prefix is string work
     try:
         addr = ipaddress.ip_address(client_ip)
     except ValueError:

@@ -56,6 +56,9 @@ def _failures(stats: Any, half_life: int = LONG) -> float:
 class ShopAbuseSignal:
     name = "shopabuse"
 
+    def applies_to(self, group: Any) -> bool:
+        return any(action != "login" for action in group.setting("watch").actions)
+
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
         action = action_of(facts, inspection.group)
         if action is None or action == "login":
