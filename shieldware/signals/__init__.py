@@ -8,6 +8,7 @@ from shieldware.signals.headers import HeaderSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.shopabuse import ShopAbuseSignal
 from shieldware.signals.switches import SwitchSignal
+from shieldware.signals.traffic import TrafficSignal
 from shieldware.signals.useragent import UserAgentSignal
 
 
@@ -15,11 +16,11 @@ def default_signals() -> list[Signal]:
     """The signals every engine runs unless told otherwise, in the order they run.
 
     Order matters only where a signal reads an attribute another publishes (the header check
-    reads the user agent's claimed browser). The switch signal stays last: an operator's allow
-    entry sets aside what the others demanded.
+    reads the user agent's claimed browser; traffic reads the header fingerprint). The switch
+    signal stays last: an operator's allow entry sets aside what the others demanded.
     """
-    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal(), LoginSignal(), ShopAbuseSignal(),
-            SwitchSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal(), TrafficSignal(), LoginSignal(),
+            ShopAbuseSignal(), SwitchSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]
