@@ -27,5 +27,6 @@ apt_install() {
 }
 
 setup_system_packages() {
-  apt_install curl wrk
+  # chromium: the challenge tests drive the real browser (Debian's build, via Playwright).
+  apt_install curl wrk chromium
 }

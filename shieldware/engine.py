@@ -132,6 +132,10 @@ class Engine:
                     verdict = wanted
                 if wanted is Verdict.THROTTLE and wait is not None:
                     retry_after = max(retry_after or 0.0, wait)
+        if verdict is Verdict.CHALLENGE and inspection.attrs.get("challenge.satisfied"):
+            # The client already passed a challenge (a valid clearance): asking again, even for an
+            # explicit challenge rule, would send a person round in circles.
+            verdict = Verdict.ALLOW
         if verdict is Verdict.THROTTLE and retry_after is None:
             retry_after = 1.0
         decision = Decision(

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from shieldware.actions.challenge import install_challenges
 from shieldware.actions.pages import decision_response
 from shieldware.decision import Decision, Verdict
 from shieldware.engine import Engine
@@ -72,6 +73,8 @@ class ShieldMiddleware:
         self._metrics_allow = TrustedProxies(self.policy.metrics_allow)
         if self.policy.metrics_path:
             self.endpoints[self.policy.metrics_path] = self._serve_metrics
+        # Challenge pages, their endpoints and the clearance cookie (actions/challenge.py).
+        self.challenges = install_challenges(self)
         # Login forms whose account field we read before deciding (see shieldware.outcomes).
         self._captures_accounts = any(g.setting("account_field") for g in self.policy.groups)
         self._outcome_headers = {g.name: header_rule_names(g) for g in self.policy.groups}

@@ -23,7 +23,8 @@ def bot_score(evidence: Iterable[Evidence]) -> float:
             human *= 1.0 - min(w, 100.0) / 100.0
         elif w < 0:
             trust += w
-    score = 100.0 * (1.0 - human) + trust
+    # Rounded so that one finding of weight w scores exactly w (floating point would say w - 1e-15).
+    score = round(100.0 * (1.0 - human) + trust, 2)
     if score < 0.0:
         return 0.0
     return 100.0 if score > 100.0 else score

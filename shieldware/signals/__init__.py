@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from shieldware.signals.account import LoginSignal
 from shieldware.signals.base import Inspection, Signal
+from shieldware.signals.clearance import ClearanceSignal
+from shieldware.signals.crawlers import VerifiedCrawlerSignal
 from shieldware.signals.headers import HeaderSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.shopabuse import ShopAbuseSignal
@@ -15,12 +17,12 @@ from shieldware.signals.useragent import UserAgentSignal
 def default_signals() -> list[Signal]:
     """The signals every engine runs unless told otherwise, in the order they run.
 
-    Order matters only where a signal reads an attribute another publishes (the header check
-    reads the user agent's claimed browser; traffic reads the header fingerprint). The switch
-    signal stays last: an operator's allow entry sets aside what the others demanded.
+    Order matters only where a signal reads an attribute another publishes (the header and
+    crawler checks read the user agent's claim; traffic reads the header fingerprint). The
+    switch signal stays last: an operator's allow entry sets aside what the others demanded.
     """
-    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal(), TrafficSignal(), LoginSignal(),
-            ShopAbuseSignal(), SwitchSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), VerifiedCrawlerSignal(), HeaderSignal(), ClearanceSignal(),
+            TrafficSignal(), LoginSignal(), ShopAbuseSignal(), SwitchSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]

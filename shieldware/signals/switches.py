@@ -2,8 +2,8 @@
 
 It runs last, so an allow entry can set aside what the other signals demanded: an operator's
 allow entry means allow (policy rules still apply). A deny entry blocks. A group under attack
-challenges every request in it (a client that already passed a challenge — the
-``challenge.passed`` attribute the challenge feature sets — goes through).
+challenges every request in it (a client that already passed a challenge carries a clearance,
+and the engine lets it through).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class SwitchSignal:
 
     def _under_attack(self, facts: RequestFacts, inspection: Inspection) -> None:
         switch = self._board.attack(inspection.group.name, facts.now)
-        if switch is not None and not inspection.attrs.get("challenge.passed"):
+        if switch is not None:  # a client with a valid clearance passes: the engine turns this into allow
             inspection.add("switch.under_attack", auto=bool(switch.get("auto")), since=switch.get("since"))
             inspection.demand(Verdict.CHALLENGE)
             inspection.attrs["switch.challenged"] = True
