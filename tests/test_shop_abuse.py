@@ -121,8 +121,10 @@ class FakeNetworkAndFingerprint:
 
 def test_real_fingerprint_and_asn_attributes_key_the_login_windows():
     policy = default_policy()
-    engine = Engine(policy, MemoryStore(), signals=[FakeNetworkAndFingerprint(), *default_signals()],
-                    metrics=Metrics())
+    signals = default_signals()
+    at = next(i for i, s in enumerate(signals) if s.name == "account")
+    signals.insert(at, FakeNetworkAndFingerprint())  # overrides the header fingerprint, like a JA4 edge would
+    engine = Engine(policy, MemoryStore(), signals=signals, metrics=Metrics())
 
     async def spray() -> list:
         decisions, now = [], 1_800_000_000.0
