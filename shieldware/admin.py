@@ -44,7 +44,10 @@ class AdminEndpoints:
         await send({"type": "http.response.body", "body": payload})
 
     async def _guard(self, scope: Any, send: Any, facts: RequestFacts, method: str) -> bool:
-        if scope["type"] != "http" or not self.allowed.trusts(facts.client_ip):
+        if scope["type"] != "http":  # a websocket handshake to an admin path: refuse it
+            await send({"type": "websocket.close", "code": 1008, "reason": "not here"})
+            return False
+        if not self.allowed.trusts(facts.client_ip):
             await self._answer(send, 404, {"error": "not found"})
             return False
         if facts.method != method:

@@ -129,6 +129,10 @@ def test_stuffing_over_200_ips_with_one_fingerprint_is_detected_and_switches_und
     assert verdict_of(shop.client.get("/product/3", headers={"x-forwarded-for": "192.0.2.99"})) == "allow"
     # The switch is recorded in the decision log as an automatic one.
     assert any(r.get("type") == "switch" and r.get("auto") and r.get("on") for r in log_records(shop))
+    # Once the attack stops, the automatic switch lets go by itself.
+    shop.clock.advance(700.0)
+    assert verdict_of(shop.client.get("/login", headers={"x-forwarded-for": "192.0.2.98"})) == "allow"
+    assert shop.client.get("/.shieldware/admin/state").json()["under_attack"] == {}
 
 
 def test_slow_guessing_one_account_from_many_ips_is_challenged_within_10_failures(shop):
