@@ -13,7 +13,7 @@ Ratio channels and sketches per key kind (the convention the store protocol leav
   sketch 0 = distinct product ids, sketch 1 = distinct user agents; timing = page requests.
 * ``client`` (IP + fingerprint), pages only: channel 0 = no session cookie, 1 = no Referer;
   sketch 0 = distinct session ids.
-* ``net`` (/24 or /64) and ``fp``: sketch 0 = distinct client IPs.
+* ``net`` (/24 or /64), pages only: sketch 0 = distinct client IPs.
 * ``session`` and ``account``: sketch 0 = distinct client IPs.
 """
 
@@ -46,6 +46,8 @@ for _per in LIMIT_KEYS:
 register_reason("rate.ip.burst", 25, "Many page requests from one IP within ten seconds, more than a person "
                 "clicks through.")
 register_reason("rate.ip.sustained", 30, "A steady high page rate from one IP over ten minutes.")
+register_reason("rate.prefix.sustained", 30, "A high page rate over ten minutes from many addresses of one "
+                "/24 (IPv4) or /64 (IPv6) network: one operator rotating addresses.")
 register_reason("behav.regular_timing", 35, "The gaps between page requests are machine-regular (low "
                 "coefficient of variation over many requests).")
 register_reason("behav.enumeration", 40, "The client walks product pages in id order, or sweeps many "
@@ -58,6 +60,10 @@ register_reason("behav.cookie_amnesia", 35, "Page after page from one IP and cli
                 "session cookie the shop sets: the client throws its cookies away.")
 register_attribute("traffic.fingerprint", "the client-software key the traffic signals used (the header "
                    "signal's fingerprint, or a header-order hash when there is none)")
+
+
+def net_stats_prefix(inspection: Inspection) -> str:
+    return inspection.observations[inspection.attrs["traffic.first"] + 2].key
 
 
 class TrafficSignal:
@@ -97,12 +103,17 @@ class TrafficSignal:
             hits = (0 if session else NO_COOKIE) | (0 if "referer" in facts.header_map else NO_REFERER)
             observations.append(Observation("client", f"{ip}|{fingerprint}", seen=NO_COOKIE | NO_REFERER,
                                              hits=hits, distinct=(session,)))
-        identities = {"ip": ip, "prefix": ip_prefix(ip), "fingerprint": fingerprint,
-                      "session": session, "account": inspection.attrs.get("account")}
-        observations.append(Observation("net", identities["prefix"], distinct=(ip,)))
-        observations.append(Observation("fp", fingerprint, distinct=(ip,)))
+        prefix = ip_prefix(ip)
+        if not static:
+            observations.append(Observation("net", prefix, distinct=(ip,)))
         inspection.attrs["traffic.limits"] = len(observations)
-        for per, chunk, rates in self._limits_of(group):
+        plan = self._limits_of(group)
+        if not plan:
+            inspection.attrs["traffic.end"] = len(observations)
+            return
+        identities = {"ip": ip, "prefix": prefix, "fingerprint": fingerprint,
+                      "session": session, "account": inspection.attrs.get("account")}
+        for per, chunk, rates in plan:
             value = identities.get(per)
             if value:
                 observations.append(Observation(f"rate.{per}", f"{group.name}|{chunk}|{value}", limits=rates))
@@ -146,6 +157,7 @@ class TrafficSignal:
         if settings.assets_through_shieldware:
             self._assess_assets(inspection, ip_stats, settings)
         self._assess_amnesia(inspection, stats[first + 1], settings)
+        self._assess_prefix(inspection, stats[first + 2], settings)
 
     def _assess_limits(self, inspection: Inspection, stats: list) -> None:
         start, end = inspection.attrs["traffic.limits"], inspection.attrs["traffic.end"]
@@ -207,6 +219,13 @@ class TrafficSignal:
             inspection.add("behav.cookie_amnesia", pages=round(pages, 1),
                            without_cookie_share=round(share, 2),
                            distinct_sessions=round(client_stats.distinct(0)))
+
+    def _assess_prefix(self, inspection: Inspection, net_stats: Any, settings: TrafficSettings) -> None:
+        ips = net_stats.distinct(0)
+        pages = net_stats.count(2)
+        if pages >= settings.prefix_pages_10min and ips >= settings.prefix_min_ips:
+            inspection.add("rate.prefix.sustained", pages_10min=round(pages), distinct_ips=round(ips),
+                           prefix=net_stats_prefix(inspection))
 
     # ---- after the response ---------------------------------------------------------------
 

@@ -61,6 +61,8 @@ class TrafficSettings:
     amnesia_min_share: float = 0.9           # ... at least this share arriving without the session cookie
     burst_pages_10s: float = 25.0            # soft evidence (score), below the hard limits
     sustained_pages_10min: float = 400.0
+    prefix_pages_10min: float = 1500.0       # pages from one /24 or /64 in ten minutes ...
+    prefix_min_ips: float = 16.0             # ... spread over at least this many addresses
 
 
 _NUMBER_FIELDS = {f.name for f in fields(TrafficSettings)} - {"assets_through_shieldware", "session_cookies"}

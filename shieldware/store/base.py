@@ -62,7 +62,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 # ---- the fixed window layout every store implements -------------------------------------------
@@ -129,12 +128,12 @@ def parse_rate(text: str) -> Rate:
     return Rate(count, period)
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(NamedTuple):
     """One event for one key: which window families it updates (see the module docstring).
 
     ``kind`` is a short namespace (``ip``, ``net``, ``fp``, ``session``, ``account``,
     ``rate.ip``...) and ``key`` the value within it; a store hashes the pair to a slot.
+    A NamedTuple rather than a dataclass: requests build several, and tuples are cheap.
     """
 
     kind: str

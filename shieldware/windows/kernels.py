@@ -132,11 +132,9 @@ def find_slot(keys, state, registers, key_hash, now):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _advance(state, registers, slot, now):
-    """Move the key's clock to `now` (never backwards): roll buckets, decay ratios, new visit."""
-    last = state[slot, LAST_SEEN]
-    if now <= last:
-        return last
+def _roll_buckets(state, slot, now, last):
+    """Weighted previous/current buckets: a bucket boundary passed moves current to previous;
+    two or more passed leave both empty."""
     for h in range(N_HORIZONS):
         inverse = _INVERSE_HORIZONS[h]
         passed = math.floor(now * inverse) - math.floor(last * inverse)
@@ -146,6 +144,17 @@ def _advance(state, registers, slot, now):
         elif passed > 1.0:
             state[slot, COUNTER + 2 * h + 1] = 0.0
             state[slot, COUNTER + 2 * h] = 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _advance(state, registers, slot, now):
+    """Move the key's clock to `now` (never backwards): roll buckets, decay ratios, new visit."""
+    last = state[slot, LAST_SEEN]
+    if now <= last:
+        return last
+    # Every horizon is a multiple of the shortest, so if the shortest did not roll, none did.
+    if math.floor(now * _INVERSE_HORIZONS[0]) != math.floor(last * _INVERSE_HORIZONS[0]):
+        _roll_buckets(state, slot, now, last)
     if now - last > VISIT_GAP:
         state[slot, VISIT_START] = now
         state[slot, LAST_TIMED] = -1.0

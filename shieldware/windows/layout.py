@@ -27,6 +27,7 @@ from shieldware.store.base import (
 )
 
 N_HORIZONS = len(COUNTER_HORIZONS)
+assert all(h % COUNTER_HORIZONS[0] == 0 for h in COUNTER_HORIZONS), "horizons must be multiples of the first"
 N_SPANS = len(TIMING_SPANS)
 N_HALF_LIVES = len(RATIO_HALF_LIVES)
 ALPHAS = tuple(2.0 / (span + 1.0) for span in TIMING_SPANS)

@@ -153,12 +153,9 @@ def advance(w: KeyWindows, when: float) -> float:
     if when <= w.last_seen:
         return w.last_seen  # late events count at the key's latest time
     last = w.last_seen
-    for h, inverse in enumerate(INVERSE_HORIZONS):
-        passed = math.floor(when * inverse) - math.floor(last * inverse)
-        if passed == 1:
-            w.previous[h], w.current[h] = w.current[h], 0.0
-        elif passed > 1:
-            w.previous[h] = w.current[h] = 0.0
+    # Horizons are multiples of the shortest: if it did not roll, none did (the kernel's shortcut).
+    if math.floor(when * INVERSE_HORIZONS[0]) != math.floor(last * INVERSE_HORIZONS[0]):
+        roll_buckets(w, when, last)
     if when - last > VISIT_GAP:
         w.visit_start, w.last_timed, w.gaps = when, -1.0, 0.0
         w.mean = [0.0] * N_SPANS
@@ -166,6 +163,15 @@ def advance(w: KeyWindows, when: float) -> float:
         w.registers = _grid(DISTINCT_SKETCHES, HLL_REGISTERS, 0)
     w.last_seen = when
     return when
+
+
+def roll_buckets(w: KeyWindows, when: float, last: float) -> None:
+    for h, inverse in enumerate(INVERSE_HORIZONS):
+        passed = math.floor(when * inverse) - math.floor(last * inverse)
+        if passed == 1:
+            w.previous[h], w.current[h] = w.current[h], 0.0
+        elif passed > 1:
+            w.previous[h] = w.current[h] = 0.0
 
 
 def decay_ratios(w: KeyWindows, now: float) -> None:

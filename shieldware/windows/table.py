@@ -14,8 +14,8 @@ from shieldware.store.base import DISTINCT_SKETCHES, MAX_LIMITS, Observation, Wi
 from shieldware.windows.kernels import new_state, observe_events
 from shieldware.windows.layout import EV_FLOAT_WIDTH, EV_INT_WIDTH, OUT_WIDTH
 
-_NO_LIMIT = (0.0, 0.0)
-_NO_LIMITS = _NO_LIMIT * MAX_LIMITS
+_NO_ITEMS = (0,) * DISTINCT_SKETCHES
+_NO_LIMITS = (0.0, 0.0) * MAX_LIMITS
 
 
 def key_hash(kind: str, key: str) -> int:
@@ -63,26 +63,35 @@ def event_rows(observation: Observation, now: float) -> tuple[list[int], list[fl
 def _append_rows(observation: Observation, now: float, ints: list[int], floats: list[float]) -> None:
     # Hot path (every observation of every request): plain appends onto two flat lists.
     # Python's string hash is keyed per process (SipHash), so clients cannot aim collisions.
-    ints.append(hash((observation.kind, observation.key)) or 1)
-    distinct = observation.distinct
-    for i in range(DISTINCT_SKETCHES):
-        ints.append(item_hash(distinct[i]) if i < len(distinct) else 0)
-    flags = (observation.seen & 0xFF) | (observation.hits & 0xFF) << 8
-    if observation.timing:
-        flags |= 1 << 16
-    ints.append(flags)
-    floats.append(now)
-    floats.append(observation.count)
-    limits = observation.limits
-    if limits:
-        for j in range(MAX_LIMITS):
-            if j < len(limits):
-                floats.append(limits[j].period / limits[j].count)
-                floats.append(limits[j].count)
-            else:
-                floats.extend(_NO_LIMIT)
+    kind, key, count, timing, distinct, seen, hits, limits = observation
+    ints.append(hash((kind, key)) or 1)
+    if distinct:
+        for i in range(DISTINCT_SKETCHES):
+            ints.append(item_hash(distinct[i]) if i < len(distinct) else 0)
     else:
-        floats.extend(_NO_LIMITS)
+        ints.extend(_NO_ITEMS)
+    ints.append((seen & 0xFF) | (hits & 0xFF) << 8 | (0x10000 if timing else 0))
+    floats.append(now)
+    floats.append(count)
+    floats.extend(_limit_floats(limits) if limits else _NO_LIMITS)
+
+
+_LIMIT_FLOATS: dict[int, tuple[tuple, tuple[float, ...]]] = {}
+
+
+def _limit_floats(limits: tuple) -> tuple[float, ...]:
+    """(interval, burst) pairs for the kernel, cached per limits tuple (signals reuse theirs)."""
+    cached = _LIMIT_FLOATS.get(id(limits))
+    if cached is not None and cached[0] is limits:
+        return cached[1]
+    pairs: tuple[float, ...] = ()
+    for rate in limits[:MAX_LIMITS]:
+        pairs += (rate.period / rate.count, float(rate.count))
+    pairs += _NO_LIMITS[len(pairs):]
+    if len(_LIMIT_FLOATS) > 4096:
+        _LIMIT_FLOATS.clear()
+    _LIMIT_FLOATS[id(limits)] = (limits, pairs)  # holding `limits` keeps its id from being reused
+    return pairs
 
 
 class WindowTable:
