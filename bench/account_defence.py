@@ -61,12 +61,16 @@ async def rate(engine: Engine, batch: list, feedback: bool) -> float:
     return len(batch) / (time.perf_counter() - started)
 
 
-async def main_async(count: int) -> dict:
-    result: dict = {"benchmark": "account_defence", "decisions": count}
+async def main_async(count: int, rounds: int) -> dict:
+    result: dict = {"benchmark": "account_defence", "decisions": count, "rounds": rounds}
     for kind in ("product", "login"):
         batch = requests(kind, count)
-        without = await rate(build_engine(False), batch, feedback=False)
-        with_signals = await rate(build_engine(True), batch, feedback=kind == "login")
+        # Alternate the two engines over several rounds and keep each one's best: the machine is
+        # shared, so a single run mostly measures the neighbours.
+        without = with_signals = 0.0
+        for _ in range(rounds):
+            without = max(without, await rate(build_engine(False), batch, feedback=False))
+            with_signals = max(with_signals, await rate(build_engine(True), batch, feedback=kind == "login"))
         result[kind] = {"without_per_s": round(without), "with_per_s": round(with_signals),
                         "ratio": round(with_signals / without, 3)}
     return result
@@ -74,9 +78,10 @@ async def main_async(count: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument("--decisions", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main_async(args.decisions))))
+    print(json.dumps(asyncio.run(main_async(args.decisions, args.rounds))))
     return 0
 
 

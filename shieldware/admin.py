@@ -2,8 +2,10 @@
 
 ``shieldware under-attack|allow|deny|account --server URL`` talks to these, which is how a
 CLI reaches a server whose store is ``memory://`` (another process's memory is out of reach).
-They answer only clients in the policy's ``admin.allow_from`` (loopback by default); anyone
-else gets a plain 404, as if nothing were there.
+They answer only clients in the policy's ``admin.allow_from`` (loopback by default), never a
+request forwarded by a proxy that is not in ``trusted_proxies``, and, when
+``SHIELDWARE_ADMIN_TOKEN`` is set, only with ``Authorization: Bearer <token>``. Anyone else gets
+a plain 404, as if nothing were there.
 
 - ``GET  {prefix}/admin/state``                    switches and list entries in force
 - ``POST {prefix}/admin/under-attack``             ``{"group", "on", "for", "reason"}``
@@ -13,7 +15,9 @@ else gets a plain 404, as if nothing were there.
 
 from __future__ import annotations
 
+import hmac
 import json
+import os
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,6 +32,8 @@ from shieldware.switches import (
 )
 
 MAX_ADMIN_BODY = 8 * 1024
+TOKEN_ENV = "SHIELDWARE_ADMIN_TOKEN"
+_FORWARDING = frozenset(("x-forwarded-for", "forwarded", "x-real-ip"))
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
@@ -37,6 +43,20 @@ class AdminEndpoints:
         self.engine = middleware.engine
         settings = self.engine.policy.section("admin")
         self.allowed = TrustedProxies(settings["allow_from"])
+        self.proxies = TrustedProxies(self.engine.policy.trusted_proxies)
+
+    def _admits(self, facts: RequestFacts) -> bool:
+        if not self.allowed.trusts(facts.client_ip):
+            return False
+        # Behind a reverse proxy that is not in trusted_proxies every visitor seems to come from
+        # the proxy's (often loopback) address: a forwarded request is never taken as local.
+        if not self.proxies.trusts(facts.peer_ip) and not _FORWARDING.isdisjoint(facts.header_map):
+            return False
+        token = os.environ.get(TOKEN_ENV)
+        if token:
+            sent = facts.header_map.get("authorization", "")
+            return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+        return True
 
     async def _answer(self, send: Any, status: int, body: Any) -> None:
         payload = json.dumps(body, default=str).encode()
@@ -47,7 +67,7 @@ class AdminEndpoints:
         if scope["type"] != "http":  # a websocket handshake to an admin path: refuse it
             await send({"type": "websocket.close", "code": 1008, "reason": "not here"})
             return False
-        if not self.allowed.trusts(facts.client_ip):
+        if not self._admits(facts):
             await self._answer(send, 404, {"error": "not found"})
             return False
         if facts.method != method:

@@ -206,3 +206,18 @@ def test_cli_store_mode_reaches_servers_sharing_a_redis_store(tmp_path, capsys):
     finally:
         cli(capsys, "under-attack", "off", "--group", "login", "--store", uri)
         asyncio.run(store.close())
+
+
+def test_admin_endpoint_behind_an_untrusted_proxy_and_with_a_token(tmp_path, monkeypatch, capsys):
+    # No trusted_proxies: a local nginx would make every visitor look like 127.0.0.1.
+    app = build_demo_app(policy=default_policy(decision_log={"path": str(tmp_path / "d.jsonl")}))
+    with live_server(app) as server:
+        forwarded = httpx.get(f"{server.url}/.shieldware/admin/state", headers={"x-forwarded-for": "203.0.113.1"})
+        assert forwarded.status_code == 404
+        assert httpx.get(f"{server.url}/.shieldware/admin/state").status_code == 200
+        monkeypatch.setenv("SHIELDWARE_ADMIN_TOKEN", "s3cret-token")
+        assert httpx.get(f"{server.url}/.shieldware/admin/state").status_code == 404
+        wrong = httpx.get(f"{server.url}/.shieldware/admin/state", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 404
+        code, out, _ = cli(capsys, "allow", "list", "--server", server.url)  # the CLI sends the token
+        assert code == 0 and "empty" in out

@@ -42,7 +42,9 @@ class RemoteLink:
         import httpx
 
         try:
-            response = httpx.request(method, self.base + path, timeout=10.0, **kwargs)
+            token = os.environ.get("SHIELDWARE_ADMIN_TOKEN")
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            response = httpx.request(method, self.base + path, timeout=10.0, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise LinkError(f"cannot reach {self.base}: {exc}") from exc
         if response.status_code == 404:
