@@ -119,6 +119,8 @@ class AdminEndpoints:
         record = await set_under_attack(self.engine.store, self.engine.decision_log, group, bool(body.get("on")),
                                         facts.now, seconds, str(body.get("reason") or "")[:200],
                                         by=f"admin@{facts.client_ip}")
+        if record["on"]:
+            self.engine.metrics.count("under_attack_engaged", group=group, how="operator")
         await switchboard_for(self.engine).refresh(facts.now)
         await self._answer(send, 200, record)
 

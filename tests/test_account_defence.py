@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 
+from shieldware.cli import main
 from shieldware.demo import build_demo_app
 from shieldware.demo.catalogue import GOOD_CARD
 from shieldware.policy import default_policy
@@ -129,13 +130,15 @@ def test_stuffing_over_200_ips_with_one_fingerprint_is_detected_and_switches_und
     assert verdict_of(shop.client.get("/product/3", headers={"x-forwarded-for": "192.0.2.99"})) == "allow"
     # The switch is recorded in the decision log as an automatic one.
     assert any(r.get("type") == "switch" and r.get("auto") and r.get("on") for r in log_records(shop))
+    metrics = shop.client.get("/.shieldware/metrics").text
+    assert 'shieldware_under_attack_engaged' in metrics and 'how="auto"' in metrics
     # Once the attack stops, the automatic switch lets go by itself.
     shop.clock.advance(700.0)
     assert verdict_of(shop.client.get("/login", headers={"x-forwarded-for": "192.0.2.98"})) == "allow"
     assert shop.client.get("/.shieldware/admin/state").json()["under_attack"] == {}
 
 
-def test_slow_guessing_one_account_from_many_ips_is_challenged_within_10_failures(shop):
+def test_slow_guessing_one_account_from_many_ips_is_challenged_within_10_failures(shop, capsys):
     rng = random.Random(3)
     failures, challenged_after, verdicts = 0, None, []
     for attempt in range(30):
@@ -155,6 +158,13 @@ def test_slow_guessing_one_account_from_many_ips_is_challenged_within_10_failure
     # alice herself, from home, is challenged (at most) but never blocked while the attack lasts.
     shop.clock.advance(5.0)
     assert verdict_of(login(shop, "alice", "wonderland", ip="192.0.2.10")) in ("allow", "challenge")
+    # Support sees the attack on the account: answered failures and the refused attempts.
+    assert main(["account", "alice", "--log", str(shop.log), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    outcomes = [row["outcome"] for row in report["attempts"]]
+    assert outcomes.count("failed") == failures and "refused" in outcomes
+    refused = next(row for row in report["attempts"] if row["outcome"] == "refused")
+    assert refused["verdict"] == "challenge" and refused["client_ip"].startswith("198.18.")
 
 
 def test_a_person_who_mistypes_twice_then_logs_in_is_never_blocked(shop):

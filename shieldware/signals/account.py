@@ -91,9 +91,11 @@ class LoginSignal:
     def __init__(self) -> None:
         self._baseline: float | None = None
         self._board: Any = None
+        self._metrics: Any = None
 
     def bind(self, engine: Any) -> None:
         self._board = switchboard_for(engine)
+        self._metrics = engine.metrics
 
     def applies_to(self, group: Any) -> bool:
         return "login" in group.setting("watch").actions
@@ -208,6 +210,8 @@ class LoginSignal:
                 reason = f"login failure share {share:.0%} over {weight:.0f} recent outcomes (baseline {baseline:.0%})"
                 if board.engage_automatically(group, facts.now, limits.under_attack_hold, reason):
                     log.warning("route group %s switched to under-attack: %s", group, reason)
+                    if self._metrics is not None:
+                        self._metrics.count("under_attack_engaged", group=group, how="auto")
 
     # ---- after the response ------------------------------------------------------------------
 

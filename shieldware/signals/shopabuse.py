@@ -188,6 +188,7 @@ class ShopAbuseSignal:
                 observations.append(Observation("pay.fp", fingerprint, count=0.0, seen=1, hits=bit))
         if observations:
             await engine.store.record(observations, now)
+        engine.metrics.count("shop_outcomes", family=family, outcome=decision.extra[marker])
 
     def _outcome(self, engine: Any, decision: Any, status: int | None, event: str | None,
                  fields: dict[str, Any], shop: dict | None) -> tuple[str | None, bool | None]:
