@@ -67,11 +67,12 @@ _INDEX_SHIFT = 64 - HLL_INDEX_BITS
 _RANK_BITS = 64 - HLL_INDEX_BITS          # bits below the index that the rank is read from
 _FIRST_RANK_BIT = _RANK_BITS - 1
 _LOW32 = 0xFFFFFFFF
+_RANK_WEIGHT = np.array([float(1 << (HLL_MAX_RANK - r)) for r in range(HLL_MAX_RANK + 1)])
 # Multiplying by a reciprocal instead of dividing: the reference does exactly the same.
 _INVERSE_HORIZONS = tuple(1.0 / h for h in COUNTER_HORIZONS)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _reset_slot(keys, state, registers, slot, key_hash, now):
     keys[slot] = key_hash
     for col in range(STATE_WIDTH):
@@ -85,7 +86,7 @@ def _reset_slot(keys, state, registers, slot, key_hash, now):
     _reset_sketches(state, registers, slot)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _reset_sketches(state, registers, slot):
     for col in range(registers.shape[1]):
         registers[slot, col] = 0
@@ -105,7 +106,7 @@ CLAIMED = 1
 EVICTED = 2
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def find_slot(keys, state, registers, key_hash, now):
     """(slot, FOUND | CLAIMED | EVICTED): the key's slot, an empty one, or the idle-longest of
     the PROBES candidates, reset for this key."""
@@ -245,7 +246,7 @@ def _add_item(state, registers, slot, sketch, item):
     old = registers[slot, col]
     if rank > old:
         registers[slot, col] = rank
-        state[slot, HLL_SUM + sketch] += float(1 << (HLL_MAX_RANK - rank)) - float(1 << (HLL_MAX_RANK - old))
+        state[slot, HLL_SUM + sketch] += _RANK_WEIGHT[rank] - _RANK_WEIGHT[old]
         if old == 0:
             state[slot, HLL_ZEROS + sketch] -= 1.0
 
@@ -298,7 +299,11 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
         if key_hash == 0:
             key_hash = 1  # 0 marks an empty slot
         event_time = ev_float[e, EV_TIME]
-        slot, status = find_slot(keys, state, registers, key_hash, event_time)
+        slot = home_slot(key_hash, keys.shape[0])
+        if keys[slot] == key_hash:
+            status = FOUND  # the common case, checked here so the probe loop stays out of line
+        else:
+            slot, status = find_slot(keys, state, registers, key_hash, event_time)
         if status == FOUND:
             now = _advance(state, registers, slot, event_time)
         else:
