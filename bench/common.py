@@ -39,6 +39,7 @@ def uvicorn_server(factory: str, env: dict | None = None, workers: int = 1) -> I
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", f"apps:{factory}", "--factory", "--app-dir", str(BENCH_DIR),
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+           "--no-proxy-headers",
            "--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     try:

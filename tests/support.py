@@ -52,12 +52,17 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A real uvicorn server on 127.0.0.1 in a background thread, stopped on exit."""
+    """A real uvicorn server on 127.0.0.1 in a background thread, stopped on exit.
+
+    uvicorn's own proxy-header handling is off: it would rewrite the client address from
+    X-Forwarded-For before shieldware, which decides itself whom to trust.
+    """
 
     def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
         self.port = port or free_port()
         self.config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                     access_log=False, lifespan="off", **config)
+                                     access_log=False, lifespan="off",
+                                     **{"proxy_headers": False, **config})
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -64,5 +64,6 @@ def run(args: argparse.Namespace) -> int:
     print(TRY_THIS.format(host=args.host, port=args.port, policy=args.policy or "default",
                           store=policy.store_uri, log=args.log), flush=True)
     app = build_demo_app(policy=policy)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # proxy_headers=False: shieldware resolves the client address itself, from trusted proxies only.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)
     return 0

@@ -7,6 +7,7 @@ from shieldware.signals.base import Inspection, Signal
 from shieldware.signals.clearance import ClearanceSignal
 from shieldware.signals.crawlers import VerifiedCrawlerSignal
 from shieldware.signals.headers import HeaderSignal
+from shieldware.signals.network import NetworkSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.shopabuse import ShopAbuseSignal
 from shieldware.signals.switches import SwitchSignal
@@ -21,8 +22,8 @@ def default_signals() -> list[Signal]:
     crawler checks read the user agent's claim; traffic reads the header fingerprint). The
     switch signal stays last: an operator's allow entry sets aside what the others demanded.
     """
-    return [RequestSanitySignal(), UserAgentSignal(), VerifiedCrawlerSignal(), HeaderSignal(), ClearanceSignal(),
-            TrafficSignal(), LoginSignal(), ShopAbuseSignal(), SwitchSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), NetworkSignal(), VerifiedCrawlerSignal(), HeaderSignal(),
+            ClearanceSignal(), TrafficSignal(), LoginSignal(), ShopAbuseSignal(), SwitchSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]
