@@ -27,6 +27,7 @@ apt_install() {
 }
 
 setup_system_packages() {
-  # chromium: the challenge tests drive the real browser (Debian's build, via Playwright).
-  apt_install curl wrk chromium
+  # chromium: the challenge, header, biometrics and report tests drive the real browser (Playwright).
+  # nginx-light: the proxy's forward-auth test runs a real nginx with auth_request.
+  apt_install curl wrk chromium nginx-light
 }

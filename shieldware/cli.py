@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "shieldware.commands.explain",
     "shieldware.commands.ua",
     "shieldware.commands.geoip",
+    "shieldware.commands.proxy",
     "shieldware.commands.switches",
     "shieldware.commands.account",
 )

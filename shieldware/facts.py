@@ -89,6 +89,7 @@ def parse_cookies(raw: str) -> tuple[dict[str, str], list[str]]:
     return cookies, sorted(set(notes))
 
 
+# Cached: a front door sees the same few peer addresses over and over, and parsing is not free.
 @lru_cache(maxsize=65536)
 def normalise_ip(text: str) -> str | None:
     """Return the canonical text of an IP address (IPv4-mapped IPv6 folded to IPv4), or None."""
@@ -214,7 +215,8 @@ def _decode_headers(
             else:
                 header_map[name] = previous + ("; " if name == "cookie" else ", ") + value
         headers = tuple(pairs)
-    ascii_only = "".join(header_map.values()).isascii()
+    joined = "".join(header_map.values())
+    ascii_only = joined.isascii() and "\x7f" not in joined  # printable ASCII only: nothing above 126
     return headers, header_map, ascii_only
 
 

@@ -1,0 +1,340 @@
+"""How much throughput does the proxy keep? wrk against four setups in one run, JSON out.
+
+    /work/venv/bin/python bench/proxy.py [--seconds 5] [--connections 32] [--profile out.txt]
+
+Setups (all on loopback, each server a process of its own, one worker each):
+  direct   wrk -> upstream
+  bare     wrk -> the proxy's forwarder without the middleware (`shieldware proxy --bare`)
+  proxy    wrk -> `shieldware proxy --monitor` (detection on every request, nothing blocked)
+  nginx    wrk -> nginx proxy_pass (one worker, keep-alive to the upstream)
+
+The upstream is a minimal uvicorn ASGI app answering a 2 KB HTML page: a slow upstream
+would hide the proxy's cost. Traffic is browser-like: Chrome 120 navigation headers in
+Chrome's order (a wrk Lua script writes the raw request), cycling over 64 product URLs.
+Absolute numbers depend on the machine and on what else runs on it; compare the ratios,
+which come from one run. `--profile FILE` samples the proxy with py-spy during its run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import CHROME_NAVIGATION  # noqa: E402 - the repository root is added just above
+
+UPSTREAM_APP = '''
+PAGE = (b"<!doctype html><html><head><title>Product</title></head><body>" + b"<p>item</p>" * 160
+        + b"</body></html>")
+HEADERS = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(PAGE)).encode()),
+           (b"cache-control", b"private")]
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": PAGE})
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {seconds} s")
+
+
+@contextlib.contextmanager
+def running(command: list[str], port: int, **popen) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+    try:
+        wait_for_port(port, process)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def browser_lua(paths: int) -> str:
+    """A wrk script that sends Chrome's navigation headers in Chrome's order, cycling over paths."""
+    header_lines = "".join(f"{name}: {value}\\r\\n" for name, value in CHROME_NAVIGATION)
+    header_lines = header_lines.replace('"', '\\"')
+    return textwrap.dedent(f"""
+        local requests = {{}}
+        local n = 0
+        init = function(args)
+          for i = 1, {paths} do
+            requests[i] = "GET /product/" .. i .. " HTTP/1.1\\r\\nHost: shop.example\\r\\n" ..
+              "{header_lines}" .. "\\r\\n"
+          end
+        end
+        request = function()
+          n = n % {paths} + 1
+          return requests[n]
+        end
+    """)
+
+
+def run_wrk(url: str, script: Path, seconds: float, connections: int) -> dict:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors:(.*)", output)
+    return {
+        "requests_per_second": float(rate.group(1)) if rate else 0.0,
+        "requests": int(total.group(1)) if total else 0,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+    }
+
+
+def with_children(pid: int) -> list[int]:
+    """A process and its direct children (nginx serves from worker processes under its master)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as children:
+            return [pid, *(int(child) for child in children.read().split())]
+    except OSError:
+        return [pid]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by these processes (from /proc; clock ticks → seconds)."""
+    total = 0
+    for pid in (child for parent in pids for child in with_children(parent)):
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def nginx_conf(tmp: Path, listen: int, upstream: int) -> Path:
+    conf = tmp / "nginx.conf"
+    conf.write_text(textwrap.dedent(f"""
+        worker_processes 1;
+        daemon off;
+        error_log {tmp}/error.log warn;
+        pid {tmp}/nginx.pid;
+        events {{ worker_connections 1024; }}
+        http {{
+            access_log off;
+            client_body_temp_path {tmp}/body;
+            proxy_temp_path {tmp}/proxy;
+            fastcgi_temp_path {tmp}/fastcgi;
+            uwsgi_temp_path {tmp}/uwsgi;
+            scgi_temp_path {tmp}/scgi;
+            upstream shop {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+            server {{
+                listen 127.0.0.1:{listen};
+                location / {{
+                    proxy_pass http://shop;
+                    proxy_http_version 1.1;
+                    proxy_set_header Connection "";
+                    proxy_set_header Host $host;
+                    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+                }}
+            }}
+        }}
+    """))
+    return conf
+
+
+def proxy_command(upstream_port: int, port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "shieldware.cli", "proxy", "--upstream", f"http://127.0.0.1:{upstream_port}",
+            "--listen", f"127.0.0.1:{port}", *extra]
+
+
+def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespace) -> dict:
+    """One wrk run, plus the CPU seconds the serving processes spent per request during it."""
+    before = cpu_seconds(pids)
+    result = run_wrk(url, script, args.seconds, args.connections)
+    spent = cpu_seconds(pids) - before
+    requests = result["requests"]
+    result["server_cpu_us_per_request"] = round(1e6 * spent / requests, 1) if requests else None
+    return result
+
+
+def summarise(runs: list[dict]) -> dict:
+    rates = sorted(run["requests_per_second"] for run in runs)
+    cpu = sorted(run["server_cpu_us_per_request"] for run in runs if run["server_cpu_us_per_request"])
+    return {
+        "best_requests_per_second": rates[-1],
+        "median_requests_per_second": rates[len(rates) // 2],
+        "median_server_cpu_us_per_request": cpu[len(cpu) // 2] if cpu else None,
+        "non_2xx": sum(run["non_2xx"] for run in runs),
+        "runs": runs,
+    }
+
+
+def ratio(results: dict, top: str, bottom: str, key: str) -> float | None:
+    if top not in results or bottom not in results:
+        return None
+    a, b = results[top][key], results[bottom][key]
+    if not a or not b:
+        return None
+    # For CPU per request, less is better: the ratio is bottom/top so that higher is better everywhere.
+    return round(b / a, 3) if "cpu" in key else round(a / b, 3)
+
+
+@contextlib.contextmanager
+def setups(tmp: Path, script: Path, args: argparse.Namespace, nginx: str | None) -> Iterator[dict]:
+    """Start every server once; yield name → (url, pids whose CPU counts for that setup)."""
+    env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}"}
+    upstream_port, bare_port, proxy_port, nginx_port = (free_port() for _ in range(4))
+    upstream = [sys.executable, "-m", "uvicorn", "upstream_app:app", "--port", str(upstream_port),
+                "--log-level", "warning", "--no-access-log", "--lifespan", "off"]
+    with contextlib.ExitStack() as stack:
+        up = stack.enter_context(running(upstream, upstream_port, env=env, cwd=tmp))
+        bare = stack.enter_context(running(proxy_command(upstream_port, bare_port, "--bare"), bare_port,
+                                           env=env, cwd=ROOT))
+        proxy = stack.enter_context(running(proxy_command(upstream_port, proxy_port, "--monitor"), proxy_port,
+                                            env=env, cwd=ROOT))
+        found = {
+            "direct": (f"http://127.0.0.1:{upstream_port}", [up.pid]),
+            "bare": (f"http://127.0.0.1:{bare_port}", [bare.pid]),
+            "proxy": (f"http://127.0.0.1:{proxy_port}", [proxy.pid]),
+        }
+        if nginx:
+            conf = nginx_conf(tmp, nginx_port, upstream_port)
+            edge = stack.enter_context(running([nginx, "-p", str(tmp), "-c", str(conf), "-e",
+                                                str(tmp / "error.log")], nginx_port))
+            found["nginx"] = (f"http://127.0.0.1:{nginx_port}", [edge.pid])
+        for url, _ in found.values():
+            run_wrk(url, script, 1, args.connections)  # warm-up: pools, caches
+        yield found
+
+
+def detection_cost_us() -> dict:
+    """CPU cost of detection alone, in-process: facts from the bench's request scope, then decide.
+
+    Best of five timed batches, so other load on the machine inflates it least. Compare it
+    with the bare forwarder's server_cpu_us_per_request to see detection's share of the work.
+    """
+    import asyncio
+    import timeit
+
+    from shieldware.engine import Engine
+    from shieldware.facts import TrustedProxies, facts_from_scope
+    from shieldware.policy import default_policy
+
+    headers = [(b"host", b"shop.example")] + [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    scope = {"type": "http", "method": "GET", "path": "/product/7", "query_string": b"", "headers": headers,
+             "client": ("127.0.0.1", 50000), "scheme": "http", "http_version": "1.1"}
+    engine = Engine(default_policy(mode="monitor"))
+    trusted = TrustedProxies()
+    loop = asyncio.new_event_loop()
+
+    async def batch(count: int) -> None:
+        for _ in range(count):
+            await engine.decide(facts_from_scope(scope, 1000.0, trusted, None))
+
+    count = 5000
+    loop.run_until_complete(batch(200))
+    best = min(timeit.repeat(lambda: loop.run_until_complete(batch(count)), number=1, repeat=5))
+    loop.close()
+    return {"facts_and_decide_us_per_request": round(best / count * 1e6, 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one wrk run (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--paths", type=int, default=64)
+    parser.add_argument("--profile", help="write a py-spy profile (collapsed) of the proxy here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print(json.dumps({"error": "wrk is not installed (Debian package wrk)"}))
+        return 1
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    runs: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "upstream_app.py").write_text(UPSTREAM_APP)
+        script = tmp / "browser.lua"
+        script.write_text(browser_lua(args.paths))
+        with setups(tmp, script, args, nginx) as found:
+            # Interleaved rounds: a burst of load from someone else on the machine hits every
+            # setup alike instead of ruining one of them.
+            for round_number in range(args.rounds):
+                for name, (url, pids) in found.items():
+                    profiler = None
+                    if args.profile and name == "proxy" and round_number == 0:
+                        profiler = start_profiler(pids[0], args)
+                    runs.setdefault(name, []).append(measure_once(url, pids, script, args))
+                    if profiler is not None:
+                        profiler.wait(timeout=60)
+                    rate = runs[name][-1]["requests_per_second"]
+                    print(f"round {round_number + 1} {name:>6}: {rate:.0f} req/s", file=sys.stderr)
+    results = {name: summarise(setup_runs) for name, setup_runs in runs.items()}
+    in_process = detection_cost_us()
+    best, cpu = "best_requests_per_second", "median_server_cpu_us_per_request"
+    report = {
+        "question": "requests/s kept by the shieldware proxy (1 worker, monitor mode, browser-like traffic)",
+        "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
+        "connections": args.connections,
+        "results": results,
+        "ratios_best_throughput": {
+            "proxy_vs_direct": ratio(results, "proxy", "direct", best),
+            "bare_forwarder_vs_direct": ratio(results, "bare", "direct", best),
+            "proxy_vs_bare_forwarder": ratio(results, "proxy", "bare", best),
+            "nginx_vs_direct": ratio(results, "nginx", "direct", best),
+        },
+        "ratios_server_cpu_per_request": {
+            "proxy_vs_bare_forwarder": ratio(results, "proxy", "bare", cpu),
+            "proxy_vs_direct_upstream": ratio(results, "proxy", "direct", cpu),
+        },
+        "in_process_detection": in_process,
+        "detection_share_of_bare_forwarder_cpu": (
+            round(in_process["facts_and_decide_us_per_request"] / bare_cpu, 3)
+            if (bare_cpu := results["bare"]["median_server_cpu_us_per_request"]) else None),
+        "goals": {"proxy_vs_bare_forwarder_at_least": 0.90, "proxy_vs_direct_at_least": 0.40},
+        "note": ("one run on a shared 2-core machine: absolute numbers are noisy, compare the ratios. "
+                 "server_cpu_us_per_request is the CPU the serving process itself spent per request "
+                 "(the upstream's for direct), which contention disturbs less than requests/s."),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def start_profiler(pid: int, args: argparse.Namespace) -> subprocess.Popen:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--format", "raw", "--output", args.profile,
+         "--duration", str(max(1, round(args.seconds))), "--rate", "250", "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

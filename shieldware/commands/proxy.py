@@ -1,0 +1,130 @@
+"""`shieldware proxy`: serve the reverse proxy (and the forward-auth endpoint) with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+from shieldware.policy import PolicyError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
+_SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """`10M`, `512k`, `1048576` → bytes (binary units, like nginx's client_max_body_size)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size such as 10M, 512k or 1048576, got {text!r}")
+    return int(float(match.group(1)) * _SCALE[match.group(2).lower()])
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[::1]:8080` or `:8080` (all interfaces)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:8080, got {text!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "proxy", help="run shieldware as a reverse proxy in front of any shop",
+        description="Reverse proxy: every request is decided by shieldware, then streamed to the upstream "
+        "shop. Also serves the forward-auth endpoint for nginx auth_request / Traefik forwardAuth.")
+    parser.add_argument("--upstream", help="the shop's base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--auth-only", action="store_true",
+                        help="no upstream: serve only the forward-auth and health endpoints")
+    parser.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 8080), metavar="HOST:PORT",
+                        help="address to listen on (default 127.0.0.1:8080)")
+    parser.add_argument("--policy", help="policy file (default: the shipped shop policy)")
+    parser.add_argument("--store", help="store URI overriding the policy's (redis://... for several workers)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
+                        help="a load balancer / edge proxy allowed to set X-Forwarded-* (repeatable); "
+                        "forward-auth answers only these (loopback when none is given)")
+    parser.add_argument("--monitor", action="store_true", help="monitor mode: decide and log, block nothing")
+    parser.add_argument("--rewrite-host", action="store_true",
+                        help="send the upstream's host:port as Host (default: keep the client's Host)")
+    parser.add_argument("--max-body", type=parse_size, default=10 * 1024**2, metavar="SIZE",
+                        help="largest request body accepted, e.g. 10M (default); larger gets 413")
+    parser.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS")
+    parser.add_argument("--read-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="longest wait for the upstream's next bytes (default 60); then 504")
+    parser.add_argument("--shutdown-timeout", type=int, default=30, metavar="SECONDS",
+                        help="on SIGTERM, how long in-flight requests may take to finish (default 30)")
+    parser.add_argument("--access-log", metavar="FILE",
+                        help="combined-format access log file ('-' for stdout)")
+    parser.add_argument("--decision-log", metavar="FILE", help="JSON-lines decision log file")
+    parser.add_argument("--check-path", default="/.shieldware/check", help="forward-auth endpoint path")
+    parser.add_argument("--health-path", default="/.shieldware/health", help="health endpoint path")
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)  # benchmarks: no detection
+    parser.set_defaults(handler=run)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from shieldware.facts import TrustedProxies
+    from shieldware.proxy.settings import ProxySettings
+
+    TrustedProxies(args.trusted_proxy)  # raises ValueError naming a bad CIDR
+    return ProxySettings(
+        upstream=None if args.auth_only else args.upstream,
+        policy_path=args.policy, store_uri=args.store, monitor=args.monitor,
+        trusted_proxies=tuple(args.trusted_proxy), preserve_host=not args.rewrite_host,
+        max_body_bytes=args.max_body, connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
+        check_path=args.check_path, health_path=args.health_path, access_log=args.access_log,
+        decision_log=args.decision_log, detection=not args.bare,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from shieldware.proxy.app import ProxyApp, proxy_policy
+    from shieldware.proxy.settings import SETTINGS_ENV
+
+    if not args.upstream and not args.auth_only:
+        print("shieldware proxy: --upstream URL is required (or --auth-only for forward-auth only)",
+              file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("shieldware proxy: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        settings = settings_from_args(args)
+        policy = proxy_policy(settings)  # load once here so policy mistakes are reported before serving
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"shieldware proxy: {exc}", file=sys.stderr)
+        return 2
+    if args.workers > 1 and policy.store_uri.startswith("memory://") and not args.bare:
+        print(f"warning: {args.workers} workers with the memory:// store: each worker keeps its own "
+              "counters, so rate limits and behaviour windows see only part of each client's traffic. Use "
+              "--store redis://HOST:6379/0 for several workers.", file=sys.stderr)
+    host, port = args.listen
+    target = settings.upstream or "forward-auth only"
+    print(f"shieldware proxy on http://{host}:{port}/ -> {target} (mode {policy.mode}, "
+          f"store {policy.store_uri}, workers {args.workers}); forward-auth at {settings.check_path}, "
+          f"health at {settings.health_path}",
+          file=sys.stderr, flush=True)
+    options = dict(
+        host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+        # shieldware resolves client addresses itself, from --trusted-proxy only.
+        proxy_headers=False,
+        # The upstream's own Server and Date headers pass through; ours would duplicate them.
+        server_header=False, date_header=False,
+        timeout_graceful_shutdown=args.shutdown_timeout,
+    )
+    if args.workers == 1:
+        uvicorn.run(ProxyApp(settings, policy), **options)
+    else:
+        # Worker processes cannot inherit objects: each builds the app from the settings.
+        os.environ[SETTINGS_ENV] = settings.to_environment()
+        uvicorn.run("shieldware.proxy.app:app_from_environment", factory=True, workers=args.workers,
+                    **options)
+    return 0

@@ -1,0 +1,152 @@
+"""Access log in the nginx/apache "combined" format, so `shieldware analyze` reads the proxy's own log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from shieldware.facts import TrustedProxies, normalise_ip, resolve_client_ip
+
+# Lines are written in batches: one write() per batch keeps the hot path free of syscalls, and
+# O_APPEND makes each batch land whole even when several workers share the file.
+FLUSH_EVERY_LINES = 256
+FLUSH_EVERY_SECONDS = 1.0
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def escape_field(text: str) -> str:
+    """Escape like nginx does in log fields: quotes, backslashes and control bytes become \\xHH."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return "".join(ch if ch.isprintable() and ch not in '"\\' else f"\\x{ord(ch) & 0xFF:02X}" for ch in text)
+
+
+class _TimeFormatter:
+    """`[10/Oct/2026:13:55:36 +0000]`, formatted once per second, not once per request."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            local = time.localtime(second)
+            offset = local.tm_gmtoff or 0
+            sign = "+" if offset >= 0 else "-"
+            offset = abs(offset)
+            self._text = (f"{local.tm_mday:02d}/{_MONTHS[local.tm_mon - 1]}/{local.tm_year}:"
+                          f"{local.tm_hour:02d}:{local.tm_min:02d}:{local.tm_sec:02d} "
+                          f"{sign}{offset // 3600:02d}{offset % 3600 // 60:02d}")
+            self._second = second
+        return self._text
+
+
+class AccessLogWriter:
+    """Buffers formatted lines and writes them to a file (or stdout for "-") in batches."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path == "-":
+            self._fd = os.dup(1)
+        else:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def append(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= FLUSH_EVERY_LINES:
+            self.flush()
+        elif self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(FLUSH_EVERY_SECONDS, self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): write at once
+                self.flush()
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
+        payload = "".join(self._lines).encode("utf-8", "replace")
+        self._lines.clear()
+        view = memoryview(payload)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+
+class AccessLog:
+    """ASGI wrapper that logs every HTTP exchange, including the ones shieldware refused.
+
+    The client address is the peer, or — when the peer is a trusted proxy — the client its
+    forwarding headers name, the same resolution the middleware uses.
+    """
+
+    def __init__(self, app: Any, writer: AccessLogWriter, trusted: TrustedProxies,
+                 clock: Any = time.time) -> None:
+        self.app = app
+        self.writer = writer
+        self.trusted = trusted
+        self.clock = clock
+        self.format_time = _TimeFormatter()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = self.clock()
+        outcome = [0, 0]  # status, body bytes sent
+
+        async def send_counting(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                outcome[1] += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
+                outcome[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counting)
+        finally:
+            # 499 is nginx's "client closed the request before a response": the same meaning here.
+            self.writer.append(self.format_line(scope, outcome[0] or 499, outcome[1], started))
+
+    def client_address(self, scope: dict[str, Any]) -> str:
+        client = scope.get("client")
+        peer = (normalise_ip(str(client[0])) if client else None) or "-"
+        if self.trusted and self.trusted.trusts(peer):
+            header_map: dict[str, str] = {}
+            for name, value in scope["headers"]:
+                if name in (b"x-forwarded-for", b"forwarded", b"x-real-ip"):
+                    key = name.decode()
+                    text = value.decode("latin-1")
+                    header_map[key] = header_map[key] + ", " + text if key in header_map else text
+            peer, _ = resolve_client_ip(peer, header_map, self.trusted)
+        return peer
+
+    def format_line(self, scope: dict[str, Any], status: int, sent: int, started: float) -> str:
+        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        query = scope.get("query_string")
+        if query:
+            target += "?" + query.decode("latin-1")
+        request_line = f"{scope['method']} {target} HTTP/{scope.get('http_version', '1.1')}"
+        referer = user_agent = "-"
+        for name, value in scope["headers"]:
+            if name == b"referer":
+                referer = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+        return (f'{self.client_address(scope)} - - [{self.format_time(started)}] '
+                f'"{escape_field(request_line)}" {status} {sent} '
+                f'"{escape_field(referer)}" "{escape_field(user_agent)}"\n')

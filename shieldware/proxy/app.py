@@ -1,0 +1,116 @@
+"""Assemble the proxy: access log → ShieldMiddleware (health, forward-auth) → Forwarder → upstream."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from typing import Any
+
+from shieldware.engine import Engine
+from shieldware.facts import RequestFacts, TrustedProxies
+from shieldware.middleware import ShieldMiddleware, send_simple
+from shieldware.policy import Policy, default_policy, load_policy
+from shieldware.proxy.access_log import AccessLog, AccessLogWriter
+from shieldware.proxy.forward_auth import ForwardAuthEndpoint
+from shieldware.proxy.forwarding import Forwarder
+from shieldware.proxy.settings import LOOPBACK, ProxySettings
+from shieldware.store import open_store
+
+log = logging.getLogger("shieldware.proxy")
+
+
+def proxy_policy(settings: ProxySettings) -> Policy:
+    """The policy file (or the shipped one) with the command line's overrides applied."""
+    policy = load_policy(settings.policy_path) if settings.policy_path else default_policy()
+    changes: dict[str, Any] = {}
+    if settings.monitor:
+        changes["mode"] = "monitor"
+    if settings.store_uri:
+        changes["store_uri"] = settings.store_uri
+    if settings.decision_log:
+        changes["decision_log_path"] = settings.decision_log
+    if settings.trusted_proxies:
+        extra = TrustedProxies(settings.trusted_proxies).networks
+        changes["trusted_proxies"] = tuple(dict.fromkeys((*policy.trusted_proxies, *extra)))
+    return replace(policy, **changes) if changes else policy
+
+
+class _NoUpstream:
+    """The app behind the middleware in forward-auth-only mode: everything but our endpoints is 404."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send_simple(send, 404, [(b"content-type", b"text/plain")],
+                              b"shieldware forward-auth server: no upstream configured\n")
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+
+class ProxyApp:
+    """The whole proxy as one ASGI app; it owns start-up and shutdown of everything it opened."""
+
+    def __init__(self, settings: ProxySettings, policy: Policy | None = None) -> None:
+        self.settings = settings
+        self.forwarder = Forwarder(settings) if settings.upstream else None
+        inner: Any = self.forwarder or _NoUpstream()
+        self.middleware: ShieldMiddleware | None = None
+        self.engine: Engine | None = None
+        policy = policy or proxy_policy(settings)
+        trusted = TrustedProxies(policy.trusted_proxies)
+        if settings.detection:
+            self.engine = Engine(policy, open_store(policy.store_uri))
+            self.middleware = ShieldMiddleware(inner, engine=self.engine)
+            # Forward-auth callers are the edge proxies; with none configured, only loopback may ask.
+            auth_trusted = trusted if trusted else TrustedProxies(LOOPBACK)
+            self.middleware.add_endpoint(settings.check_path,
+                                         ForwardAuthEndpoint(self.middleware, auth_trusted))
+            self.middleware.add_endpoint(settings.health_path, self.health)
+            inner = self.middleware
+        self.access_log = AccessLogWriter(settings.access_log) if settings.access_log else None
+        self.front: Any = AccessLog(inner, self.access_log, trusted) if self.access_log else inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        await self.front(scope, receive, send)
+
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.forwarder is not None:
+                    self.forwarder.open_session()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def close(self) -> None:
+        if self.forwarder is not None:
+            await self.forwarder.close()
+        if self.access_log is not None:
+            self.access_log.close()
+            self.access_log = None
+        if self.engine is not None:
+            await self.engine.close()
+
+    async def health(self, scope: dict[str, Any], receive: Any, send: Any, facts: RequestFacts) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = json.dumps({"status": "ok", "upstream": self.settings.upstream,
+                           "mode": self.engine.policy.mode if self.engine else "bare"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        await send_simple(send, 200, headers, body)
+
+
+def build_proxy_app(settings: ProxySettings, policy: Policy | None = None) -> ProxyApp:
+    return ProxyApp(settings, policy)
+
+
+def app_from_environment() -> ProxyApp:
+    """uvicorn factory for `--workers N`: each worker process builds its own app from the settings."""
+    return ProxyApp(ProxySettings.from_environment())

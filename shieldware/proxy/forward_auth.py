@@ -1,0 +1,142 @@
+"""Forward-auth endpoint: nginx auth_request, Traefik forwardAuth and Caddy forward_auth ask us per request.
+
+The edge sends us a copy of the client's request headers plus the original method, URI and
+host in `X-Original-*` (nginx convention) or `X-Forwarded-*` (Traefik, Caddy) headers. Those
+are believed only from a trusted peer. The engine decides exactly as it does for proxied
+requests; the answer is:
+
+- 200 with X-Shield-Score / -Verdict / -Ref: let it through (monitor mode always answers 200);
+- 401 with `Location: /.shieldware/challenge?next=<original URI>`: send the browser to the
+  challenge (nginx: `error_page 401 = @challenge`; the body meta-refreshes for edges that
+  relay it, like Traefik);
+- 403: blocked (body: the block page with the reference id);
+- 429 with Retry-After: throttled. nginx's auth_request only understands 401 and 403, so
+  `?style=nginx` on the check URL turns 429 into 403 (X-Shield-Verdict still says throttle).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from shieldware.actions.pages import decision_response, html_escape
+from shieldware.decision import Decision, Verdict
+from shieldware.facts import RequestFacts, TrustedProxies, resolve_client_ip
+from shieldware.middleware import ShieldMiddleware, send_simple
+
+log = logging.getLogger("shieldware.proxy.forward_auth")
+
+# Headers the edge adds for us; the signals must see the client's own headers, not these.
+EDGE_HEADERS = frozenset({
+    "x-original-uri", "x-original-url", "x-original-method", "x-original-host", "x-original-proto",
+    "x-forwarded-uri", "x-forwarded-method", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
+    "x-forwarded-for", "x-forwarded-server", "x-forwarded-prefix", "x-forwarded-tls-client-cert",
+    "forwarded", "x-real-ip", "connection", "content-length",
+})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+class ForwardAuthError(ValueError):
+    """The edge's request lacks what forward-auth needs (a clear 400 for the operator)."""
+
+
+def original_request(facts: RequestFacts, trusted: TrustedProxies) -> tuple[RequestFacts, str]:
+    """The facts of the client's request, rebuilt from the edge's headers, and its raw URI."""
+    header_map = facts.header_map
+    get = header_map.get
+    uri = get("x-original-uri") or get("x-original-url") or get("x-forwarded-uri")
+    if not uri:
+        raise ForwardAuthError("no X-Original-URI or X-Forwarded-Uri header: configure the edge to send the "
+                               "original request URI")
+    if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        uri = parts.path + ("?" + parts.query if parts.query else "")
+    raw_path, _, query = uri.partition("?")
+    method = (header_map.get("x-original-method") or header_map.get("x-forwarded-method") or "GET").upper()
+    notes = list(facts.notes)
+    if method not in METHODS:
+        notes.append("forward_auth.bad_method")
+        method = "GET"
+    host = header_map.get("x-forwarded-host") or header_map.get("x-original-host") or facts.host
+    scheme = (get("x-forwarded-proto") or get("x-original-proto") or facts.scheme).lower()
+    client_ip, ip_notes = resolve_client_ip(facts.peer_ip, header_map, trusted)
+    notes.extend(ip_notes)
+    headers = tuple((name, value) for name, value in facts.headers if name not in EDGE_HEADERS)
+    kept = {name: value for name, value in header_map.items() if name not in EDGE_HEADERS}
+    if host:
+        kept["host"] = host
+        headers = tuple((name, host if name == "host" else value) for name, value in headers)
+    rebuilt = replace(facts, client_ip=client_ip, method=method, path=unquote(raw_path) or "/", query=query,
+                      host=host, scheme=scheme if scheme in ("http", "https") else "http", headers=headers,
+                      header_map=kept, notes=tuple(notes))
+    return rebuilt, uri
+
+
+class ForwardAuthEndpoint:
+    """`middleware.add_endpoint(path, ForwardAuthEndpoint(middleware, trusted))`."""
+
+    def __init__(self, middleware: ShieldMiddleware, trusted: TrustedProxies) -> None:
+        self.middleware = middleware
+        self.engine = middleware.engine
+        self.trusted = trusted
+        self.challenge_path = middleware.prefix + "/challenge"
+        self._warned: set[str] = set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, facts: RequestFacts) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if not self.trusted.trusts(facts.peer_ip):
+            if facts.peer_ip not in self._warned and len(self._warned) < 64:
+                self._warned.add(facts.peer_ip)
+                log.warning("forward-auth call from %s refused: not a trusted proxy "
+                            "(add it with --trusted-proxy)", facts.peer_ip)
+            await send_simple(send, 403, _TEXT, b"forward-auth: caller is not a trusted proxy\n")
+            return
+        try:
+            original, raw_uri = original_request(facts, self.trusted)
+        except ForwardAuthError as exc:
+            await send_simple(send, 400, _TEXT, f"forward-auth: {exc}\n".encode())
+            return
+        started = time.perf_counter()
+        decision = await self.engine.decide(original)
+        self.engine.metrics.record_latency(time.perf_counter() - started)
+        nginx_style = "style=nginx" in facts.query
+        status, headers, body = self.answer(decision, original, raw_uri, nginx_style)
+        await send_simple(send, status, headers, body)
+
+    def answer(self, decision: Decision, original: RequestFacts, raw_uri: str,
+               nginx_style: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        shield_headers = [
+            (b"x-shield-score", b"%d" % round(decision.bot_score)),
+            (b"x-shield-verdict", decision.verdict.value.encode()),
+            (b"x-shield-ref", decision.ref.encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        action = decision.action
+        if action is Verdict.ALLOW:
+            return 200, [*shield_headers, (b"content-length", b"0")], b""
+        if action is Verdict.CHALLENGE:
+            target = self.challenge_url(raw_uri)
+            body = (f'<!doctype html><meta http-equiv="refresh" content="0;url={html_escape(target)}">'
+                    f'<a href="{html_escape(target)}">Continue</a>\n').encode()
+            return 401, [*shield_headers, (b"location", target.encode()),
+                         (b"x-shield-challenge", target.encode()),
+                         (b"content-type", b"text/html; charset=utf-8"),
+                         (b"content-length", b"%d" % len(body))], body
+        status, page_headers, body = decision_response(decision, original)
+        if nginx_style and status not in (401, 403):
+            status = 403
+        page_headers = [h for h in page_headers if h[0] not in (b"x-shield-ref", b"x-shield-verdict",
+                                                                b"cache-control")]
+        return status, [*shield_headers, *page_headers], body
+
+    def challenge_url(self, raw_uri: str) -> str:
+        """Where a challenged browser goes; the challenge page sends it back to `next` once it passes."""
+        return f"{self.challenge_path}?next={quote(raw_uri, safe='/%')}"
+
+
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store")]

@@ -1,0 +1,286 @@
+"""Forwarder: the ASGI app that relays HTTP requests to the upstream over one pooled aiohttp session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from shieldware.facts import TrustedProxies, normalise_ip
+from shieldware.proxy.headers import client_headers_for_upstream, response_headers_for_client
+from shieldware.proxy.pages import error_page
+from shieldware.proxy.settings import ProxySettings
+
+log = logging.getLogger("shieldware.proxy")
+
+# uvicorn silently drops writes to a closed connection, so a client that leaves is only noticed
+# by a task waiting on `receive()`. Such a watcher starts when a response is big (or of unknown
+# length) or when the upstream is slow to answer; fast small exchanges, the common case, finish
+# before either happens and pay only for a timer, not for a task.
+WATCH_DISCONNECT_ABOVE = 256 * 1024
+WATCH_SLOW_UPSTREAM_AFTER = 0.25
+# Parsed upstream URLs by request target: shops serve the same pages over and over, and
+# building a yarl URL costs more than the dictionary lookup. Cleared when full.
+URL_CACHE_SIZE = 4096
+
+
+class BodyTooLarge(Exception):
+    """The client's body passed max_body_bytes while it was being streamed."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before the exchange finished."""
+
+
+class _Exchange:
+    """Per-request flags shared by the body streamer, the disconnect watcher and the relay."""
+
+    __slots__ = ("body_done", "client_gone", "finished", "receive", "relay_task", "started", "too_large",
+                 "watcher")
+
+    def __init__(self, receive: Any) -> None:
+        self.receive = receive
+        self.relay_task: asyncio.Task | None = None
+        self.watcher: asyncio.Task | None = None
+        self.started = False
+        self.body_done = False
+        self.client_gone = False
+        self.too_large = False
+        self.finished = False
+
+
+class Forwarder:
+    """Relays each HTTP request (and websocket, see websocket.py) to `settings.upstream`.
+
+    Bodies stream both ways with back-pressure, so memory stays flat whatever their size.
+    The session is created inside the server's event loop on first use (or at lifespan
+    start-up) and reused: keep-alive connections to the upstream are the main saving.
+    """
+
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+        self.base = settings.upstream_base
+        self.rewrite_host = None if settings.preserve_host else settings.upstream_netloc
+        self.trusted = TrustedProxies(settings.trusted_proxies)
+        self.max_body = settings.max_body_bytes
+        self.session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[bytes, bytes], URL] = {}
+
+    def open_session(self) -> aiohttp.ClientSession:
+        if self.session is None or self.session.closed:
+            connector = aiohttp.TCPConnector(limit=self.settings.pool_size, limit_per_host=0,
+                                             ttl_dns_cache=60, keepalive_timeout=30)
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                # Cookies belong to the shop's customers, never to a jar shared by all of them.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.connect_timeout,
+                                              sock_read=self.settings.read_timeout),
+                auto_decompress=False,
+                trust_env=False,
+                # aiohttp must not invent headers the client did not send (the upstream may log them).
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+        return self.session
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def upstream_url(self, scope: dict[str, Any]) -> URL:
+        key = (scope.get("raw_path") or scope["path"].encode(), scope.get("query_string") or b"")
+        url = self._urls.get(key)
+        if url is None:
+            raw_path, query = key
+            target = self.base + raw_path.decode("latin-1")
+            if query:
+                target += "?" + query.decode("latin-1")
+            # encoded=True: the client's bytes go out as they came, never re-quoted.
+            url = URL(target, encoded=True)
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[key] = url
+        return url
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.forward_http(scope, receive, send)
+        elif kind == "websocket":
+            from shieldware.proxy.websocket import relay_websocket
+
+            await relay_websocket(self, scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.open_session()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def peer_and_client(self, scope: dict[str, Any]) -> tuple[str, str]:
+        """The connected peer, and the client address shieldware decided on (the peer, unless trusted)."""
+        client = scope.get("client")
+        peer = (normalise_ip(client[0]) if client else None) or "0.0.0.0"
+        state = scope.get("state")
+        decision = state.get("shield") if state else None
+        return peer, decision.client_ip if decision is not None else peer
+
+    async def forward_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        peer, client_ip = self.peer_and_client(scope)
+        headers, body_length, chunked = client_headers_for_upstream(
+            scope, peer, client_ip, self.trusted.trusts(peer), self.rewrite_host)
+        if body_length is not None and body_length > self.max_body:
+            await error_page(send, 413, "Request body too large",
+                             f"This server accepts request bodies up to {self.max_body} bytes.")
+            return
+        exchange = _Exchange(receive)
+        body = None
+        if chunked or body_length:
+            body = self.stream_request_body(receive, exchange)
+        else:
+            exchange.body_done = True
+        try:
+            await self.relay(scope, receive, send, headers, body, exchange)
+        except (BodyTooLarge, ClientGone, TimeoutError, aiohttp.ClientError) as exc:
+            if not exchange.started:
+                await self.answer_failure(send, exc, exchange)
+                return
+            if isinstance(exc, ClientGone):
+                return
+            # Too late for an error page: the status line is out. Leaving the response
+            # incomplete makes the server close the connection, so the client sees a cut body.
+            log.warning("upstream %s failed mid-response: %s: %s", self.base, type(exc).__name__, exc)
+
+    async def answer_failure(self, send: Any, exc: BaseException, exchange: _Exchange) -> None:
+        """Answer a failure before the response started: 413, 502 or 504 (nothing if the client left)."""
+        if isinstance(exc, BodyTooLarge):
+            await error_page(send, 413, "Request body too large",
+                             f"This server accepts request bodies up to {self.max_body} bytes.")
+        elif isinstance(exc, ClientGone) or exchange.client_gone:
+            return
+        elif exchange.too_large:
+            # aiohttp wraps errors raised by the body iterator; the flag says what really happened.
+            await error_page(send, 413, "Request body too large",
+                             f"This server accepts request bodies up to {self.max_body} bytes.")
+        elif isinstance(exc, TimeoutError):
+            await error_page(send, 504, "Gateway timeout",
+                             "The shop did not answer in time. Please try again.")
+        else:
+            log.warning("upstream %s failed: %s: %s", self.base, type(exc).__name__, exc)
+            await error_page(send, 502, "Bad gateway",
+                             "The shop could not be reached. Please try again shortly.")
+
+    async def stream_request_body(self, receive: Any, exchange: _Exchange) -> AsyncIterator[bytes]:
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                exchange.client_gone = True
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_body:
+                exchange.too_large = True
+                raise BodyTooLarge()
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                exchange.body_done = True
+                return
+
+    async def relay(self, scope: dict[str, Any], receive: Any, send: Any, headers: list[tuple[str, str]],
+                    body: AsyncIterator[bytes] | None, exchange: _Exchange) -> None:
+        session = self.session or self.open_session()
+        method = scope["method"]
+        exchange.relay_task = asyncio.current_task()
+        timer = asyncio.get_running_loop().call_later(WATCH_SLOW_UPSTREAM_AFTER, start_watching, exchange)
+        try:
+            async with session.request(method, self.upstream_url(scope), headers=headers, data=body,
+                                       allow_redirects=False, compress=None) as response:
+                timer.cancel()
+                if exchange.too_large:
+                    raise BodyTooLarge()
+                response_headers, length = response_headers_for_client(response.raw_headers)
+                exchange.started = True
+                await send({"type": "http.response.start", "status": response.status,
+                            "headers": response_headers})
+                if method == "HEAD" or length == 0 or response.status in (204, 304):
+                    exchange.finished = True
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                if length is None or length > WATCH_DISCONNECT_ABOVE:
+                    start_watching(exchange)
+                await self.relay_body(response, length, send, exchange)
+        except asyncio.CancelledError:
+            if not exchange.client_gone:
+                raise
+            # Our own watcher cancelled us: the client left. The upstream request is abandoned
+            # (aiohttp closes that connection rather than reuse it mid-exchange); end quietly.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise ClientGone() from None
+        finally:
+            timer.cancel()
+            exchange.finished = True
+            if exchange.watcher is not None:
+                exchange.watcher.cancel()
+
+    async def relay_body(self, response: aiohttp.ClientResponse, length: int | None, send: Any,
+                         exchange: _Exchange) -> None:
+        content = response.content
+        remaining = length
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+                if remaining <= 0:  # the last bytes: end the response in the same message
+                    exchange.finished = True
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                    return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        exchange.finished = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def start_watching(exchange: _Exchange) -> None:
+    """Start the disconnect watcher, once, and only when the request body has been read.
+
+    Until then the body streamer is the one calling `receive()` (and it notices a disconnect
+    itself); a second reader would steal its chunks. A slow upstream re-checks a bit later.
+    """
+    if exchange.watcher is not None or exchange.finished:
+        return
+    loop = asyncio.get_running_loop()
+    if not exchange.body_done:
+        loop.call_later(WATCH_SLOW_UPSTREAM_AFTER, start_watching, exchange)
+        return
+    exchange.watcher = loop.create_task(watch_disconnect(exchange))
+
+
+async def watch_disconnect(exchange: _Exchange) -> None:
+    """Cancel the relay when the client disconnects before the exchange finished."""
+    while True:
+        message = await exchange.receive()
+        if message["type"] == "http.disconnect":
+            break
+    if not exchange.finished and exchange.relay_task is not None:
+        exchange.client_gone = True
+        exchange.relay_task.cancel()
+
+
+__all__ = ["BodyTooLarge", "ClientGone", "Forwarder"]

@@ -1,0 +1,117 @@
+"""Which headers cross the proxy: hop-by-hop ones are dropped, forwarding ones are (re)written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the pre-standard ones still seen in the wild.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
+    b"te", b"trailer", b"transfer-encoding", b"upgrade",
+})
+# The client's Expect was already answered by the ASGI server (100 Continue) when we read the body.
+REQUEST_HEADERS_DROPPED = HOP_BY_HOP | {b"expect"}
+# Headers that say who the client is: only a trusted peer may have set them; we always rewrite them.
+FORWARDING_HEADERS = frozenset({
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip",
+})
+
+
+def _forwarded_node(ip: str) -> str:
+    """RFC 7239 node syntax: IPv6 addresses are bracketed and the whole value quoted."""
+    return f'"[{ip}]"' if ":" in ip else ip
+
+
+def _quoted(value: str) -> str:
+    if value and all(ch.isalnum() or ch in "-._~!#$%&'*+^`|" for ch in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def client_headers_for_upstream(
+    scope: dict[str, Any], peer_ip: str, client_ip: str, peer_trusted: bool, rewrite_host: str | None,
+) -> tuple[list[tuple[str, str]], int | None, bool]:
+    """The request headers to send upstream, the declared body length, and whether it is chunked.
+
+    The forwarding headers from a trusted peer are extended with our hop; from anyone else
+    they are discarded, because a client could use them to pose as another address.
+    """
+    out: list[tuple[str, str]] = []
+    earlier: dict[bytes, str] = {}
+    host = ""
+    body_length: int | None = None
+    chunked = False
+    named_by_connection: list[bytes] = []
+    for name, value in scope["headers"]:
+        if name in REQUEST_HEADERS_DROPPED:
+            if name == b"transfer-encoding":
+                chunked = True
+            elif name == b"connection":
+                named_by_connection.extend(
+                    token.strip().lower() for token in value.split(b",")
+                    if token.strip().lower() not in (b"close", b"keep-alive", b"upgrade"))
+            continue
+        if name in FORWARDING_HEADERS:
+            if peer_trusted:
+                decoded = value.decode("latin-1")
+                earlier[name] = earlier[name] + ", " + decoded if name in earlier else decoded
+            continue
+        if name == b"content-length":
+            try:
+                body_length = int(value)
+            except ValueError:
+                body_length = None
+        elif name == b"host":
+            host = value.decode("latin-1")
+            if rewrite_host is not None:
+                continue
+        out.append((name.decode("latin-1"), value.decode("latin-1")))
+    if named_by_connection:
+        dropped = {token.decode("latin-1") for token in named_by_connection}
+        out = [(name, value) for name, value in out if name not in dropped]
+    if chunked and body_length is not None:
+        # Both framings at once is how request smuggling starts: Transfer-Encoding wins (RFC 9112
+        # §6.3) and the body is re-framed by us, so the client's Content-Length must not go on.
+        out = [(name, value) for name, value in out if name != "content-length"]
+        body_length = None
+    if rewrite_host is not None:
+        out.append(("host", rewrite_host))
+    scheme = scope.get("scheme", "http")
+    if scheme == "ws":
+        scheme = "http"
+    elif scheme == "wss":
+        scheme = "https"
+    xff = earlier.get(b"x-forwarded-for")
+    out.append(("x-forwarded-for", f"{xff}, {peer_ip}" if xff else peer_ip))
+    out.append(("x-forwarded-proto", earlier.get(b"x-forwarded-proto") or scheme))
+    forwarded_host = earlier.get(b"x-forwarded-host") or host
+    if forwarded_host:
+        out.append(("x-forwarded-host", forwarded_host))
+    hop = f"for={_forwarded_node(peer_ip)};proto={scheme}"
+    if host:
+        hop += f";host={_quoted(host)}"
+    previous = earlier.get(b"forwarded")
+    out.append(("forwarded", f"{previous}, {hop}" if previous else hop))
+    out.append(("x-real-ip", client_ip))
+    return out, body_length, chunked
+
+
+def response_headers_for_client(raw_headers: Any) -> tuple[list[tuple[bytes, bytes]], int | None]:
+    """The upstream's response headers minus hop-by-hop ones, kept as raw bytes and in order.
+
+    Repeated headers (several Set-Cookie) stay separate and untouched. Returns the declared
+    Content-Length too (None when the body is chunked or ends with the connection).
+    """
+    kept: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    for name, value in raw_headers:
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP:
+            continue
+        if lowered == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                continue  # a broken length would make the ASGI server fail mid-response
+        kept.append((lowered, value))
+    return kept, length

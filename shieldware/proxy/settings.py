@@ -1,0 +1,69 @@
+"""ProxySettings: everything `shieldware proxy` is told on its command line, as one value."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+# Several uvicorn workers each build their app from this variable (they cannot share objects).
+SETTINGS_ENV = "SHIELDWARE_PROXY_SETTINGS"
+
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """How the proxy forwards and what it serves itself.
+
+    `upstream` is the shop's base URL (None for a forward-auth-only server). `preserve_host`
+    keeps the client's Host header; otherwise the upstream's host:port is sent. Timeouts are
+    seconds; `max_body_bytes` bounds request bodies (413 beyond it).
+    """
+
+    upstream: str | None
+    policy_path: str | None = None
+    store_uri: str | None = None
+    monitor: bool = False
+    trusted_proxies: tuple[str, ...] = ()
+    preserve_host: bool = True
+    max_body_bytes: int = 10 * 1024 * 1024
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    pool_size: int = 512
+    check_path: str = "/.shieldware/check"
+    health_path: str = "/.shieldware/health"
+    access_log: str | None = None
+    decision_log: str | None = None
+    detection: bool = True  # False serves the bare forwarder (benchmarks use it as the baseline)
+
+    def __post_init__(self) -> None:
+        if self.upstream is not None:
+            parts = urlsplit(self.upstream)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"--upstream must be an http:// or https:// URL, got {self.upstream!r}")
+        for name in ("check_path", "health_path"):
+            if not getattr(self, name).startswith("/"):
+                raise ValueError(f"{name} must start with '/', got {getattr(self, name)!r}")
+
+    @property
+    def upstream_base(self) -> str:
+        """The upstream URL without a trailing slash: request paths are appended to it."""
+        return (self.upstream or "").rstrip("/")
+
+    @property
+    def upstream_netloc(self) -> str:
+        return urlsplit(self.upstream or "").netloc
+
+    def to_environment(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_environment(cls) -> ProxySettings:
+        raw = os.environ.get(SETTINGS_ENV)
+        if not raw:
+            raise RuntimeError(f"{SETTINGS_ENV} is not set: start workers through `shieldware proxy`")
+        values = json.loads(raw)
+        values["trusted_proxies"] = tuple(values.get("trusted_proxies") or ())
+        return cls(**values)

@@ -1,0 +1,226 @@
+"""Proxy test helpers: a test upstream (a real uvicorn app) and `shieldware proxy` as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
+_CHUNK = b"\0" * MIB
+
+
+class UpstreamRecorder:
+    """What the upstream saw: how many requests reached it, and the last request's headers."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.last_headers: list[tuple[str, str]] = []
+        self.slow_started = threading.Event()
+        self.endless_chunks = 0
+        self.endless_closed = threading.Event()
+        self.upload_aborted = threading.Event()
+        self.thinking_abandoned = threading.Event()
+
+    def count(self, request: Request) -> None:
+        self.hits += 1
+        self.last_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
+
+
+def build_upstream(recorder: UpstreamRecorder) -> Starlette:
+    """A shop stand-in with the awkward responses a proxy must relay faithfully."""
+
+    async def page(request: Request) -> Response:
+        recorder.count(request)
+        return PlainTextResponse(f"page {request.url.path}")
+
+    async def echo_headers(request: Request) -> Response:
+        recorder.count(request)
+        return JSONResponse({"headers": recorder.last_headers, "path": request.url.path,
+                             "query": request.url.query})
+
+    async def download(request: Request) -> Response:
+        recorder.count(request)
+        size_mb = int(request.query_params.get("mb", "1"))
+
+        async def chunks():
+            for _ in range(size_mb):
+                yield _CHUNK
+
+        return StreamingResponse(chunks(), headers={"content-length": str(size_mb * MIB)},
+                                 media_type="application/octet-stream")
+
+    async def upload(request: Request) -> Response:
+        recorder.count(request)
+        received = 0
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+        except ClientDisconnect:
+            recorder.upload_aborted.set()
+            raise
+        return JSONResponse({"received": received})
+
+    async def slow(request: Request) -> Response:
+        recorder.count(request)
+        recorder.slow_started.set()
+        await asyncio.sleep(float(request.query_params.get("seconds", "5")))
+        return PlainTextResponse("finally")
+
+    async def thinking(request: Request) -> Response:
+        """A slow page (say, a heavy search) that notices when its caller hangs up."""
+        recorder.count(request)
+        recorder.slow_started.set()
+        for _ in range(200):  # 10 s at most
+            if await request.is_disconnected():
+                recorder.thinking_abandoned.set()
+                return PlainTextResponse("nobody is listening")
+            await asyncio.sleep(0.05)
+        return PlainTextResponse("thought it through")
+
+    async def endless(request: Request) -> Response:
+        recorder.count(request)
+
+        async def chunks():
+            try:
+                for _ in range(4000):  # bounded: 256 MB at most, even if nobody stops it
+                    recorder.endless_chunks += 1
+                    yield b"x" * 65536
+                    await asyncio.sleep(0)
+            finally:
+                recorder.endless_closed.set()
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+    async def cookies(request: Request) -> Response:
+        recorder.count(request)
+        response = Response(status_code=302, headers={"location": "/elsewhere?x=1"})
+        response.set_cookie("session", "abc123", httponly=True, path="/")
+        response.set_cookie("cart", "7", path="/cart")
+        response.headers.append("set-cookie", "theme=dark, with-comma; Path=/")
+        return response
+
+    async def status(request: Request) -> Response:
+        recorder.count(request)
+        return PlainTextResponse("status", status_code=int(request.path_params["code"]))
+
+    async def echo_socket(websocket: WebSocket) -> None:
+        protocols = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=protocols[0] if protocols else None)
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("text") is not None:
+                    await websocket.send_text("echo:" + message["text"])
+                else:
+                    await websocket.send_bytes(b"echo:" + message["bytes"])
+        except Exception:
+            return
+
+    return Starlette(routes=[
+        Route("/echo-headers", echo_headers, methods=["GET", "POST", "HEAD"]),
+        Route("/download", download),
+        Route("/upload", upload, methods=["POST", "PUT"]),
+        Route("/slow", slow),
+        Route("/endless", endless),
+        Route("/thinking", thinking),
+        Route("/cookies", cookies),
+        Route("/status/{code:int}", status),
+        WebSocketRoute("/ws", echo_socket),
+        Route("/{path:path}", page, methods=["GET", "POST", "HEAD"]),
+    ])
+
+
+class ProxyProcess:
+    """`python -m shieldware.cli proxy ...` on a free loopback port, waited for and stopped on exit."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.args = [sys.executable, "-m", "shieldware.cli", "proxy", "--listen", f"127.0.0.1:{self.port}",
+                     *args]
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def __enter__(self) -> ProxyProcess:
+        # A file, not a pipe: a chatty proxy must never block on a full pipe nobody reads.
+        self.output = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=self.output,
+                                        stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"proxy exited with {self.process.returncode}: {self.printed()}")
+            try:
+                if requests.get(self.url + "/.shieldware/health", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("proxy did not become healthy within 60 s")
+            time.sleep(0.05)
+
+    def stop(self) -> str:
+        """Stop the proxy (SIGTERM, then SIGKILL if it hangs) and return what it printed."""
+        if self.process is None:
+            return ""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.printed()
+
+    def printed(self) -> str:
+        self.output.seek(0)
+        return self.output.read()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def proxy_process(*args: str, env: dict[str, str] | None = None) -> Iterator[ProxyProcess]:
+    with ProxyProcess(*args, env=env) as proxy:
+        yield proxy
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak) of a process, in KiB, from /proc."""
+    values = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values

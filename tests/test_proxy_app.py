@@ -1,0 +1,105 @@
+"""The proxy app in-process (engine feedback), its header rules, and the command's options."""
+
+from __future__ import annotations
+
+import argparse
+
+import httpx
+import pytest
+import requests
+
+from shieldware.commands.proxy import parse_listen, parse_size
+from shieldware.proxy import ProxySettings, build_proxy_app
+from shieldware.proxy.access_log import escape_field
+from shieldware.proxy.headers import client_headers_for_upstream, response_headers_for_client
+from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
+from tests.support import CHROME_NAVIGATION, live_server
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    recorder = UpstreamRecorder()
+    with live_server(build_upstream(recorder)) as server:
+        server.recorder = recorder
+        yield server
+
+
+def test_upstream_status_is_fed_back_into_the_engine(upstream):
+    app = build_proxy_app(ProxySettings(upstream=upstream.url))
+    outcomes: list[tuple[str, int | None]] = []
+
+    async def listener(decision, now, status, event, fields):
+        outcomes.append((decision.path, status))
+
+    app.engine.on_event(listener)
+    with live_server(app) as proxy, httpx.Client(headers=CHROME_NAVIGATION) as browser:
+        assert browser.get(proxy.url + "/status/404").status_code == 404
+        assert browser.get(proxy.url + "/status/401").status_code == 401
+        assert browser.get(proxy.url + "/page").status_code == 200
+    assert outcomes == [("/status/404", 404), ("/status/401", 401), ("/page", 200)]
+
+
+def test_several_workers_with_memory_store_warn_and_serve(upstream):
+    with proxy_process("--upstream", upstream.url, "--workers", "2") as proxy:
+        with httpx.Client(headers=CHROME_NAVIGATION) as browser:
+            statuses = {browser.get(proxy.url + f"/page/{n}").status_code for n in range(6)}
+        assert requests.get(proxy.url + "/page/x", timeout=10).status_code == 403
+        printed = proxy.stop()
+    assert statuses == {200}
+    assert "2 workers with the memory:// store" in printed
+    assert "redis://" in printed
+
+
+def scope_with(headers, client=("127.0.0.1", 5000), scheme="http"):
+    return {"type": "http", "headers": headers, "client": client, "scheme": scheme}
+
+
+def test_connection_named_headers_are_dropped_and_ipv6_forwarded_is_quoted():
+    headers, length, chunked = client_headers_for_upstream(
+        scope_with([(b"host", b"shop.example"), (b"connection", b"Keep-Alive, X-Hop"), (b"x-hop", b"1"),
+                    (b"transfer-encoding", b"chunked"), (b"expect", b"100-continue"), (b"x-kept", b"2")]),
+        peer_ip="2001:db8::7", client_ip="2001:db8::7", peer_trusted=False, rewrite_host=None)
+    names = [name for name, _ in headers]
+    assert "x-hop" not in names and "connection" not in names and "expect" not in names
+    assert ("x-kept", "2") in headers
+    assert dict(headers)["forwarded"] == 'for="[2001:db8::7]";proto=http;host=shop.example'
+    assert (length, chunked) == (None, True)
+
+
+def test_content_length_is_dropped_when_the_body_is_chunked():
+    headers, length, chunked = client_headers_for_upstream(
+        scope_with([(b"host", b"shop.example"), (b"content-length", b"5"),
+                    (b"transfer-encoding", b"chunked")]),
+        peer_ip="127.0.0.1", client_ip="127.0.0.1", peer_trusted=False, rewrite_host=None)
+    names = [name for name, _ in headers]
+    assert "content-length" not in names and "transfer-encoding" not in names
+    assert (length, chunked) == (None, True)
+
+
+def test_response_headers_keep_repeats_and_drop_hop_by_hop():
+    kept, length = response_headers_for_client([
+        (b"Set-Cookie", b"a=1"), (b"Connection", b"keep-alive"), (b"Set-Cookie", b"b=2"),
+        (b"Content-Length", b"12"), (b"Transfer-Encoding", b"chunked"), (b"Location", b"/x")])
+    assert kept == [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"content-length", b"12"),
+                    (b"location", b"/x")]
+    assert length == 12
+
+
+def test_command_line_values():
+    assert parse_size("10M") == 10 * 1024 * 1024
+    assert parse_size("512k") == 512 * 1024
+    assert parse_size("1048576") == 1048576
+    assert parse_listen("[::1]:8080") == ("::1", 8080)
+    assert parse_listen(":9000") == ("0.0.0.0", 9000)
+    for bad in ("ten", "-1M"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_size(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_listen("localhost")
+    with pytest.raises(ValueError):
+        ProxySettings(upstream="ftp://shop")
+
+
+def test_log_fields_are_escaped_like_nginx():
+    assert escape_field('say "hi"\\') == "say \\x22hi\\x22\\x5C"
+    assert escape_field("plain text") == "plain text"

@@ -1,0 +1,333 @@
+"""`shieldware proxy` as a real process in front of a real upstream on loopback."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+
+import aiohttp
+import httpx
+import pytest
+import requests
+
+from tests.proxy_support import MIB, UpstreamRecorder, build_upstream, memory_kib, proxy_process
+from tests.support import CHROME_NAVIGATION, free_port, live_server
+
+MEMORY_GROWTH_LIMIT_KIB = 50 * 1024
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    recorder = UpstreamRecorder()
+    with live_server(build_upstream(recorder), ws="websockets-sansio") as server:
+        server.recorder = recorder
+        yield server
+
+
+@pytest.fixture(scope="module")
+def monitor_proxy(upstream, tmp_path_factory):
+    """Monitor mode: every request passes, so plain test clients exercise the forwarding itself."""
+    log = tmp_path_factory.mktemp("proxy") / "access.log"
+    with proxy_process("--upstream", upstream.url, "--monitor", "--max-body", "64M", "--read-timeout", "3",
+                       "--access-log", str(log)) as proxy:
+        proxy.access_log = log
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def enforce_proxy(upstream):
+    with proxy_process("--upstream", upstream.url) as proxy:
+        yield proxy
+
+
+def upstream_headers(response: requests.Response) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {}
+    for name, value in response.json()["headers"]:
+        seen.setdefault(name, []).append(value)
+    return seen
+
+
+# ---- memory: bodies stream, they are never buffered ----------------------------------------------
+
+
+def test_200_mb_download_streams_with_bounded_proxy_memory(monitor_proxy):
+    requests.get(monitor_proxy.url + "/download?mb=2", timeout=30).raise_for_status()  # warm the pool
+    before = memory_kib(monitor_proxy.pid)
+    received = 0
+    with requests.get(monitor_proxy.url + "/download?mb=200", stream=True, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(200 * MIB)
+        for chunk in response.iter_content(MIB):
+            received += len(chunk)
+    after = memory_kib(monitor_proxy.pid)
+    assert received == 200 * MIB
+    growth = after["VmHWM"] - before["VmRSS"]
+    print(f"200 MB download: proxy RSS {before['VmRSS']} KiB before, peak {after['VmHWM']} KiB after")
+    assert growth < MEMORY_GROWTH_LIMIT_KIB, f"proxy peak grew by {growth} KiB during a 200 MB download"
+
+
+def test_50_mb_upload_streams_with_bounded_proxy_memory(monitor_proxy):
+    before = memory_kib(monitor_proxy.pid)
+
+    def body():
+        for _ in range(50):
+            yield b"u" * MIB
+
+    response = requests.post(monitor_proxy.url + "/upload", data=body(), timeout=60)  # chunked upload
+    after = memory_kib(monitor_proxy.pid)
+    assert response.status_code == 200
+    assert response.json() == {"received": 50 * MIB}
+    growth = after["VmHWM"] - before["VmRSS"]
+    print(f"50 MB upload: proxy RSS {before['VmRSS']} KiB before, peak {after['VmHWM']} KiB after")
+    assert growth < MEMORY_GROWTH_LIMIT_KIB, f"proxy peak grew by {growth} KiB during a 50 MB upload"
+
+
+def test_upload_with_content_length_arrives_whole(monitor_proxy):
+    payload = bytes(range(256)) * 4096  # 1 MiB, not all zeros
+    response = requests.put(monitor_proxy.url + "/upload", data=payload, timeout=30)
+    assert response.json() == {"received": len(payload)}
+
+
+# ---- failures: 413, 502, 504, client disconnect --------------------------------------------------
+
+
+def test_oversized_body_is_413_and_never_reaches_upstream(upstream):
+    with proxy_process("--upstream", upstream.url, "--monitor", "--max-body", "1M") as proxy:
+        hits = upstream.recorder.hits
+        declared = requests.post(proxy.url + "/upload", data=b"x" * (2 * MIB), timeout=30)
+        assert declared.status_code == 413
+        assert "too large" in declared.text
+        assert upstream.recorder.hits == hits
+
+        def chunked():
+            for _ in range(3):
+                yield b"y" * MIB
+
+        streamed = requests.post(proxy.url + "/upload", data=chunked(), timeout=30)
+        assert streamed.status_code == 413
+        small = requests.post(proxy.url + "/upload", data=b"z" * 1000, timeout=30)
+        assert small.json() == {"received": 1000}
+
+
+def test_upstream_down_is_502_with_a_plain_page():
+    with proxy_process("--upstream", f"http://127.0.0.1:{free_port()}", "--monitor") as proxy:
+        response = requests.get(proxy.url + "/product/1", timeout=30)
+    assert response.status_code == 502
+    assert response.headers["content-type"].startswith("text/html")
+    assert "could not be reached" in response.text
+    assert "<script" not in response.text
+
+
+def test_slow_upstream_is_504(monitor_proxy):
+    response = requests.get(monitor_proxy.url + "/slow?seconds=8", timeout=30)  # read timeout is 3 s
+    assert response.status_code == 504
+    assert "did not answer in time" in response.text
+
+
+def test_client_disconnect_cancels_the_upstream_request(monitor_proxy, upstream):
+    recorder = upstream.recorder
+    recorder.endless_closed.clear()
+    recorder.endless_chunks = 0
+    response = requests.get(monitor_proxy.url + "/endless", stream=True, timeout=30)
+    assert response.status_code == 200
+    next(response.iter_content(65536))
+    response.close()  # the client walks away after the first chunk
+    assert recorder.endless_closed.wait(20), "the upstream kept streaming for a client that left"
+    assert recorder.endless_chunks < 4000
+
+
+def test_client_leaving_while_the_upstream_thinks_abandons_the_upstream_request(upstream):
+    import socket
+
+    recorder = upstream.recorder
+    recorder.slow_started.clear()
+    recorder.thinking_abandoned.clear()
+    # A read timeout far beyond the upstream's 10 s of thinking: only the client leaving can end it.
+    with proxy_process("--upstream", upstream.url, "--monitor", "--read-timeout", "60") as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
+            raw.sendall(b"GET /thinking HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+            assert recorder.slow_started.wait(10)
+        assert recorder.thinking_abandoned.wait(8), "the proxy kept the upstream busy for a client that left"
+
+
+# ---- headers, cookies, redirects -----------------------------------------------------------------
+
+
+def test_forwarding_headers_are_set_and_spoofed_ones_discarded(monitor_proxy):
+    response = requests.get(monitor_proxy.url + "/echo-headers?a=1&b=%20x", timeout=10, headers={
+        "Host": "shop.example",
+        "X-Forwarded-For": "6.6.6.6",
+        "Forwarded": "for=6.6.6.6",
+        "X-Shield-Verdict": "allow-me-please",
+        "Connection": "keep-alive, X-Private-Hop",
+        "X-Private-Hop": "secret",
+        "TE": "trailers",
+        "Cookie": "a=1; b=2",
+    })
+    assert response.status_code == 200
+    seen = upstream_headers(response)
+    assert response.json()["query"] == "a=1&b=%20x"
+    assert seen["host"] == ["shop.example"]
+    assert seen["x-forwarded-for"] == ["127.0.0.1"]
+    assert seen["x-forwarded-proto"] == ["http"]
+    assert seen["x-forwarded-host"] == ["shop.example"]
+    assert seen["forwarded"] == ["for=127.0.0.1;proto=http;host=shop.example"]
+    assert seen["x-real-ip"] == ["127.0.0.1"]
+    assert seen["cookie"] == ["a=1; b=2"]
+    for hop in ("x-private-hop", "te", "connection-specific"):
+        assert hop not in seen
+    assert seen.get("connection") != ["keep-alive, X-Private-Hop"]
+    assert len(seen["x-shield-verdict"]) == 1 and seen["x-shield-verdict"][0] != "allow-me-please"
+    assert re.fullmatch(r"\d{1,3}", seen["x-shield-score"][0])
+    assert seen["x-shield-ref"][0]
+
+
+def test_trusted_proxy_chain_is_extended_not_replaced(upstream):
+    with proxy_process("--upstream", upstream.url, "--monitor", "--trusted-proxy", "127.0.0.0/8",
+                       "--rewrite-host") as proxy:
+        response = requests.get(proxy.url + "/echo-headers", timeout=10,
+                                headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
+                                         "Host": "shop.example"})
+    seen = upstream_headers(response)
+    assert seen["x-forwarded-for"] == ["203.0.113.9, 127.0.0.1"]
+    assert seen["x-forwarded-proto"] == ["https"]
+    assert seen["x-real-ip"] == ["203.0.113.9"]  # the client the trusted chain names
+    assert seen["host"] == [upstream.url.removeprefix("http://")]  # --rewrite-host
+    assert seen["x-forwarded-host"] == ["shop.example"]
+
+
+def test_redirects_and_every_set_cookie_pass_untouched(monitor_proxy):
+    response = requests.get(monitor_proxy.url + "/cookies", allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    assert response.headers["location"] == "/elsewhere?x=1"
+    cookies = response.raw.headers.getlist("set-cookie")
+    assert len(cookies) == 3
+    assert cookies[0].startswith("session=abc123;") and "HttpOnly" in cookies[0]
+    assert cookies[1].startswith("cart=7;") and "Path=/cart" in cookies[1]
+    assert cookies[2] == "theme=dark, with-comma; Path=/"
+
+
+def test_head_and_bodyless_statuses(monitor_proxy):
+    head = requests.head(monitor_proxy.url + "/download?mb=3", timeout=10)
+    assert head.status_code == 200 and head.content == b""
+    assert requests.get(monitor_proxy.url + "/status/204", timeout=10).status_code == 204
+    missing = requests.get(monitor_proxy.url + "/status/404", timeout=10)
+    assert missing.status_code == 404 and missing.text == "status"
+
+
+# ---- websocket -----------------------------------------------------------------------------------
+
+
+async def test_websocket_echo_through_the_proxy(monitor_proxy):
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            monitor_proxy.url.replace("http", "ws") + "/ws", protocols=("chat.v1",)) as socket:
+        assert socket.protocol == "chat.v1"
+        await socket.send_str("hello")
+        assert (await socket.receive(timeout=10)).data == "echo:hello"
+        await socket.send_bytes(b"\x00\x01binary")
+        assert (await socket.receive(timeout=10)).data == b"echo:\x00\x01binary"
+
+
+async def test_websocket_from_a_tool_is_refused_in_enforce_mode(enforce_proxy):
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(enforce_proxy.url.replace("http", "ws") + "/ws")
+    assert refused.value.status == 403
+
+
+# ---- detection at the proxy ----------------------------------------------------------------------
+
+
+def test_requests_scraper_is_blocked_and_never_reaches_upstream(enforce_proxy, upstream):
+    hits = upstream.recorder.hits
+    for page in range(1, 6):
+        response = requests.get(f"{enforce_proxy.url}/product/{page}", timeout=10)
+        assert response.status_code == 403
+        assert response.headers["x-shield-ref"] in response.text
+    assert upstream.recorder.hits == hits
+    with httpx.Client(headers=CHROME_NAVIGATION) as browser:
+        response = browser.get(enforce_proxy.url + "/echo-headers")
+    assert response.status_code == 200
+    assert upstream.recorder.hits == hits + 1
+    assert dict(response.json()["headers"])["x-shield-verdict"] == "allow"
+
+
+def test_access_log_is_combined_format(monitor_proxy):
+    requests.get(monitor_proxy.url + "/product/9?ref=a%22b", headers={"Referer": "http://x.example/"},
+                 timeout=10)
+    with httpx.Client(headers=CHROME_NAVIGATION) as browser:
+        browser.get(monitor_proxy.url + "/status/404?from=log-test")
+    combined = re.compile(r'^(\S+) - - \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] '
+                          r'"([^"]*)" (\d{3}) (\d+) "([^"]*)" "([^"]*)"$')
+    deadline = time.monotonic() + 10
+    lines: list[str] = []
+    while time.monotonic() < deadline:  # the log is flushed in batches, at least once a second
+        lines = monitor_proxy.access_log.read_text().splitlines()
+        if any("from=log-test" in line for line in lines):
+            break
+        time.sleep(0.2)
+    parsed = [combined.match(line) for line in lines]
+    assert all(parsed), [line for line, match in zip(lines, parsed, strict=True) if not match]
+    product = next(m for m in parsed if "/product/9" in m.group(3))
+    assert product.group(1) == "127.0.0.1"
+    assert product.group(3) == "GET /product/9?ref=a%22b HTTP/1.1"
+    assert product.group(4) == "200"
+    assert product.group(6) == "http://x.example/"
+    assert product.group(7).startswith("python-requests/")
+    missing = next(m for m in parsed if "from=log-test" in m.group(3))
+    assert missing.group(4) == "404" and missing.group(5) == "6"
+    assert "Chrome/120" in missing.group(7)
+
+
+def test_sigterm_lets_in_flight_requests_finish(upstream):
+    proxy_ctx = proxy_process("--upstream", upstream.url, "--monitor", "--shutdown-timeout", "20")
+    proxy = proxy_ctx.__enter__()
+    try:
+        upstream.recorder.slow_started.clear()
+        outcome: dict[str, requests.Response] = {}
+        client = threading.Thread(target=lambda: outcome.setdefault(
+            "response", requests.get(proxy.url + "/slow?seconds=1.5", timeout=30)))
+        client.start()
+        assert upstream.recorder.slow_started.wait(10)
+        proxy.process.send_signal(signal.SIGTERM)
+        client.join(30)
+        assert outcome["response"].status_code == 200
+        assert outcome["response"].text == "finally"
+        proxy.process.wait(30)
+        assert proxy.process.returncode in (0, -signal.SIGTERM)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(proxy.url + "/.shieldware/health", timeout=2)
+    finally:
+        proxy_ctx.__exit__(None, None, None)
+
+
+def test_health_endpoint(enforce_proxy):
+    response = requests.get(enforce_proxy.url + "/.shieldware/health", timeout=10)  # even for a tool
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.json()["mode"] == "enforce"
+
+
+def test_post_after_the_upstream_closed_an_idle_connection_still_works(upstream):
+    recorder = UpstreamRecorder()
+    # An upstream that drops idle keep-alive connections after one second (gunicorn's default is 2 s).
+    with live_server(build_upstream(recorder), timeout_keep_alive=1) as impatient, \
+            proxy_process("--upstream", impatient.url, "--monitor") as proxy:
+        for _ in range(3):
+            response = requests.post(proxy.url + "/upload", data=b"x" * 100, timeout=10)
+            assert response.status_code == 200 and response.json() == {"received": 100}
+            time.sleep(1.5)  # let the upstream close the pooled connection
+
+
+def test_client_leaving_mid_upload_cancels_the_upstream_request(monitor_proxy, upstream):
+    import socket
+
+    upstream.recorder.upload_aborted.clear()
+    with socket.create_connection(("127.0.0.1", monitor_proxy.port), timeout=10) as raw:
+        raw.sendall(b"POST /upload HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 10000000\r\n\r\n"
+                    + b"x" * 65536)
+        time.sleep(0.5)  # let the first bytes reach the upstream before the client vanishes
+    assert upstream.recorder.upload_aborted.wait(20), "the upstream kept waiting for an upload nobody sends"
+    assert requests.get(monitor_proxy.url + "/page", timeout=10).status_code == 200  # still serving
