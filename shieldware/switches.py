@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 log = logging.getLogger("shieldware.switches")
 
 UNDER_ATTACK_KIND = "switch.under_attack"
+VERSION_KIND, VERSION_KEY = "switch.version", "current"  # bumped on every change: refreshes stay cheap
 LIST_KIND = "list"
 LISTS = ("allow", "deny")
 TARGETS = ("ip", "account", "fingerprint")
@@ -91,6 +93,7 @@ async def set_under_attack(store: Any, decision_log: Any, group: str, on: bool, 
         record["until"] = value["until"]
     else:
         record["was_on"] = await store.delete_record(UNDER_ATTACK_KIND, group)
+    await _bump_version(store, now)
     if decision_log is not None:
         decision_log.write_record(record)
     return record
@@ -104,6 +107,7 @@ async def add_entry(store: Any, decision_log: Any, list_name: str, target: str, 
     entry = {"list": list_name, "target": target, "value": value, "reason": reason, "created": now,
              "until": None if seconds is None else now + seconds, "by": by}
     await store.put_record(LIST_KIND, entry_key(list_name, target, value), entry, seconds, now)
+    await _bump_version(store, now)
     if decision_log is not None:
         decision_log.write_record({"type": "list", "change": "add", "time": round(now, 3), **entry})
     return entry
@@ -113,10 +117,16 @@ async def remove_entry(store: Any, decision_log: Any, list_name: str, target: st
                        by: str = "operator") -> bool:
     value = normalise_target(target, value)
     removed = await store.delete_record(LIST_KIND, entry_key(list_name, target, value))
+    await _bump_version(store, now)
     if decision_log is not None:
         decision_log.write_record({"type": "list", "change": "remove", "time": round(now, 3), "list": list_name,
                                    "target": target, "value": value, "removed": removed, "by": by})
     return removed
+
+
+async def _bump_version(store: Any, now: float) -> None:
+    # Expiry needs no bump: every process checks `until` itself.
+    await store.put_record(VERSION_KIND, VERSION_KEY, {"changed": now, "nonce": os.urandom(6).hex()}, None, now)
 
 
 async def current_state(store: Any, now: float) -> dict[str, Any]:
@@ -168,6 +178,9 @@ class _Lists:
         return entry
 
 
+_NEVER = object()
+
+
 def _live(entry: dict, now: float) -> bool:
     until = entry.get("until")
     return until is None or until > now
@@ -184,6 +197,7 @@ class SwitchBoard:
         self.lists = {name: _Lists() for name in LISTS}
         self.has_entries = False  # checked on every request: kept as a plain flag
         self._next_refresh = float("-inf")
+        self._version: Any = _NEVER
         self._refreshing: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -205,9 +219,15 @@ class SwitchBoard:
         if now < self._next_refresh or (self._refreshing is not None and not self._refreshing.done()):
             return
         self._next_refresh = now + self.refresh_seconds
-        self._refreshing = self._spawn(self.refresh(now))
+        self._refreshing = self._spawn(self.refresh(now, force=False))
 
-    async def refresh(self, now: float) -> None:
+    async def refresh(self, now: float, force: bool = True) -> None:
+        """Reload switches and entries; unless forced, only when the store's version changed
+        (one small read instead of listing every record every few seconds)."""
+        version = await self.store.get_record(VERSION_KIND, VERSION_KEY, now)
+        if not force and version == self._version:
+            return
+        self._version = version
         state = await current_state(self.store, now)
         lists = {name: _Lists() for name in LISTS}
         for entry in state["entries"]:
