@@ -8,6 +8,8 @@ import time
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -192,3 +194,18 @@ groups:
     assert "groups[0].account_field" in text and "never the password" in text
     assert "groups[0].outcomes[0].status" in text and "groups[0].outcomes[1].event" in text
     assert "groups[0].watch.teleport: unknown field" in text
+
+
+@given(body=st.binary(max_size=300), content_type=st.sampled_from(
+    ["application/x-www-form-urlencoded", "application/json", "application/ld+json; charset=utf-8", "text/plain", ""]))
+@settings(max_examples=300, deadline=None)
+def test_account_extraction_never_raises_on_arbitrary_bodies(body, content_type):
+    account = account_from_body(content_type, body, ("username", "email"))
+    assert account is None or (isinstance(account, str) and 0 < len(account) <= 128)
+
+
+@given(value=st.text(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_event_header_parsing_never_raises(value):
+    parsed = parse_event_header(value)
+    assert parsed is None or ("password" not in parsed[1] and all(len(v) <= 128 for v in parsed[1].values()))
