@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from shieldware.facts import TrustedProxies, facts_from_headers
 from shieldware.middleware import ShieldMiddleware
 from shieldware.proxy.forward_auth import ForwardAuthEndpoint, original_request
 from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
-from tests.support import CHROME_NAVIGATION, CHROME_UA, free_port, live_server
+from tests.support import CHROME_NAVIGATION, free_port, live_server
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
@@ -39,6 +40,20 @@ def auth_server():
 
 def check(server, headers, path="/.shieldware/check"):
     return requests.get(server.url + path, headers=headers, allow_redirects=False, timeout=10)
+
+
+def raw_get(base: str, path: str, headers: list[tuple[str, str]]) -> tuple[int, str]:
+    """GET with exactly these headers in exactly this order (http.client adds only Host)."""
+    host, port = base.split("//", 1)[1].rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.putrequest("GET", path, skip_accept_encoding=True)
+    for name, value in headers:
+        connection.putheader(name, value)
+    connection.endheaders()
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status, response.getheader("location") or ""
 
 
 def edge_headers(client_headers, uri="/product/7", method="GET", host="shop.example"):
@@ -65,14 +80,24 @@ def test_scraper_is_refused_with_a_reference(auth_server):
 
 
 def test_suspicious_browser_gets_a_challenge_redirect_target(auth_server):
-    # A browser UA without the headers every browser sends: suspicious, not certainly a bot.
-    response = check(auth_server, edge_headers({"User-Agent": CHROME_UA}, uri="/product/7?colour=red&size=m"))
-    assert response.status_code == 401
-    assert response.headers["x-shield-verdict"] == "challenge"
-    target = "/.shieldware/challenge?next=/product/7%3Fcolour%3Dred%26size%3Dm"
-    assert response.headers["location"] == target
-    assert response.headers["x-shield-challenge"] == target
-    assert "http-equiv=\"refresh\"" in response.text
+    # Chrome's own headers in Chrome's order, but without Accept-Language, which every browser sends:
+    # suspicious, not certainly a bot. http.client keeps the order exactly as given.
+    browser = [(k, v) for k, v in CHROME_NAVIGATION if k != "accept-language"]
+    headers = browser + list(edge_headers({}, uri="/product/7?colour=red&size=m").items())
+    connection = http.client.HTTPConnection("127.0.0.1", int(auth_server.url.rsplit(":", 1)[1]), timeout=10)
+    connection.putrequest("GET", "/.shieldware/check", skip_accept_encoding=True)
+    for name, value in headers:
+        connection.putheader(name, value)
+    connection.endheaders()
+    response = connection.getresponse()
+    body = response.read().decode()
+    connection.close()
+    assert response.status == 401
+    assert response.getheader("x-shield-verdict") == "challenge"
+    target = "/.shieldware/challenge?return=/product/7%3Fcolour%3Dred%26size%3Dm"
+    assert response.getheader("location") == target
+    assert response.getheader("x-shield-challenge") == target
+    assert "http-equiv=\"refresh\"" in body
 
 
 def test_traefik_style_headers_are_understood(auth_server):
@@ -197,8 +222,9 @@ def test_real_nginx_auth_request_blocks_scraper_and_passes_browser(upstream, tmp
             seen = dict(page.json()["headers"])
             assert seen["x-shield-verdict"] == "allow"
             assert seen["x-shield-ref"]
-            challenged = requests.get(edge + "/product/4?x=1", headers={"User-Agent": CHROME_UA},
-                                      allow_redirects=False, timeout=10)
-            assert challenged.status_code == 302
-            assert challenged.headers["location"].endswith("/.shieldware/challenge?next=/product/4%3Fx%3D1")
+            # Chrome's headers without Accept-Language: suspicious, so challenged (order kept by http.client).
+            status, location = raw_get(edge, "/product/4?x=1",
+                                       [(k, v) for k, v in CHROME_NAVIGATION if k != "accept-language"])
+            assert status == 302
+            assert location.endswith("/.shieldware/challenge?return=/product/4%3Fx%3D1")
             assert upstream.recorder.hits == hits + 1

@@ -6,7 +6,7 @@ are believed only from a trusted peer. The engine decides exactly as it does for
 requests; the answer is:
 
 - 200 with X-Shield-Score / -Verdict / -Ref: let it through (monitor mode always answers 200);
-- 401 with `Location: /.shieldware/challenge?next=<original URI>`: send the browser to the
+- 401 with `Location: /.shieldware/challenge?return=<original URI>`: send the browser to the
   challenge (nginx: `error_page 401 = @challenge`; the body meta-refreshes for edges that
   relay it, like Traefik);
 - 403: blocked (body: the block page with the reference id);
@@ -82,6 +82,7 @@ class ForwardAuthEndpoint:
         self.middleware = middleware
         self.engine = middleware.engine
         self.trusted = trusted
+        self.challenges = getattr(middleware, "challenges", None)
         self.challenge_path = middleware.prefix + "/challenge"
         self._warned: set[str] = set()
 
@@ -135,8 +136,10 @@ class ForwardAuthEndpoint:
         return status, [*shield_headers, *page_headers], body
 
     def challenge_url(self, raw_uri: str) -> str:
-        """Where a challenged browser goes; the challenge page sends it back to `next` once it passes."""
-        return f"{self.challenge_path}?next={quote(raw_uri, safe='/%')}"
+        """Where a challenged browser goes; the challenge page sends it back to `return` once it passes."""
+        if self.challenges is not None:
+            return self.challenges.page_url(raw_uri)
+        return f"{self.challenge_path}?return={quote(raw_uri, safe='/')}"
 
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store")]
