@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "shieldware.commands.ua",
     "shieldware.commands.geoip",
     "shieldware.commands.proxy",
+    "shieldware.commands.switches",
+    "shieldware.commands.account",
 )
 
 

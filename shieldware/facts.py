@@ -42,6 +42,9 @@ class RequestFacts:
     notes: tuple[str, ...] = ()
     status: int | None = None  # known only when replaying a log line
     source: str = "live"  # "live" or "log": signals that need live-only data check this
+    # Selected body fields a front door extracted for signals, e.g. (("account", "alice"),) from a
+    # login form (see shieldware.outcomes.capture_account). Never a password.
+    form_fields: tuple[tuple[str, str], ...] = ()
 
     @property
     def user_agent(self) -> str:
