@@ -179,33 +179,33 @@ def test_durations():
 
 
 def test_cli_store_mode_reaches_servers_sharing_a_redis_store(tmp_path, capsys):
+    """`shieldware under-attack on --store redis://…` reaches every server sharing that Redis."""
     from shieldware.store import open_store
+    from tests.redis_support import redis_server
 
-    uri = "redis://127.0.0.1:6379/15"
-    try:
-        store = open_store(uri)
-    except ValueError as exc:  # the Redis store is another issue's; this runs once it is merged
-        pytest.skip(f"no redis:// store on this branch yet ({exc})")
-    log = tmp_path / "changes.jsonl"
-    engine = Engine(default_policy(), store, metrics=Metrics())
-    headers = list(CHROME_NAVIGATION)
-    try:
-        code, _out, err = cli(capsys, "under-attack", "on", "--group", "login", "--for", "10m", "--store", uri,
-                              "--log", str(log))
+    with redis_server(tmp_path / "redis") as redis:
+        log = tmp_path / "changes.jsonl"
+        code, _out, err = cli(capsys, "under-attack", "on", "--group", "login", "--for", "10m", "--store",
+                              redis.uri, "--log", str(log))
         assert code == 0, err
 
         async def verdict() -> str:
-            now = time.time()
-            await engine.decide(facts_from_headers("192.0.2.1", "GET", "/login", now, headers))
-            await asyncio.sleep(0.2)  # the background refresh lands
-            return str((await engine.decide(facts_from_headers("192.0.2.1", "GET", "/login", now + 3,
-                                                               headers))).verdict)
+            store = open_store(redis.uri)  # a server process of the shop, sharing the same Redis
+            engine = Engine(default_policy(), store, metrics=Metrics())
+            try:
+                now = time.time()
+                headers = list(CHROME_NAVIGATION)
+                await engine.decide(facts_from_headers("192.0.2.1", "GET", "/login", now, headers))
+                await asyncio.sleep(0.2)  # the background refresh lands
+                later = await engine.decide(facts_from_headers("192.0.2.1", "GET", "/login", now + 3, headers))
+                return str(later.verdict)
+            finally:
+                await store.close()
 
         assert asyncio.run(verdict()) == "challenge"
         assert json.loads(log.read_text().splitlines()[0])["type"] == "switch"
-    finally:
-        cli(capsys, "under-attack", "off", "--group", "login", "--store", uri)
-        asyncio.run(store.close())
+        code, _out, err = cli(capsys, "under-attack", "off", "--group", "login", "--store", redis.uri)
+        assert code == 0, err
 
 
 def test_admin_endpoint_behind_an_untrusted_proxy_and_with_a_token(tmp_path, monkeypatch, capsys):
