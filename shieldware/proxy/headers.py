@@ -16,6 +16,8 @@ REQUEST_HEADERS_DROPPED = HOP_BY_HOP | {b"expect"}
 FORWARDING_HEADERS = frozenset({
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip",
 })
+# Every request header the loop below does more with than pass it on.
+_LOOKED_AT = REQUEST_HEADERS_DROPPED | FORWARDING_HEADERS | {b"content-length", b"host"}
 
 
 def _forwarded_node(ip: str) -> str:
@@ -51,7 +53,11 @@ def upstream_request_headers(
     body_length: int | None = None
     chunked = False
     named_by_connection: list[bytes] = []
-    for name, value in scope["headers"]:
+    for header in scope["headers"]:
+        name, value = header
+        if name not in _LOOKED_AT:  # most headers: passed on as they came, one set lookup each
+            out.append(header)
+            continue
         if name in REQUEST_HEADERS_DROPPED:
             if name == b"transfer-encoding":
                 chunked = True
@@ -73,7 +79,7 @@ def upstream_request_headers(
             host = value
             if rewrite_host is not None:
                 continue
-        out.append((name, value))
+        out.append(header)
     if named_by_connection:
         dropped = set(named_by_connection)
         out = [(name, value) for name, value in out if name not in dropped]
