@@ -172,3 +172,30 @@ async def test_chunked_request_body_is_framed_and_terminated():
         assert connection.reusable()
         pool.release(connection)
     assert received[1] == b"3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n"
+
+
+async def test_an_early_answer_stops_the_upload_and_is_relayed():
+    async def handler(reader, writer):
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo big!")
+        await writer.drain()
+
+    sent: list[int] = []
+
+    async def body():
+        for number in range(50):
+            sent.append(number)
+            yield b"x" * 65536
+            await asyncio.sleep(0.02)
+
+    async with RawServer(handler) as server:
+        pool = server.pool()
+        connection = await pool.acquire()
+        await connection.send_request(b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 3276800\r\n\r\n", body(),
+                                      False)
+        await connection.read_head()
+        assert connection.status == 413
+        assert await connection.read_body() == b"too big!"
+        assert not connection.reusable()
+        pool.release(connection)
+    assert len(sent) < 50

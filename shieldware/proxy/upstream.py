@@ -60,6 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
         self.drain_waiter: asyncio.Future | None = None
         self.writing_paused = False
+        self.request_sent = False
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -125,6 +126,9 @@ class UpstreamConnection(asyncio.Protocol):
                 chunked = True
         self.until_close = not chunked and not has_length and status not in (204, 304)
         self._wake()
+        drain = self.drain_waiter  # a body still being sent stops here: the answer is in
+        if drain is not None and not drain.done():
+            drain.set_result(None)
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -173,7 +177,7 @@ class UpstreamConnection(asyncio.Protocol):
                 await self.drain_waiter
             finally:
                 self.drain_waiter = None
-        if self.closed and self.error is None:
+        if self.closed and self.error is None and not self.headers_done:
             raise UpstreamError("the upstream closed the connection while the request was being sent")
 
     async def send_request(self, head: bytes, body: AsyncIterator[bytes] | None, chunked: bool) -> None:
@@ -182,11 +186,16 @@ class UpstreamConnection(asyncio.Protocol):
         assert transport is not None
         if body is None:
             transport.write(head)
+            self.request_sent = True
             return
         pending = head
         async for chunk in body:
             if self.error is not None:
                 raise self.error
+            if self.headers_done or self.closed:
+                # The upstream answered (or hung up) before taking the whole body, e.g. with its own
+                # 413: stop sending. Its answer is relayed; the connection is not reused.
+                return
             if chunked:
                 chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
             if pending:
@@ -199,6 +208,7 @@ class UpstreamConnection(asyncio.Protocol):
             pending += b"0\r\n\r\n"
         if pending:
             transport.write(pending)
+        self.request_sent = True
 
     async def read_head(self) -> None:
         while not self.headers_done:
@@ -240,7 +250,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
 
     def reusable(self) -> bool:
-        return self.complete and self.keep_alive and not self.closed and not self.chunks
+        return self.complete and self.keep_alive and self.request_sent and not self.closed and not self.chunks
 
 
 class UpstreamPool:
