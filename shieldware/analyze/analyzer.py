@@ -27,6 +27,7 @@ from shieldware.analyze.behaviour import (
     Thresholds,
     behaviour_evidence,
     evidence_weight,
+    may_have_evidence,
     observe,
     summarise,
 )
@@ -36,7 +37,7 @@ from shieldware.decision import Decision, Verdict
 from shieldware.decision_log import DecisionLog
 from shieldware.engine import Engine
 from shieldware.evidence import Evidence
-from shieldware.facts import RequestFacts, TrustedProxies, facts_from_headers, normalise_ip, resolve_client_ip
+from shieldware.facts import RequestFacts, TrustedProxies, normalise_ip, resolve_client_ip
 from shieldware.metrics import Metrics
 from shieldware.policy import Policy
 from shieldware.signals import Inspection, default_signals
@@ -57,7 +58,23 @@ DEFAULT_TRUSTED_PROXIES = (
 CATEGORIES = ("human", "verified-bot", "declared-bot", "suspicious", "bad-bot")
 FLAGGED = ("bad-bot", "suspicious")
 TIMELINE_BUCKET = 60  # seconds; coarsened automatically for long logs
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_PLAIN_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+class _QuietDecisionLog(DecisionLog):
+    """Analysis verdicts are reported, not logged as live decisions (and JSON per client is costly)."""
+
+    def write(self, decision: Decision) -> None:
+        return None
+
+
+class _NoMetrics(Metrics):
+    """Replaying a log must not count as live traffic in the process's Prometheus metrics."""
+
+    def record_decision(self, decision: Decision) -> None:
+        return None
 
 
 class BatchEvidenceSignal:
@@ -217,7 +234,8 @@ class LogAnalysis:
             if found is None:
                 addr = self.vocab.addr.strings[pair >> 32]
                 xff = self.vocab.xff.strings[pair & 0xFFFFFFFF]
-                peer = normalise_ip(addr) or addr
+                # Canonical dotted IPv4 is already normal; parsing it with ipaddress costs µs each.
+                peer = addr if _PLAIN_IPV4.fullmatch(addr) else (normalise_ip(addr) or addr)
                 client = peer
                 if xff and self.trusted and self.trusted.trusts(peer):
                     client, _ = resolve_client_ip(peer, {"x-forwarded-for": xff}, self.trusted)
@@ -322,21 +340,28 @@ class LogAnalysis:
             self.policy,
             store=MemoryStore(),
             signals=[*signals, extra_signal],
-            decision_log=DecisionLog(None),
-            metrics=Metrics(CollectorRegistry()),
+            decision_log=_QuietDecisionLog(None),
+            metrics=_NoMetrics(CollectorRegistry()),
         )
 
-    def _main_group(self, state: ClientState, row: int) -> int:
-        counts = state.groups[row].copy()
-        counts[self.static_groups] = 0
-        return int(np.argmax(counts)) if counts.any() else int(np.argmax(state.groups[row]))
+    def _representatives(self, state: ClientState) -> tuple[np.ndarray, np.ndarray]:
+        """Per client, the method and path of its first request in its busiest non-static group.
+
+        That request stands for the client in the engine: its route group sets the thresholds
+        (a stuffer is judged as a login client, a scraper as a product client).
+        """
+        n = state.size
+        counts = state.groups[:n].copy()
+        counts[:, self.static_groups] = 0
+        main = np.where(counts.any(axis=1), counts.argmax(axis=1), state.groups[:n].argmax(axis=1))
+        rows = np.arange(n)
+        return state.rep_method[rows, main], state.rep_path[rows, main]
 
     def _facts(
-        self, state: ClientState, row: int, ip: str, ua: str, first: tuple, now: float
+        self, ip: str, ua: str, method_id: int, path_id: int, first: tuple, now: float
     ) -> RequestFacts:
-        group = self._main_group(state, row)
-        method = self.vocab.method.strings[int(state.rep_method[row, group])] or "GET"
-        path = self.vocab.path.strings[int(state.rep_path[row, group])] or "/"
+        method = self.vocab.method.strings[method_id] or "GET"
+        path = self.vocab.path.strings[path_id] or "/"
         _, _, referer, xff, status = first
         headers = []
         if ua:
@@ -345,7 +370,19 @@ class LogAnalysis:
             headers.append(("referer", referer))
         if xff:
             headers.append(("x-forwarded-for", xff))
-        return facts_from_headers(ip, method, path, now, headers, status=status or None, source="log")
+        # Built directly rather than through facts_from_headers: the log's values are already
+        # decoded and normalised, and this runs once per client of a possibly huge log.
+        return RequestFacts(
+            client_ip=ip,
+            method=method,
+            path=path,
+            now=now,
+            headers=tuple(headers),
+            header_map=dict(headers),
+            peer_ip=ip,
+            status=status or None,
+            source="log",
+        )
 
     async def _decide(
         self,
@@ -401,17 +438,27 @@ class LogAnalysis:
         ip_summary = summarise(self.ip_state)
         uas = self.vocab.user_agent.strings
         ips = self.ips.strings
+        methods, paths = self._representatives(self.client_state)
+        busy = may_have_evidence(client_summary, self.thresholds)
         clients: list[ClientFinding] = []
         per_ip: dict[int, list[int]] = {}
         for row in range(len(self.client_ip)):
             ip, ua = ips[self.client_ip[row]], uas[self.client_ua[row]]
-            findings = behaviour_evidence(client_summary, row, site_static, self.thresholds)
+            findings = (
+                behaviour_evidence(client_summary, row, site_static, self.thresholds) if busy[row] else []
+            )
             facts = self._facts(
-                self.client_state, row, ip, ua, self.client_first[row], float(client_summary.last[row])
+                ip,
+                ua,
+                int(methods[row]),
+                int(paths[row]),
+                self.client_first[row],
+                float(client_summary.last[row]),
             )
             decision, attrs = await self._decide(engine, signal, facts, findings)
             clients.append(self._finding(decision, attrs, client_summary, row, ip, ua))
             per_ip.setdefault(self.client_ip[row], []).append(row)
+        ip_methods, ip_paths = self._representatives(self.ip_state)
         ip_findings: list[ClientFinding] = []
         for ip_id, rows in per_ip.items():
             if len(rows) == 1:
@@ -421,10 +468,10 @@ class LogAnalysis:
             main = max(rows, key=lambda r: client_summary.requests[r])
             findings = behaviour_evidence(ip_summary, ip_id, site_static, self.thresholds)
             facts = self._facts(
-                self.ip_state,
-                ip_id,
                 ips[ip_id],
                 uas[self.client_ua[main]],
+                int(ip_methods[ip_id]),
+                int(ip_paths[ip_id]),
                 self.client_first[main],
                 float(ip_summary.last[ip_id]),
             )
@@ -450,7 +497,10 @@ class LogAnalysis:
         client_rows, path_ids, counts = self.paths_by_client.table()
         paths = self.vocab.path.strings
         flagged = np.array([c.flagged for c in clients], dtype=np.bool_)
-        order = np.lexsort((-counts, client_rows))
+        # Top paths are listed for flagged clients only: a per-pair Python loop over everyone
+        # would cost more than the whole detection on a large log.
+        keep = flagged[client_rows] if flagged.shape[0] else np.zeros(0, dtype=np.bool_)
+        order = np.flatnonzero(keep)[np.lexsort((-counts[keep], client_rows[keep]))]
         for row, path_id, count in zip(
             client_rows[order].tolist(), path_ids[order].tolist(), counts[order].tolist(), strict=True
         ):

@@ -459,3 +459,20 @@ def observe_reference(
     out["peak10"] = peaks[10.0]
     out["peak60"] = peaks[60.0]
     return out
+
+
+def may_have_evidence(summary: BehaviourSummary, limits: Thresholds = Thresholds()) -> np.ndarray:
+    """Rows that meet at least one necessary condition of a finding (the rest have none).
+
+    Lets the caller skip `behaviour_evidence` for the many ordinary clients in one vector pass.
+    """
+    s = summary
+    return (
+        (s.peak10 >= limits.burst_per_10s)
+        | (s.peak60 >= limits.burst_per_60s)
+        | (s.gaps >= limits.regular_min_gaps)
+        | (s.distinct_products >= limits.enumeration_min_products)
+        | (s.pages >= min(limits.no_assets_min_pages, limits.no_referer_min_pages))
+        | (s.probes >= limits.probing_min)
+        | (s.peak_login_failures >= limits.login_failures_per_window)
+    )

@@ -17,7 +17,6 @@ from shieldware.analyze.scan import (
     COL_REFERER,
     COL_UA,
     COL_XFF,
-    fnv1a,
     scan_chunk,
 )
 
@@ -275,4 +274,4 @@ def layout_name(layout: LogLayout) -> str:
     return layout.name if isinstance(layout, (SplitLayout, JsonLayout)) else str(layout)
 
 
-__all__ = ["Interner", "LogBatch", "ParseStats", "Vocabulary", "fnv1a", "parse_chunk"]
+__all__ = ["Interner", "LogBatch", "ParseStats", "Vocabulary", "parse_chunk"]

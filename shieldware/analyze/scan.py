@@ -1,6 +1,6 @@
 """Numba scanner for text access logs: cuts each line of a byte chunk into typed columns in one pass.
 
-The scanner never builds Python strings: it returns offsets and 64-bit FNV-1a hashes of the
+The scanner never builds Python strings: it returns offsets and 64-bit hashes of the
 string fields (so values can be interned by hash and decoded once per distinct value), and
 parses times, statuses and sizes to numbers. The tests compare it line by line with a
 regular-expression reading of the same log and with the JSON reader on the same events.
@@ -18,21 +18,39 @@ COL_ADDR, COL_XFF, COL_METHOD, COL_PATH, COL_UA, COL_REFERER = range(6)
 STRING_COLUMNS = ("addr", "xff", "method", "path", "user_agent", "referer")
 N_STRING_COLUMNS = len(STRING_COLUMNS)
 
-FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-FNV_PRIME = np.uint64(0x100000001B3)
 
 _MONTHS = np.frombuffer(b"JanFebMarAprMayJunJulAugSepOctNovDec", dtype=np.uint8)
 
 
-@njit(cache=True, nogil=True)
-def _fnv(buf, start, end):
-    h = np.uint64(0xCBF29CE484222325)
-    for i in range(start, end):
+@njit(cache=True, nogil=True, inline="always")
+def _hash_bytes(buf, start, end):
+    """64-bit hash of buf[start:end], eight bytes per multiply (a byte-wise FNV costs 3x more)."""
+    h = np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(end - start)
+    i = start
+    while i + 8 <= end:
+        w = (
+            np.uint64(buf[i])
+            | (np.uint64(buf[i + 1]) << np.uint64(8))
+            | (np.uint64(buf[i + 2]) << np.uint64(16))
+            | (np.uint64(buf[i + 3]) << np.uint64(24))
+            | (np.uint64(buf[i + 4]) << np.uint64(32))
+            | (np.uint64(buf[i + 5]) << np.uint64(40))
+            | (np.uint64(buf[i + 6]) << np.uint64(48))
+            | (np.uint64(buf[i + 7]) << np.uint64(56))
+        )
+        h = (h ^ w) * np.uint64(0xFF51AFD7ED558CCD)
+        h = h ^ (h >> np.uint64(29))
+        i += 8
+    while i < end:
         h = (h ^ np.uint64(buf[i])) * np.uint64(0x100000001B3)
-    return h
+        i += 1
+    # splitmix64 finaliser so that short strings spread over all 64 bits too
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _days_from_civil(y, m, d):
     # Howard Hinnant's days-from-civil: proleptic Gregorian date → days since 1970-01-01.
     y = y - 1 if m <= 2 else y
@@ -44,7 +62,7 @@ def _days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _digits(buf, start, count):
     value = 0
     for i in range(start, start + count):
@@ -55,7 +73,7 @@ def _digits(buf, start, count):
     return value
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _parse_time_local(buf, s, e, months):
     """'20/Nov/2026:09:00:00 +0100' → epoch seconds, or NaN."""
     if e - s < 26:
@@ -84,7 +102,7 @@ def _parse_time_local(buf, s, e, months):
     return float(days * 86400 + hour * 3600 + minute * 60 + second - offset)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _parse_time_iso(buf, s, e):
     """'2026-11-20T09:00:00+01:00' (or Z, or with a fraction) → epoch seconds, or NaN."""
     if e - s < 19:
@@ -119,7 +137,7 @@ def _parse_time_iso(buf, s, e):
     return float(days * 86400 + hour * 3600 + minute * 60 + second - offset) + fraction
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _parse_float(buf, s, e):
     value = 0.0
     pos = s
@@ -138,17 +156,18 @@ def _parse_float(buf, s, e):
     return value if seen else np.nan
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _set_string(hashes, starts, ends, row, col, buf, s, e):
     # "-" is how nginx and Apache write an absent header: store it as empty.
     if e - s == 1 and buf[s] == 45:
         e = s
     starts[row, col] = s
     ends[row, col] = e
-    hashes[row, col] = _fnv(buf, s, e)
+    if col != 5:  # the referer is only ever looked at, never interned: no hash needed
+        hashes[row, col] = _hash_bytes(buf, s, e)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _split_request(hashes, starts, ends, row, buf, s, e):
     """'GET /p?q=1 HTTP/1.1' → method and path (query cut off). False when there is no space."""
     sp = s
@@ -177,7 +196,7 @@ def scan_split(buf, line_starts, line_ends, lit_bytes, lit_offsets, fields, mont
     hashes = np.empty((n, 6), dtype=np.uint64)
     starts = np.zeros((n, 6), dtype=np.int64)
     ends = np.zeros((n, 6), dtype=np.int64)
-    empty_hash = np.uint64(0xCBF29CE484222325)
+    empty_hash = _hash_bytes(buf, 0, 0)
     for row in range(n):
         s = line_starts[row]
         e = line_ends[row]
@@ -295,14 +314,6 @@ def scan_chunk(buf: np.ndarray, layout: SplitLayout):
     starts, ends = find_lines(buf)
     lit_bytes, offsets, fields = layout_arrays(layout)
     return starts, ends, scan_split(buf, starts, ends, lit_bytes, offsets, fields, _MONTHS)
-
-
-def fnv1a(raw: bytes) -> int:
-    """The scanner's string hash, in Python (so slow-path parsers intern consistently)."""
-    h = 0xCBF29CE484222325
-    for byte in raw:
-        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def warm_up() -> None:
