@@ -93,6 +93,7 @@ SectionParser = Callable[[Any, str, _Checker], Any]
 _SECTIONS: dict[str, tuple[SectionParser, Callable[[], Any]]] = {}
 _GROUP_FIELDS: dict[str, tuple[SectionParser, Callable[[], Any]]] = {}
 _ATTRIBUTES: dict[str, str] = {}
+_RULE_EXPANDERS: list[Callable[[dict[str, Any]], list[tuple[str, Any]]]] = []
 
 
 def register_section(name: str, parse: SectionParser, default: Callable[[], Any]) -> None:
@@ -103,6 +104,14 @@ def register_section(name: str, parse: SectionParser, default: Callable[[], Any]
 def register_group_field(name: str, parse: SectionParser, default: Callable[[], Any]) -> None:
     """A feature declares a per-route-group setting it owns (e.g. `limits:`)."""
     _GROUP_FIELDS[name] = (parse, default)
+
+
+def register_rule_expander(expand: Callable[[dict[str, Any]], list[tuple[str, Any]]]) -> None:
+    """A feature turns its parsed section (e.g. `presets:`) into rules, appended after the file's own.
+
+    `expand(sections)` returns (where, raw rule mapping) pairs; they are validated like written rules.
+    """
+    _RULE_EXPANDERS.append(expand)
 
 
 def register_attribute(name: str, meaning: str) -> None:
@@ -430,6 +439,11 @@ def policy_from_mapping(raw: Any, source: str = "<policy>") -> Policy:
     for key, (parse, _default) in _SECTIONS.items():
         if key in raw:
             sections[key] = parse(raw[key], key, check)
+    for expand in _RULE_EXPANDERS:
+        for where, raw_rule in expand(sections):
+            rule = _parse_rule(raw_rule, where, check)
+            if rule is not None:
+                rules.append(rule)
 
     if check.problems:
         raise PolicyError(source, check.problems)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shieldware.signals.base import Inspection, Signal
+from shieldware.signals.crawlers import VerifiedCrawlerSignal
 from shieldware.signals.headers import HeaderSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.useragent import UserAgentSignal
@@ -11,10 +12,10 @@ from shieldware.signals.useragent import UserAgentSignal
 def default_signals() -> list[Signal]:
     """The signals every engine runs unless told otherwise, in the order they run.
 
-    Order matters only where a signal reads an attribute another publishes (the header check
-    reads the user agent's claimed browser).
+    Order matters only where a signal reads an attribute another publishes (the header and
+    crawler checks read the user agent's claim).
     """
-    return [RequestSanitySignal(), UserAgentSignal(), HeaderSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), VerifiedCrawlerSignal(), HeaderSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]

@@ -1,34 +1,391 @@
-"""Header signal: does a request that claims to be a browser carry the headers that browser sends?"""
+"""Header signal: a fingerprint of the client's header stack, and whether it fits the claimed browser."""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+
+from shieldware.datafiles import load_json
 from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
+from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
 
-register_reason("hdr.browser_missing", 55, "The request claims to be a browser but lacks headers every such "
-                "browser sends (Accept, Accept-Language, Accept-Encoding).")
-register_reason("hdr.no_fetch_metadata", 30, "A modern browser claim without Sec-Fetch-* headers, which it "
-                "sends on every request.")
+register_reason(
+    "hdr.browser_missing",
+    55,
+    "The request claims to be a browser but lacks headers every such "
+    "browser sends (Accept, Accept-Language, Accept-Encoding).",
+)
+register_reason(
+    "hdr.no_fetch_metadata",
+    30,
+    "A modern browser claim without Sec-Fetch-* headers, which it "
+    "sends on every request to a secure (https or localhost) site.",
+)
+register_reason(
+    "hdr.no_client_hints",
+    30,
+    "A Chrome or Edge (90+) claim without the sec-ch-ua client hints "
+    "those browsers send on every request to a secure site.",
+)
+register_reason(
+    "hdr.client_hint_mismatch",
+    # Alone it challenges login and checkout (40) but not browsing (50+): a UA-switcher extension
+    # produces the same contradiction for a real shopper.
+    45,
+    "The client hints contradict the User-Agent (another platform, "
+    "mobile flag or browser version), or a browser that never sends client hints sent them.",
+)
+register_reason(
+    "hdr.headless_hint",
+    70,
+    "The sec-ch-ua client hint names HeadlessChrome although the User-Agent claims an ordinary browser.",
+)
+register_reason(
+    "hdr.order_mismatch",
+    40,
+    "The headers arrived in an order the claimed browser never uses; "
+    "HTTP libraries order headers their own way.",
+)
+register_reason(
+    "hdr.accept_not_browser",
+    35,
+    "A top-level navigation with an Accept header no browser sends "
+    "on a navigation (browsers always ask for text/html).",
+)
+register_reason(
+    "tls.mismatch",
+    60,
+    "The TLS fingerprint passed by the edge belongs to another browser or to an "
+    "HTTP library, not to the browser the User-Agent claims.",
+)
 
-_EVERY_BROWSER_SENDS = ("accept", "accept-language", "accept-encoding")
-# First versions that send Sec-Fetch-* on every request (Chrome 80, Firefox 90, Safari 16.4, Edge 80).
-_FETCH_METADATA_SINCE = {"chrome": 80, "edge": 80, "firefox": 90, "safari": 17}
+register_attribute(
+    "fingerprint",
+    "a short stable hash of the client's header stack (method, HTTP version, "
+    "header names in order, cookie/referer presence, language) — a window key",
+)
+register_attribute(
+    "tls.client",
+    "what the TLS fingerprint belongs to: a browser family (chrome, firefox, "
+    "safari), a tool name, or unknown",
+)
+
+# Headers proxies, CDNs and load balancers add or rewrite; a fingerprint or order check that counted
+# them would change with the shop's infrastructure, not with the client.
+_INFRASTRUCTURE = frozenset(
+    {
+        "host",
+        "connection",
+        "forwarded",
+        "via",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "x-forwarded-prefix",
+        "x-real-ip",
+        "x-request-id",
+        "x-amzn-trace-id",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "cdn-loop",
+        "x-ja3",
+        "x-ja4",
+        "keep-alive",
+        "proxy-connection",
+        "traceparent",
+        "tracestate",
+        "x-envoy-external-address",
+    }
+)
+_INFRASTRUCTURE_PREFIXES = (
+    "cf-",
+    "x-forwarded-",
+    "x-amz-cf-",
+    "fastly-",
+    "akamai-",
+    "x-vercel-",
+    "x-azure-",
+    "x-arr-",
+    "x-original-",
+    "x-envoy-",
+)
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+_BRAND = re.compile(r'"([^"]*)"\s*;\s*v\s*=\s*"(\d+)')
+_CHROME_MAJOR = re.compile(r"(?:Chrome|Chromium|CriOS)/(\d+)")
+_EDGE_MAJOR = re.compile(r"Edg[A-Za-z]*/(\d+)")
+_PROFILE_OF_ENGINE = {"blink": ("chrome", "edge"), "gecko": ("firefox",), "webkit": ("safari",)}
+# ua-parser OS family → the sec-ch-ua-platform values that OS's Chromium may send. Linux allows
+# Android and ChromeOS: Chrome on Android in "desktop site" mode sends a Linux UA with platform Android.
+_PLATFORMS = {
+    "Windows": {"Windows"},
+    "Mac OS X": {"macOS"},
+    "Android": {"Android"},
+    "Chrome OS": {"Chrome OS", "Chromium OS"},
+    "Linux": {"Linux", "Android", "Chrome OS", "Chromium OS"},
+    "Ubuntu": {"Linux"},
+    "Fedora": {"Linux"},
+}
+_DESKTOP_OS = ("Windows", "Mac OS X")
+
+
+def _is_infrastructure(name: str) -> bool:
+    return name in _INFRASTRUCTURE or name.startswith(_INFRASTRUCTURE_PREFIXES)
+
+
+# ---- our own header fingerprint ---------------------------------------------------------------
+
+
+@lru_cache(maxsize=8192)
+def _stack_digest(names: tuple[str, ...]) -> str:
+    return hashlib.blake2b("\n".join(names).encode("latin-1", "replace"), digest_size=6).hexdigest()
+
+
+def header_fingerprint(facts: RequestFacts) -> str:
+    """`<method><version><cookie><referer><count><lang>_<digest>`, e.g. `ge11nr12en_4c0d1b9a2e77`.
+
+    The readable prefix says what varies per request of one client (method, whether it had a
+    cookie or referer, its language); the digest covers the header names in arrival order minus
+    those proxies add, so one client stack keeps one fingerprint across pages and addresses.
+    Values (UA text, cookie values) are left out on purpose: they vary per user, not per stack.
+    """
+    names = tuple(name for name, _ in facts.headers if not _is_infrastructure(name))
+    header_map = facts.header_map
+    version = (facts.http_version.replace(".", "") + "00")[:2]  # "1.1" → 11, "2" → 20
+    language = header_map.get("accept-language", "")[:2].lower()
+    if not language.isalpha():
+        language = "xx"
+    return (
+        f"{facts.method[:2].lower()}{version}{'c' if 'cookie' in header_map else 'n'}"
+        f"{'r' if 'referer' in header_map else 'n'}{min(len(names), 99):02d}{language}_{_stack_digest(names)}"
+    )
+
+
+# ---- profiles ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeaderProfiles:
+    """Reference header orders per browser family and the version facts the checks need."""
+
+    orders: dict[str, tuple[dict[str, int], ...]]
+    fetch_metadata_since: dict[str, int]
+    client_hints_since: dict[str, int]
+
+    @classmethod
+    def from_json(cls, document: dict) -> HeaderProfiles:
+        orders = {
+            family: tuple(
+                {name: i for i, name in enumerate(order) if not _is_infrastructure(name)}
+                for order in profile["orders"]
+            )
+            for family, profile in document["families"].items()
+        }
+        facts = document["facts"]
+        return cls(orders, dict(facts["fetch_metadata_since"]), dict(facts["client_hints_since"]))
+
+
+@cache
+def shipped_profiles() -> HeaderProfiles:
+    return HeaderProfiles.from_json(load_json("fingerprints", "header-profiles.json"))
+
+
+def order_violation(names: Sequence[str], references: Sequence[dict[str, int]]) -> tuple[str, str] | None:
+    """None when the names' relative order fits at least one reference order; else the first
+    out-of-order pair against the first reference (for the reason's detail).
+
+    Names a reference does not know are skipped, so extra headers (proxies, extensions, app
+    headers) never make a real browser fail.
+    """
+    first_problem = None
+    for reference in references:
+        last_name, last_index = None, -1
+        problem = None
+        for name in names:
+            index = reference.get(name)
+            if index is None:
+                continue
+            if index < last_index:
+                problem = (last_name, name)
+                break
+            last_name, last_index = name, index
+        if problem is None:
+            return None
+        if first_problem is None:
+            first_problem = problem
+    return first_problem
+
+
+@lru_cache(maxsize=8192)
+def _claimed_versions(user_agent: str) -> tuple[int, int]:
+    """(Chromium major, Edge major) written in a UA, 0 when absent."""
+    chrome = _CHROME_MAJOR.search(user_agent)
+    edge = _EDGE_MAJOR.search(user_agent)
+    return (int(chrome.group(1)) if chrome else 0, int(edge.group(1)) if edge else 0)
+
+
+@lru_cache(maxsize=4096)
+def _brands(sec_ch_ua: str) -> dict[str, int]:
+    return {name.strip(): int(version) for name, version in _BRAND.findall(sec_ch_ua)}
+
+
+def _secure_context(facts: RequestFacts) -> bool:
+    """Browsers send Sec-Fetch-* and client hints only to https and localhost origins."""
+    if facts.scheme in ("https", "wss"):
+        return True
+    header_map = facts.header_map
+    if header_map.get("x-forwarded-proto", "").lower().startswith("https"):
+        return True
+    if "proto=https" in header_map.get("forwarded", "").lower():
+        return True
+    host = facts.host.lower()
+    return host.startswith(_LOCAL_HOSTS) or host.startswith("127.")
+
+
+# ---- TLS fingerprints -------------------------------------------------------------------------
+
+
+@cache
+def shipped_tls_fingerprints() -> dict[str, tuple[str, str]]:
+    """JA3/JA4 value → (client kind, family or tool name)."""
+    table = {}
+    for entry in load_json("fingerprints", "tls-fingerprints.json")["fingerprints"]:
+        table[entry["value"].lower()] = (entry.get("client", "browser"), entry["family"])
+    return table
+
+
+_ENGINE_OF_TLS_FAMILY = {"chrome": "blink", "edge": "blink", "firefox": "gecko", "safari": "webkit"}
 
 
 class HeaderSignal:
     name = "headers"
 
+    def __init__(
+        self,
+        profiles: HeaderProfiles | None = None,
+        tls_fingerprints: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
+        self._profiles = profiles
+        self._tls = tls_fingerprints
+
+    @property
+    def profiles(self) -> HeaderProfiles:
+        if self._profiles is None:
+            self._profiles = shipped_profiles()
+        return self._profiles
+
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
-        browser = inspection.attrs.get("ua.browser")
-        if not browser:
+        if facts.source != "live":
+            # A log line keeps the UA and perhaps the referer, never the header set: judging its
+            # "missing" headers would flag every browser in yesterday's log.
             return
-        header_map = facts.header_map
-        missing = [name for name in _EVERY_BROWSER_SENDS if name not in header_map]
-        if missing:
-            inspection.add("hdr.browser_missing", browser=browser, missing=missing)
+        inspection.attrs["fingerprint"] = header_fingerprint(facts)
         info = inspection.attrs.get("ua.info")
-        since = _FETCH_METADATA_SINCE.get(browser)
-        if (since is not None and info is not None and info.browser_version >= since
-                and "sec-fetch-mode" not in header_map):
-            inspection.add("hdr.no_fetch_metadata", browser=browser, version=info.browser_version)
+        if info is None or info.is_bot or not info.browser:
+            return
+        self._check_tls(facts, inspection, info)
+        header_map = facts.header_map
+        missing = [
+            name for name in ("accept", "accept-language", "accept-encoding") if name not in header_map
+        ]
+        if missing:
+            inspection.add("hdr.browser_missing", browser=info.browser, missing=missing)
+        engine = info.engine
+        self._check_order(facts, inspection, info.browser, engine)
+        if engine == "blink":
+            self._check_client_hints(facts, inspection, info)
+        elif "sec-ch-ua" in header_map and engine in ("gecko", "webkit"):
+            inspection.add(
+                "hdr.client_hint_mismatch",
+                browser=info.browser,
+                problem=f"{info.browser} never sends sec-ch-ua",
+            )
+        self._check_fetch_metadata(facts, inspection, info)
+
+    def _check_order(self, facts: RequestFacts, inspection: Inspection, browser: str, engine: str) -> None:
+        families = _PROFILE_OF_ENGINE.get(engine)
+        if families is None:
+            return
+        references = [ref for family in families for ref in self.profiles.orders.get(family, ())]
+        seen: set[str] = set()
+        names = []
+        for name, _ in facts.headers:  # HTTP/2 may split cookie into several headers: keep the first
+            if name not in seen:
+                seen.add(name)
+                names.append(name)
+        problem = order_violation(names, references)
+        if problem is not None:
+            inspection.add(
+                "hdr.order_mismatch", browser=browser, sent_first=problem[1], expected_first=problem[0]
+            )
+
+    def _check_fetch_metadata(self, facts: RequestFacts, inspection: Inspection, info: object) -> None:
+        header_map = facts.header_map
+        mode = header_map.get("sec-fetch-mode")
+        if mode is None:
+            if not _secure_context(facts):
+                return
+            browser, version = info.browser, info.browser_version
+            if info.engine == "blink":
+                browser, version = "chrome", _claimed_versions(facts.user_agent)[0]
+            since = self.profiles.fetch_metadata_since.get(browser)
+            if since is not None and version >= since:
+                inspection.add("hdr.no_fetch_metadata", browser=info.browser, version=version)
+            return
+        if mode == "navigate" and header_map.get("sec-fetch-dest", "document") == "document":
+            accept = header_map.get("accept", "")
+            if "text/html" not in accept:
+                inspection.add("hdr.accept_not_browser", browser=info.browser, accept=accept[:100])
+
+    def _check_client_hints(self, facts: RequestFacts, inspection: Inspection, info: object) -> None:
+        header_map = facts.header_map
+        chrome_major, edge_major = _claimed_versions(facts.user_agent)
+        sec_ch_ua = header_map.get("sec-ch-ua")
+        if sec_ch_ua is None:
+            since = self.profiles.client_hints_since.get(info.browser)
+            if since is not None and chrome_major >= since and _secure_context(facts):
+                inspection.add("hdr.no_client_hints", browser=info.browser, version=chrome_major)
+            return
+        brands = _brands(sec_ch_ua)
+        if any("headless" in brand.lower() for brand in brands):
+            inspection.add("hdr.headless_hint", sec_ch_ua=sec_ch_ua[:120])
+        problems = []
+        chromium = brands.get("Chromium") or brands.get("Google Chrome")
+        if chromium and chrome_major and chromium != chrome_major:
+            problems.append(f"sec-ch-ua says Chromium {chromium}, the UA says {chrome_major}")
+        edge = brands.get("Microsoft Edge")
+        if edge and edge_major and edge != edge_major:
+            problems.append(f"sec-ch-ua says Edge {edge}, the UA says {edge_major}")
+        platform = header_map.get("sec-ch-ua-platform", "").strip('" ')
+        allowed = _PLATFORMS.get(info.os)
+        if platform and allowed is not None and platform not in allowed and platform != "Unknown":
+            problems.append(f"sec-ch-ua-platform is {platform}, the UA says {info.os}")
+        mobile = header_map.get("sec-ch-ua-mobile", "").strip()
+        if mobile == "?0" and "Mobile" in facts.user_agent and info.device == "mobile":
+            problems.append("sec-ch-ua-mobile says desktop, the UA says mobile")
+        elif mobile == "?1" and info.os in _DESKTOP_OS:
+            problems.append(f"sec-ch-ua-mobile says mobile, the UA says {info.os} desktop")
+        if problems:
+            inspection.add("hdr.client_hint_mismatch", browser=info.browser, problems=problems)
+
+    def _check_tls(self, facts: RequestFacts, inspection: Inspection, info: object) -> None:
+        fingerprint = facts.tls_fingerprint
+        if not fingerprint:
+            return
+        if self._tls is None:
+            self._tls = shipped_tls_fingerprints()
+        known = self._tls.get(fingerprint.strip().lower())
+        if known is None:
+            inspection.attrs["tls.client"] = "unknown"  # browsers update often: unknown is not suspicious
+            return
+        kind, family = known
+        inspection.attrs["tls.client"] = family
+        if kind != "browser" or _ENGINE_OF_TLS_FAMILY.get(family) != info.engine:
+            inspection.add("tls.mismatch", claimed=info.browser, tls_client=family, kind=kind)

@@ -1,0 +1,341 @@
+"""Header fingerprint and consistency checks: real browsers' exact headers pass, libraries are named."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+
+import pytest
+import requests
+
+from shieldware.datafiles import load_json
+from shieldware.demo import build_demo_app
+from shieldware.evidence import Weights
+from shieldware.facts import facts_from_headers
+from shieldware.policy import default_policy
+from shieldware.signals.base import Inspection
+from shieldware.signals.headers import HeaderSignal, header_fingerprint
+from shieldware.signals.useragent import UserAgentSignal
+from tests.support import CHROME_NAVIGATION, CHROME_SUBRESOURCE, CHROME_UA, live_server
+
+PROFILES = load_json("fingerprints", "header-profiles.json")["families"]
+NAVIGATIONS = [
+    (family, nav["version"], [tuple(h) for h in nav["headers"]])
+    for family, profile in PROFILES.items()
+    for nav in profile["navigations"]
+]
+FIREFOX_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0"
+SAFARI_UA = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.2 Safari/605.1.15"
+)
+# python-requests 2.x sends exactly these, in this order, after Host.
+REQUESTS_DEFAULTS = [("accept-encoding", "gzip, deflate"), ("accept", "*/*"), ("connection", "keep-alive")]
+
+
+def inspect(headers, host="shop.example", scheme="https", method="GET", path="/product/1", tls=None):
+    facts = facts_from_headers(
+        "198.51.100.7", method, path, 0.0, [("host", host), *headers], scheme=scheme, tls_fingerprint=tls
+    )
+    inspection = Inspection(facts, None, Weights())
+    UserAgentSignal().inspect(facts, inspection)
+    HeaderSignal().inspect(facts, inspection)
+    return inspection
+
+
+def header_codes(inspection):
+    return sorted(e.code for e in inspection.evidence if e.code.startswith(("hdr.", "tls.")))
+
+
+# ---- real browsers pass ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("family", "version", "headers"), NAVIGATIONS, ids=[f"{f}-{v}" for f, v, _ in NAVIGATIONS]
+)
+def test_captured_browser_navigations_pass_every_check(family, version, headers):
+    inspection = inspect(headers)
+    assert inspection.attrs["ua.browser"] in (family, "chrome"), inspection.attrs["ua.browser"]
+    assert header_codes(inspection) == []
+
+
+@pytest.mark.parametrize(
+    ("family", "version", "headers"), NAVIGATIONS[:6], ids=[f"{f}-{v}" for f, v, _ in NAVIGATIONS[:6]]
+)
+def test_proxies_inserting_headers_do_not_disturb_a_real_browser(family, version, headers):
+    front = [("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https"), ("via", "1.1 cdn")]
+    back = [("x-request-id", "abc"), ("cf-connecting-ip", "203.0.113.9"), ("x-real-ip", "203.0.113.9")]
+    assert header_codes(inspect(front + list(headers) + back)) == []
+    assert header_codes(inspect(list(headers[:2]) + back + list(headers[2:]))) == []
+
+
+@pytest.mark.parametrize("family", ["chrome", "edge", "firefox", "safari"])
+def test_http1_orders_from_browser_headers_data_pass(family):
+    """The HTTP/1.1 order of browser-headers/headers-order.json, with a captured navigation's values."""
+    values = dict(next(h for f, _, h in NAVIGATIONS if f == family))
+    values.update(
+        {
+            "host": "shop.example",
+            "connection": "keep-alive",
+            "referer": "https://shop.example/",
+            "cookie": "shop_session=abc",
+        }
+    )
+    order = PROFILES[family]["orders"][0]
+    headers = [(name, values[name]) for name in order if name in values and name != "host"]
+    assert header_codes(inspect(headers)) == []
+
+
+CAPTURED = PROFILES["chrome"]["captured_chromium"]["requests"]
+
+
+@pytest.mark.parametrize("kind", sorted(CAPTURED))
+def test_captured_chromium_navigation_subresources_and_fetches_pass(kind):
+    headers = [tuple(h) for h in CAPTURED[kind] if h[0] != "host"]
+    method = "POST" if kind == "fetch-post" else "GET"
+    assert header_codes(inspect(headers, method=method, host="127.0.0.1:8000", scheme="http")) == []
+    assert header_codes(inspect(headers, method=method, scheme="https")) == []
+
+
+def test_chrome_subresource_and_fetch_orders_pass():
+    assert header_codes(inspect(CHROME_SUBRESOURCE, path="/static/app.css")) == []
+    fetch = [
+        ("content-length", "12"),
+        ("sec-ch-ua-platform", '"Windows"'),
+        ("user-agent", CHROME_UA),
+        ("sec-ch-ua", '"Not_A Brand";v="8", "Chromium";v="120", "Google Chrome";v="120"'),
+        ("content-type", "application/json"),
+        ("sec-ch-ua-mobile", "?0"),
+        ("accept", "*/*"),
+        ("origin", "https://shop.example"),
+        ("sec-fetch-site", "same-origin"),
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-dest", "empty"),
+        ("referer", "https://shop.example/cart"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("cookie", "shop_session=abc"),
+    ]
+    assert header_codes(inspect(fetch, method="POST", path="/api/cart")) == []
+
+
+def test_plain_http_shop_does_not_expect_fetch_metadata_or_client_hints():
+    """Browsers send neither to a non-localhost http:// origin: a real Chrome there sends only this."""
+    plain = [
+        ("upgrade-insecure-requests", "1"),
+        ("user-agent", CHROME_UA),
+        ("accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+        ("accept-encoding", "gzip, deflate"),
+        ("accept-language", "en-GB,en;q=0.9"),
+    ]
+    assert header_codes(inspect(plain, host="shop.example", scheme="http")) == []
+    assert "hdr.no_fetch_metadata" in header_codes(inspect(plain, host="shop.example", scheme="https"))
+    assert "hdr.no_fetch_metadata" in header_codes(inspect(plain, host="localhost:8000", scheme="http"))
+
+
+def test_android_chrome_in_desktop_site_mode_is_not_a_mismatch():
+    ua = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
+        "Safari/537.36"
+    )
+    headers = [(n, v) for n, v in CHROME_NAVIGATION if n != "user-agent"]
+    headers = [(n, '"Android"' if n == "sec-ch-ua-platform" else v) for n, v in headers]
+    headers.insert(5, ("user-agent", ua))
+    assert header_codes(inspect(headers)) == []
+
+
+# ---- libraries and lies are named ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ua", [CHROME_UA, FIREFOX_UA, SAFARI_UA])
+def test_browser_ua_with_python_requests_defaults_is_flagged_with_reasons(ua):
+    codes = header_codes(inspect([("user-agent", ua), *REQUESTS_DEFAULTS]))
+    assert "hdr.order_mismatch" in codes
+    assert "hdr.browser_missing" in codes
+    evidence = {e.code: e for e in inspect([("user-agent", ua), *REQUESTS_DEFAULTS]).evidence}
+    assert evidence["hdr.browser_missing"].detail["missing"] == ["accept-language"]
+    assert (
+        evidence["hdr.order_mismatch"].detail["sent_first"],
+        evidence["hdr.order_mismatch"].detail["expected_first"],
+    ) == ("accept", "accept-encoding")
+
+
+def _reorder_like_go(headers):
+    """Go's net/http writes User-Agent first, then the other headers sorted by name."""
+    ua = [h for h in headers if h[0] == "user-agent"]
+    return ua + sorted(h for h in headers if h[0] != "user-agent")
+
+
+def _reorder_like_undici(headers):
+    """Node's fetch (undici) puts its own accept/accept-language/sec-fetch-mode before user-agent."""
+    first = [h for h in headers if h[0] in ("accept", "accept-language", "sec-fetch-mode")]
+    return first + [h for h in headers if h not in first]
+
+
+@pytest.mark.parametrize("reorder", [_reorder_like_go, _reorder_like_undici, sorted])
+@pytest.mark.parametrize("family", ["chrome", "firefox", "safari"])
+def test_real_header_set_reordered_like_a_library_is_flagged(reorder, family):
+    headers = next(h for f, _, h in NAVIGATIONS if f == family)
+    inspection = inspect(reorder(list(headers)))
+    mismatch = [e for e in inspection.evidence if e.code == "hdr.order_mismatch"]
+    assert mismatch, header_codes(inspection)
+    assert mismatch[0].detail["sent_first"] != mismatch[0].detail["expected_first"]
+
+
+def _chrome_with(**replace):
+    return [(n, replace.get(n.replace("-", "_"), v)) for n, v in CHROME_NAVIGATION]
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"sec_ch_ua_platform": '"macOS"'}, "sec-ch-ua-platform is macOS"),
+        ({"sec_ch_ua_mobile": "?1"}, "says mobile"),
+        ({"sec_ch_ua": '"Not_A Brand";v="8", "Chromium";v="119", "Google Chrome";v="119"'}, "Chromium 119"),
+    ],
+)
+def test_client_hints_contradicting_the_ua_are_flagged(changes, fragment):
+    inspection = inspect(_chrome_with(**changes))
+    mismatch = next(e for e in inspection.evidence if e.code == "hdr.client_hint_mismatch")
+    assert any(fragment in p for p in mismatch.detail["problems"])
+
+
+def test_headless_brand_and_missing_hints_and_foreign_hints():
+    headless = _chrome_with(sec_ch_ua='"HeadlessChrome";v="120", "Chromium";v="120", "Not_A Brand";v="8"')
+    assert "hdr.headless_hint" in header_codes(inspect(headless))
+    no_hints = [(n, v) for n, v in CHROME_NAVIGATION if not n.startswith("sec-ch-ua")]
+    assert header_codes(inspect(no_hints)) == ["hdr.no_client_hints"]
+    firefox = next(h for f, _, h in NAVIGATIONS if f == "firefox")
+    with_hints = [("sec-ch-ua", '"Chromium";v="120"'), *firefox]
+    assert "hdr.client_hint_mismatch" in header_codes(inspect(with_hints))
+
+
+def test_navigation_without_text_html_in_accept():
+    assert header_codes(inspect(_chrome_with(accept="*/*"))) == ["hdr.accept_not_browser"]
+
+
+def test_bots_and_tools_get_no_browser_checks_but_a_fingerprint():
+    inspection = inspect([("user-agent", "curl/8.4.0"), ("accept", "*/*")])
+    assert header_codes(inspection) == []
+    assert re.fullmatch(r"ge11nn02xx_[0-9a-f]{12}", inspection.attrs["fingerprint"])
+
+
+# ---- the fingerprint ------------------------------------------------------------------------------
+
+
+def _fingerprint(headers, **kwargs):
+    return header_fingerprint(facts_from_headers("198.51.100.7", "GET", "/", 0.0, headers, **kwargs))
+
+
+def test_fingerprint_is_stable_across_values_and_proxies_but_not_order():
+    base = _fingerprint(CHROME_NAVIGATION)
+    other_values = [(n, v + " x" if n == "user-agent" else v) for n, v in CHROME_NAVIGATION]
+    proxied = [("x-forwarded-for", "203.0.113.1"), ("via", "1.1 lb"), *CHROME_NAVIGATION, ("cf-ray", "1")]
+    assert _fingerprint(other_values) == base == _fingerprint(proxied)
+    assert _fingerprint(list(reversed(CHROME_NAVIGATION))) != base
+    # 13 headers minus `connection` (a proxy rewrites it) = 12 names.
+    assert base.startswith("ge11nn12en_")
+    assert _fingerprint([*CHROME_NAVIGATION, ("cookie", "a=1")]).startswith("ge11cn13en_")
+    assert _fingerprint(CHROME_NAVIGATION, http_version="2").startswith("ge20nn12en_")
+
+
+# ---- TLS fingerprint passthrough ------------------------------------------------------------------
+
+TLS = {
+    e["family"] + ":" + e["kind"]: e["value"]
+    for e in load_json("fingerprints", "tls-fingerprints.json")["fingerprints"]
+    if e.get("client", "browser") == "browser"
+}
+
+
+def test_tls_fingerprint_of_the_claimed_browser_passes_and_another_is_flagged():
+    chrome_ja4 = TLS["chrome:ja4"]
+    assert inspect(CHROME_NAVIGATION, tls=chrome_ja4).attrs["tls.client"] == "chrome"
+    assert header_codes(inspect(CHROME_NAVIGATION, tls=chrome_ja4)) == []
+    flagged = inspect(CHROME_NAVIGATION, tls=TLS["firefox:ja4"])
+    assert header_codes(flagged) == ["tls.mismatch"]
+    assert flagged.evidence[-1].detail["tls_client"] == "firefox"
+    tool = next(
+        e for e in load_json("fingerprints", "tls-fingerprints.json")["fingerprints"] if e["client"] == "tool"
+    )
+    by_tool = inspect(CHROME_NAVIGATION, tls=tool["value"].upper())
+    assert header_codes(by_tool) == ["tls.mismatch"] and by_tool.evidence[-1].detail["kind"] == "tool"
+    unknown = inspect(CHROME_NAVIGATION, tls="t13d9999h2_000000000000_000000000000")
+    assert header_codes(unknown) == [] and unknown.attrs["tls.client"] == "unknown"
+
+
+def test_tls_header_is_read_only_from_a_trusted_edge_on_a_live_server(tmp_path):
+    log = tmp_path / "decisions.jsonl"
+    policy = default_policy(
+        trusted_proxies=["127.0.0.0/8"],
+        tls_fingerprint_header="x-ja4",
+        decision_log={"path": str(log), "all": True},
+    )
+    with live_server(build_demo_app(policy=policy)) as server:
+        ok = requests.get(
+            f"{server.url}/product/2",
+            headers=dict(CHROME_NAVIGATION) | {"x-ja4": TLS["chrome:ja4"]},
+            timeout=5,
+        )
+        lie = requests.get(
+            f"{server.url}/product/2",
+            headers=dict(CHROME_NAVIGATION) | {"x-ja4": TLS["firefox:ja4"]},
+            timeout=5,
+        )
+    assert ok.status_code == 200
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    reasons = [[r["code"] for r in rec["reasons"]] for rec in records if rec["path"] == "/product/2"]
+    assert "tls.mismatch" not in reasons[0] and "tls.mismatch" in reasons[1]
+    assert lie.status_code in (200, 403)  # the score decides; the reason is what this test is about
+
+
+# ---- replay over a real server, header order exactly as given ------------------------------------
+
+
+def _raw_get(port, path, headers):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+    for name, value in headers:
+        connection.putheader(name, value)
+    connection.endheaders()
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status
+
+
+def test_live_replay_real_browsers_pass_and_python_requests_is_named(tmp_path):
+    log = tmp_path / "decisions.jsonl"
+    policy = default_policy(decision_log={"path": str(log), "all": True})
+    replays = [
+        next(h for f, _, h in NAVIGATIONS if f == family) for family in ("chrome", "firefox", "safari")
+    ]
+    with live_server(build_demo_app(policy=policy)) as server:
+        host = ("host", f"127.0.0.1:{server.port}")
+        statuses = [
+            _raw_get(server.port, f"/product/{i}", [host, *h]) for i, h in enumerate(replays, start=1)
+        ]
+        impostor = requests.get(f"{server.url}/product/9", headers={"user-agent": CHROME_UA}, timeout=5)
+    assert statuses == [200, 200, 200]
+    records = {rec["path"]: rec for rec in map(json.loads, log.read_text().splitlines())}
+    for i in (1, 2, 3):
+        assert not [r for r in records[f"/product/{i}"]["reasons"] if r["code"].startswith("hdr.")]
+    impostor_codes = {r["code"] for r in records["/product/9"]["reasons"]}
+    assert {
+        "hdr.order_mismatch",
+        "hdr.browser_missing",
+        "hdr.no_fetch_metadata",
+        "hdr.no_client_hints",
+    } <= impostor_codes
+    assert impostor.status_code == 403
+
+
+def test_log_lines_are_not_judged_on_headers_they_never_kept():
+    facts = facts_from_headers(
+        "198.51.100.7", "GET", "/product/1", 0.0, [("user-agent", CHROME_UA)], source="log"
+    )
+    inspection = Inspection(facts, None, Weights())
+    UserAgentSignal().inspect(facts, inspection)
+    HeaderSignal().inspect(facts, inspection)
+    assert inspection.evidence == [] and "fingerprint" not in inspection.attrs
