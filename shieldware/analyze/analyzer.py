@@ -7,6 +7,11 @@ and signals as live traffic — runs once per distinct client with RequestFacts 
 client's log lines (source="log", `now` = its last timestamp, the headers the log has) plus the
 client's window evidence, injected by `BatchEvidenceSignal`. Signals that need data a log does
 not carry (the full header set) are left out by name in `LIVE_ONLY_SIGNALS`.
+
+Memory is bounded by the clients being watched, not by the log: an address idle for longer
+than `idle_seconds` of log time (more than the longest window) is judged and retired as soon
+as more than `live_clients` clients are tracked; what the report needs about it goes into a
+`Tally` whose size depends on the number of bots, not of people or lines.
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
 from shieldware.analyze.behaviour import (
+    F_LAST,
     I_STATIC,
     BehaviourSummary,
     ClientState,
@@ -33,10 +38,17 @@ from shieldware.analyze.behaviour import (
 )
 from shieldware.analyze.columns import Interner, LogBatch, ParseStats, Vocabulary
 from shieldware.analyze.counting import PairCounter
-from shieldware.decision import Decision, Verdict
+from shieldware.analyze.findings import (
+    CATEGORIES,
+    TIMELINE_BUCKET,
+    AnalysisResult,
+    ClientFinding,
+    Tally,
+    categorise,
+)
+from shieldware.decision import Decision
 from shieldware.decision_log import DecisionLog
 from shieldware.engine import Engine
-from shieldware.evidence import Evidence
 from shieldware.facts import RequestFacts, TrustedProxies, normalise_ip, resolve_client_ip
 from shieldware.metrics import Metrics
 from shieldware.policy import Policy
@@ -55,9 +67,6 @@ DEFAULT_TRUSTED_PROXIES = (
     "fc00::/7",
 )
 
-CATEGORIES = ("human", "verified-bot", "declared-bot", "suspicious", "bad-bot")
-FLAGGED = ("bad-bot", "suspicious")
-TIMELINE_BUCKET = 60  # seconds; coarsened automatically for long logs
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _PLAIN_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
@@ -93,97 +102,6 @@ class BatchEvidenceSignal:
         self.attrs = inspection.attrs  # the same dict: attributes set later (assess) show up too
 
 
-@dataclass
-class ClientFinding:
-    """The verdict on one client (an IP, or an IP with one user agent) and the numbers behind it."""
-
-    ip: str
-    user_agent: str | None
-    verdict: str
-    category: str
-    bot_score: float
-    reasons: list[Evidence]
-    route_group: str
-    requests: int
-    pages: int
-    assets: int
-    first_seen: float
-    last_seen: float
-    ua_category: str = ""
-    ua_name: str = ""
-    network: dict[str, Any] = field(default_factory=dict)
-    top_paths: list[tuple[str, int]] = field(default_factory=list)
-    user_agents: int = 1
-
-    @property
-    def flagged(self) -> bool:
-        return self.category in FLAGGED
-
-    @property
-    def reason_codes(self) -> list[str]:
-        return [e.code for e in self.reasons]
-
-    def as_record(self) -> dict[str, Any]:
-        from shieldware.evidence import describe
-
-        return {
-            "ip": self.ip,
-            "user_agent": self.user_agent,
-            "verdict": self.verdict,
-            "category": self.category,
-            "bot_score": round(self.bot_score, 1),
-            "route_group": self.route_group,
-            "requests": self.requests,
-            "pages": self.pages,
-            "assets": self.assets,
-            "first_seen": round(self.first_seen, 3),
-            "last_seen": round(self.last_seen, 3),
-            "ua_category": self.ua_category,
-            "ua_name": self.ua_name,
-            "network": self.network,
-            "user_agents": self.user_agents,
-            "reasons": [{**e.as_dict(), "text": describe(e.code)} for e in self.reasons],
-            "top_paths": [{"path": p, "requests": n} for p, n in self.top_paths],
-        }
-
-
-@dataclass
-class AnalysisResult:
-    sources: list[str]
-    format_name: str
-    stats: ParseStats
-    clients: list[ClientFinding]  # per IP + user agent
-    ips: list[ClientFinding]  # per IP
-    first_time: float
-    last_time: float
-    timeline_start: float
-    timeline_step: float
-    timeline: dict[str, list[int]]  # category → requests per bucket
-    bot_paths: list[tuple[str, int]]  # paths most requested by flagged clients
-    requests_by_category: dict[str, int]
-
-    @property
-    def flagged_ips(self) -> list[ClientFinding]:
-        return [f for f in self.ips if f.flagged]
-
-
-def categorise(decision: Decision, attrs: dict[str, Any]) -> str:
-    codes = decision.reason_codes
-    fake = any(code == "net.fake_crawler" or code.endswith(".fake_crawler") for code in codes)
-    verified = bool(attrs.get("verified_bot")) or any(
-        "verified" in e.code and e.weight < 0 for e in decision.reasons
-    )
-    if verified and not fake:
-        return "verified-bot"
-    if fake or decision.verdict is Verdict.BLOCK:
-        return "bad-bot"
-    if decision.verdict is not Verdict.ALLOW:
-        return "suspicious"
-    if attrs.get("ua.is_bot"):
-        return "declared-bot"
-    return "human"
-
-
 class LogAnalysis:
     """Streaming state of one analysis: feed batches in time order, then `finish()`."""
 
@@ -193,7 +111,18 @@ class LogAnalysis:
         trusted_proxies: Sequence[str] | None = DEFAULT_TRUSTED_PROXIES,
         thresholds: Thresholds | None = None,
         path_capacity: int = 2_000_000,
+        live_clients: int = 50_000,
+        idle_seconds: float = 3600.0,
+        keep_humans: int = 20_000,
     ) -> None:
+        self.live_clients = live_clients
+        self.idle_seconds = idle_seconds
+        self.tally = Tally(keep_humans, path_capacity)
+        self.retired_clients = 0
+        self.tally_static = 0  # asset requests of retired clients (the site's asset share needs them)
+        self._loop = asyncio.new_event_loop()
+        self._signal = BatchEvidenceSignal()
+        self._engine_instance: Engine | None = None
         self.policy = policy
         self.thresholds = thresholds or Thresholds()
         self.trusted = TrustedProxies(trusted_proxies or ())
@@ -329,20 +258,28 @@ class LogAnalysis:
                 state.rep_path,
                 state.rep_method,
             )
-        self.paths_by_client.add(clients, batch.path)
+        self.paths_by_client.add(batch.path, clients)  # (path, client): the client is the low half
         self.timeline.add((batch.time // TIMELINE_BUCKET).astype(np.int64), clients)
+
+        # ---- the verdicts -------------------------------------------------------------------------
+
+        if len(self.client_ip) > self.live_clients:
+            self._retire(idle_before=self.last_time - self.idle_seconds)
 
     # ---- the verdicts -------------------------------------------------------------------------
 
-    def _engine(self, extra_signal: BatchEvidenceSignal) -> Engine:
-        signals = [s for s in default_signals() if s.name not in LIVE_ONLY_SIGNALS]
-        return Engine(
-            self.policy,
-            store=MemoryStore(),
-            signals=[*signals, extra_signal],
-            decision_log=_QuietDecisionLog(None),
-            metrics=_NoMetrics(CollectorRegistry()),
-        )
+    @property
+    def engine(self) -> Engine:
+        if self._engine_instance is None:
+            signals = [s for s in default_signals() if s.name not in LIVE_ONLY_SIGNALS]
+            self._engine_instance = Engine(
+                self.policy,
+                store=MemoryStore(),
+                signals=[*signals, self._signal],
+                decision_log=_QuietDecisionLog(None),
+                metrics=_NoMetrics(CollectorRegistry()),
+            )
+        return self._engine_instance
 
     def _representatives(self, state: ClientState) -> tuple[np.ndarray, np.ndarray]:
         """Per client, the method and path of its first request in its busiest non-static group.
@@ -384,20 +321,14 @@ class LogAnalysis:
             source="log",
         )
 
-    async def _decide(
-        self,
-        engine: Engine,
-        signal: BatchEvidenceSignal,
-        facts: RequestFacts,
-        findings: list[tuple[str, dict]],
-    ) -> tuple[Decision, dict[str, Any]]:
-        signal.pending = findings
-        signal.attrs = {}
-        decision = await engine.decide(facts)
-        return decision, signal.attrs
+    async def _decide(self, facts: RequestFacts, findings: list[tuple[str, dict]]) -> tuple[Decision, dict]:
+        self._signal.pending = findings
+        self._signal.attrs = {}
+        decision = await self.engine.decide(facts)
+        return decision, self._signal.attrs
 
+    @staticmethod
     def _finding(
-        self,
         decision: Decision,
         attrs: dict[str, Any],
         summary: BehaviourSummary,
@@ -408,16 +339,16 @@ class LogAnalysis:
         network = {
             k[4:]: v for k, v in attrs.items() if k.startswith("net.") and isinstance(v, (str, int, float))
         }
+        reasons = [
+            e for e in decision.reasons if e.code != "policy.rule" or e.detail.get("action") != "allow"
+        ]
         return ClientFinding(
             ip=ip,
             user_agent=ua,
             verdict=str(decision.verdict),
             category=categorise(decision, attrs),
             bot_score=decision.bot_score,
-            reasons=[
-                e for e in decision.reasons if e.code != "policy.rule" or e.detail.get("action") != "allow"
-            ]
-            or list(decision.reasons),
+            reasons=reasons or list(decision.reasons),
             route_group=decision.route_group,
             requests=int(summary.requests[row]),
             pages=int(summary.pages[row]),
@@ -429,20 +360,24 @@ class LogAnalysis:
             network=network,
         )
 
-    async def _judge(self) -> tuple[list[ClientFinding], list[ClientFinding]]:
-        signal = BatchEvidenceSignal()
-        engine = self._engine(signal)
+    async def _judge(
+        self, client_rows: np.ndarray, ip_rows: np.ndarray
+    ) -> tuple[list, dict[int, ClientFinding]]:
+        """Decide the given clients and their addresses; returns (client findings, ip row → finding)."""
         total = max(self.stats.lines - self.stats.malformed, 1)
-        site_static = float(self.client_state.ints[: self.client_state.size, I_STATIC].sum()) / total
+        site_static = float(
+            self.tally_static + self.client_state.ints[: self.client_state.size, I_STATIC].sum()
+        )
+        site_static /= total
         client_summary = summarise(self.client_state)
         ip_summary = summarise(self.ip_state)
         uas = self.vocab.user_agent.strings
         ips = self.ips.strings
         methods, paths = self._representatives(self.client_state)
         busy = may_have_evidence(client_summary, self.thresholds)
-        clients: list[ClientFinding] = []
-        per_ip: dict[int, list[int]] = {}
-        for row in range(len(self.client_ip)):
+        clients: list[tuple[int, ClientFinding]] = []
+        per_ip: dict[int, list[tuple[int, ClientFinding]]] = {}
+        for row in client_rows.tolist():
             ip, ua = ips[self.client_ip[row]], uas[self.client_ua[row]]
             findings = (
                 behaviour_evidence(client_summary, row, site_static, self.thresholds) if busy[row] else []
@@ -455,30 +390,32 @@ class LogAnalysis:
                 self.client_first[row],
                 float(client_summary.last[row]),
             )
-            decision, attrs = await self._decide(engine, signal, facts, findings)
-            clients.append(self._finding(decision, attrs, client_summary, row, ip, ua))
-            per_ip.setdefault(self.client_ip[row], []).append(row)
+            decision, attrs = await self._decide(facts, findings)
+            finding = self._finding(decision, attrs, client_summary, row, ip, ua)
+            clients.append((row, finding))
+            per_ip.setdefault(self.client_ip[row], []).append((row, finding))
         ip_methods, ip_paths = self._representatives(self.ip_state)
-        ip_findings: list[ClientFinding] = []
-        for ip_id, rows in per_ip.items():
-            if len(rows) == 1:
-                only = clients[rows[0]]
-                ip_findings.append(ClientFinding(**{**only.__dict__, "user_agent": None}))
+        by_ip: dict[int, ClientFinding] = {}
+        for ip_id in ip_rows.tolist():
+            members = per_ip.get(ip_id, [])
+            if len(members) == 1:
+                only = members[0][1]
+                by_ip[ip_id] = ClientFinding(**{**only.__dict__, "user_agent": None})
                 continue
-            main = max(rows, key=lambda r: client_summary.requests[r])
+            main_row = max(members, key=lambda m: m[1].requests)[0]
             findings = behaviour_evidence(ip_summary, ip_id, site_static, self.thresholds)
             facts = self._facts(
                 ips[ip_id],
-                uas[self.client_ua[main]],
+                uas[self.client_ua[main_row]],
                 int(ip_methods[ip_id]),
                 int(ip_paths[ip_id]),
-                self.client_first[main],
+                self.client_first[main_row],
                 float(ip_summary.last[ip_id]),
             )
-            decision, attrs = await self._decide(engine, signal, facts, findings)
+            decision, attrs = await self._decide(facts, findings)
             finding = self._finding(decision, attrs, ip_summary, ip_id, ips[ip_id], None)
-            finding.user_agents = len(rows)
-            worst = max((clients[r] for r in rows), key=lambda f: (CATEGORIES.index(f.category), f.bot_score))
+            finding.user_agents = len(members)
+            worst = max((f for _, f in members), key=lambda f: (CATEGORIES.index(f.category), f.bot_score))
             if CATEGORIES.index(worst.category) > CATEGORIES.index(finding.category):
                 # One bad user agent behind an address makes the address as bad as that client.
                 finding.category, finding.verdict = worst.category, worst.verdict
@@ -487,84 +424,170 @@ class LogAnalysis:
                     {e.code: e for e in [*worst.reasons, *finding.reasons]}.values(),
                     key=lambda e: -abs(e.weight),
                 )
-            ip_findings.append(finding)
-        await engine.close()
-        return clients, ip_findings
+            by_ip[ip_id] = finding
+        return clients, by_ip
 
-    def _top_paths(
-        self, clients: list[ClientFinding], ip_findings: list[ClientFinding], per_client: int = 5
-    ) -> list[tuple[str, int]]:
-        client_rows, path_ids, counts = self.paths_by_client.table()
-        paths = self.vocab.path.strings
-        flagged = np.array([c.flagged for c in clients], dtype=np.bool_)
-        # Top paths are listed for flagged clients only: a per-pair Python loop over everyone
-        # would cost more than the whole detection on a large log.
-        keep = flagged[client_rows] if flagged.shape[0] else np.zeros(0, dtype=np.bool_)
-        order = np.flatnonzero(keep)[np.lexsort((-counts[keep], client_rows[keep]))]
-        for row, path_id, count in zip(
-            client_rows[order].tolist(), path_ids[order].tolist(), counts[order].tolist(), strict=True
-        ):
-            finding = clients[row]
-            if len(finding.top_paths) < per_client:
-                finding.top_paths.append((paths[path_id] or "/", count))
-        by_ip = {f.ip: f for f in ip_findings}
-        for finding in clients:
-            target = by_ip.get(finding.ip)
-            if target is not None and target.user_agents == 1:
-                target.top_paths = finding.top_paths
-        mask = flagged[client_rows] if flagged.shape[0] else np.zeros(0, dtype=np.bool_)
-        totals = (
-            np.bincount(path_ids[mask], weights=counts[mask], minlength=len(paths)) if mask.any() else None
+    def _retire(self, idle_before: float | None) -> None:
+        """Judge the addresses idle since `idle_before` (all when None), tally them, forget them."""
+        n_ips = len(self.ips)
+        last_seen = self.ip_state.floats[:n_ips, F_LAST]
+        retire_ip = np.ones(n_ips, dtype=np.bool_) if idle_before is None else last_seen < idle_before
+        if not retire_ip.any():
+            return
+        client_ip = np.asarray(self.client_ip, dtype=np.int64)
+        retire_client = retire_ip[client_ip] if client_ip.shape[0] else np.zeros(0, dtype=np.bool_)
+        clients, by_ip = self._loop.run_until_complete(
+            self._judge(np.flatnonzero(retire_client), np.flatnonzero(retire_ip))
         )
-        if totals is None:
-            return []
-        top = np.argsort(-totals, kind="stable")[:15]
-        return [(paths[p] or "/", int(totals[p])) for p in top.tolist() if totals[p] > 0]
+        self.tally_static += int(
+            self.client_state.ints[: self.client_state.size, I_STATIC][retire_client].sum()
+        )
+        self._tally(clients, by_ip, retire_client)
+        self._forget(retire_client, retire_ip)
 
-    def _timeline(self, clients: list[ClientFinding]) -> tuple[float, float, dict[str, list[int]]]:
-        buckets, client_rows, counts = self.timeline.table()
-        step = TIMELINE_BUCKET * self.timeline.scale
-        series = {c: [] for c in CATEGORIES}
+    def _tally(
+        self,
+        clients: list[tuple[int, ClientFinding]],
+        by_ip: dict[int, ClientFinding],
+        retire_client: np.ndarray,
+    ) -> None:
+        category_of = np.full(retire_client.shape[0], -1, dtype=np.int64)
+        for row, finding in clients:
+            category_of[row] = CATEGORIES.index(finding.category)
+        no_change = np.arange(retire_client.shape[0])
+        # Requests over time: the retired clients' (minute, client) counts become (minute, category).
+        buckets, rows, counts = self.timeline.take(retire_client, no_change)
+        for k in range(len(CATEGORIES)):
+            mask = category_of[rows] == k
+            if mask.any():
+                self.tally.timeline.add_counts(
+                    buckets[mask] * self.timeline.scale, np.full(int(mask.sum()), k), counts[mask]
+                )
+        # Paths: top paths of each flagged client, and path totals over all flagged clients.
+        flagged = np.zeros(retire_client.shape[0], dtype=np.bool_)
+        for row, finding in clients:
+            flagged[row] = finding.flagged
+        path_ids, owners, hits = self.paths_by_client.take(retire_client, no_change)
+        keep = flagged[owners]
+        if keep.any():
+            self.tally.add_bot_paths(path_ids[keep], hits[keep], len(self.vocab.path))
+            self._attach_top_paths(dict(clients), owners[keep], path_ids[keep], hits[keep])
+        for _, finding in clients:
+            self.tally.add_client(finding)
+        top_paths = {f.ip: f.top_paths for _, f in clients if f.top_paths}
+        for finding in by_ip.values():
+            if finding.user_agents == 1 and finding.ip in top_paths:
+                finding.top_paths = top_paths[finding.ip]
+            self.tally.add_ip(finding)
+        self.retired_clients += len(clients)
+
+    def _attach_top_paths(
+        self,
+        findings: dict[int, ClientFinding],
+        owners: np.ndarray,
+        path_ids: np.ndarray,
+        hits: np.ndarray,
+        per_client: int = 5,
+    ) -> None:
+        paths = self.vocab.path.strings
+        order = np.lexsort((-hits, owners))
+        for row, path_id, count in zip(
+            owners[order].tolist(), path_ids[order].tolist(), hits[order].tolist(), strict=True
+        ):
+            finding = findings[row]
+            if len(finding.top_paths) < per_client:
+                finding.top_paths.append((paths[path_id] or "/", int(count)))
+
+    def _forget(self, retire_client: np.ndarray, retire_ip: np.ndarray) -> None:
+        """Drop retired clients and addresses from every table, renumbering those still watched."""
+        live_clients = np.flatnonzero(~retire_client)
+        live_ips = np.flatnonzero(~retire_ip)
+        new_client = np.full(retire_client.shape[0], -1, dtype=np.int64)
+        new_client[live_clients] = np.arange(live_clients.shape[0])
+        new_ip = self.ips.retain(~retire_ip)
+        self.timeline.take(np.zeros(retire_client.shape[0], dtype=np.bool_), new_client)
+        self.paths_by_client.take(np.zeros(retire_client.shape[0], dtype=np.bool_), new_client)
+        self.client_state.keep(live_clients)
+        self.ip_state.keep(live_ips)
+        self.client_ip = [int(new_ip[self.client_ip[r]]) for r in live_clients.tolist()]
+        self.client_ua = [self.client_ua[r] for r in live_clients.tolist()]
+        self.client_first = [self.client_first[r] for r in live_clients.tolist()]
+        self._client_of = {
+            (ip << 32) | ua: i for i, (ip, ua) in enumerate(zip(self.client_ip, self.client_ua, strict=True))
+        }
+        # Peer/forwarded address pairs of retired addresses go too, and so do their strings.
+        kept_pairs = {pair: int(new_ip[ip]) for pair, ip in self._ip_of_pair.items() if new_ip[ip] >= 0}
+        keep_addr = np.zeros(len(self.vocab.addr), dtype=np.bool_)
+        keep_xff = np.zeros(len(self.vocab.xff), dtype=np.bool_)
+        keep_xff[0] = len(self.vocab.xff) > 0  # id 0 is usually "" (no header): cheap to keep
+        for pair in kept_pairs:
+            keep_addr[pair >> 32] = True
+            keep_xff[pair & 0xFFFFFFFF] = True
+        new_addr = self.vocab.addr.retain(keep_addr)
+        new_xff = self.vocab.xff.retain(keep_xff)
+        self._ip_of_pair = {
+            (int(new_addr[p >> 32]) << 32) | int(new_xff[p & 0xFFFFFFFF]): ip for p, ip in kept_pairs.items()
+        }
+
+    def _timeline(self) -> tuple[float, float, dict[str, list[int]]]:
+        buckets, categories, counts = self.tally.timeline.table()
+        step = TIMELINE_BUCKET * self.tally.timeline.scale
+        series: dict[str, list[int]] = {c: [] for c in CATEGORIES}
         if buckets.shape[0] == 0:
             return 0.0, float(step), series
-        # Re-bin to at most ~120 points so the chart stays readable and small.
+        # Re-bin to at most ~120 columns so the chart stays readable and small.
         span = int(buckets.max() - buckets.min()) + 1
         factor = max(1, -(-span // 120))
         start_bucket = int(buckets.min())
         index = (buckets - start_bucket) // factor
         width = int(index.max()) + 1
-        category_of = np.array([CATEGORIES.index(c.category) for c in clients], dtype=np.int64)
-        cats = category_of[client_rows]
         for k, name in enumerate(CATEGORIES):
-            mask = cats == k
+            mask = categories == k
             series[name] = (
                 np.bincount(index[mask], weights=counts[mask], minlength=width).astype(int).tolist()
             )
         return float(start_bucket * step), float(step * factor), series
 
+    def _top_bot_paths(self, hits: np.ndarray, count: int = 15) -> list[tuple[str, int]]:
+        """The paths flagged clients hit most; ties broken by the path so the order is stable."""
+        if not hits.any():
+            return []
+        floor = np.sort(hits)[-min(count, hits.shape[0])]
+        paths = self.vocab.path.strings
+        candidates = [(paths[p] or "/", int(hits[p])) for p in np.flatnonzero(hits >= max(floor, 1)).tolist()]
+        return sorted(candidates, key=lambda item: (-item[1], item[0]))[:count]
+
     def finish(self) -> AnalysisResult:
-        clients, ip_findings = asyncio.run(self._judge())
-        bot_paths = self._top_paths(clients, ip_findings)
-        start, step, series = self._timeline(clients)
-        by_category = {c: 0 for c in CATEGORIES}
-        for finding in clients:
-            by_category[finding.category] += finding.requests
-        ip_findings.sort(key=lambda f: (-CATEGORIES.index(f.category), -f.bot_score, -f.requests))
-        clients.sort(key=lambda f: (-CATEGORIES.index(f.category), -f.bot_score, -f.requests))
+        self._retire(idle_before=None)
+        engine, self._engine_instance = self._engine_instance, None
+        if engine is not None:
+            self._loop.run_until_complete(engine.close())
+        self._loop.close()
+        tally = self.tally
+        hits = tally.bot_path_hits
+        bot_paths = self._top_bot_paths(hits)
+        start, step, series = self._timeline()
+        order = {c: i for i, c in enumerate(CATEGORIES)}
+        ips = sorted(tally.ip_findings, key=lambda f: (-order[f.category], -f.bot_score, -f.requests))
+        clients = sorted(tally.client_findings, key=lambda f: (-order[f.category], -f.bot_score, -f.requests))
         empty = self.first_time == float("inf")
         return AnalysisResult(
             sources=self.sources,
             format_name=self.format_name,
             stats=self.stats,
             clients=clients,
-            ips=ip_findings,
+            ips=ips,
             first_time=0.0 if empty else self.first_time,
             last_time=0.0 if empty else self.last_time,
             timeline_start=start,
             timeline_step=step,
             timeline=series,
             bot_paths=bot_paths,
-            requests_by_category=by_category,
+            requests_by_category=dict(tally.requests),
+            ips_by_category=dict(tally.ips),
+            clients_by_category=dict(tally.clients),
+            score_histogram=tally.score_histogram,
+            humans_not_listed=tally.humans_not_kept,
         )
 
 

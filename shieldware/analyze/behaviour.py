@@ -133,6 +133,20 @@ class ClientState:
                 setattr(self, name, new)
         self.size = max(self.size, size)
 
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep only `rows` (in that order, renumbered from 0): retired clients give their memory back."""
+        count = int(rows.shape[0])
+        capacity = max(1024, count * 2)
+        for name in ("floats", "ints", "hll_paths", "hll_products", "groups", "rep_path", "rep_method"):
+            old = getattr(self, name)
+            fill = -1 if name in ("rep_path", "rep_method") else 0
+            new = np.full((capacity, *old.shape[1:]), fill, dtype=old.dtype)
+            new[:count] = old[rows]
+            if name == "ints":
+                new[count:, I_LAST_PID] = -1
+            setattr(self, name, new)
+        self.size = count
+
     @property
     def nbytes(self) -> int:
         return sum(

@@ -48,6 +48,22 @@ class Interner:
         id_of = self.id_of
         return np.fromiter((id_of(t) for t in texts), dtype=np.int32, count=len(texts))
 
+    def retain(self, keep: np.ndarray) -> np.ndarray:
+        """Forget the values whose id is not marked in `keep`; returns the old → new id map (-1: gone).
+
+        The analyzer calls this when it retires idle clients, so the address tables stay as
+        small as the set of clients still being watched.
+        """
+        keep = np.asarray(keep, dtype=np.bool_)
+        if keep.shape[0] < len(self.strings):
+            keep = np.concatenate([keep, np.ones(len(self.strings) - keep.shape[0], dtype=np.bool_)])
+        new_id = np.full(len(self.strings), -1, dtype=np.int64)
+        new_id[keep] = np.arange(int(keep.sum()))
+        self.strings = [text for text, kept in zip(self.strings, keep.tolist(), strict=True) if kept]
+        self._by_text = {text: i for i, text in enumerate(self.strings)}
+        self._by_hash = {h: int(new_id[i]) for h, i in self._by_hash.items() if new_id[i] >= 0}
+        return new_id
+
     def ids_of_hashes(
         self, hashes: np.ndarray, starts: np.ndarray, ends: np.ndarray, raw: bytes
     ) -> np.ndarray:

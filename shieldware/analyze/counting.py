@@ -33,6 +33,17 @@ class PairCounter:
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_size = 0
 
+    def add_counts(self, high: np.ndarray, low: np.ndarray, counts: np.ndarray) -> None:
+        """Add pre-counted pairs (`high` in original units)."""
+        if high.shape[0] == 0:
+            return
+        keys = ((high.astype(np.int64) // self.scale) << 32) | low.astype(np.int64)
+        keys, summed = _merge(keys, counts.astype(np.int64))
+        self._pending.append((keys, summed))
+        self._pending_size += keys.shape[0]
+        if self._pending_size > self.capacity:
+            self._flush()
+
     def add(self, high: np.ndarray, low: np.ndarray) -> None:
         if high.shape[0] == 0:
             return
@@ -61,6 +72,21 @@ class PairCounter:
                 self.dropped += int(keys.shape[0] - keep.shape[0])
                 keys, counts = keys[keep], counts[keep]
         self._keys, self._counts = keys, counts
+
+    def take(
+        self, selected_low: np.ndarray, new_low: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Remove and return the pairs whose low value is selected; renumber the others' low values.
+
+        `selected_low[low]` marks what to take out, `new_low[low]` is the new number of a kept one.
+        """
+        high, low, counts = self.table()
+        chosen = selected_low[low]
+        taken = (high[chosen], low[chosen], counts[chosen])
+        kept = ~chosen
+        keys = (high[kept] << 32) | new_low[low[kept]].astype(np.int64)
+        self._keys, self._counts = _merge(keys, counts[kept])
+        return taken
 
     def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(high, low, count) arrays; `high` is in units of `scale` original values."""

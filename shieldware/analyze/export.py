@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import yaml
 
-from shieldware.analyze.analyzer import CATEGORIES, AnalysisResult, ClientFinding
+from shieldware.analyze.findings import AnalysisResult, ClientFinding
 
 BLOCKLIST_FORMATS = ("nginx", "ipset", "plain", "policy")
 IPSET_NAME = "shieldware-bots"
@@ -38,7 +38,9 @@ def report_document(result: AnalysisResult, everyone: bool = False) -> dict[str,
         "first_time": _iso(result.first_time),
         "last_time": _iso(result.last_time),
         "requests_by_category": result.requests_by_category,
-        "ips_by_category": {c: sum(1 for f in result.ips if f.category == c) for c in CATEGORIES},
+        "ips_by_category": result.ips_by_category,
+        "clients_by_category": result.clients_by_category,
+        "people_not_listed": result.humans_not_listed,
         "ips": [f.as_record() for f in selected(result.ips, everyone)],
         "clients": [f.as_record() for f in selected(result.clients, everyone)],
         "bot_paths": [{"path": p, "requests": n} for p, n in result.bot_paths],

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from html import escape
 
-from shieldware.analyze.analyzer import CATEGORIES, AnalysisResult, ClientFinding
+from shieldware.analyze.findings import CATEGORIES, AnalysisResult, ClientFinding
 from shieldware.analyze.summary import CATEGORY_LABELS, network_label
 from shieldware.analyze.svg import horizontal_bars, legend, stacked_columns
 from shieldware.evidence import describe
@@ -83,14 +83,14 @@ def _pill(category: str) -> str:
 
 
 def _cards(result: AnalysisResult) -> str:
-    ips = Counter(f.category for f in result.ips)
+    ips = result.ips_by_category
     total = max(sum(result.requests_by_category.values()), 1)
     cards = []
     for category in CATEGORIES:
         requests = result.requests_by_category.get(category, 0)
         cards.append(
             f'<div class="card" style="--c:{COLORS[category]}"><div class="l">'
-            f'{escape(CATEGORY_LABELS[category])}</div><div class="n">{ips[category]:,} IPs</div>'
+            f'{escape(CATEGORY_LABELS[category])}</div><div class="n">{ips.get(category, 0):,} IPs</div>'
             f'<div class="l">{requests:,} requests · {100 * requests / total:.1f} %</div></div>'
         )
     return f'<div class="cards">{"".join(cards)}</div>'
@@ -115,9 +115,7 @@ def _timeline(result: AnalysisResult) -> str:
 
 
 def _histogram(result: AnalysisResult) -> str:
-    series = {c: [0] * 10 for c in CATEGORIES}
-    for finding in result.clients:
-        series[finding.category][min(int(finding.bot_score // 10), 9)] += 1
+    series = {c: list(result.score_histogram.get(c, [0] * 10)) for c in CATEGORIES}
     chart = stacked_columns(
         series,
         COLORS,

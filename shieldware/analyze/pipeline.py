@@ -40,9 +40,17 @@ def analyze_sources(
     thresholds: Thresholds | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     on_chunk: ChunkHook | None = None,
+    live_clients: int = 50_000,
+    idle_seconds: float = 3600.0,
 ) -> AnalysisResult:
     """Analyse logs in the order given (rotate-style order: oldest first gives the truest windows)."""
-    analysis = LogAnalysis(policy or default_policy(), trusted_proxies=trusted_proxies, thresholds=thresholds)
+    analysis = LogAnalysis(
+        policy or default_policy(),
+        trusted_proxies=trusted_proxies,
+        thresholds=thresholds,
+        live_clients=live_clients,
+        idle_seconds=idle_seconds,
+    )
     formats_seen: list[str] = []
     for name in sources:
         source = Source(name)

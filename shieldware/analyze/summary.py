@@ -9,7 +9,7 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from shieldware.analyze.analyzer import CATEGORIES, AnalysisResult, ClientFinding
+from shieldware.analyze.findings import CATEGORIES, AnalysisResult, ClientFinding
 
 CATEGORY_LABELS = {
     "human": "human",
@@ -52,15 +52,15 @@ def totals_table(result: AnalysisResult) -> Table:
     table.add_column("IP + UA clients", justify="right")
     table.add_column("requests", justify="right")
     table.add_column("share", justify="right")
-    ip_counts = Counter(f.category for f in result.ips)
-    client_counts = Counter(f.category for f in result.clients)
+    ip_counts = result.ips_by_category
+    client_counts = result.clients_by_category
     total = max(sum(result.requests_by_category.values()), 1)
     for category in CATEGORIES:
         requests = result.requests_by_category.get(category, 0)
         table.add_row(
             f"[{CATEGORY_STYLES[category]}]{CATEGORY_LABELS[category]}[/]",
-            str(ip_counts[category]),
-            str(client_counts[category]),
+            f"{ip_counts.get(category, 0):,}",
+            f"{client_counts.get(category, 0):,}",
             f"{requests:,}",
             f"{100 * requests / total:.1f} %",
         )

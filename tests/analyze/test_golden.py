@@ -87,3 +87,21 @@ def test_same_verdicts_from_every_format(make_logs, scenario, tmp_path, result, 
     ours = {f.ip: (f.category, f.verdict, tuple(f.reason_codes)) for f in result.ips}
     theirs = {f.ip: (f.category, f.verdict, tuple(f.reason_codes)) for f in other.ips}
     assert theirs == ours
+
+
+def test_retiring_idle_clients_changes_no_verdict(result):
+    """Memory stays bounded by retiring idle addresses early; the conclusions must not change."""
+    streamed = analyze_sources(
+        [str(LOGS / EXPECTED["log"])],
+        EXPECTED["format"],
+        chunk_bytes=16_384,
+        live_clients=8,
+        idle_seconds=900,
+    )
+    assert streamed.requests_by_category == result.requests_by_category
+    assert streamed.ips_by_category == result.ips_by_category
+    ours = {f.ip: (f.category, f.verdict, f.requests, tuple(f.reason_codes)) for f in result.ips}
+    theirs = {f.ip: (f.category, f.verdict, f.requests, tuple(f.reason_codes)) for f in streamed.ips}
+    assert theirs == ours
+    assert streamed.bot_paths == result.bot_paths
+    assert sum(map(sum, streamed.timeline.values())) == sum(map(sum, result.timeline.values()))
