@@ -1,5 +1,10 @@
 """Bench: lines/s of `shieldware analyze` (full detection) vs `goaccess` on the same combined log, and memory.
 
+Both tools are single-threaded. The machine is shared, so wall time swings with other load:
+each tool runs `--repeat` times, interleaved, and the report gives wall and CPU time (user +
+system) of the best run; the speedup is computed on CPU time (what each tool costs) and on
+wall time.
+
 Generates production-like combined logs with tests/fixtures/logs/make_logs.py (1M lines, and a
 3x larger one to show that peak memory stays flat as the input grows: the analyzer streams), then
 runs each tool as its own process, measuring wall time and peak RSS. Prints one JSON document.
@@ -29,8 +34,9 @@ import json, resource, subprocess, sys, time
 start = time.perf_counter()
 done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 wall = time.perf_counter() - start
-rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"wall_s": wall, "peak_rss_mb": rss_kb / 1024, "returncode": done.returncode,
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+                  "peak_rss_mb": usage.ru_maxrss / 1024, "returncode": done.returncode,
                   "stderr": done.stderr.decode(errors="replace")[-500:]}))
 """
 
@@ -83,7 +89,9 @@ def main() -> int:
         "--growth", type=int, default=3, help="the memory check log is this many times larger"
     )
     parser.add_argument("--workdir", help="keep generated logs here (default: a temporary directory)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the best is reported")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="interleaved runs per tool; the best is reported"
+    )
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
@@ -96,11 +104,24 @@ def main() -> int:
     # The first run compiles the Numba kernels into the cache; measure it, but not as throughput.
     warm = measure(shieldware_command(GENERATOR.parent / "production.combined.log", workdir), env)
 
-    def best(command: list[str]) -> dict:
-        return min((measure(command, env) for _ in range(args.repeat)), key=lambda r: r["wall_s"])
+    goaccess = shutil.which("goaccess")
+    ours_runs, theirs_runs = [], []
+    for _ in range(args.repeat):  # interleaved, so both tools see the same background load
+        ours_runs.append(measure(shieldware_command(log, workdir), env))
+        if goaccess is not None:
+            theirs_runs.append(measure(goaccess_command(goaccess, log, workdir), env))
+    ours = min(ours_runs, key=lambda r: r["cpu_s"])
+    ours_big = measure(shieldware_command(big, workdir), env)
 
-    ours = best(shieldware_command(log, workdir))
-    ours_big = best(shieldware_command(big, workdir))
+    def figures(run: dict, lines: int) -> dict:
+        return {
+            "wall_s": round(run["wall_s"], 2),
+            "cpu_s": round(run["cpu_s"], 2),
+            "lines_per_s_wall": round(lines / run["wall_s"]),
+            "lines_per_s_cpu": round(lines / run["cpu_s"]),
+            "peak_rss_mb": round(run["peak_rss_mb"], 1),
+        }
+
     report: dict = {
         "question": "lines/s of shieldware analyze (full detection) vs goaccess on the same combined log",
         "machine": {
@@ -109,34 +130,26 @@ def main() -> int:
             "load_avg_1m": os.getloadavg()[0],
         },
         "log": {"lines": args.lines, "bytes": log.stat().st_size},
-        "shieldware": {
-            "seconds": round(ours["wall_s"], 2),
-            "lines_per_s": round(args.lines / ours["wall_s"]),
-            "peak_rss_mb": round(ours["peak_rss_mb"], 1),
-        },
+        "shieldware": figures(ours, args.lines),
         "shieldware_first_run_with_jit_s": round(warm["wall_s"], 2),
         "memory_growth": {
             "lines": [args.lines, args.lines * args.growth],
             "peak_rss_mb": [round(ours["peak_rss_mb"], 1), round(ours_big["peak_rss_mb"], 1)],
-            "lines_per_s": [
-                round(args.lines / ours["wall_s"]),
-                round(args.lines * args.growth / ours_big["wall_s"]),
+            "lines_per_s_cpu": [
+                round(args.lines / ours["cpu_s"]),
+                round(args.lines * args.growth / ours_big["cpu_s"]),
             ],
             "rss_ratio": round(ours_big["peak_rss_mb"] / ours["peak_rss_mb"], 2),
         },
     }
-    goaccess = shutil.which("goaccess")
     if goaccess is None:
         report["goaccess"] = "not installed (apt-get install goaccess)"
     else:
-        theirs = best(goaccess_command(goaccess, log, workdir))
-        report["goaccess"] = {
-            "seconds": round(theirs["wall_s"], 2),
-            "lines_per_s": round(args.lines / theirs["wall_s"]),
-            "peak_rss_mb": round(theirs["peak_rss_mb"], 1),
-        }
-        report["speedup_vs_goaccess"] = round(theirs["wall_s"] / ours["wall_s"], 2)
-        report["goal"] = "speedup_vs_goaccess >= 2"
+        theirs = min(theirs_runs, key=lambda r: r["cpu_s"])
+        report["goaccess"] = figures(theirs, args.lines)
+        report["speedup_vs_goaccess_cpu"] = round(theirs["cpu_s"] / ours["cpu_s"], 2)
+        report["speedup_vs_goaccess_wall"] = round(theirs["wall_s"] / ours["wall_s"], 2)
+        report["goal"] = "speedup >= 2"
     print(json.dumps(report, indent=2))
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)

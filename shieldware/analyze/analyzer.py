@@ -111,9 +111,9 @@ class LogAnalysis:
         trusted_proxies: Sequence[str] | None = DEFAULT_TRUSTED_PROXIES,
         thresholds: Thresholds | None = None,
         path_capacity: int = 2_000_000,
-        live_clients: int = 50_000,
+        live_clients: int = 20_000,
         idle_seconds: float = 3600.0,
-        keep_humans: int = 20_000,
+        keep_humans: int = 5_000,
     ) -> None:
         self.live_clients = live_clients
         self.idle_seconds = idle_seconds
@@ -331,11 +331,11 @@ class LogAnalysis:
     def _finding(
         decision: Decision,
         attrs: dict[str, Any],
-        summary: BehaviourSummary,
-        row: int,
+        counts: tuple[int, int, int, float, float],
         ip: str,
         ua: str | None,
     ) -> ClientFinding:
+        requests, pages, assets, first_seen, last_seen = counts
         network = {
             k[4:]: v for k, v in attrs.items() if k.startswith("net.") and isinstance(v, (str, int, float))
         }
@@ -350,11 +350,11 @@ class LogAnalysis:
             bot_score=decision.bot_score,
             reasons=reasons or list(decision.reasons),
             route_group=decision.route_group,
-            requests=int(summary.requests[row]),
-            pages=int(summary.pages[row]),
-            assets=int(summary.static[row]),
-            first_seen=float(summary.first[row]),
-            last_seen=float(summary.last[row]),
+            requests=requests,
+            pages=pages,
+            assets=assets,
+            first_seen=first_seen,
+            last_seen=last_seen,
             ua_category=str(attrs.get("ua.category", "")),
             ua_name=str(attrs.get("ua.name", "")),
             network=network,
@@ -374,7 +374,10 @@ class LogAnalysis:
         uas = self.vocab.user_agent.strings
         ips = self.ips.strings
         methods, paths = self._representatives(self.client_state)
-        busy = may_have_evidence(client_summary, self.thresholds)
+        busy = may_have_evidence(client_summary, self.thresholds).tolist()
+        # Plain lists: indexing numpy arrays one scalar at a time costs more than the engine here.
+        counts, ip_counts = _counts(client_summary), _counts(ip_summary)
+        methods, paths = methods.tolist(), paths.tolist()
         clients: list[tuple[int, ClientFinding]] = []
         per_ip: dict[int, list[tuple[int, ClientFinding]]] = {}
         for row in client_rows.tolist():
@@ -382,16 +385,9 @@ class LogAnalysis:
             findings = (
                 behaviour_evidence(client_summary, row, site_static, self.thresholds) if busy[row] else []
             )
-            facts = self._facts(
-                ip,
-                ua,
-                int(methods[row]),
-                int(paths[row]),
-                self.client_first[row],
-                float(client_summary.last[row]),
-            )
+            facts = self._facts(ip, ua, methods[row], paths[row], self.client_first[row], counts[row][4])
             decision, attrs = await self._decide(facts, findings)
-            finding = self._finding(decision, attrs, client_summary, row, ip, ua)
+            finding = self._finding(decision, attrs, counts[row], ip, ua)
             clients.append((row, finding))
             per_ip.setdefault(self.client_ip[row], []).append((row, finding))
         ip_methods, ip_paths = self._representatives(self.ip_state)
@@ -413,7 +409,7 @@ class LogAnalysis:
                 float(ip_summary.last[ip_id]),
             )
             decision, attrs = await self._decide(facts, findings)
-            finding = self._finding(decision, attrs, ip_summary, ip_id, ips[ip_id], None)
+            finding = self._finding(decision, attrs, ip_counts[ip_id], ips[ip_id], None)
             finding.user_agents = len(members)
             worst = max((f for _, f in members), key=lambda f: (CATEGORIES.index(f.category), f.bot_score))
             if CATEGORIES.index(worst.category) > CATEGORIES.index(finding.category):
@@ -589,6 +585,20 @@ class LogAnalysis:
             score_histogram=tally.score_histogram,
             humans_not_listed=tally.humans_not_kept,
         )
+
+
+def _counts(summary: BehaviourSummary) -> list[tuple[int, int, int, float, float]]:
+    """(requests, pages, assets, first seen, last seen) per row, as Python values."""
+    return list(
+        zip(
+            summary.requests.tolist(),
+            summary.pages.tolist(),
+            summary.static.tolist(),
+            summary.first.tolist(),
+            summary.last.tolist(),
+            strict=True,
+        )
+    )
 
 
 def feed_all(analysis: LogAnalysis, batches: Iterable[LogBatch]) -> None:

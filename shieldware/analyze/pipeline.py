@@ -40,7 +40,7 @@ def analyze_sources(
     thresholds: Thresholds | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     on_chunk: ChunkHook | None = None,
-    live_clients: int = 50_000,
+    live_clients: int = 20_000,
     idle_seconds: float = 3600.0,
 ) -> AnalysisResult:
     """Analyse logs in the order given (rotate-style order: oldest first gives the truest windows)."""
