@@ -6,6 +6,7 @@ from shieldware.signals.base import Inspection, Signal
 from shieldware.signals.crawlers import VerifiedCrawlerSignal
 from shieldware.signals.headers import HeaderSignal
 from shieldware.signals.request import RequestSanitySignal
+from shieldware.signals.traffic import TrafficSignal
 from shieldware.signals.useragent import UserAgentSignal
 
 
@@ -13,9 +14,9 @@ def default_signals() -> list[Signal]:
     """The signals every engine runs unless told otherwise, in the order they run.
 
     Order matters only where a signal reads an attribute another publishes (the header and
-    crawler checks read the user agent's claim).
+    crawler checks read the user agent's claim; traffic reads the header fingerprint).
     """
-    return [RequestSanitySignal(), UserAgentSignal(), VerifiedCrawlerSignal(), HeaderSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), VerifiedCrawlerSignal(), HeaderSignal(), TrafficSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]

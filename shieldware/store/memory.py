@@ -4,26 +4,56 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from shieldware.store.base import Observation, WindowStats
+from shieldware.windows import WindowTable
+
+DEFAULT_WINDOW_CAPACITY = 100_000
+
+
+def _capacity_from_uri(uri: str, default: int) -> int:
+    """`memory://?capacity=500000` sets how many keys the window table holds."""
+    query = parse_qs(urlsplit(uri).query)
+    raw = query.get("capacity", [None])[0]
+    if raw is None:
+        return default
+    try:
+        capacity = int(raw)
+    except ValueError:
+        raise ValueError(f"store URI {uri!r}: capacity must be a whole number of keys, got {raw!r}") from None
+    if capacity < 1:
+        raise ValueError(f"store URI {uri!r}: capacity must be at least 1, got {capacity}")
+    return capacity
 
 
 class MemoryStore:
-    """Records with expiry in a dict guarded by a lock (safe across threads and tasks).
+    """Window state in a fixed-capacity WindowTable; records with expiry in a dict.
+
+    Both are guarded by locks, so threads and asyncio tasks of one process may share the store.
+    Several processes (uvicorn workers) each get their own memory store: use redis:// there.
 
     Records are few and small (nonces, bans, switches), so expired ones are swept lazily when
     read and in bulk every `sweep_every` writes, keeping memory bounded without a timer.
     """
 
-    def __init__(self, uri: str = "memory://", max_records: int = 1_000_000, sweep_every: int = 4096) -> None:
+    def __init__(self, uri: str = "memory://", max_records: int = 1_000_000, sweep_every: int = 4096,
+                 capacity: int | None = None) -> None:
         self.uri = uri
+        self.windows = WindowTable(capacity or _capacity_from_uri(uri, DEFAULT_WINDOW_CAPACITY))
         self.max_records = max_records
         self._sweep_every = sweep_every
         self._writes = 0
         self._records: dict[tuple[str, str], tuple[dict, float | None]] = {}
         self._lock = threading.Lock()
 
-    async def observe(self, observations: Sequence[Any], now: float) -> Any:
-        return None
+    async def observe(self, observations: Sequence[Observation], now: float) -> list[WindowStats]:
+        """One kernel call for all of a request's observations (see shieldware.store.base)."""
+        return self.windows.observe(observations, now)
+
+    async def record(self, observations: Sequence[Observation], now: float) -> None:
+        """Outcome feedback: the same update, answer discarded."""
+        self.windows.observe(observations, now)
 
     def _sweep(self, now: float) -> None:
         expired = [k for k, (_, until) in self._records.items() if until is not None and until <= now]

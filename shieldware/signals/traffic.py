@@ -1,0 +1,251 @@
+"""Traffic signals: hard rate limits per route group, and behaviour over time read from the windows.
+
+One request queues its observations (IP, IP prefix, fingerprint, IP+fingerprint, session,
+account, and one rate key per limited identity) for the engine's single store call, then
+judges the answers in `assess`. Outcomes come back through `feedback`: 4xx answers feed the
+probing ratio, product pages adjacent to one seen just before feed the sequential-walk ratio.
+
+Ratio channels and sketches per key kind (the convention the store protocol leaves to us):
+
+* ``ip``: counters and timing count pages (not assets); channel 0 = answered
+  401/403/404/405/410 (fed back), 1 = static asset, 2 = product page next to one seen just
+  before (fed back), 3 = listing/search page;
+  sketch 0 = distinct product ids, sketch 1 = distinct user agents; timing = page requests.
+* ``client`` (IP + fingerprint), pages only: channel 0 = no session cookie, 1 = no Referer;
+  sketch 0 = distinct session ids.
+* ``net`` (/24 or /64), pages only: sketch 0 = distinct client IPs.
+* ``session`` and ``account``: sketch 0 = distinct client IPs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shieldware.decision import Verdict
+from shieldware.evidence import register_reason
+from shieldware.facts import RequestFacts
+from shieldware.policy import register_attribute
+from shieldware.signals.base import Inspection
+from shieldware.signals.traffic_keys import header_fingerprint, ip_prefix, product_id
+from shieldware.signals.traffic_policy import LIMIT_KEYS, TrafficSettings
+from shieldware.store.base import MAX_LIMITS, Observation, Rate
+
+PROBE, ASSET, SEQUENTIAL, LISTING = 1, 2, 4, 8          # ip key channels (bits)
+NO_COOKIE, NO_REFERER = 1, 2                           # client key channels (bits)
+PROBE_CH, ASSET_CH, SEQUENTIAL_CH, LISTING_CH = 0, 1, 2, 3
+NO_COOKIE_CH, NO_REFERER_CH = 0, 1
+SHORT, LONG = 0, 1                                     # ratio half-life indexes (60 s, 30 min)
+PROBE_STATUSES = frozenset({401, 403, 404, 405, 410})
+STATIC_GROUP = "static"
+PRODUCT_GROUP = "product"
+LISTING_GROUPS = frozenset({"search", "browse"})
+
+for _per in LIMIT_KEYS:
+    register_reason(f"rate.{_per}.limit", 20, f"The {_per.replace('ip', 'client IP')} went over a hard rate "
+                    "limit of this route group; the request is answered 429 with Retry-After.")
+register_reason("rate.ip.burst", 25, "Many page requests from one IP within ten seconds, more than a person "
+                "clicks through.")
+register_reason("rate.ip.sustained", 30, "A steady high page rate from one IP over ten minutes.")
+register_reason("rate.prefix.sustained", 30, "A high page rate over ten minutes from many addresses of one "
+                "/24 (IPv4) or /64 (IPv6) network: one operator rotating addresses.")
+register_reason("behav.regular_timing", 35, "The gaps between page requests are machine-regular (low "
+                "coefficient of variation over many requests).")
+register_reason("behav.enumeration", 40, "The client walks product pages in id order, or sweeps many "
+                "distinct products without ever using listing or search pages.")
+register_reason("behav.probing", 45, "Many requests answered 401/403/404/405/410 in the last minutes: "
+                "probing for pages that do not exist or are not allowed.")
+register_reason("behav.no_assets", 30, "Many pages and no stylesheets, scripts or images: a browser would "
+                "have loaded them.")
+register_reason("behav.cookie_amnesia", 35, "Page after page from one IP and client software without the "
+                "session cookie the shop sets: the client throws its cookies away.")
+register_attribute("traffic.fingerprint", "the client-software key the traffic signals used (the header "
+                   "signal's fingerprint, or a header-order hash when there is none)")
+
+
+def net_stats_prefix(inspection: Inspection) -> str:
+    return inspection.observations[inspection.attrs["traffic.first"] + 2].key
+
+
+class TrafficSignal:
+    """Rate limits and behaviour-over-time evidence. One instance serves one engine."""
+
+    name = "traffic"
+
+    def __init__(self) -> None:
+        self._store: Any = None
+        self._settings = TrafficSettings()
+        self._limit_plans: dict[str, tuple[tuple[str, int, tuple[Rate, ...]], ...]] = {}
+
+    def bind(self, engine: Any) -> None:
+        self._store = engine.store
+        self._settings = engine.policy.section("traffic")
+
+    # ---- before the store call ------------------------------------------------------------
+
+    def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
+        group = inspection.group
+        static = group.name == STATIC_GROUP
+        ip = facts.client_ip
+        fingerprint = inspection.attrs.get("fingerprint") or header_fingerprint(facts)
+        inspection.attrs["traffic.fingerprint"] = fingerprint
+        pid = product_id(facts.path) if group.name == PRODUCT_GROUP else None
+        observations = inspection.observations
+        inspection.attrs["traffic.first"] = len(observations)
+        session = self._session_id(facts)
+        if static:
+            # Assets do not count as requests on the IP key: its counters and timing are pages.
+            observations.append(Observation("ip", ip, count=0, seen=PROBE | ASSET, hits=ASSET))
+        else:
+            seen = PROBE | ASSET | LISTING | (SEQUENTIAL if pid is not None else 0)
+            hits = LISTING if group.name in LISTING_GROUPS else 0
+            observations.append(Observation("ip", ip, timing=True, seen=seen, hits=hits,
+                                            distinct=(None if pid is None else str(pid), facts.user_agent)))
+            hits = (0 if session else NO_COOKIE) | (0 if "referer" in facts.header_map else NO_REFERER)
+            observations.append(Observation("client", f"{ip}|{fingerprint}", seen=NO_COOKIE | NO_REFERER,
+                                             hits=hits, distinct=(session,)))
+        prefix = ip_prefix(ip)
+        if not static:
+            observations.append(Observation("net", prefix, distinct=(ip,)))
+        inspection.attrs["traffic.limits"] = len(observations)
+        plan = self._limits_of(group)
+        if not plan:
+            inspection.attrs["traffic.end"] = len(observations)
+            return
+        identities = {"ip": ip, "prefix": prefix, "fingerprint": fingerprint,
+                      "session": session, "account": inspection.attrs.get("account")}
+        for per, chunk, rates in plan:
+            value = identities.get(per)
+            if value:
+                observations.append(Observation(f"rate.{per}", f"{group.name}|{chunk}|{value}", limits=rates))
+        inspection.attrs["traffic.end"] = len(observations)
+
+    def _session_id(self, facts: RequestFacts) -> str | None:
+        cookies = facts.cookies
+        if not cookies:
+            return None
+        for name in self._settings.session_cookies:
+            value = cookies.get(name)
+            if value:
+                return value[:128]
+        return None
+
+    def _limits_of(self, group: Any) -> tuple[tuple[str, int, tuple[Rate, ...]], ...]:
+        plan = self._limit_plans.get(group.name)
+        if plan is None:
+            limits = group.setting("limits") or {}
+            plan = tuple((per, i, rates[i:i + MAX_LIMITS]) for per, rates in limits.items()
+                         for i in range(0, len(rates), MAX_LIMITS))
+            self._limit_plans[group.name] = plan
+        return plan
+
+    # ---- after the store call -------------------------------------------------------------
+
+    def assess(self, facts: RequestFacts, inspection: Inspection) -> None:
+        stats = inspection.stats
+        first = inspection.attrs.get("traffic.first")
+        if not stats or first is None:
+            return
+        self._assess_limits(inspection, stats)
+        ip_stats = stats[first]
+        if inspection.group.name == STATIC_GROUP:
+            return
+        settings = self._settings
+        self._assess_rate(inspection, ip_stats, settings)
+        self._assess_timing(inspection, ip_stats, settings)
+        self._assess_enumeration(inspection, ip_stats, settings)
+        self._assess_probing(inspection, ip_stats, settings)
+        if settings.assets_through_shieldware:
+            self._assess_assets(inspection, ip_stats, settings)
+        self._assess_amnesia(inspection, stats[first + 1], settings)
+        self._assess_prefix(inspection, stats[first + 2], settings)
+
+    def _assess_limits(self, inspection: Inspection, stats: list) -> None:
+        start, end = inspection.attrs["traffic.limits"], inspection.attrs["traffic.end"]
+        for index in range(start, end):
+            wait = stats[index].retry_after
+            if wait > 0.0:
+                observation = inspection.observations[index]
+                per = observation.kind.split(".", 1)[1]
+                inspection.add(f"rate.{per}.limit", group=inspection.group.name,
+                               limits=[str(r) for r in observation.limits], retry_after=round(wait, 3))
+                inspection.demand(Verdict.THROTTLE, wait)
+
+    def _assess_rate(self, inspection: Inspection, ip_stats: Any, settings: TrafficSettings) -> None:
+        if ip_stats.count(0) >= settings.burst_pages_10s:
+            inspection.add("rate.ip.burst", requests_10s=round(ip_stats.count(0), 1))
+        if ip_stats.count(2) >= settings.sustained_pages_10min:
+            inspection.add("rate.ip.sustained", requests_10min=round(ip_stats.count(2), 1))
+
+    def _assess_timing(self, inspection: Inspection, ip_stats: Any, settings: TrafficSettings) -> None:
+        if ip_stats.gaps < settings.regular_min_gaps:
+            return
+        cv = ip_stats.gap_cv(0)
+        if cv is not None and cv < settings.regular_max_cv:
+            inspection.add("behav.regular_timing", gaps=ip_stats.gaps, cv=round(cv, 3),
+                           mean_gap_s=round(ip_stats.gap_mean(0), 3))
+
+    def _assess_enumeration(self, inspection: Inspection, ip_stats: Any, settings: TrafficSettings) -> None:
+        product_pages = ip_stats.ratio_weight(SEQUENTIAL_CH, LONG)
+        sequential = ip_stats.ratio(SEQUENTIAL_CH, LONG)
+        if (product_pages >= settings.enumeration_min_products
+                and sequential >= settings.enumeration_min_sequential):
+            inspection.add("behav.enumeration", pattern="sequential ids",
+                           product_pages=round(product_pages, 1), sequential_share=round(sequential, 2))
+            return
+        distinct = ip_stats.distinct(0)
+        listing = ip_stats.ratio(LISTING_CH, LONG)
+        if distinct >= settings.sweep_min_distinct and listing <= settings.sweep_max_listing_share:
+            inspection.add("behav.enumeration", pattern="products without listing or search",
+                           distinct_products=round(distinct), listing_share=round(listing, 2))
+
+    def _assess_probing(self, inspection: Inspection, ip_stats: Any, settings: TrafficSettings) -> None:
+        share = ip_stats.ratio(PROBE_CH, SHORT)
+        errors = share * ip_stats.ratio_weight(PROBE_CH, SHORT)
+        if errors >= settings.probing_min_errors and share >= settings.probing_min_share:
+            inspection.add("behav.probing", recent_errors=round(errors, 1), error_share=round(share, 2))
+
+    def _assess_assets(self, inspection: Inspection, ip_stats: Any, settings: TrafficSettings) -> None:
+        pages = ip_stats.ratio_weight(LISTING_CH, LONG)  # every page feeds the listing channel's denominator
+        share = ip_stats.ratio(ASSET_CH, LONG)
+        if pages >= settings.no_assets_min_pages and share <= settings.no_assets_max_share:
+            inspection.add("behav.no_assets", pages=round(pages, 1), asset_share=round(share, 3))
+
+    def _assess_amnesia(self, inspection: Inspection, client_stats: Any, settings: TrafficSettings) -> None:
+        if not settings.session_cookies:
+            return
+        pages = client_stats.ratio_weight(NO_COOKIE_CH, LONG)
+        share = client_stats.ratio(NO_COOKIE_CH, LONG)
+        if pages >= settings.amnesia_min_pages and share >= settings.amnesia_min_share:
+            inspection.add("behav.cookie_amnesia", pages=round(pages, 1),
+                           without_cookie_share=round(share, 2),
+                           distinct_sessions=round(client_stats.distinct(0)))
+
+    def _assess_prefix(self, inspection: Inspection, net_stats: Any, settings: TrafficSettings) -> None:
+        ips = net_stats.distinct(0)
+        pages = net_stats.count(2)
+        if pages >= settings.prefix_pages_10min and ips >= settings.prefix_min_ips:
+            inspection.add("rate.prefix.sustained", pages_10min=round(pages), distinct_ips=round(ips),
+                           prefix=net_stats_prefix(inspection))
+
+    # ---- after the response ---------------------------------------------------------------
+
+    async def feedback(self, engine: Any, decision: Any, now: float, status: int | None, event: str | None,
+                       fields: dict[str, Any]) -> None:
+        if status is None:
+            return
+        store = engine.store
+        ip = decision.client_ip
+        if status in PROBE_STATUSES:
+            await store.record([Observation("ip", ip, count=0, hits=PROBE)], now)
+            return
+        if decision.route_group != PRODUCT_GROUP or status >= 400:
+            return
+        pid = product_id(decision.path)
+        if pid is None:
+            return
+        # Was a neighbouring id fetched in the last hour? Then this page is a step of a walk.
+        before, after, _ = await store.observe([Observation("seen", f"{ip}|{pid - 1}", count=0),
+                                                Observation("seen", f"{ip}|{pid + 1}", count=0),
+                                                Observation("seen", f"{ip}|{pid}")], now)
+        if before.count(3) > 0 or after.count(3) > 0:
+            await store.record([Observation("ip", ip, count=0, hits=SEQUENTIAL)], now)

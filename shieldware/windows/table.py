@@ -1,0 +1,179 @@
+"""WindowTable: the key table and its preallocated buffers; turns Observations into one kernel call."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from shieldware.store.base import DISTINCT_SKETCHES, MAX_LIMITS, Observation, WindowStats
+from shieldware.windows.kernels import new_state, observe_events
+from shieldware.windows.layout import EV_FLOAT_WIDTH, EV_INT_WIDTH, OUT_WIDTH
+
+_NO_ITEMS = (0,) * DISTINCT_SKETCHES
+_NO_LIMITS = (0.0, 0.0) * MAX_LIMITS
+
+
+def key_hash(kind: str, key: str) -> int:
+    """64-bit hash of (kind, key) for this process (Python's keyed SipHash of the strings)."""
+    return hash((kind, key)) or 1
+
+
+_item_key = os.urandom(16)
+
+
+def set_item_hash_key(key: bytes) -> None:
+    """Fix the distinct-item hash key (tests that want the same sketch in every run)."""
+    global _item_key
+    _item_key = key
+    _item_hash_cached.cache_clear()
+
+
+def item_hash(item: str | None) -> int:
+    """64-bit keyed hash of a distinct-count item; 0 means "no item".
+
+    Keyed BLAKE2b: uniform bits for HyperLogLog, and a client cannot pick paths that all land
+    in one register to hide how many distinct pages it walked.
+    """
+    if not item:
+        return 0
+    return _item_hash_cached(item)
+
+
+@functools.lru_cache(maxsize=65536)
+def _item_hash_cached(item: str) -> int:
+    # Repeated items (the same user agent, IP, route) are common: cache their hashes.
+    value = int.from_bytes(hashlib.blake2b(item.encode("utf-8", "surrogatepass"), digest_size=8,
+                                           key=_item_key).digest(), "little", signed=True)
+    return value or 1
+
+
+def event_rows(observation: Observation, now: float) -> tuple[list[int], list[float]]:
+    """The kernel's int and float row for one observation at `now`."""
+    ints: list[int] = []
+    floats: list[float] = []
+    _append_rows(observation, now, ints, floats)
+    return ints, floats
+
+
+def _append_rows(observation: Observation, now: float, ints: list[int], floats: list[float]) -> None:
+    # Hot path (every observation of every request): plain appends onto two flat lists.
+    # Python's string hash is keyed per process (SipHash), so clients cannot aim collisions.
+    kind, key, count, timing, distinct, seen, hits, limits = observation
+    ints.append(hash((kind, key)) or 1)
+    if distinct:
+        for i in range(DISTINCT_SKETCHES):
+            ints.append(item_hash(distinct[i]) if i < len(distinct) else 0)
+    else:
+        ints.extend(_NO_ITEMS)
+    ints.append((seen & 0xFF) | (hits & 0xFF) << 8 | (0x10000 if timing else 0))
+    floats.append(now)
+    floats.append(count)
+    floats.extend(_limit_floats(limits) if limits else _NO_LIMITS)
+
+
+_LIMIT_FLOATS: dict[int, tuple[tuple, tuple[float, ...]]] = {}
+
+
+def _limit_floats(limits: tuple) -> tuple[float, ...]:
+    """(interval, burst) pairs for the kernel, cached per limits tuple (signals reuse theirs)."""
+    cached = _LIMIT_FLOATS.get(id(limits))
+    if cached is not None and cached[0] is limits:
+        return cached[1]
+    pairs: tuple[float, ...] = ()
+    for rate in limits[:MAX_LIMITS]:
+        pairs += (rate.period / rate.count, float(rate.count))
+    pairs += _NO_LIMITS[len(pairs):]
+    if len(_LIMIT_FLOATS) > 4096:
+        _LIMIT_FLOATS.clear()
+    _LIMIT_FLOATS[id(limits)] = (limits, pairs)  # holding `limits` keeps its id from being reused
+    return pairs
+
+
+class WindowTable:
+    """Window state for at most `capacity` keys, in fixed numpy arrays (memory never grows).
+
+    `observe` is the online path: one kernel call per request with preallocated buffers, under
+    a lock so threads and tasks may share the table. `replay` is the batch path over arrays.
+    """
+
+    def __init__(self, capacity: int = 100_000, max_batch: int = 64) -> None:
+        if capacity < 1:
+            raise ValueError(f"window capacity must be at least 1 key, got {capacity}")
+        self.capacity = capacity
+        self.keys, self.state, self.registers = new_state(capacity)
+        self.evictions = 0
+        self._lock = threading.Lock()
+        self._ints = np.zeros((max_batch, EV_INT_WIDTH), dtype=np.int64)
+        self._floats = np.zeros((max_batch, EV_FLOAT_WIDTH), dtype=np.float64)
+        self._ints_flat = self._ints.reshape(-1)
+        self._floats_flat = self._floats.reshape(-1)
+        self._out = np.zeros((max_batch, OUT_WIDTH), dtype=np.float64)
+        warm_up()
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held for window state (fixed at construction)."""
+        return self.keys.nbytes + self.state.nbytes + self.registers.nbytes
+
+    @property
+    def bytes_per_key(self) -> int:
+        return self.memory_bytes // self.capacity
+
+    def tracked_keys(self) -> int:
+        return int(np.count_nonzero(self.keys))
+
+    def observe(self, observations: Sequence[Observation], now: float) -> list[WindowStats]:
+        count = len(observations)
+        if count == 0:
+            return []
+        if count > self._ints.shape[0]:
+            return [s for i in range(0, count, self._ints.shape[0])
+                    for s in self.observe(observations[i:i + self._ints.shape[0]], now)]
+        ints: list[int] = []
+        floats: list[float] = []
+        for observation in observations:
+            _append_rows(observation, now, ints, floats)
+        with self._lock:
+            self._ints_flat[:len(ints)] = ints
+            self._floats_flat[:len(floats)] = floats
+            self.evictions += observe_events(self.keys, self.state, self.registers,
+                                             self._ints, self._floats, count, self._out)
+            answers = self._out[:count].tolist()
+        return [WindowStats(row) for row in answers]
+
+    def replay(self, ints: np.ndarray, floats: np.ndarray, out: np.ndarray | None = None) -> int:
+        """Batch: apply time-sorted event arrays (EV_* columns); fill `out` rows if given.
+
+        Returns the evictions this batch caused. Same kernel as `observe`.
+        """
+        if out is None:
+            out = np.zeros((0, OUT_WIDTH), dtype=np.float64)
+        with self._lock:
+            evicted = observe_events(self.keys, self.state, self.registers, ints, floats, ints.shape[0], out)
+            self.evictions += evicted
+        return evicted
+
+
+_warm = False
+
+
+def warm_up() -> None:
+    """Compile (or load from the Numba cache) the kernel before the first request needs it.
+
+    The cache lives in __pycache__ beside the module, or in $NUMBA_CACHE_DIR when set (for
+    read-only installs): Numba reads that variable itself.
+    """
+    global _warm
+    if _warm:
+        return
+    keys, state, registers = new_state(1)
+    ints = np.zeros((1, EV_INT_WIDTH), dtype=np.int64)
+    floats = np.zeros((1, EV_FLOAT_WIDTH), dtype=np.float64)
+    observe_events(keys, state, registers, ints, floats, 1, np.zeros((1, OUT_WIDTH), dtype=np.float64))
+    observe_events(keys, state, registers, ints, floats, 1, np.zeros((0, OUT_WIDTH), dtype=np.float64))
+    _warm = True

@@ -1,0 +1,201 @@
+"""Traffic signals through the engine (no server): each behaviour, the policy fields, the keys."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shieldware.decision import Verdict
+from shieldware.engine import Engine
+from shieldware.facts import facts_from_headers
+from shieldware.policy import PolicyError, default_policy
+from shieldware.signals import default_signals
+from shieldware.signals.traffic_keys import header_fingerprint, ip_prefix, product_id
+from shieldware.store import MemoryStore
+from shieldware.store.base import Rate
+from tests.support import CHROME_NAVIGATION, CHROME_SUBRESOURCE
+
+T0 = 1_700_000_000.0
+SESSION = "shop_session=x"
+
+
+def engine(**policy_overrides) -> Engine:
+    return Engine(default_policy(**policy_overrides), MemoryStore(capacity=2048))
+
+
+def request(path: str, now: float, ip: str = "203.0.113.9", headers=CHROME_NAVIGATION, cookies: str = ""):
+    headers = list(headers) + ([("cookie", cookies)] if cookies else [])
+    return facts_from_headers(ip, "GET", path, now, headers)
+
+
+async def visit(eng: Engine, path: str, now: float, status: int = 200, **kw):
+    decision = await eng.decide(request(path, now, **kw))
+    if decision.verdict is Verdict.ALLOW:
+        await eng.feedback(decision, now, status=status)
+    return decision
+
+
+async def test_cookie_amnesia_when_the_session_cookie_never_comes_back():
+    eng = engine()
+    codes: set[str] = set()
+    for i in range(14):
+        # irregular gaps and listing pages in between: only the missing cookie stands out
+        path = "/products?page=2" if i % 2 else f"/product/{(i * 37) % 900 + 1}"
+        decision = await visit(eng, path, T0 + i * (3 + i % 4))
+        codes |= set(decision.reason_codes)
+    assert "behav.cookie_amnesia" in codes
+    kept = engine()
+    kept_codes: set[str] = set()
+    for i in range(14):
+        path = "/products?page=2" if i % 2 else f"/product/{(i * 37) % 900 + 1}"
+        decision = await visit(kept, path, T0 + i * (3 + i % 4), cookies="shop_session=abc123")
+        kept_codes |= set(decision.reason_codes)
+    assert "behav.cookie_amnesia" not in kept_codes
+
+
+async def test_no_assets_only_when_the_policy_says_assets_pass_through():
+    served = engine()
+    cdn = engine(traffic={"assets_through_shieldware": False})
+    for eng, expected in ((served, True), (cdn, False)):
+        found = False
+        for i in range(16):
+            decision = await visit(eng, f"/products?page={i + 1}", T0 + i * (4 + i % 5), cookies=SESSION)
+            found |= "behav.no_assets" in decision.reason_codes
+        assert found is expected
+
+
+async def test_assets_keep_no_assets_away():
+    eng = engine()
+    for i in range(16):
+        decision = await visit(eng, f"/products?page={i + 1}", T0 + i * 5.3, cookies=SESSION)
+        assert "behav.no_assets" not in decision.reason_codes
+        await visit(eng, "/static/app.css", T0 + i * 5.3 + 0.1, headers=CHROME_SUBRESOURCE, cookies=SESSION)
+
+
+async def test_regular_timing_evidence_carries_the_numbers():
+    eng = engine()
+    for i in range(20):
+        decision = await visit(eng, f"/products?page={(i * 7) % 40 + 1}", T0 + i * 2.0, cookies=SESSION)
+    timing = next(e for e in decision.reasons if e.code == "behav.regular_timing")
+    assert timing.detail["gaps"] == 19 and timing.detail["cv"] < 0.01 and timing.detail["mean_gap_s"] == 2.0
+
+
+async def test_hard_limit_gives_exact_retry_after_and_is_per_group():
+    eng = engine()
+    for _ in range(3):  # search: 3/s per IP
+        assert (await visit(eng, "/search?q=mug", T0)).verdict is Verdict.ALLOW
+    throttled = await visit(eng, "/search?q=mug", T0 + 0.1)
+    assert throttled.verdict is Verdict.THROTTLE
+    # GCRA: after 3 at T0 the next conforming time is T0 + 1/3 s, so the wait at T0+0.1 is 0.2333 s.
+    assert throttled.retry_after == pytest.approx(1 / 3 - 0.1)
+    limit = next(e for e in throttled.reasons if e.code == "rate.ip.limit")
+    assert limit.detail["group"] == "search" and limit.detail["limits"] == ["3/s", "60/min"]
+    # Another group has its own budget.
+    assert (await visit(eng, "/product/5", T0 + 0.1)).verdict is Verdict.ALLOW
+
+
+async def test_limits_per_session_from_policy():
+    raw_groups = [{"name": "product", "paths": ["/product/*"], "limits": {"session": ["2/min"]}}]
+    from shieldware.policy import policy_from_mapping
+
+    eng = Engine(policy_from_mapping({"groups": raw_groups}), MemoryStore(capacity=256))
+    for i in range(2):
+        assert (await visit(eng, f"/product/{i + 1}", T0 + i, ip=f"198.51.100.{i}",
+                            cookies="shop_session=s1")).verdict is Verdict.ALLOW
+    # Third request of the same session from yet another IP: the session limit holds.
+    third = await visit(eng, "/product/9", T0 + 2, ip="198.51.100.77", cookies="shop_session=s1")
+    assert third.verdict is Verdict.THROTTLE and "rate.session.limit" in third.reason_codes
+    # 2/min = one every 30 s with a burst of 2: the next slot opens at T0 + 30, 28 s from now.
+    assert third.retry_after == pytest.approx(28.0)
+
+
+def test_policy_limits_are_validated_with_field_names():
+    with pytest.raises(PolicyError) as error:
+        default_policy(groups=[{"name": "product", "paths": ["/p/*"], "limits": {"ip": ["10/fortnight"],
+                                                                                 "planet": ["1/s"]}}])
+    text = str(error.value)
+    assert "groups[0].limits.ip[0]" in text and "groups[0].limits.planet" in text
+    with pytest.raises(PolicyError, match=r"traffic\.assets_through_shieldware"):
+        default_policy(traffic={"assets_through_shieldware": "sometimes"})
+    group = default_policy().group("product")
+    assert group.setting("limits")["ip"] == (Rate(4, 1.0), Rate(120, 60.0))
+
+
+async def test_published_fingerprint_is_used_when_present():
+    class SetsFingerprint:
+        name = "fixed-fp"
+
+        def inspect(self, facts, inspection):
+            inspection.attrs["fingerprint"] = "fp-from-headers-signal"
+
+    captured = []
+
+    class Capture:
+        name = "capture"
+
+        def inspect(self, facts, inspection):
+            captured.append(inspection)
+
+    eng = Engine(default_policy(), MemoryStore(capacity=256),
+                 signals=[SetsFingerprint(), *default_signals(), Capture()])
+    await eng.decide(request("/product/1", T0))
+    assert captured[0].attrs["traffic.fingerprint"] == "fp-from-headers-signal"
+    assert any(o.kind == "client" and o.key == "203.0.113.9|fp-from-headers-signal"
+               for o in captured[0].observations)
+
+
+def test_keys_prefix_fingerprint_and_product_ids():
+    assert ip_prefix("203.0.113.77") == "203.0.113.0/24"
+    assert ip_prefix("2001:db8:1:2:3::9") == "2001:db8:1:2::/64"
+    assert ip_prefix("not an ip") == "not an ip"
+    a = header_fingerprint(request("/", T0))
+    b = header_fingerprint(request("/x", T0 + 5, cookies="shop_session=1"))
+    c = header_fingerprint(request("/", T0, headers=CHROME_SUBRESOURCE))
+    assert a == b and a != c
+    assert product_id("/product/42") == 42 and product_id("/p/17-blue-teapot") == 17
+    assert product_id("/products") is None
+
+
+async def test_account_key_observed_when_known():
+    class KnowsAccount:
+        name = "knows-account"
+
+        def inspect(self, facts, inspection):
+            inspection.attrs["account"] = "alice"
+
+    seen = []
+
+    class Capture:
+        name = "capture"
+
+        def inspect(self, facts, inspection):
+            seen.append(inspection.observations)
+
+    from shieldware.policy import policy_from_mapping
+
+    policy = policy_from_mapping({"groups": [{"name": "login", "paths": ["/login"],
+                                              "limits": {"account": ["1/min"]}}]})
+    eng = Engine(policy, MemoryStore(capacity=256), signals=[KnowsAccount(), *default_signals(), Capture()])
+    first = await eng.decide(request("/login", T0))
+    second = await eng.decide(request("/login", T0 + 1, ip="192.0.2.1"))
+    assert first.verdict is Verdict.ALLOW
+    assert second.verdict is Verdict.THROTTLE and "rate.account.limit" in second.reason_codes
+    assert any(o.kind == "rate.account" and o.key.endswith("|alice") for o in seen[0])
+
+
+def test_kernels_are_compiled_at_store_start_and_honour_numba_cache_dir(tmp_path: Path):
+    script = ("from shieldware.store import MemoryStore\n"
+              "from shieldware.windows.kernels import observe_events\n"
+              "MemoryStore(capacity=8)\n"
+              "print(len(observe_events.signatures))\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) >= 1  # compiled before any request arrived
+    assert list((tmp_path / "numba-cache").rglob("*.nbi")), "no Numba cache index written to NUMBA_CACHE_DIR"
