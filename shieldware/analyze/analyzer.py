@@ -55,8 +55,12 @@ from shieldware.policy import Policy
 from shieldware.signals import Inspection, default_signals
 from shieldware.store.memory import MemoryStore
 
-# Signals that judge what a log line cannot show (the full header set and its order).
-LIVE_ONLY_SIGNALS = frozenset({"headers"})
+# Signals the log replay leaves out, with why. "headers" judges the full header set and its
+# order, which a log line does not keep. "traffic" keeps per-request windows in the store; in
+# log mode the same behaviours (burst, regular timing, enumeration, probing, no assets) are
+# computed over each client's whole history by the batch kernel in analyze/behaviour.py and
+# injected under the same reason codes, so running it once per client would only add noise.
+LIVE_ONLY_SIGNALS = frozenset({"headers", "traffic"})
 # Load balancers usually sit on private addresses: trust their X-Forwarded-For unless told otherwise.
 DEFAULT_TRUSTED_PROXIES = (
     "127.0.0.0/8",
