@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "shieldware.commands.policy",
     "shieldware.commands.explain",
     "shieldware.commands.ua",
+    "shieldware.commands.geoip",
     "shieldware.commands.analyze",
 )
 

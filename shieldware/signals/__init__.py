@@ -5,6 +5,7 @@ from __future__ import annotations
 from shieldware.signals.base import Inspection, Signal
 from shieldware.signals.crawlers import VerifiedCrawlerSignal
 from shieldware.signals.headers import HeaderSignal
+from shieldware.signals.network import NetworkSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.traffic import TrafficSignal
 from shieldware.signals.useragent import UserAgentSignal
@@ -16,7 +17,8 @@ def default_signals() -> list[Signal]:
     Order matters only where a signal reads an attribute another publishes (the header and
     crawler checks read the user agent's claim; traffic reads the header fingerprint).
     """
-    return [RequestSanitySignal(), UserAgentSignal(), VerifiedCrawlerSignal(), HeaderSignal(), TrafficSignal()]
+    return [RequestSanitySignal(), UserAgentSignal(), NetworkSignal(), VerifiedCrawlerSignal(), HeaderSignal(),
+            TrafficSignal()]
 
 
 __all__ = ["Inspection", "Signal", "default_signals"]
