@@ -122,7 +122,9 @@ class ParseStats:
     def note_malformed(self, text: str) -> None:
         self.malformed += 1
         if len(self.samples) < MALFORMED_SAMPLES:
-            self.samples.append(text[:300])
+            # Control bytes (a TLS handshake sent to the HTTP port) are shown escaped, not raw.
+            shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text[:300])
+            self.samples.append(shown)
 
 
 def parse_chunk(chunk: bytes, layout: LogLayout, vocab: Vocabulary, stats: ParseStats) -> LogBatch:

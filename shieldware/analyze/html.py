@@ -171,9 +171,20 @@ def _networks(result: AnalysisResult, top: int) -> str:
         )
     net_rows = [(name, float(n), "#6d4c41", f"{n:,} req") for name, n in by_network.most_common(top)]
     country_rows = [(name, float(n), "#455a64", f"{n:,} req") for name, n in by_country.most_common(top)]
+    if not country_rows or not net_rows:
+        rows, title = (
+            (net_rows, "Top networks (ASN or provider)") if net_rows else (country_rows, "Top countries")
+        )
+        missing = "countries (configure a GeoIP Country/City database)" if net_rows else "ASNs"
+        return (
+            f"<section><h2>{escape(title)} of flagged clients</h2><p class=note>Requests by flagged "
+            f"clients; no database answered for {escape(missing)}.</p>"
+            f"{horizontal_bars(rows, title)}</section>"
+        )
     return (
         "<section><h2>Top networks and countries of flagged clients</h2><div class=grid2><div>"
-        f"{horizontal_bars(net_rows, 'Top ASNs', width=460, label_width=200)}</div><div>"
+        f"{horizontal_bars(net_rows, 'Top networks (ASN or provider)', width=460, label_width=200)}"
+        "</div><div>"
         f"{horizontal_bars(country_rows, 'Top countries', width=460, label_width=120)}</div></div></section>"
     )
 

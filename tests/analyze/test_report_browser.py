@@ -64,6 +64,7 @@ def test_report_renders_its_charts_without_errors(report, tmp_path):
         "Bot score histogram of clients",
         "Top offenders by requests",
         "Verified vs fake crawlers",
+        "Top networks (ASN or provider)",
     ):
         chart = labels[wanted]
         assert chart["marks"] > 0 and chart["w"] > 100 and chart["h"] > 50, chart
