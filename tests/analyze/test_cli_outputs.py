@@ -6,6 +6,7 @@ import csv
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -119,3 +120,20 @@ def test_ipset_and_plain_blocklists(result, tmp_path):
     plain = (tmp_path / "plain").read_text().split()
     assert len(plain) == count and ROLE_IP["credential_stuffer"] in plain
     assert all(f.category != "verified-bot" for f in result.ips if f.ip in plain)
+
+
+def test_progress_bar_with_lines_per_second_on_a_terminal():
+    script = shutil.which("script")
+    if script is None:
+        pytest.skip("util-linux `script` is not installed: no pseudo-terminal to run the CLI in")
+    command = f"{sys.executable} -m shieldware.cli analyze {GOLDEN} > /dev/null"
+    run = subprocess.run(
+        [script, "-qc", command, "/dev/null"],
+        capture_output=True,
+        timeout=300,
+        cwd=LOGS.parents[2],
+        env={**os.environ, "TERM": "xterm"},
+    )
+    shown = run.stdout.decode(errors="replace")
+    assert run.returncode == 0, shown[-2000:]
+    assert "analysing" in shown and "lines/s" in shown and "3,349 lines" in shown
