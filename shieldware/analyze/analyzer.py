@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -603,8 +603,3 @@ def _counts(summary: BehaviourSummary) -> list[tuple[int, int, int, float, float
             strict=True,
         )
     )
-
-
-def feed_all(analysis: LogAnalysis, batches: Iterable[LogBatch]) -> None:
-    for batch in batches:
-        analysis.feed(batch)

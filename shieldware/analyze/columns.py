@@ -106,8 +106,7 @@ class LogBatch:
     path: np.ndarray  # int32 ids (query string cut off)
     user_agent: np.ndarray  # int32 ids ("" when absent)
     has_referer: np.ndarray  # bool
-    referers: list[str] | None = None  # only kept for rows the caller asks about (first lines of new clients)
-    referer_of: Any = None  # callable row → referer text
+    referer_of: Any = None  # callable row → referer text (kept only for the rows asked about)
 
     def __len__(self) -> int:
         return int(self.time.shape[0])

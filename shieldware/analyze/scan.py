@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from shieldware.analyze.formats import Field, SplitLayout
+from shieldware.analyze.formats import SplitLayout
 
 # String columns produced by the scanner, in this order.
 COL_ADDR, COL_XFF, COL_METHOD, COL_PATH, COL_UA, COL_REFERER = range(6)
@@ -322,4 +322,3 @@ def warm_up() -> None:
 
     sample = b'127.0.0.1 - - [20/Nov/2026:09:00:00 +0100] "GET / HTTP/1.1" 200 1 "-" "x"\n'
     scan_chunk(np.frombuffer(sample, dtype=np.uint8), compile_format("combined"))
-    _ = Field  # the Field values above are the kernel's kind numbers

@@ -72,17 +72,13 @@ def _progress_hook(sources: list[str], quiet: bool):
     """A rich progress bar with lines/s when stderr is a terminal; nothing otherwise."""
     if quiet or not sys.stderr.isatty():
         return None, None
-    import os
-
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    total = 0
-    for name in sources:
-        if name == "-" or not os.path.exists(name):
-            total = 0
-            break
-        total += os.path.getsize(name)
+    from shieldware.analyze.reader import Source
+
+    sizes = [Source(name).size for name in sources]
+    total = 0 if None in sizes else sum(sizes)
     progress = Progress(
         TextColumn("[bold]analysing"),
         BarColumn(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import re
 
 import numpy as np
@@ -170,3 +171,31 @@ def test_hostile_lines_are_counted_never_raised(tmp_path):
     assert [r[7] for r in rows] == ["ok", ""]
     assert stats.malformed == len(lines) - 2
     assert np.all([len(s) <= 300 for s in stats.samples])
+
+
+def test_shieldware_decision_log_lines_are_read(tmp_path):
+    """The decision log (JSON lines of Decision records) has no status; it is still traffic to analyse."""
+    from shieldware.decision import Decision, Verdict
+
+    records = []
+    for n in range(20):
+        decision = Decision(
+            ref=f"ab12-{n:06d}",
+            verdict=Verdict.BLOCK,
+            bot_score=91.0,
+            reasons=(),
+            route_group="product",
+            time=1_795_161_600.0 + n,
+            client_ip="203.0.113.7",
+            method="GET",
+            path=f"/product/{n}",
+            user_agent="python-requests/2.31",
+        )
+        records.append(json.dumps(decision.as_log_record()))
+    path = tmp_path / "decisions.jsonl"
+    path.write_text("\n".join(records) + "\n")
+    layout = detect_format(records[:5])
+    assert isinstance(layout, JsonLayout)
+    rows, stats = parse_file(path, layout)
+    assert stats.malformed == 0 and len(rows) == 20
+    assert rows[3][1] == "203.0.113.7" and rows[3][4] == "/product/3" and rows[3][7] == "python-requests/2.31"
