@@ -58,8 +58,8 @@ def test_cli_writes_every_output(tmp_path):
     )
     assert run.returncode == 0, run.stderr.decode()
     text = run.stdout.decode()
-    for ip in (ROLE_IP["scraper"], ROLE_IP["credential_stuffer"]):
-        assert ip in text
+    for ip in (ROLE_IP["scraper"], ROLE_IP["credential_stuffer"], ROLE_IP["fake_googlebot"]):
+        assert ip in text  # the report names the scraper, the stuffing source and the fake crawler
     assert "3 malformed" in text and "this is not a log line" in text
     assert "ato.login_failures" in text and "Top offenders" in text
     assert run.stderr == b""  # no progress bar when stderr is not a terminal
@@ -76,7 +76,9 @@ def test_cli_writes_every_output(tmp_path):
     deny = block.read_text()
     assert f"deny {ROLE_IP['credential_stuffer']};" in deny and f"deny {ROLE_IP['scraper']};" in deny
     assert "deny 86." not in deny  # no person
-    assert out["html"].read_text().startswith("<!doctype html>")
+    html = out["html"].read_text()
+    assert html.startswith("<!doctype html>")
+    assert "Googlebot — verified" in html and "Googlebot — fake" in html and "bingbot — verified" in html
 
 
 def test_stdin_and_gzip_give_the_same_report(tmp_path):

@@ -199,3 +199,19 @@ def test_shieldware_decision_log_lines_are_read(tmp_path):
     rows, stats = parse_file(path, layout)
     assert stats.malformed == 0 and len(rows) == 20
     assert rows[3][1] == "203.0.113.7" and rows[3][4] == "/product/3" and rows[3][7] == "python-requests/2.31"
+
+
+def test_ipv6_and_mapped_addresses_are_normalised(tmp_path):
+    from shieldware.analyze.pipeline import analyze_sources
+
+    lines = []
+    for n in range(5):
+        for addr in ("2A02:8108:0:0::1", "::ffff:203.0.113.9", "203.0.113.9"):
+            lines.append(
+                f'{addr} - - [20/Nov/2026:09:00:0{n} +0100] "GET /product/{n} HTTP/1.1" 200 5 "-" '
+                '"Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"'
+            )
+    path = tmp_path / "v6.log"
+    path.write_text("\n".join(lines) + "\n")
+    result = analyze_sources([str(path)])
+    assert sorted((f.ip, f.requests) for f in result.ips) == [("203.0.113.9", 10), ("2a02:8108::1", 5)]
