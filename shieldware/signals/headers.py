@@ -7,12 +7,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
 from shieldware.datafiles import load_json
 from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
+
+if TYPE_CHECKING:
+    from shieldware.signals.useragent import UserAgentInfo
 
 register_reason(
     "hdr.browser_missing",
@@ -47,7 +51,9 @@ register_reason(
 )
 register_reason(
     "hdr.order_mismatch",
-    40,
+    # Below every group's challenge line on its own: a browser version whose order the data lacks
+    # must not cost a shopper a challenge; with any other finding it adds up quickly.
+    35,
     "The headers arrived in an order the claimed browser never uses; "
     "HTTP libraries order headers their own way.",
 )
@@ -241,6 +247,8 @@ def _secure_context(facts: RequestFacts) -> bool:
     if facts.scheme in ("https", "wss"):
         return True
     header_map = facts.header_map
+    # Read even from untrusted peers: claiming https only makes these checks apply, so a forged
+    # header can cost its sender, never help it.
     if header_map.get("x-forwarded-proto", "").lower().startswith("https"):
         return True
     if "proto=https" in header_map.get("forwarded", "").lower():
@@ -326,7 +334,7 @@ class HeaderSignal:
                 "hdr.order_mismatch", browser=browser, sent_first=problem[1], expected_first=problem[0]
             )
 
-    def _check_fetch_metadata(self, facts: RequestFacts, inspection: Inspection, info: object) -> None:
+    def _check_fetch_metadata(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
         header_map = facts.header_map
         mode = header_map.get("sec-fetch-mode")
         if mode is None:
@@ -344,7 +352,7 @@ class HeaderSignal:
             if "text/html" not in accept:
                 inspection.add("hdr.accept_not_browser", browser=info.browser, accept=accept[:100])
 
-    def _check_client_hints(self, facts: RequestFacts, inspection: Inspection, info: object) -> None:
+    def _check_client_hints(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
         header_map = facts.header_map
         chrome_major, edge_major = _claimed_versions(facts.user_agent)
         sec_ch_ua = header_map.get("sec-ch-ua")
@@ -375,7 +383,7 @@ class HeaderSignal:
         if problems:
             inspection.add("hdr.client_hint_mismatch", browser=info.browser, problems=problems)
 
-    def _check_tls(self, facts: RequestFacts, inspection: Inspection, info: object) -> None:
+    def _check_tls(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
         fingerprint = facts.tls_fingerprint
         if not fingerprint:
             return

@@ -130,12 +130,8 @@ def _device(ua: str, os_family: str) -> str:
     return "other"
 
 
-def _major(text: str | None) -> int:
-    return int(text) if text and text.isdigit() else 0
-
-
 class UserAgentClassifier:
-    """Classifies UA strings against a bot catalogue, then ua-parser for browser, OS and device."""
+    """Classifies UA strings: the bot catalogue, then the unlisted-bot heuristics, then the browser parse."""
 
     def __init__(self, catalogue: BotCatalogue) -> None:
         self.catalogue = catalogue
