@@ -3,7 +3,8 @@
 One request queues its observations (IP, IP prefix, fingerprint, IP+fingerprint, session,
 account, and one rate key per limited identity) for the engine's single store call, then
 judges the answers in `assess`. Outcomes come back through `feedback`: 4xx answers feed the
-probing ratio, product pages adjacent to one seen just before feed the sequential-walk ratio.
+probing ratio, served product pages that follow the previous id feed the sequential-walk ratio
+(one store write, only for such steps).
 
 Ratio channels and sketches per key kind (the convention the store protocol leaves to us):
 
@@ -14,6 +15,8 @@ Ratio channels and sketches per key kind (the convention the store protocol leav
 * ``client`` (IP + fingerprint), pages only: channel 0 = no session cookie, 1 = no Referer;
   sketch 0 = distinct session ids.
 * ``net`` (/24 or /64), pages only: sketch 0 = distinct client IPs.
+* ``seen`` (IP + product id), product pages only: looked up for id - 1, counted for id; a
+  hit makes this page a sequential step, fed back once the page was served.
 * ``session`` and ``account``: sketch 0 = distinct client IPs.
 """
 
@@ -35,6 +38,7 @@ NO_COOKIE, NO_REFERER = 1, 2                           # client key channels (bi
 PROBE_CH, ASSET_CH, SEQUENTIAL_CH, LISTING_CH = 0, 1, 2, 3
 NO_COOKIE_CH, NO_REFERER_CH = 0, 1
 SHORT, LONG = 0, 1                                     # ratio half-life indexes (60 s, 30 min)
+_PENDING_LIMIT = 65536
 PROBE_STATUSES = frozenset({401, 403, 404, 405, 410})
 STATIC_GROUP = "static"
 PRODUCT_GROUP = "product"
@@ -75,6 +79,9 @@ class TrafficSignal:
         self._store: Any = None
         self._settings = TrafficSettings()
         self._limit_plans: dict[str, tuple[tuple[str, int, tuple[Rate, ...]], ...]] = {}
+        # Product pages found to follow the previous id, waiting for their response status.
+        # Request and feedback run in the same process, so a set here is enough.
+        self._pending_steps: set[tuple[str, str, float]] = set()
 
     def bind(self, engine: Any) -> None:
         self._store = engine.store
@@ -106,6 +113,11 @@ class TrafficSignal:
         prefix = ip_prefix(ip)
         if not static:
             observations.append(Observation("net", prefix, distinct=(ip,)))
+        inspection.attrs["traffic.seen"] = len(observations) if pid is not None else None
+        if pid is not None:
+            # Was the previous id fetched from this IP in the last hour? (and mark this one)
+            observations.append(Observation("seen", f"{ip}|{pid - 1}", count=0))
+            observations.append(Observation("seen", f"{ip}|{pid}"))
         inspection.attrs["traffic.limits"] = len(observations)
         plan = self._limits_of(group)
         if not plan:
@@ -158,6 +170,9 @@ class TrafficSignal:
             self._assess_assets(inspection, ip_stats, settings)
         self._assess_amnesia(inspection, stats[first + 1], settings)
         self._assess_prefix(inspection, stats[first + 2], settings)
+        seen_at = inspection.attrs["traffic.seen"]
+        if seen_at is not None and stats[seen_at].count(3) > 0:
+            self._remember_step(facts)
 
     def _assess_limits(self, inspection: Inspection, stats: list) -> None:
         start, end = inspection.attrs["traffic.limits"], inspection.attrs["traffic.end"]
@@ -227,6 +242,12 @@ class TrafficSignal:
             inspection.add("rate.prefix.sustained", pages_10min=round(pages), distinct_ips=round(ips),
                            prefix=net_stats_prefix(inspection))
 
+    def _remember_step(self, facts: RequestFacts) -> None:
+        """A sequential step is counted once the page is actually served (in `feedback`)."""
+        if len(self._pending_steps) >= _PENDING_LIMIT:
+            self._pending_steps.clear()  # feedback never came for these (refused requests)
+        self._pending_steps.add((facts.client_ip, facts.path, facts.now))
+
     # ---- after the response ---------------------------------------------------------------
 
     async def feedback(self, engine: Any, decision: Any, now: float, status: int | None, event: str | None,
@@ -238,14 +259,8 @@ class TrafficSignal:
         if status in PROBE_STATUSES:
             await store.record([Observation("ip", ip, count=0, hits=PROBE)], now)
             return
-        if decision.route_group != PRODUCT_GROUP or status >= 400:
-            return
-        pid = product_id(decision.path)
-        if pid is None:
-            return
-        # Was a neighbouring id fetched in the last hour? Then this page is a step of a walk.
-        before, after, _ = await store.observe([Observation("seen", f"{ip}|{pid - 1}", count=0),
-                                                Observation("seen", f"{ip}|{pid + 1}", count=0),
-                                                Observation("seen", f"{ip}|{pid}")], now)
-        if before.count(3) > 0 or after.count(3) > 0:
-            await store.record([Observation("ip", ip, count=0, hits=SEQUENTIAL)], now)
+        step = (ip, decision.path, decision.time)
+        if step in self._pending_steps:
+            self._pending_steps.discard(step)
+            if status < 400:
+                await store.record([Observation("ip", ip, count=0, hits=SEQUENTIAL)], now)

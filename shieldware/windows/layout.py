@@ -85,6 +85,9 @@ OUT_RETRY = STATS_FIELDS.index("retry_after")
 OUT_VISIT = STATS_FIELDS.index("visit_start")
 OUT_TOTAL = STATS_FIELDS.index("total")
 
+GCRA_SLACK = 1e-6
+"""Seconds of float drift a GCRA check forgives (TATs are sums of intervals like 0.2)."""
+
 PROBES = 8
 """Slots examined per lookup (open addressing, linear probing). When all are taken by other
 keys, the one idle longest among them is evicted: sampled LRU, like Redis's, bounded work."""

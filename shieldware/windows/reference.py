@@ -16,6 +16,7 @@ from shieldware.windows.layout import (
     DECAY_BASE_RATE,
     DECAY_POWERS,
     DISTINCT_SKETCHES,
+    GCRA_SLACK,
     HLL_ALPHA,
     HLL_INDEX_BITS,
     HLL_MAX_RANK,
@@ -203,7 +204,7 @@ def gcra(w: KeyWindows, now: float, limits: tuple[tuple[float, float], ...]) -> 
     wait = 0.0
     for j, (interval, burst) in enumerate(limits):
         allowed_at = max(w.tat[j], now) - interval * (burst - 1.0)
-        if now < allowed_at:
+        if allowed_at - now > GCRA_SLACK:
             wait = max(wait, allowed_at - now)
     if wait == 0.0:
         for j, (interval, _burst) in enumerate(limits):

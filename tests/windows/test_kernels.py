@@ -136,3 +136,24 @@ def test_table_overflow_evicts_and_memory_stays_at_capacity():
     newest_time = (total - 1) * 0.001
     assert table.state[:, 0].min() > newest_time - 100.0
     print(f"bytes per tracked key: {table.bytes_per_key}")
+
+
+async def test_memory_store_does_not_grow_with_distinct_clients_on_the_request_path():
+    import tracemalloc
+
+    from shieldware.store import MemoryStore
+    from shieldware.store.base import Observation
+
+    store = MemoryStore(capacity=512)
+    for i in range(2000):  # warm every cache and code path first
+        await store.observe([Observation("ip", f"warm{i}", seen=3, hits=1, timing=True)], float(i))
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for i in range(50_000):
+        await store.observe([Observation("ip", f"198.18.{i // 256}.{i % 256}", seen=3, hits=1, timing=True),
+                             Observation("net", f"198.18.{i // 256}.0/24")], 3000.0 + i * 0.01)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown < 256 * 1024, f"Python heap grew by {grown} bytes for 50,000 distinct clients"
+    assert store.windows.tracked_keys() == 512
