@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "shieldware.commands.proxy",
     "shieldware.commands.switches",
     "shieldware.commands.account",
+    "shieldware.commands.analyze",
 )
 
 
