@@ -18,6 +18,9 @@ COMMAND_MODULES = (
     "shieldware.commands.ua",
     "shieldware.commands.geoip",
     "shieldware.commands.proxy",
+    "shieldware.commands.switches",
+    "shieldware.commands.account",
+    "shieldware.commands.analyze",
     "shieldware.commands.biometrics",
 )
 

@@ -28,6 +28,10 @@ _RULE_VERDICTS = {
 }
 
 
+def _everywhere(group: RouteGroup) -> bool:
+    return True
+
+
 class Engine:
     """One engine serves every front door (middleware, proxy, log replay) of a process.
 
@@ -60,7 +64,10 @@ class Engine:
         """The signals a route group runs (minus its `skip_signals`), split by stage; cached."""
         plan = self._plans.get(group.name)
         if plan is None:
-            active = [s for s in self.signals if s.name not in group.skip_signals]
+            # A signal may say it has nothing to do in a group (`applies_to(group) -> bool`), so
+            # e.g. login signals cost a product page nothing.
+            active = [s for s in self.signals if s.name not in group.skip_signals
+                      and getattr(s, "applies_to", _everywhere)(group)]
             plan = (active, [s for s in active if hasattr(s, "assess")])
             self._plans[group.name] = plan
         return plan
@@ -82,7 +89,12 @@ class Engine:
             for signal, pending in lookups:
                 await self._run_lookup(signal, pending, facts, inspection)
         demands: list[tuple[Verdict, float | None]] = []
-        if inspection.observations or assessors:
+        if not inspection.observations:
+            # Nothing to observe (e.g. account signals on a product page): no store round trip.
+            inspection.stats = []
+            for signal in assessors:
+                self._run(signal.assess, signal, facts, inspection)
+        else:
             try:
                 inspection.stats = await self.store.observe(inspection.observations, facts.now)
             except StoreUnavailable as exc:
@@ -167,6 +179,9 @@ class Engine:
         fingerprint = inspection.attrs.get("fingerprint")
         if fingerprint:
             decision.extra["fingerprint"] = fingerprint
+        extra = inspection.attrs.get("decision.extra")
+        if extra:  # signals hand the app facts it may act on (e.g. login.step_up)
+            decision.extra.update(extra)
         self.metrics.record_decision(decision)
         self.decision_log.write(decision)
         return decision

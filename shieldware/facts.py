@@ -42,6 +42,9 @@ class RequestFacts:
     notes: tuple[str, ...] = ()
     status: int | None = None  # known only when replaying a log line
     source: str = "live"  # "live" or "log": signals that need live-only data check this
+    # Selected body fields a front door extracted for signals, e.g. (("account", "alice"),) from a
+    # login form (see shieldware.outcomes.capture_account). Never a password.
+    form_fields: tuple[tuple[str, str], ...] = ()
 
     @property
     def user_agent(self) -> str:
@@ -188,6 +191,18 @@ def resolve_client_ip(
     return client, notes
 
 
+# Header names as text, by their bytes: clients send the same few dozen names on every request,
+# so a lookup replaces a decode and a lower() per header. Bounded: odd names stop being added.
+_HEADER_NAMES: dict[bytes, str] = {}
+
+
+def _header_name(raw: bytes) -> str:
+    name = raw.decode("latin-1").lower()
+    if len(_HEADER_NAMES) < 4096:
+        _HEADER_NAMES[raw] = name
+    return name
+
+
 def _decode_headers(
     raw_headers: list[tuple[bytes, bytes]] | tuple,
 ) -> tuple[tuple[tuple[str, str], ...], dict[str, str], bool]:
@@ -197,7 +212,8 @@ def _decode_headers(
     browsers). The common case (no repeated names) is one dict comprehension; repeats take a
     slower path that joins them the way HTTP combines them.
     """
-    header_map = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw_headers}
+    known = _HEADER_NAMES.get
+    header_map = {known(name) or _header_name(name): value.decode("latin-1") for name, value in raw_headers}
     if len(header_map) == len(raw_headers):
         headers = tuple(header_map.items())
     else:

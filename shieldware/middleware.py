@@ -16,6 +16,7 @@ from shieldware.decision import Decision, Verdict
 from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope
 from shieldware.metrics import PROMETHEUS_CONTENT_TYPE
+from shieldware.outcomes import capture_account, header_rule_names, mark_reported, take_event_headers
 from shieldware.policy import Policy, default_policy, load_policy
 from shieldware.store import Store, open_store
 
@@ -77,6 +78,12 @@ class ShieldMiddleware:
         self.challenges = install_challenges(self)
         # The browser collector, its telemetry endpoint and the per-session verdicts (biometrics/).
         install_telemetry(self)
+        # Login forms whose account field we read before deciding (see shieldware.outcomes).
+        self._captures_accounts = any(g.setting("account_field") for g in self.policy.groups)
+        self._outcome_headers = {g.name: header_rule_names(g) for g in self.policy.groups}
+        from shieldware.admin import install_admin_endpoints
+
+        install_admin_endpoints(self)
 
     def add_endpoint(self, path: str, handler: Endpoint) -> None:
         self.endpoints[path] = handler
@@ -96,6 +103,9 @@ class ShieldMiddleware:
         if endpoint is not None:
             await endpoint(scope, receive, send, facts)
             return
+        if self._captures_accounts and (facts.method == "POST" or facts.method == "PUT"):
+            group = self.policy.route_table.group_for(facts.method, facts.path)
+            facts, receive = await capture_account(facts, group, receive)
         started = time.perf_counter()
         decision = await self.engine.decide(facts)
         self.engine.metrics.record_latency(time.perf_counter() - started)
@@ -121,20 +131,36 @@ class ShieldMiddleware:
         state["shield"] = decision
         decision.reporter = self._report
         status_seen: list[int] = []
+        header_events: list[tuple[str, dict[str, str]]] = []
+        watched = self._outcome_headers.get(decision.route_group)
+        outcome_headers: dict[str, str] = {}
 
         async def send_watching_status(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
+                # The app's X-Shield-Event is for us, never for the client.
+                header_events.extend(take_event_headers(message))
+                if watched:
+                    for name, value in message.get("headers") or ():
+                        name = name.decode("latin-1").lower()
+                        if name in watched:
+                            outcome_headers[name] = value.decode("latin-1")
             await send(message)
 
         try:
             await self.app(scope, receive, send_watching_status)
         finally:
+            for event, _fields in header_events:
+                mark_reported(decision, event)
+            for event, fields in header_events:
+                await self.engine.feedback(decision, now, event=event, fields=fields)
             status = status_seen[0] if status_seen else None
-            await self.engine.feedback(decision, now, status=status)
+            await self.engine.feedback(decision, now, status=status,
+                                       fields={"response_headers": outcome_headers} if outcome_headers else None)
 
     def _report(self, decision: Decision, event: str, fields: dict[str, Any]) -> None:
         """`request.state.shield.report(...)` lands here; the engine learns asynchronously."""
+        mark_reported(decision, event)  # now, so the status rules after the response stand aside
         task = asyncio.get_running_loop().create_task(
             self.engine.feedback(decision, self.clock(), event=event, fields=fields))
         _pending.add(task)

@@ -1,9 +1,10 @@
-"""Forwarder: the ASGI app that relays HTTP requests to the upstream over one pooled aiohttp session."""
+"""Forwarder: the ASGI app that relays HTTP requests to the upstream over pooled keep-alive connections."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,9 +12,10 @@ import aiohttp
 from yarl import URL
 
 from shieldware.facts import TrustedProxies, normalise_ip
-from shieldware.proxy.headers import client_headers_for_upstream, response_headers_for_client
+from shieldware.proxy.headers import response_headers_for_client, upstream_request_headers
 from shieldware.proxy.pages import error_page
 from shieldware.proxy.settings import ProxySettings
+from shieldware.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamPool
 
 log = logging.getLogger("shieldware.proxy")
 
@@ -57,8 +59,8 @@ class Forwarder:
     """Relays each HTTP request (and websocket, see websocket.py) to `settings.upstream`.
 
     Bodies stream both ways with back-pressure, so memory stays flat whatever their size.
-    The session is created inside the server's event loop on first use (or at lifespan
-    start-up) and reused: keep-alive connections to the upstream are the main saving.
+    HTTP goes over our own keep-alive pool (upstream.py); websockets over an aiohttp session,
+    created inside the server's event loop on first use.
     """
 
     def __init__(self, settings: ProxySettings) -> None:
@@ -69,6 +71,14 @@ class Forwarder:
         self.max_body = settings.max_body_bytes
         self.session: aiohttp.ClientSession | None = None
         self._urls: dict[tuple[bytes, bytes], URL] = {}
+        parts = URL(self.base)
+        self.base_path = (parts.raw_path.rstrip("/")).encode("latin-1")
+        self.default_host = settings.upstream_netloc.encode("latin-1")
+        self.pool = UpstreamPool(
+            parts.host or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80),
+            ssl_context=ssl.create_default_context() if parts.scheme == "https" else None,
+            connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+            max_idle=settings.pool_size)
 
     def open_session(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:
@@ -88,6 +98,7 @@ class Forwarder:
         return self.session
 
     async def close(self) -> None:
+        self.pool.close()
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -139,7 +150,7 @@ class Forwarder:
 
     async def forward_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         peer, client_ip = self.peer_and_client(scope)
-        headers, body_length, chunked = client_headers_for_upstream(
+        headers, body_length, chunked = upstream_request_headers(
             scope, peer, client_ip, self.trusted.trusts(peer), self.rewrite_host)
         if body_length is not None and body_length > self.max_body:
             await error_page(send, 413, "Request body too large",
@@ -152,8 +163,8 @@ class Forwarder:
         else:
             exchange.body_done = True
         try:
-            await self.relay(scope, receive, send, headers, body, exchange)
-        except (BodyTooLarge, ClientGone, TimeoutError, aiohttp.ClientError) as exc:
+            await self.relay(scope, send, self.request_head(scope, headers, chunked), body, chunked, exchange)
+        except (BodyTooLarge, ClientGone, TimeoutError, UpstreamError) as exc:
             if not exchange.started:
                 await self.answer_failure(send, exc, exchange)
                 return
@@ -171,7 +182,7 @@ class Forwarder:
         elif isinstance(exc, ClientGone) or exchange.client_gone:
             return
         elif exchange.too_large:
-            # aiohttp wraps errors raised by the body iterator; the flag says what really happened.
+            # The upstream may fail first when the body is cut short; the flag says what really happened.
             await error_page(send, 413, "Request body too large",
                              f"This server accepts request bodies up to {self.max_body} bytes.")
         elif isinstance(exc, TimeoutError):
@@ -200,34 +211,82 @@ class Forwarder:
                 exchange.body_done = True
                 return
 
-    async def relay(self, scope: dict[str, Any], receive: Any, send: Any, headers: list[tuple[str, str]],
-                    body: AsyncIterator[bytes] | None, exchange: _Exchange) -> None:
-        session = self.session or self.open_session()
+    def request_head(self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]], chunked: bool) -> bytes:
+        """Request line and headers as the bytes that go on the wire (the client's bytes, not re-quoted)."""
+        target = self.base_path + (scope.get("raw_path") or scope["path"].encode())
+        query = scope.get("query_string")
+        if query:
+            target += b"?" + query
+        parts = [scope["method"].encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+        has_host = False
+        for name, value in headers:
+            if name == b"host":
+                has_host = True
+            parts += (name, b": ", value, b"\r\n")
+        if not has_host:  # an HTTP/1.0 client may omit it; HTTP/1.1 upstreams require one
+            parts += (b"host: ", self.default_host, b"\r\n")
+        if chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    async def exchange_with_upstream(self, head: bytes, body: AsyncIterator[bytes] | None,
+                                     chunked: bool) -> UpstreamConnection:
+        """Send the request and read the response head; the caller releases the connection."""
+        pool = self.pool
+        connection = await pool.acquire()
+        try:
+            await connection.send_request(head, body, chunked)
+            await connection.read_head()
+            return connection
+        except UpstreamError:
+            pool.release(connection)
+            if not connection.reused or body is not None:
+                raise
+        except BaseException:  # cancelled (the client left), timed out, body too large: never reuse
+            pool.release(connection)
+            raise
+        # A pooled connection the upstream closed just as we reused it: a bodyless request was
+        # certainly not processed, so it is safe to send once more on a fresh connection.
+        connection = await pool.connect()
+        connection.in_use = True
+        try:
+            await connection.send_request(head, None, False)
+            await connection.read_head()
+        except BaseException:
+            pool.release(connection)
+            raise
+        return connection
+
+    async def relay(self, scope: dict[str, Any], send: Any, head: bytes, body: AsyncIterator[bytes] | None,
+                    chunked: bool, exchange: _Exchange) -> None:
         method = scope["method"]
         exchange.relay_task = asyncio.current_task()
         timer = asyncio.get_running_loop().call_later(WATCH_SLOW_UPSTREAM_AFTER, start_watching, exchange)
+        connection: UpstreamConnection | None = None
         try:
-            async with session.request(method, self.upstream_url(scope), headers=headers, data=body,
-                                       allow_redirects=False, compress=None) as response:
-                timer.cancel()
-                if exchange.too_large:
-                    raise BodyTooLarge()
-                response_headers, length = response_headers_for_client(response.raw_headers)
-                exchange.started = True
-                await send({"type": "http.response.start", "status": response.status,
-                            "headers": response_headers})
-                if method == "HEAD" or length == 0 or response.status in (204, 304):
-                    exchange.finished = True
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    return
-                if length is None or length > WATCH_DISCONNECT_ABOVE:
-                    start_watching(exchange)
-                await self.relay_body(response, length, send, exchange)
+            connection = await self.exchange_with_upstream(head, body, chunked)
+            timer.cancel()
+            if exchange.too_large:
+                raise BodyTooLarge()
+            status = connection.status
+            response_headers, length = response_headers_for_client(connection.headers)
+            exchange.started = True
+            await send({"type": "http.response.start", "status": status, "headers": response_headers})
+            if method == "HEAD" or length == 0 or status in (204, 304):
+                if method == "HEAD":
+                    connection.finish_without_body()
+                exchange.finished = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if length is None or length > WATCH_DISCONNECT_ABOVE:
+                start_watching(exchange)
+            await self.relay_body(connection, send, exchange)
         except asyncio.CancelledError:
             if not exchange.client_gone:
                 raise
-            # Our own watcher cancelled us: the client left. The upstream request is abandoned
-            # (aiohttp closes that connection rather than reuse it mid-exchange); end quietly.
+            # Our own watcher cancelled us: the client left. The upstream connection is closed
+            # (never reused mid-exchange), which tells the upstream too; end quietly.
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
@@ -237,21 +296,19 @@ class Forwarder:
             exchange.finished = True
             if exchange.watcher is not None:
                 exchange.watcher.cancel()
+            if connection is not None:
+                self.pool.release(connection)
 
-    async def relay_body(self, response: aiohttp.ClientResponse, length: int | None, send: Any,
-                         exchange: _Exchange) -> None:
-        content = response.content
-        remaining = length
+    async def relay_body(self, connection: UpstreamConnection, send: Any, exchange: _Exchange) -> None:
         while True:
-            chunk = await content.readany()
+            chunk = await connection.read_body()
             if not chunk:
                 break
-            if remaining is not None:
-                remaining -= len(chunk)
-                if remaining <= 0:  # the last bytes: end the response in the same message
-                    exchange.finished = True
-                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
-                    return
+            if connection.complete and not connection.chunks:
+                # The last bytes: end the response in the same message (one write fewer).
+                exchange.finished = True
+                await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         exchange.finished = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 # RFC 9110 §7.6.1 connection-specific fields, plus the pre-standard ones still seen in the wild.
@@ -15,6 +16,8 @@ REQUEST_HEADERS_DROPPED = HOP_BY_HOP | {b"expect"}
 FORWARDING_HEADERS = frozenset({
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip",
 })
+# Every request header the loop below does more with than pass it on.
+_LOOKED_AT = REQUEST_HEADERS_DROPPED | FORWARDING_HEADERS | {b"content-length", b"host"}
 
 
 def _forwarded_node(ip: str) -> str:
@@ -36,13 +39,25 @@ def client_headers_for_upstream(
     The forwarding headers from a trusted peer are extended with our hop; from anyone else
     they are discarded, because a client could use them to pose as another address.
     """
-    out: list[tuple[str, str]] = []
-    earlier: dict[bytes, str] = {}
-    host = ""
+    raw, body_length, chunked = upstream_request_headers(scope, peer_ip, client_ip, peer_trusted, rewrite_host)
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw], body_length, chunked
+
+
+def upstream_request_headers(
+    scope: dict[str, Any], peer_ip: str, client_ip: str, peer_trusted: bool, rewrite_host: str | None,
+) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
+    """`client_headers_for_upstream` as raw bytes: what the forwarder writes, with nothing re-encoded."""
+    out: list[tuple[bytes, bytes]] = []
+    earlier: dict[bytes, bytes] = {}
+    host = b""
     body_length: int | None = None
     chunked = False
     named_by_connection: list[bytes] = []
-    for name, value in scope["headers"]:
+    for header in scope["headers"]:
+        name, value = header
+        if name not in _LOOKED_AT:  # most headers: passed on as they came, one set lookup each
+            out.append(header)
+            continue
         if name in REQUEST_HEADERS_DROPPED:
             if name == b"transfer-encoding":
                 chunked = True
@@ -53,8 +68,7 @@ def client_headers_for_upstream(
             continue
         if name in FORWARDING_HEADERS:
             if peer_trusted:
-                decoded = value.decode("latin-1")
-                earlier[name] = earlier[name] + ", " + decoded if name in earlier else decoded
+                earlier[name] = earlier[name] + b", " + value if name in earlier else value
             continue
         if name == b"content-length":
             try:
@@ -62,38 +76,47 @@ def client_headers_for_upstream(
             except ValueError:
                 body_length = None
         elif name == b"host":
-            host = value.decode("latin-1")
+            host = value
             if rewrite_host is not None:
                 continue
-        out.append((name.decode("latin-1"), value.decode("latin-1")))
+        out.append(header)
     if named_by_connection:
-        dropped = {token.decode("latin-1") for token in named_by_connection}
+        dropped = set(named_by_connection)
         out = [(name, value) for name, value in out if name not in dropped]
     if chunked and body_length is not None:
         # Both framings at once is how request smuggling starts: Transfer-Encoding wins (RFC 9112
         # §6.3) and the body is re-framed by us, so the client's Content-Length must not go on.
-        out = [(name, value) for name, value in out if name != "content-length"]
+        out = [(name, value) for name, value in out if name != b"content-length"]
         body_length = None
     if rewrite_host is not None:
-        out.append(("host", rewrite_host))
+        out.append((b"host", rewrite_host.encode("latin-1")))
     scheme = scope.get("scheme", "http")
     if scheme == "ws":
         scheme = "http"
     elif scheme == "wss":
         scheme = "https"
+    scheme_bytes = scheme.encode("latin-1")
+    peer = peer_ip.encode("latin-1")
     xff = earlier.get(b"x-forwarded-for")
-    out.append(("x-forwarded-for", f"{xff}, {peer_ip}" if xff else peer_ip))
-    out.append(("x-forwarded-proto", earlier.get(b"x-forwarded-proto") or scheme))
+    out.append((b"x-forwarded-for", xff + b", " + peer if xff else peer))
+    out.append((b"x-forwarded-proto", earlier.get(b"x-forwarded-proto") or scheme_bytes))
     forwarded_host = earlier.get(b"x-forwarded-host") or host
     if forwarded_host:
-        out.append(("x-forwarded-host", forwarded_host))
+        out.append((b"x-forwarded-host", forwarded_host))
+    hop = _forwarded_hop(peer_ip, scheme, host)
+    previous = earlier.get(b"forwarded")
+    out.append((b"forwarded", previous + b", " + hop if previous else hop))
+    out.append((b"x-real-ip", client_ip.encode("latin-1")))
+    return out, body_length, chunked
+
+
+@lru_cache(maxsize=1024)
+def _forwarded_hop(peer_ip: str, scheme: str, host: bytes) -> bytes:
+    """Our RFC 7239 hop; cached because the same clients ask for the same hosts again and again."""
     hop = f"for={_forwarded_node(peer_ip)};proto={scheme}"
     if host:
-        hop += f";host={_quoted(host)}"
-    previous = earlier.get(b"forwarded")
-    out.append(("forwarded", f"{previous}, {hop}" if previous else hop))
-    out.append(("x-real-ip", client_ip))
-    return out, body_length, chunked
+        hop += f";host={_quoted(host.decode('latin-1'))}"
+    return hop.encode("latin-1")
 
 
 def response_headers_for_client(raw_headers: Any) -> tuple[list[tuple[bytes, bytes]], int | None]:

@@ -19,7 +19,9 @@ class ProxySettings:
 
     `upstream` is the shop's base URL (None for a forward-auth-only server). `preserve_host`
     keeps the client's Host header; otherwise the upstream's host:port is sent. Timeouts are
-    seconds; `max_body_bytes` bounds request bodies (413 beyond it).
+    seconds; `max_body_bytes` bounds request bodies (413 beyond it). `pool_size` caps the idle
+    keep-alive connections kept to the upstream (like nginx's `keepalive N`, it does not cap
+    concurrent requests).
     """
 
     upstream: str | None

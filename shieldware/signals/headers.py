@@ -154,6 +154,14 @@ def _stack_digest(names: tuple[str, ...]) -> str:
     return hashlib.blake2b("\n".join(names).encode("latin-1", "replace"), digest_size=6).hexdigest()
 
 
+@lru_cache(maxsize=8192)
+def _stack(sent: tuple[str, ...]) -> tuple[int, str]:
+    """Count and digest of the names minus proxy-added ones. Cached: a client stack sends the
+    same names on every request, and filtering them cost more than the whole lookup."""
+    names = tuple(name for name in sent if not _is_infrastructure(name))
+    return len(names), _stack_digest(names)
+
+
 def header_fingerprint(facts: RequestFacts) -> str:
     """`<method><version><cookie><referer><count><lang>_<digest>`, e.g. `ge11nr12en_4c0d1b9a2e77`.
 
@@ -162,7 +170,7 @@ def header_fingerprint(facts: RequestFacts) -> str:
     those proxies add, so one client stack keeps one fingerprint across pages and addresses.
     Values (UA text, cookie values) are left out on purpose: they vary per user, not per stack.
     """
-    names = tuple(name for name, _ in facts.headers if not _is_infrastructure(name))
+    count, digest = _stack(tuple([header[0] for header in facts.headers]))
     header_map = facts.header_map
     version = (facts.http_version.replace(".", "") + "00")[:2]  # "1.1" → 11, "2" → 20
     language = header_map.get("accept-language", "")[:2].lower()
@@ -170,7 +178,7 @@ def header_fingerprint(facts: RequestFacts) -> str:
         language = "xx"
     return (
         f"{facts.method[:2].lower()}{version}{'c' if 'cookie' in header_map else 'n'}"
-        f"{'r' if 'referer' in header_map else 'n'}{min(len(names), 99):02d}{language}_{_stack_digest(names)}"
+        f"{'r' if 'referer' in header_map else 'n'}{min(count, 99):02d}{language}_{digest}"
     )
 
 
@@ -282,6 +290,8 @@ class HeaderSignal:
     ) -> None:
         self._profiles = profiles
         self._tls = tls_fingerprints
+        # (header names as sent, engine) -> order problem: the same stack gets the same answer.
+        self._order_problems: dict[tuple[tuple[str, ...], str], tuple[str, str] | None] = {}
 
     @property
     def profiles(self) -> HeaderProfiles:
@@ -321,14 +331,16 @@ class HeaderSignal:
         families = _PROFILE_OF_ENGINE.get(engine)
         if families is None:
             return
-        references = [ref for family in families for ref in self.profiles.orders.get(family, ())]
-        seen: set[str] = set()
-        names = []
-        for name, _ in facts.headers:  # HTTP/2 may split cookie into several headers: keep the first
-            if name not in seen:
-                seen.add(name)
-                names.append(name)
-        problem = order_violation(names, references)
+        key = (tuple([header[0] for header in facts.headers]), engine)
+        if key in self._order_problems:
+            problem = self._order_problems[key]
+        else:
+            references = [ref for family in families for ref in self.profiles.orders.get(family, ())]
+            # HTTP/2 may split cookie into several headers: keep the first
+            problem = order_violation(list(dict.fromkeys(key[0])), references)
+            if len(self._order_problems) >= 4096:
+                self._order_problems.clear()
+            self._order_problems[key] = problem
         if problem is not None:
             inspection.add(
                 "hdr.order_mismatch", browser=browser, sent_first=problem[1], expected_first=problem[0]

@@ -1,0 +1,1 @@
+"""Offline log analysis: access logs → columnar batches → the engine in batch mode → reports."""

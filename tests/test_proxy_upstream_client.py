@@ -1,0 +1,201 @@
+"""The proxy's own upstream client against real loopback servers that answer in awkward ways."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from shieldware.proxy.upstream import UpstreamError, UpstreamPool
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 whose handler writes raw HTTP bytes; counts connections."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.server: asyncio.base_events.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(reader, writer)
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    def pool(self, read_timeout: float = 5.0) -> UpstreamPool:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return UpstreamPool("127.0.0.1", port, ssl_context=None, connect_timeout=5.0,
+                            read_timeout=read_timeout, max_idle=8)
+
+
+async def read_request_head(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+async def exchange(pool: UpstreamPool, head: bytes = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n") -> tuple[int, bytes, bool]:
+    """One request through the pool: status, whole body, and whether the connection went back."""
+    connection = await pool.acquire()
+    try:
+        await connection.send_request(head, None, False)
+        await connection.read_head()
+        body = b""
+        while chunk := await connection.read_body():
+            body += chunk
+        return connection.status, body, connection.reusable()
+    finally:
+        pool.release(connection)
+
+
+async def test_keep_alive_connection_is_reused_for_the_next_request():
+    async def handler(reader, writer):
+        for _ in range(2):
+            await read_request_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+            await writer.drain()
+
+    async with RawServer(handler) as server:
+        pool = server.pool()
+        assert await exchange(pool) == (200, b"hello", True)
+        assert await exchange(pool) == (200, b"hello", True)
+        pool.close()
+    assert server.connections == 1
+
+
+async def test_chunked_response_is_reassembled():
+    async def handler(reader, writer):
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"6\r\n world\r\n0\r\n\r\n")
+        await writer.drain()
+
+    async with RawServer(handler) as server:
+        assert await exchange(server.pool()) == (200, b"hello world", True)
+
+
+async def test_body_that_ends_with_the_connection_is_complete_and_not_reused():
+    async def handler(reader, writer):
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end")
+        await writer.drain()
+
+    async with RawServer(handler) as server:
+        assert await exchange(server.pool()) == (200, b"until the end", False)
+
+
+async def test_interim_responses_are_skipped():
+    async def handler(reader, writer):
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </app.css>; rel=preload\r\n\r\n"
+                     b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\nx-final: yes\r\n\r\nok")
+        await writer.drain()
+
+    async with RawServer(handler) as server:
+        pool = server.pool()
+        connection = await pool.acquire()
+        await connection.send_request(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", None, False)
+        await connection.read_head()
+        assert connection.status == 201
+        assert connection.headers == [(b"content-length", b"2"), (b"x-final", b"yes")]
+        assert await connection.read_body() == b"ok"
+        pool.release(connection)
+
+
+async def test_malformed_response_is_an_upstream_error():
+    async def handler(reader, writer):
+        await read_request_head(reader)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async with RawServer(handler) as server:
+        with pytest.raises(UpstreamError):
+            await exchange(server.pool())
+
+
+async def test_silent_upstream_times_out_and_its_connection_is_dropped():
+    async def handler(reader, writer):
+        await read_request_head(reader)
+        await asyncio.sleep(5)
+
+    async with RawServer(handler) as server:
+        pool = server.pool(read_timeout=0.3)
+        with pytest.raises(TimeoutError):
+            await exchange(pool)
+        assert pool.idle == []
+
+
+async def test_nothing_listening_is_an_upstream_error():
+    async with RawServer(read_request_head) as server:
+        pool = server.pool()
+    with pytest.raises(UpstreamError):
+        await pool.acquire()
+
+
+async def test_chunked_request_body_is_framed_and_terminated():
+    received: list[bytes] = []
+
+    async def handler(reader, writer):
+        head = await read_request_head(reader)
+        received.append(head)
+        received.append(await reader.readuntil(b"0\r\n\r\n"))
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+
+    async def body():
+        yield b"abc"
+        yield b"defgh"
+
+    async with RawServer(handler) as server:
+        pool = server.pool()
+        connection = await pool.acquire()
+        await connection.send_request(
+            b"POST /up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n", body(), True)
+        await connection.read_head()
+        assert connection.status == 204
+        assert await connection.read_body() == b""
+        assert connection.reusable()
+        pool.release(connection)
+    assert received[1] == b"3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n"
+
+
+async def test_an_early_answer_stops_the_upload_and_is_relayed():
+    async def handler(reader, writer):
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo big!")
+        await writer.drain()
+
+    sent: list[int] = []
+
+    async def body():
+        for number in range(50):
+            sent.append(number)
+            yield b"x" * 65536
+            await asyncio.sleep(0.02)
+
+    async with RawServer(handler) as server:
+        pool = server.pool()
+        connection = await pool.acquire()
+        await connection.send_request(b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 3276800\r\n\r\n", body(),
+                                      False)
+        await connection.read_head()
+        assert connection.status == 413
+        assert await connection.read_body() == b"too big!"
+        assert not connection.reusable()
+        pool.release(connection)
+    assert len(sent) < 50
