@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry
 
 from shieldware.analyze.behaviour import (
     F_LAST,
@@ -281,7 +280,7 @@ class LogAnalysis:
                 store=MemoryStore(),
                 signals=[*signals, self._signal],
                 decision_log=_QuietDecisionLog(None),
-                metrics=_NoMetrics(CollectorRegistry()),
+                metrics=_NoMetrics(),
             )
         return self._engine_instance
 
