@@ -51,6 +51,7 @@ def shop_failover():
     raw = yaml.safe_load(default_policy_text())
     raw["mode"] = "enforce"
     raw["store"] = os.environ["SHIELDWARE_BENCH_STORE"]
+    raw["trusted_proxies"] = ["127.0.0.1/32"]  # the load generator names its clients in X-Forwarded-For
     for group in raw["groups"]:
         if group["name"] == "login":
             group["on_store_failure"] = "unavailable"

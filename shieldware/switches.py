@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from shieldware.store.base import StoreUnavailable
+
 log = logging.getLogger("shieldware.switches")
 
 UNDER_ATTACK_KIND = "switch.under_attack"
@@ -266,6 +268,8 @@ class SwitchBoard:
 async def _logged(coroutine: Any) -> None:
     try:
         await coroutine
+    except StoreUnavailable as exc:  # expected while the store is down: one line, no traceback
+        log.warning("switches not refreshed: %s", exc)
     except Exception:
         log.exception("switch store operation failed")
 

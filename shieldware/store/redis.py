@@ -38,7 +38,9 @@ from shieldware.store.base import DISTINCT_SKETCHES, MAX_LIMITS, Observation, St
 
 log = logging.getLogger("shieldware.store.redis")
 
-DEFAULT_TIMEOUT = 0.05
+# A call's budget includes the event loop's own delay: on a saturated server a tighter budget fails
+# calls to a healthy Redis (and fail-closed groups would then refuse people for nothing).
+DEFAULT_TIMEOUT = 0.25
 DEFAULT_TTL = 7200
 FIRST_CALL_TIMEOUT = 2.0
 MAX_KEY_LENGTH = 200
