@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import math
+import struct
 import time
 from collections.abc import Sequence
 from importlib import resources
@@ -237,8 +238,8 @@ class RedisStore:
 
         results = await self._guarded(run_all, "observe")
         answers: list[WindowStats | None] = [None] * sum(len(order) for _, _, order in calls)
-        for (_, _, order), flat in zip(calls, results, strict=True):
-            rows = [float(v) for v in flat]
+        for (_, _, order), packed in zip(calls, results, strict=True):
+            rows = struct.unpack(f"<{len(packed) // 8}d", packed)  # the script's doubles, bit for bit
             for n, position in enumerate(order):
                 answers[position] = WindowStats(rows[n * width:(n + 1) * width])
         return answers  # type: ignore[return-value]

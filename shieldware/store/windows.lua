@@ -3,93 +3,73 @@
 -- except that distinct counts use Redis's own HyperLogLog (PFADD/PFCOUNT).
 --
 -- KEYS: for each observation i (0-based), three keys sharing one hash tag:
---   KEYS[3i+1] state hash, KEYS[3i+2] sketch 0, KEYS[3i+3] sketch 1
+--   KEYS[3i+1] state, KEYS[3i+2] sketch 0, KEYS[3i+3] sketch 1
 -- ARGV: ttl_seconds, then per observation
 --   now, answer, count, timing, seen, hits, item0, item1, interval0, burst0, interval1, burst1
 -- (answer 1 = return its stats row; 0 = feedback applied without an answer, piggybacked on a
 -- request's call so that feedback costs no round trip of its own)
--- Returns: one flat list of numbers-as-strings, STATS_FIELDS per answered observation.
+-- Returns: one binary string of little-endian doubles, STATS_FIELDS per answered observation.
+--
+-- A key's state is one string of packed doubles (struct.pack): one GET and one SET ... EX per
+-- observation, exact to the bit, where a hash of decimal fields cost formatting and parsing of
+-- every field on every request.
 
 -- The window layout constants are written here by shieldware/store/redis.py from
 -- shieldware/store/base.py, so Python and Lua cannot drift apart:
 -- @CONSTANTS@
 local PER_OBS = 12
+local NH, NS, NK = #HORIZONS, #ALPHAS, #HALF_LIVES
+
+-- positions in the packed state (1-based)
+local LS, VS, LT, RT, TOT, GAPS, MASK = 1, 2, 3, 4, 5, 6, 7
+local TAT = 8                      -- LIMITS values
+local CUR = TAT + LIMITS           -- NH values
+local PREV = CUR + NH              -- NH values
+local MEAN = PREV + NH             -- NS values
+local VAR = MEAN + NS              -- NS values
+local NUM = VAR + NS               -- CHANNELS * NK values, channel-major
+local DEN = NUM + CHANNELS * NK    -- CHANNELS * NK values
+local WIDTH = DEN + CHANNELS * NK - 1
+local STATE_FORMAT = "<" .. string.rep("d", WIDTH)
 
 local ttl = tonumber(ARGV[1])
-local now = 0.0
 local out = {}
 
-local function num(value, default)
-  if value == false or value == nil then return default end
-  return tonumber(value)
-end
-
-local function fmt(x)
-  return string.format("%.17g", x)
-end
-
--- state fields, in one HMGET/HSET: ls vs lt t1 t2 c1..c4 p1..p4 tot g m1 m2 v1 v2 n11.. d11..
-local fields = {"ls", "vs", "lt", "t1", "t2", "tot", "g", "rt"}
-for h = 1, #HORIZONS do fields[#fields + 1] = "c" .. h; fields[#fields + 1] = "p" .. h end
-for s = 1, #ALPHAS do fields[#fields + 1] = "m" .. s; fields[#fields + 1] = "v" .. s end
-for c = 1, CHANNELS do
-  for k = 1, #HALF_LIVES do
-    fields[#fields + 1] = "n" .. c .. k; fields[#fields + 1] = "d" .. c .. k
-  end
+local function fresh(now)
+  local w = {}
+  for i = 1, WIDTH do w[i] = 0.0 end
+  w[LS], w[VS], w[LT], w[RT] = now, now, -1.0, now
+  for j = 0, LIMITS - 1 do w[TAT + j] = -math.huge end
+  return w
 end
 
 local function load(key)
-  local values = redis.call("HMGET", key, unpack(fields))
-  local w = {}
-  for i, name in ipairs(fields) do w[name] = values[i] end
-  if not w.ls then return nil end
-  for i, name in ipairs(fields) do w[name] = num(values[i], 0.0) end
-  -- GCRA times absent mean "never" (-inf), which a hash cannot store
-  w.t1 = num(values[4], -math.huge)
-  w.t2 = num(values[5], -math.huge)
+  local packed = redis.call("GET", key)
+  if not packed or #packed ~= WIDTH * 8 then return nil end
+  local w = {struct.unpack(STATE_FORMAT, packed)}
+  w[WIDTH + 1] = nil  -- struct.unpack also returns the next position
   return w
 end
 
-local function fresh()
-  local w = {ls = now, vs = now, lt = -1.0, t1 = -math.huge, t2 = -math.huge, tot = 0.0, g = 0.0, rt = now}
-  for h = 1, #HORIZONS do w["c" .. h] = 0.0; w["p" .. h] = 0.0 end
-  for s = 1, #ALPHAS do w["m" .. s] = 0.0; w["v" .. s] = 0.0 end
-  for c = 1, CHANNELS do
-    for k = 1, #HALF_LIVES do w["n" .. c .. k] = 0.0; w["d" .. c .. k] = 0.0 end
-  end
-  return w
-end
-
-local function save(key, w)
-  local flat = {}
-  for _, name in ipairs(fields) do
-    local value = w[name]
-    if value ~= -math.huge then
-      flat[#flat + 1] = name; flat[#flat + 1] = fmt(value)
-    end
-  end
-  redis.call("HSET", key, unpack(flat))
-  redis.call("EXPIRE", key, ttl)
-end
-
--- Advance a key's windows to `when`; returns the time the event counts at.
 local function advance(w, when, sketch_keys)
-  if when <= w.ls then return w.ls end
-  local last = w.ls
-  for h, inverse in ipairs(INVERSE_HORIZONS) do
+  if when <= w[LS] then return w[LS] end
+  local last = w[LS]
+  for h = 1, NH do
+    local inverse = INVERSE_HORIZONS[h]
     local passed = math.floor(when * inverse) - math.floor(last * inverse)
     if passed == 1 then
-      w["p" .. h] = w["c" .. h]; w["c" .. h] = 0.0
+      w[PREV + h - 1] = w[CUR + h - 1]; w[CUR + h - 1] = 0.0
     elseif passed > 1 then
-      w["p" .. h] = 0.0; w["c" .. h] = 0.0
+      w[PREV + h - 1] = 0.0; w[CUR + h - 1] = 0.0
     end
   end
   if when - last > VISIT_GAP then
-    w.vs = when; w.lt = -1.0; w.g = 0.0
-    for s = 1, #ALPHAS do w["m" .. s] = 0.0; w["v" .. s] = 0.0 end
-    redis.call("DEL", sketch_keys[1], sketch_keys[2])
+    w[VS], w[LT], w[GAPS] = when, -1.0, 0.0
+    for s = 0, NS - 1 do w[MEAN + s] = 0.0; w[VAR + s] = 0.0 end
+    if w[MASK] ~= 0 then redis.call("DEL", sketch_keys[1], sketch_keys[2]) end
+    w[MASK] = 0.0
   end
-  w.ls = when
+  w[LS] = when
   return when
 end
 
@@ -105,15 +85,16 @@ end
 
 -- Ratios decay lazily: exponential decay since they were last touched, one exp per update.
 local function decay_ratios(w, at)
-  local elapsed = at - w.rt
+  local elapsed = at - w[RT]
   if elapsed <= 0.0 then return end
-  w.rt = at
+  w[RT] = at
   local base = math.exp(-elapsed * DECAY_BASE_RATE)
-  for k, exponent in ipairs(DECAY_POWERS) do
-    local factor = power(base, exponent)
-    for c = 1, CHANNELS do
-      w["n" .. c .. k] = w["n" .. c .. k] * factor
-      w["d" .. c .. k] = w["d" .. c .. k] * factor
+  for k = 1, NK do
+    local factor = power(base, DECAY_POWERS[k])
+    for c = 0, CHANNELS - 1 do
+      local i = c * NK + k - 1
+      w[NUM + i] = w[NUM + i] * factor
+      w[DEN + i] = w[DEN + i] * factor
     end
   end
 end
@@ -122,33 +103,34 @@ end
 local function gcra(w, at, limits)
   local wait = 0.0
   for j, limit in ipairs(limits) do
-    local tat = w["t" .. j]
-    local allowed_at = math.max(tat, at) - limit[1] * (limit[2] - 1.0)
+    local allowed_at = math.max(w[TAT + j - 1], at) - limit[1] * (limit[2] - 1.0)
     -- GCRA_SLACK: sums of intervals drift by ulps; never refuse a burst for 1e-14 s
     if allowed_at - at > GCRA_SLACK and allowed_at - at > wait then wait = allowed_at - at end
   end
   if wait == 0.0 then
     for j, limit in ipairs(limits) do
-      w["t" .. j] = math.max(w["t" .. j], at) + limit[1]
+      w[TAT + j - 1] = math.max(w[TAT + j - 1], at) + limit[1]
     end
   end
   return wait
 end
 
 local function time_event(w, at)
-  local previous = w.lt
-  w.lt = at
+  local previous = w[LT]
+  w[LT] = at
   if previous < 0.0 then return end
   local gap = at - previous
-  w.g = w.g + 1.0
-  for s, alpha in ipairs(ALPHAS) do
-    if w.g == 1.0 then
-      w["m" .. s] = gap; w["v" .. s] = 0.0
+  w[GAPS] = w[GAPS] + 1.0
+  for s = 1, NS do
+    local alpha = ALPHAS[s]
+    local m, v = MEAN + s - 1, VAR + s - 1
+    if w[GAPS] == 1.0 then
+      w[m] = gap; w[v] = 0.0
     else
-      local diff = gap - w["m" .. s]
+      local diff = gap - w[m]
       local step = alpha * diff
-      w["m" .. s] = w["m" .. s] + step
-      w["v" .. s] = (1.0 - alpha) * (w["v" .. s] + diff * step)
+      w[m] = w[m] + step
+      w[v] = (1.0 - alpha) * (w[v] + diff * step)
     end
   end
 end
@@ -162,7 +144,7 @@ for i = 0, n - 1 do
   local base = 3 + i * PER_OBS
   local state_key = KEYS[3 * i + 1]
   local sketch_keys = {KEYS[3 * i + 2], KEYS[3 * i + 3]}
-  now = tonumber(ARGV[base - 1])
+  local now = tonumber(ARGV[base - 1])
   local answer = ARGV[base] == "1"
   local count = tonumber(ARGV[base + 1])
   local timing = ARGV[base + 2] == "1"
@@ -178,53 +160,63 @@ for i = 0, n - 1 do
   local w = load(state_key)
   local at = now
   if w == nil then
-    w = fresh()
+    w = fresh(now)
     redis.call("DEL", sketch_keys[1], sketch_keys[2])
   else
     at = advance(w, now, sketch_keys)
   end
   local wait = gcra(w, at, limits)
-  for h = 1, #HORIZONS do w["c" .. h] = w["c" .. h] + count end
-  w.tot = w.tot + count
-  if seen ~= 0 or hits ~= 0 then decay_ratios(w, at) end
-  for c = 1, CHANNELS do
-    local seen_c = bit(seen, c - 1) and 1.0 or 0.0
-    local hit_c = bit(hits, c - 1) and 1.0 or 0.0
-    for k = 1, #HALF_LIVES do
-      w["d" .. c .. k] = w["d" .. c .. k] + seen_c
-      w["n" .. c .. k] = w["n" .. c .. k] + hit_c
+  for h = 0, NH - 1 do w[CUR + h] = w[CUR + h] + count end
+  w[TOT] = w[TOT] + count
+  if seen ~= 0 or hits ~= 0 then
+    decay_ratios(w, at)
+    for c = 0, CHANNELS - 1 do
+      local seen_c = bit(seen, c) and 1.0 or 0.0
+      local hit_c = bit(hits, c) and 1.0 or 0.0
+      for k = 0, NK - 1 do
+        local idx = c * NK + k
+        w[DEN + idx] = w[DEN + idx] + seen_c
+        w[NUM + idx] = w[NUM + idx] + hit_c
+      end
     end
   end
   if timing then time_event(w, at) end
+  local mask = w[MASK]
   for s = 1, SKETCHES do
-    if items[s] ~= "" then redis.call("PFADD", sketch_keys[s], items[s]) end
-    redis.call("EXPIRE", sketch_keys[s], ttl)  -- sketches live exactly as long as their state
+    if items[s] ~= "" then
+      redis.call("PFADD", sketch_keys[s], items[s])
+      if not bit(mask, s - 1) then mask = mask + 2 ^ (s - 1) end
+    end
   end
+  w[MASK] = mask
   decay_ratios(w, at)  -- the answer (and what is kept) is decayed to this event's time
-  save(state_key, w)
+  redis.call("SET", state_key, struct.pack(STATE_FORMAT, unpack(w, 1, WIDTH)), "EX", ttl)
+  for s = 1, SKETCHES do  -- sketches live exactly as long as their state
+    if bit(mask, s - 1) then redis.call("EXPIRE", sketch_keys[s], ttl) end
+  end
 
   if answer then
-    for h, inverse in ipairs(INVERSE_HORIZONS) do
-      local into = at * inverse
+    local row = {}
+    for h = 0, NH - 1 do
+      local into = at * INVERSE_HORIZONS[h + 1]
       into = into - math.floor(into)
-      out[#out + 1] = fmt(w["c" .. h] + w["p" .. h] * (1.0 - into))
+      row[#row + 1] = w[CUR + h] + w[PREV + h] * (1.0 - into)
     end
-    out[#out + 1] = fmt(w.g)
-    for s = 1, #ALPHAS do out[#out + 1] = fmt(w["m" .. s]) end
-    for s = 1, #ALPHAS do out[#out + 1] = fmt(math.sqrt(math.max(w["v" .. s], 0.0))) end
-    for s = 1, SKETCHES do out[#out + 1] = fmt(redis.call("PFCOUNT", sketch_keys[s])) end
-    for c = 1, CHANNELS do
-      for k = 1, #HALF_LIVES do
-        local den = w["d" .. c .. k]
-        out[#out + 1] = fmt(den > 0 and w["n" .. c .. k] / den or 0.0)
-      end
+    row[#row + 1] = w[GAPS]
+    for s = 0, NS - 1 do row[#row + 1] = w[MEAN + s] end
+    for s = 0, NS - 1 do row[#row + 1] = math.sqrt(math.max(w[VAR + s], 0.0)) end
+    for s = 1, SKETCHES do
+      row[#row + 1] = bit(mask, s - 1) and redis.call("PFCOUNT", sketch_keys[s]) or 0.0
     end
-    for c = 1, CHANNELS do
-      for k = 1, #HALF_LIVES do out[#out + 1] = fmt(w["d" .. c .. k]) end
+    for idx = 0, CHANNELS * NK - 1 do
+      local den = w[DEN + idx]
+      row[#row + 1] = den > 0 and w[NUM + idx] / den or 0.0
     end
-    out[#out + 1] = fmt(wait)
-    out[#out + 1] = fmt(w.vs)
-    out[#out + 1] = fmt(w.tot)
+    for idx = 0, CHANNELS * NK - 1 do row[#row + 1] = w[DEN + idx] end
+    row[#row + 1] = wait
+    row[#row + 1] = w[VS]
+    row[#row + 1] = w[TOT]
+    out[#out + 1] = struct.pack("<" .. string.rep("d", #row), unpack(row))
   end
 end
-return out
+return table.concat(out)
