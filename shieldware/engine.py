@@ -78,7 +78,10 @@ class Engine:
         inspection = Inspection(facts, group, policy.weights, policy)
         inspectors, assessors = self.plan(group)
         for signal in inspectors:
-            self._run(signal.inspect, signal, facts, inspection)
+            try:  # inline rather than through _run: a call fewer per signal on every request
+                signal.inspect(facts, inspection)
+            except Exception as exc:
+                _signal_failed(signal, facts, inspection, exc)
         demands: list[tuple[Verdict, float | None]] = []
         if not inspection.observations:
             # Nothing to observe (e.g. account signals on a product page): no store round trip.
@@ -96,7 +99,10 @@ class Engine:
                     demands.append((Verdict.UNAVAILABLE, STORE_RETRY_AFTER))
             else:
                 for signal in assessors:
-                    self._run(signal.assess, signal, facts, inspection)
+                    try:
+                        signal.assess(facts, inspection)
+                    except Exception as exc:
+                        _signal_failed(signal, facts, inspection, exc)
         return self._conclude(facts, group, inspection, demands)
 
     def _run(self, step: Any, signal: Signal, facts: RequestFacts, inspection: Inspection) -> None:
@@ -104,8 +110,7 @@ class Engine:
         try:
             step(facts, inspection)
         except Exception as exc:
-            log.exception("signal %s failed on %s %s", signal.name, facts.method, facts.path)
-            inspection.add("signal.error", signal=signal.name, error=type(exc).__name__)
+            _signal_failed(signal, facts, inspection, exc)
 
     def _conclude(
         self, facts: RequestFacts, group: RouteGroup, inspection: Inspection,
@@ -200,3 +205,9 @@ class Engine:
     async def close(self) -> None:
         self.decision_log.close()
         await self.store.close()
+
+
+def _signal_failed(signal: Signal, facts: RequestFacts, inspection: Inspection, exc: Exception) -> None:
+    """A bug in one signal must not take the shop down: skip it, say so, keep the others."""
+    log.exception("signal %s failed on %s %s", signal.name, facts.method, facts.path, exc_info=exc)
+    inspection.add("signal.error", signal=signal.name, error=type(exc).__name__)
