@@ -157,7 +157,19 @@ class WindowTable:
             self.evictions += observe_events(self.keys, self.state, self.registers,
                                              self._ints, self._floats, count, self._out)
             answers = self._out[:count].tolist()
-        return [WindowStats(row) for row in answers]
+        return list(map(WindowStats, answers))
+
+    def apply(self, observations: Sequence[Observation], now: float) -> None:
+        """`observe` without the answers (outcome feedback): the kernel skips writing stats rows."""
+        batch = self._ints.shape[0]
+        for start in range(0, len(observations), batch):
+            chunk = observations[start:start + batch]
+            ints, floats = _rows(chunk, now)
+            with self._lock:
+                self._ints_flat[:len(ints)] = ints
+                self._floats_flat[:len(floats)] = floats
+                self.evictions += observe_events(self.keys, self.state, self.registers,
+                                                 self._ints, self._floats, len(chunk), self._out[:0])
 
     def replay(self, ints: np.ndarray, floats: np.ndarray, out: np.ndarray | None = None) -> int:
         """Batch: apply time-sorted event arrays (EV_* columns); fill `out` rows if given.
