@@ -156,6 +156,9 @@ class TrustedProxies:
         return trusted
 
 
+_NO_PROXIES = TrustedProxies()  # shared: an empty list trusts nobody and caches nothing
+
+
 def _forwarded_for(value: str) -> list[str] | None:
     """Extract the `for=` chain of an RFC 7239 Forwarded header; None when it is malformed."""
     hops: list[str] = []
@@ -261,7 +264,7 @@ def facts_from_scope(
     peer_ip = normalise_ip(str(client[0])) if client else None
     peer_ip = peer_ip or "0.0.0.0"
     notes: list[str] = []
-    client_ip, ip_notes = resolve_client_ip(peer_ip, header_map, trusted or TrustedProxies())
+    client_ip, ip_notes = resolve_client_ip(peer_ip, header_map, trusted or _NO_PROXIES)
     notes.extend(ip_notes)
     cookies: dict[str, str] = {}
     raw_cookie = header_map.get("cookie")
