@@ -31,12 +31,19 @@ class DecisionLog:
         return self.log_all or decision.verdict is not Verdict.ALLOW
 
     def write(self, decision: Decision) -> None:
-        if not self.wants(decision):
+        if not self.wants(decision) or not self._has_sink():
             return
         self.write_record(decision.as_log_record())
 
+    def _has_sink(self) -> bool:
+        # With no file and the logger off, encoding the line is wasted work; in monitor mode a
+        # flood of would-be refusals makes that JSON the largest cost of a request.
+        return self.path is not None or log.isEnabledFor(logging.INFO)
+
     def write_record(self, record: dict[str, Any]) -> None:
         """Write any record (decisions, allow/deny changes, switches) as one JSON line."""
+        if not self._has_sink():
+            return
         line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str)
         if log.isEnabledFor(logging.INFO):
             log.info(line)

@@ -96,6 +96,8 @@ def normalise_ip(text: str) -> str | None:
     text = text.strip()
     if not text:
         return None
+    if _is_canonical_ipv4(text):  # the usual case, already in the form ipaddress would print
+        return text
     if text.startswith("["):  # "[2001:db8::1]:443"
         text = text[1 : text.find("]")] if "]" in text else text[1:]
     elif text.count(":") == 1:  # "203.0.113.7:5555"
@@ -108,6 +110,20 @@ def normalise_ip(text: str) -> str | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return str(addr)
+
+
+def _is_canonical_ipv4(text: str) -> bool:
+    """True for dotted-quad IPv4 text exactly as `str(ipaddress.ip_address(text))` writes it
+    (four decimal octets 0-255, no leading zeros), checked without building an address object."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return False
+    for part in parts:
+        if not (part.isascii() and part.isdigit()) or len(part) > 3 or (len(part) > 1 and part[0] == "0"):
+            return False
+        if int(part) > 255:
+            return False
+    return True
 
 
 class TrustedProxies:
@@ -138,6 +154,9 @@ class TrustedProxies:
             self._cache.clear()
         self._cache[ip] = trusted
         return trusted
+
+
+_NO_PROXIES = TrustedProxies()  # shared: an empty list trusts nobody and caches nothing
 
 
 def _forwarded_for(value: str) -> list[str] | None:
@@ -245,7 +264,7 @@ def facts_from_scope(
     peer_ip = normalise_ip(str(client[0])) if client else None
     peer_ip = peer_ip or "0.0.0.0"
     notes: list[str] = []
-    client_ip, ip_notes = resolve_client_ip(peer_ip, header_map, trusted or TrustedProxies())
+    client_ip, ip_notes = resolve_client_ip(peer_ip, header_map, trusted or _NO_PROXIES)
     notes.extend(ip_notes)
     cookies: dict[str, str] = {}
     raw_cookie = header_map.get("cookie")

@@ -292,6 +292,7 @@ class HeaderSignal:
         self._tls = tls_fingerprints
         # (header names as sent, engine) -> order problem: the same stack gets the same answer.
         self._order_problems: dict[tuple[tuple[str, ...], str], tuple[str, str] | None] = {}
+        self._hint_findings: dict[tuple, tuple[tuple[str, dict], ...]] = {}
 
     @property
     def profiles(self) -> HeaderProfiles:
@@ -365,17 +366,35 @@ class HeaderSignal:
                 inspection.add("hdr.accept_not_browser", browser=info.browser, accept=accept[:100])
 
     def _check_client_hints(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
+        # Cached by everything the findings depend on: a browser sends the same UA and hints on
+        # every request, so parsing them again per request is wasted work.
+        header_map = facts.header_map
+        sec_ch_ua = header_map.get("sec-ch-ua")
+        key = (facts.user_agent, sec_ch_ua, header_map.get("sec-ch-ua-platform"),
+               header_map.get("sec-ch-ua-mobile"), info.browser, info.os, info.device,
+               sec_ch_ua is None and _secure_context(facts))
+        findings = self._hint_findings.get(key)
+        if findings is None:
+            findings = self._client_hint_findings(facts, info)
+            if len(self._hint_findings) >= 4096:
+                self._hint_findings.clear()
+            self._hint_findings[key] = findings
+        for code, detail in findings:
+            inspection.add(code, **detail)
+
+    def _client_hint_findings(self, facts: RequestFacts, info: UserAgentInfo) -> tuple[tuple[str, dict], ...]:
         header_map = facts.header_map
         chrome_major, edge_major = _claimed_versions(facts.user_agent)
         sec_ch_ua = header_map.get("sec-ch-ua")
         if sec_ch_ua is None:
             since = self.profiles.client_hints_since.get(info.browser)
             if since is not None and chrome_major >= since and _secure_context(facts):
-                inspection.add("hdr.no_client_hints", browser=info.browser, version=chrome_major)
-            return
+                return (("hdr.no_client_hints", {"browser": info.browser, "version": chrome_major}),)
+            return ()
+        findings: list[tuple[str, dict]] = []
         brands = _brands(sec_ch_ua)
         if any("headless" in brand.lower() for brand in brands):
-            inspection.add("hdr.headless_hint", sec_ch_ua=sec_ch_ua[:120])
+            findings.append(("hdr.headless_hint", {"sec_ch_ua": sec_ch_ua[:120]}))
         problems = []
         chromium = brands.get("Chromium") or brands.get("Google Chrome")
         if chromium and chrome_major and chromium != chrome_major:
@@ -393,7 +412,8 @@ class HeaderSignal:
         elif mobile == "?1" and info.os in _DESKTOP_OS:
             problems.append(f"sec-ch-ua-mobile says mobile, the UA says {info.os} desktop")
         if problems:
-            inspection.add("hdr.client_hint_mismatch", browser=info.browser, problems=problems)
+            findings.append(("hdr.client_hint_mismatch", {"browser": info.browser, "problems": problems}))
+        return tuple(findings)
 
     def _check_tls(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
         fingerprint = facts.tls_fingerprint

@@ -52,8 +52,8 @@ class MemoryStore:
         return self.windows.observe(observations, now)
 
     async def record(self, observations: Sequence[Observation], now: float) -> None:
-        """Outcome feedback: the same update, answer discarded."""
-        self.windows.observe(observations, now)
+        """Outcome feedback: the same update, no answer."""
+        self.windows.apply(observations, now)
 
     def _sweep(self, now: float) -> None:
         expired = [k for k, (_, until) in self._records.items() if until is not None and until <= now]

@@ -58,26 +58,38 @@ def _item_hash_cached(item: str) -> int:
 
 def event_rows(observation: Observation, now: float) -> tuple[list[int], list[float]]:
     """The kernel's int and float row for one observation at `now`."""
+    return _rows((observation,), now)
+
+
+def _rows(observations: Sequence[Observation], now: float) -> tuple[list[int], list[float]]:
+    """The kernel's flat int and float rows for a request's observations at `now`.
+
+    Hot path (every observation of every request): one loop, no call per observation, plain
+    appends. Python's string hash is keyed per process (SipHash), so clients cannot aim collisions.
+    """
     ints: list[int] = []
     floats: list[float] = []
-    _append_rows(observation, now, ints, floats)
+    add_int, add_ints, add_floats = ints.append, ints.extend, floats.extend
+    string_hash = _item_key is None
+    for kind, key, count, timing, distinct, seen, hits, limits in observations:
+        add_int(hash((kind, key)) or 1)
+        if not distinct:
+            add_ints(_NO_ITEMS)
+        elif string_hash and len(distinct) == DISTINCT_SKETCHES:
+            for item in distinct:
+                if not item:
+                    add_int(0)
+                elif item.__class__ is str:
+                    add_int(hash(item) or 1)
+                else:
+                    add_int(item_hash(item))
+        else:
+            for i in range(DISTINCT_SKETCHES):
+                add_int(item_hash(distinct[i]) if i < len(distinct) else 0)
+        add_int((seen & 0xFF) | (hits & 0xFF) << 8 | (0x10000 if timing else 0))
+        add_floats((now, count))
+        add_floats(_limit_floats(limits) if limits else _NO_LIMITS)
     return ints, floats
-
-
-def _append_rows(observation: Observation, now: float, ints: list[int], floats: list[float]) -> None:
-    # Hot path (every observation of every request): plain appends onto two flat lists.
-    # Python's string hash is keyed per process (SipHash), so clients cannot aim collisions.
-    kind, key, count, timing, distinct, seen, hits, limits = observation
-    ints.append(hash((kind, key)) or 1)
-    if distinct:
-        for i in range(DISTINCT_SKETCHES):
-            ints.append(item_hash(distinct[i]) if i < len(distinct) else 0)
-    else:
-        ints.extend(_NO_ITEMS)
-    ints.append((seen & 0xFF) | (hits & 0xFF) << 8 | (0x10000 if timing else 0))
-    floats.append(now)
-    floats.append(count)
-    floats.extend(_limit_floats(limits) if limits else _NO_LIMITS)
 
 
 _LIMIT_FLOATS: dict[int, tuple[tuple, tuple[float, ...]]] = {}
@@ -138,17 +150,26 @@ class WindowTable:
         if count > self._ints.shape[0]:
             return [s for i in range(0, count, self._ints.shape[0])
                     for s in self.observe(observations[i:i + self._ints.shape[0]], now)]
-        ints: list[int] = []
-        floats: list[float] = []
-        for observation in observations:
-            _append_rows(observation, now, ints, floats)
+        ints, floats = _rows(observations, now)
         with self._lock:
             self._ints_flat[:len(ints)] = ints
             self._floats_flat[:len(floats)] = floats
             self.evictions += observe_events(self.keys, self.state, self.registers,
                                              self._ints, self._floats, count, self._out)
             answers = self._out[:count].tolist()
-        return [WindowStats(row) for row in answers]
+        return list(map(WindowStats, answers))
+
+    def apply(self, observations: Sequence[Observation], now: float) -> None:
+        """`observe` without the answers (outcome feedback): the kernel skips writing stats rows."""
+        batch = self._ints.shape[0]
+        for start in range(0, len(observations), batch):
+            chunk = observations[start:start + batch]
+            ints, floats = _rows(chunk, now)
+            with self._lock:
+                self._ints_flat[:len(ints)] = ints
+                self._floats_flat[:len(floats)] = floats
+                self.evictions += observe_events(self.keys, self.state, self.registers,
+                                                 self._ints, self._floats, len(chunk), self._out[:0])
 
     def replay(self, ints: np.ndarray, floats: np.ndarray, out: np.ndarray | None = None) -> int:
         """Batch: apply time-sorted event arrays (EV_* columns); fill `out` rows if given.
