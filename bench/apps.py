@@ -23,15 +23,34 @@ def minimal_app() -> Starlette:
 
 
 def _monitor_policy():
-    return default_policy(mode="monitor", store=os.environ.get("SHIELDWARE_BENCH_STORE", "memory://"))
+    # SHIELDWARE_BENCH_CLIENTS=many: the load generator names its clients in X-Forwarded-For, so the
+    # policy trusts loopback as a proxy and every client gets its own windows (a crowd of shoppers
+    # instead of one address flooding).
+    trusted = ["127.0.0.1/32"] if os.environ.get("SHIELDWARE_BENCH_CLIENTS") == "many" else []
+    return default_policy(mode="monitor", store=os.environ.get("SHIELDWARE_BENCH_STORE", "memory://"),
+                          trusted_proxies=trusted)
 
 
 def shop_bare():
     return build_shop()
 
 
+def _protected(app):
+    """ShieldMiddleware in monitor mode; SHIELDWARE_BENCH_SIGNALS=foundation keeps only the first
+    signals of the foundation (request sanity, user agent, headers), to see what later ones cost."""
+    if os.environ.get("SHIELDWARE_BENCH_SIGNALS") == "foundation":
+        from shieldware.engine import Engine
+        from shieldware.signals.headers import HeaderSignal
+        from shieldware.signals.request import RequestSanitySignal
+        from shieldware.signals.useragent import UserAgentSignal
+
+        engine = Engine(_monitor_policy(), signals=[RequestSanitySignal(), UserAgentSignal(), HeaderSignal()])
+        return ShieldMiddleware(app, engine=engine)
+    return ShieldMiddleware(app, policy=_monitor_policy())
+
+
 def shop_protected():
-    return ShieldMiddleware(build_shop(), policy=_monitor_policy())
+    return _protected(build_shop())
 
 
 def minimal_bare():
@@ -39,7 +58,7 @@ def minimal_bare():
 
 
 def minimal_protected():
-    return ShieldMiddleware(minimal_app(), policy=_monitor_policy())
+    return _protected(minimal_app())
 
 
 def shop_failover():

@@ -3,7 +3,9 @@
 Two apps are measured: the demo shop's product page (a realistic handler) and a one-line
 handler (the worst case for any middleware). Each is served bare and wrapped by
 ShieldMiddleware in monitor mode (every signal evaluated, nothing blocked) and loaded with
-wrk using browser-like headers. Usage: python bench/throughput.py [--seconds 8] [--connections 32]
+wrk using browser-like headers, twice: from one address walking product ids in order (a
+flood), and from a crowd of 5,000 addresses in random order (people).
+Usage: python bench/throughput.py [--seconds 8] [--connections 32] [--signals all|foundation]
 """
 
 from __future__ import annotations
@@ -13,32 +15,45 @@ import sys
 
 from common import BENCH_DIR, emit, have_wrk, uvicorn_server, wrk
 
+TRAFFIC = {
+    # one address walking product ids in order: the flood case (rate limits, enumeration, every
+    # request a would-be throttle in monitor mode)
+    "one_client": ({}, "browser.lua"),
+    # 5,000 addresses visiting product pages in random order: a crowd of shoppers
+    "crowd": ({"SHIELDWARE_BENCH_CLIENTS": "many"}, "browser_crowd.lua"),
+}
 
-def measure(factory: str, seconds: int, connections: int) -> dict:
-    with uvicorn_server(factory) as port:
+
+def measure(factory: str, seconds: int, connections: int, traffic: str, signals: str = "all") -> dict:
+    env, script = TRAFFIC[traffic]
+    env = {**env, "SHIELDWARE_BENCH_SIGNALS": signals}
+    with uvicorn_server(factory, env=env) as port:
         base = f"http://127.0.0.1:{port}"
-        wrk(base + "/product/1", seconds=1, connections=4, script=BENCH_DIR / "browser.lua")  # warm-up
-        return wrk(base + "/product/1", seconds=seconds, connections=connections, script=BENCH_DIR / "browser.lua")
+        wrk(base + "/product/1", seconds=1, connections=4, script=BENCH_DIR / script)  # warm-up
+        return wrk(base + "/product/1", seconds=seconds, connections=connections, script=BENCH_DIR / script)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--signals", choices=("all", "foundation"), default="all",
+                        help="foundation: only the first signals (request, user agent, headers)")
     args = parser.parse_args()
     if not have_wrk():
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    result = {"benchmark": "throughput", "mode": "monitor", "seconds": args.seconds,
+    result = {"benchmark": "throughput", "mode": "monitor", "signals": args.signals, "seconds": args.seconds,
               "connections": args.connections}
-    for app in ("shop", "minimal"):
-        bare = measure(f"{app}_bare", args.seconds, args.connections)
-        protected = measure(f"{app}_protected", args.seconds, args.connections)
-        result[app] = {
-            "bare": bare,
-            "protected": protected,
-            "ratio": round(protected["requests_per_s"] / bare["requests_per_s"], 3),
-        }
+    for traffic in TRAFFIC:
+        for app in ("shop", "minimal"):
+            bare = measure(f"{app}_bare", args.seconds, args.connections, traffic)
+            protected = measure(f"{app}_protected", args.seconds, args.connections, traffic, args.signals)
+            result[f"{app}_{traffic}"] = {
+                "bare": bare,
+                "protected": protected,
+                "ratio": round(protected["requests_per_s"] / bare["requests_per_s"], 3),
+            }
     emit(result)
     return 0
 
