@@ -45,6 +45,19 @@ CHROME_SUBRESOURCE = [
 ]
 
 
+# Debian's Chromium, as the tests drive it (Playwright with executable_path; never a downloaded
+# browser). Without the background-networking flags it tries Google's hosts at every start.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

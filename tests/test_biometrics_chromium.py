@@ -15,12 +15,10 @@ import pytest
 from shieldware.biometrics.endpoint import RECORD_KIND
 from shieldware.demo import build_demo_app
 from shieldware.store.memory import MemoryStore
-from tests.support import CHROME_UA, live_server
+from tests.support import CHROME_UA, CHROMIUM, CHROMIUM_ARGS, live_server
 from tests.test_biometrics_endpoint import shop_policy
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
+ARGS = CHROMIUM_ARGS
 
 pytestmark = pytest.mark.chromium
 if not os.path.exists(CHROMIUM):

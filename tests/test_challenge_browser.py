@@ -14,11 +14,10 @@ from shieldware.actions.challenge import challenge_script, install_challenges
 from shieldware.actions.challenge_policy import ChallengeSettings
 from shieldware.demo import build_demo_app
 from tests.challenge_support import PRODUCT_RULE, keyring
-from tests.support import CHROME_UA, live_server
+from tests.support import CHROME_UA, CHROMIUM, live_server
+from tests.support import CHROMIUM_ARGS as BASE_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync",
+CHROMIUM_ARGS = [*BASE_ARGS,
                  # Two plain-http host names (no Web Crypto there; two sites for the framing test).
                  "--host-resolver-rules=MAP shop.test 127.0.0.1, MAP other.test 127.0.0.1"]
 # A person's browser does not announce automation; the automation test leaves this out.

@@ -9,17 +9,9 @@ import pytest
 
 from shieldware.demo import build_demo_app
 from shieldware.policy import default_policy
-from tests.support import live_server
+from tests.support import CHROMIUM, CHROMIUM_ARGS, live_server
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+ARGS = CHROMIUM_ARGS
 
 pytestmark = pytest.mark.chromium
 

@@ -10,16 +10,9 @@ import pytest
 from shieldware.analyze.html import write_html
 from shieldware.analyze.pipeline import analyze_sources
 from tests.analyze.conftest import LOGS
+from tests.support import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+ARGS = CHROMIUM_ARGS
 
 pytestmark = pytest.mark.chromium
 
