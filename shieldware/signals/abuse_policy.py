@@ -29,7 +29,7 @@ class AbuseThresholds:
     spray_block_accounts: float = 10          # ... and with mostly failures → block that IP
     ip_failures_challenge: float = 8          # decayed failed logins from one IP → challenge
     login_attempts_per_ip: Rate = _LOGIN_CEILING  # hard ceiling: a gentle 429 with the exact wait
-    prefix_spray_accounts: float = 12         # distinct accounts from one /24 (/48) with mostly failures
+    prefix_spray_accounts: float = 12         # distinct accounts from one /24 (/64) with mostly failures
     fingerprint_spray_accounts: float = 15    # distinct accounts from one client fingerprint, mostly failing
     fingerprint_spread_ips: float = 15        # distinct IPs sharing one fingerprint, mostly failing
     asn_spray_accounts: float = 30            # distinct accounts from one network (ASN), mostly failing

@@ -9,7 +9,7 @@ store call:
 kind         key                   counters count               distinct sketch 0 / 1
 ===========  ====================  ==========================  ======================================
 ``li.ip``    client IP             attempts (+ GCRA ceiling)    accounts / —
-``li.net``   IP /24 or /48         attempts                     accounts / IPs
+``li.net``   IP /24 or /64         attempts                     accounts / IPs
 ``li.fp``    client fingerprint    attempts                     accounts / IPs
 ``li.asn``   ASN (when known)      attempts                     accounts / IPs
 ``li.all``   route group name     attempts                     — / —
@@ -56,7 +56,7 @@ MINUTE, TEN_MINUTES, HOUR = 1, 2, 3  # COUNTER_HORIZONS indices
 register_reason("ato.username_spray", 45, "One IP address tried many different accounts: credential stuffing.")
 register_reason("ato.ip_failures", 45, "Many failed logins from this IP address.")
 register_reason("ato.login_rate", 0, "Login attempts from this IP exceed the hard ceiling; slowed down, not blocked.")
-register_reason("ato.prefix_spray", 40, "Many accounts tried, mostly failing, from one network block (/24 or /48).")
+register_reason("ato.prefix_spray", 40, "Many accounts tried, mostly failing, from one network block (/24 or /64).")
 register_reason("ato.fingerprint_spray", 50, "One client fingerprint tried many accounts, mostly failing: a "
                 "stuffing tool spread over many addresses.")
 register_reason("ato.fingerprint_spread", 40, "One client fingerprint logs in from many IP addresses, mostly "
