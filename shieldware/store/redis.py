@@ -201,7 +201,7 @@ class RedisStore:
 
     @staticmethod
     def _args(observation: Observation, now: float, answer: bool) -> list[Any]:
-        items = [d or "" for d in observation.distinct[:DISTINCT_SKETCHES]]
+        items = ["" if d is None else str(d) for d in observation.distinct[:DISTINCT_SKETCHES]]
         items += [""] * (DISTINCT_SKETCHES - len(items))
         limits: list[Any] = []
         for rate in observation.limits[:MAX_LIMITS]:

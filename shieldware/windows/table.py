@@ -40,7 +40,7 @@ def item_hash(item: object) -> int:
     over 64 bits (as HyperLogLog needs) and fast, and a client cannot pick paths that all land
     in one register to hide how many distinct pages it walked.
     """
-    if not item:
+    if item is None or item == "":  # not `not item`: the integer 0 is an item like any other
         return 0
     if not isinstance(item, str):
         item = str(item)  # an int's hash is the int itself: too few high bits for the registers
@@ -77,7 +77,7 @@ def _rows(observations: Sequence[Observation], now: float) -> tuple[list[int], l
             add_ints(_NO_ITEMS)
         elif string_hash and len(distinct) == DISTINCT_SKETCHES:
             for item in distinct:
-                if not item:
+                if item is None or item == "":  # the integer 0 is an item, not "none"
                     add_int(0)
                 elif item.__class__ is str:
                     add_int(hash(item) or 1)
