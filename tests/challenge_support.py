@@ -18,19 +18,6 @@ _REFRESH_RE = re.compile(r'<meta http-equiv="refresh" content="(\d+); url=([^"]+
 _PIXEL_RE = re.compile(r'<img src="([^"]+)" alt="" width="1" height="1">')
 
 
-class Clock:
-    """The middleware's clock, moved by the test (the server thread reads it)."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def keyring(*kids: str, retired: tuple[str, ...] = ()) -> Keyring:
     """A keyring whose secrets derive from the key ids, so two keyrings can share a key."""
     return Keyring([SigningKey(kid, hashlib.sha256(kid.encode()).digest()) for kid in kids], retired)

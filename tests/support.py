@@ -58,6 +58,19 @@ CHROMIUM_ARGS = [
 ]
 
 
+class SimulatedClock:
+    """A middleware clock the test moves instead of sleeping (a live server's thread reads it)."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

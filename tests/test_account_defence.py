@@ -18,27 +18,14 @@ from shieldware.cli import main
 from shieldware.demo import build_demo_app
 from shieldware.demo.catalogue import GOOD_CARD
 from shieldware.policy import default_policy
-from tests.support import CHROME_NAVIGATION, live_server
+from tests.support import CHROME_NAVIGATION, SimulatedClock, live_server
 
 BROWSER = dict(CHROME_NAVIGATION)
 
 
-class SimClock:
-    """The shop's clock: tests move it forward instead of sleeping."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def shop(tmp_path):
-    clock = SimClock()
+    clock = SimulatedClock()
     log = tmp_path / "decisions.jsonl"
     policy = default_policy(trusted_proxies=["127.0.0.1/32"], decision_log={"path": str(log)})
     app = build_demo_app(policy=policy, clock=clock)

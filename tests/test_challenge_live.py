@@ -8,14 +8,14 @@ import pytest
 from shieldware.actions.challenge import install_challenges
 from shieldware.demo import build_demo_app
 from shieldware.metrics import Metrics
-from tests.challenge_support import Clock, challenge_policy, keyring, page_config, solve, wrong_solution
-from tests.support import CHROME_NAVIGATION, live_server
+from tests.challenge_support import challenge_policy, keyring, page_config, solve, wrong_solution
+from tests.support import CHROME_NAVIGATION, SimulatedClock, live_server
 
 FIREFOX_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
 VERIFY = "/.shieldware/challenge/verify"
 
 
-def start_shop(clock: Clock, keys=None, **challenge):
+def start_shop(clock: SimulatedClock, keys=None, **challenge):
     app = build_demo_app(policy=challenge_policy(**challenge), clock=clock)
     app.engine.metrics = Metrics()  # a registry of its own, so counts belong to this server
     install_challenges(app, keyring=keys or keyring("k1"))
@@ -24,7 +24,7 @@ def start_shop(clock: Clock, keys=None, **challenge):
 
 @pytest.fixture(scope="module")
 def clock():
-    return Clock()
+    return SimulatedClock()
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_metrics_count_issued_solved_failed_expired_and_solve_time(shop, clock):
 
 
 def test_cookie_signed_with_a_retired_key_is_refused():
-    clock = Clock()
+    clock = SimulatedClock()
     app = start_shop(clock, keys=keyring("k1"))
     with live_server(app) as server:
         with client_for(server, "198.51.100.50") as client:
@@ -275,7 +275,7 @@ def test_cookie_signed_with_a_retired_key_is_refused():
 
 
 def test_fingerprint_binding_when_configured():
-    app = start_shop(Clock(), bind_fingerprint=True)
+    app = start_shop(SimulatedClock(), bind_fingerprint=True)
     with live_server(app) as server:
         with client_for(server, "198.51.100.60") as client:
             cookie = pass_challenge(client, "/product/1")
@@ -285,7 +285,7 @@ def test_fingerprint_binding_when_configured():
 
 
 def test_higher_scores_get_harder_challenges():
-    app = start_shop(Clock(), difficulty=10)
+    app = start_shop(SimulatedClock(), difficulty=10)
     with live_server(app) as server:
         with client_for(server, "198.51.100.70") as person:
             assert fetch_challenge(person, "/product/1")["difficulty"] == 10

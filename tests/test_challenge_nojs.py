@@ -12,15 +12,15 @@ from curl_cffi import requests as curl_requests
 
 from shieldware.actions.challenge import install_challenges
 from shieldware.demo import build_demo_app
-from tests.challenge_support import Clock, challenge_policy, keyring, meta_refresh, pixel_url
-from tests.support import CHROME_NAVIGATION, live_server
+from tests.challenge_support import challenge_policy, keyring, meta_refresh, pixel_url
+from tests.support import CHROME_NAVIGATION, SimulatedClock, live_server
 
 CONTENT = "Add to cart"
 
 
 @pytest.fixture(scope="module")
 def clock():
-    return Clock()
+    return SimulatedClock()
 
 
 @pytest.fixture(scope="module")

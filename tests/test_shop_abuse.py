@@ -22,22 +22,14 @@ from shieldware.outcomes import form_field
 from shieldware.policy import default_policy
 from shieldware.signals import default_signals
 from shieldware.store import MemoryStore
-from tests.support import CHROME_NAVIGATION, live_server
-
-
-class SimClock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import CHROME_NAVIGATION, SimulatedClock, live_server
 
 
 @pytest.fixture
 def shop():
     """The demo shop with every signal but the traffic ones (rate/behaviour), which would catch these
     scripted clients first: here we look at what the shop-abuse signals do on their own."""
-    clock = SimClock()
+    clock = SimulatedClock()
     policy = default_policy(trusted_proxies=["127.0.0.1/32"])
     engine = Engine(policy, signals=[s for s in default_signals() if s.name != "traffic"], metrics=Metrics())
     with live_server(ShieldMiddleware(build_shop(), engine=engine, clock=clock)) as server, \
@@ -98,7 +90,7 @@ async def whoami(request: Request) -> JSONResponse:
 
 
 def test_the_app_is_told_to_step_up_a_login_after_failures():
-    clock = SimClock()
+    clock = SimulatedClock()
     app = ShieldMiddleware(Starlette(routes=[Route("/login", whoami, methods=["POST"])]),
                            engine=Engine(default_policy(), metrics=Metrics()), clock=clock)
     with live_server(app) as server, httpx.Client(base_url=server.url, headers=dict(CHROME_NAVIGATION)) as client:

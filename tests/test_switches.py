@@ -17,20 +17,12 @@ from shieldware.metrics import Metrics
 from shieldware.policy import default_policy
 from shieldware.store import MemoryStore
 from shieldware.switches import parse_duration, set_under_attack
-from tests.support import CHROME_NAVIGATION, live_server
-
-
-class SimClock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import CHROME_NAVIGATION, SimulatedClock, live_server
 
 
 @pytest.fixture
 def shop(tmp_path):
-    clock = SimClock()
+    clock = SimulatedClock()
     log = tmp_path / "decisions.jsonl"
     policy = default_policy(trusted_proxies=["127.0.0.1/32"], decision_log={"path": str(log)})
     with live_server(build_demo_app(policy=policy, clock=clock)) as server, \

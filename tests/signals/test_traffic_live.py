@@ -15,25 +15,12 @@ import pytest
 from shieldware.demo import build_demo_app
 from shieldware.policy import default_policy
 from shieldware.store import MemoryStore
-from tests.support import CHROME_NAVIGATION, CHROME_SUBRESOURCE, live_server
-
-
-class SimulatedClock:
-    """A clock the test sets; the server thread reads it when a request arrives."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support import CHROME_NAVIGATION, CHROME_SUBRESOURCE, SimulatedClock, live_server
 
 
 @pytest.fixture
 def shop():
-    clock = SimulatedClock()
+    clock = SimulatedClock(1_700_000_000.0)
     app = build_demo_app(policy=default_policy(), store=MemoryStore(capacity=4096), clock=clock)
     decisions = []
     decide = app.engine.decide

@@ -13,7 +13,6 @@ import pytest
 from shieldware.store import MemoryStore, Store, open_store
 from shieldware.store.base import STATS_FIELDS, Observation, WindowStats, parse_rate
 from shieldware.windows.table import set_item_hash_key
-from tests.redis_support import redis_cluster, redis_server
 
 STORE_FACTORIES = {
     "memory": lambda: MemoryStore("memory://?capacity=4096"),
@@ -22,18 +21,6 @@ STORE_FACTORIES = {
     "redis": "redis_uri",
     "redis+cluster": "cluster_uri",
 }
-
-
-@pytest.fixture(scope="module")
-def redis_uri(tmp_path_factory):
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server.uri
-
-
-@pytest.fixture(scope="module")
-def cluster_uri(tmp_path_factory):
-    with redis_cluster(tmp_path_factory.mktemp("cluster")) as uri:
-        yield uri
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))

@@ -13,20 +13,8 @@ from shieldware.store import open_store
 from shieldware.store.base import STATS_FIELDS, Observation, Rate
 from shieldware.store.memory import MemoryStore
 from shieldware.windows.table import set_item_hash_key
-from tests.redis_support import REDIS_SERVER, RedisProcess, need_redis, redis_cluster, redis_server, wait_until_ready
+from tests.redis_support import REDIS_SERVER, RedisProcess, need_redis, wait_until_ready
 from tests.support import free_port
-
-
-@pytest.fixture(scope="module")
-def redis_uri(tmp_path_factory):
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server.uri
-
-
-@pytest.fixture(scope="module")
-def cluster_uri(tmp_path_factory):
-    with redis_cluster(tmp_path_factory.mktemp("cluster")) as uri:
-        yield uri
 
 
 @pytest.fixture(params=["redis", "cluster"])
