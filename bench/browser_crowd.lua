@@ -17,7 +17,7 @@ local base = {
 math.randomseed(7)
 request = function()
   local client = math.random(0, 4999)
-  base["x-forwarded-for"] = string.format("198.18.%d.%d", client // 250, client % 250 + 1)
+  base["x-forwarded-for"] = string.format("198.18.%d.%d", math.floor(client / 250), client % 250 + 1)
   base["cookie"] = "shop_session=c" .. client
   return wrk.format("GET", "/product/" .. math.random(1, 1000), base)
 end

@@ -63,7 +63,11 @@ def wrk(url: str, seconds: int = 8, connections: int = 32, script: Path | None =
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script:
         cmd += ["-s", str(script)]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    run = subprocess.run([*cmd, url], capture_output=True, text=True, check=True, timeout=seconds + 60)
+    if script and str(script.name) in run.stderr:
+        # wrk prints a broken script's error per thread and then sends plain GETs: never report those.
+        raise RuntimeError(f"wrk script {script.name} failed: {run.stderr.strip()[:300]}")
+    out = run.stdout
     non2xx = _NON2XX.search(out)
     return {
         "requests_per_s": float(_RPS.search(out).group(1)),
