@@ -151,7 +151,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--keys", type=int, default=20_000, help="distinct clients in the day")
-    parser.add_argument("--capacity", type=int, default=65_536)
+    parser.add_argument("--capacity", type=int, default=131_072,
+                        help="table slots; the default day has ~71,000 keys (20,000 clients x roles)")
     parser.add_argument("--reference-events", type=int, default=20_000)
     args = parser.parse_args()
 

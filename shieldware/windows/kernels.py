@@ -64,6 +64,7 @@ from shieldware.windows.layout import (
     VISIT_GAP,
     VISIT_START,
 )
+from shieldware.windows.prefetch import prefetch
 
 _INDEX_SHIFT = 64 - HLL_INDEX_BITS
 _LOW32 = 0xFFFFFFFF
@@ -195,15 +196,16 @@ def _decay_ratios(state, slot, now):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _count_ratio_bits(state, slot, base, bits):
-    """Add 1 to every half-life of each channel whose bit is set (set bits only)."""
-    channel = 0
-    while bits != 0 and channel < RATIO_CHANNELS:
-        if bits & 1:
-            for k in range(N_HALF_LIVES):
-                state[slot, base + channel * N_HALF_LIVES + k] += 1.0
-        bits >>= 1
-        channel += 1
+def _count_ratio_bits(state, slot, seen, hits):
+    """Add 1 to every half-life of each channel whose bit is set in `seen` (denominators) or
+    `hits` (numerators). Branch-free: channel bits are as good as random, so a branch per bit
+    would be mispredicted half the time; adding 0.0 leaves a value exactly as it was."""
+    for c in range(RATIO_CHANNELS):
+        den = float((seen >> c) & 1)
+        num = float((hits >> c) & 1)
+        for k in range(N_HALF_LIVES):
+            state[slot, RATIO_DEN + c * N_HALF_LIVES + k] += den
+            state[slot, RATIO_NUM + c * N_HALF_LIVES + k] += num
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -254,12 +256,13 @@ def _add_item(state, registers, slot, sketch, item):
     rest = np.uint64(item) << np.uint64(HLL_INDEX_BITS)
     rank = HLL_MAX_RANK if rest == 0 else min(int(leading_zeros(rest)) + 1, HLL_MAX_RANK)
     col = sketch * HLL_REGISTERS + index
-    old = registers[slot, col]
-    if rank > old:
-        registers[slot, col] = rank
-        state[slot, HLL_SUM + sketch] += _RANK_WEIGHT[rank] - _RANK_WEIGHT[old]
-        if old == 0:
-            state[slot, HLL_ZEROS + sketch] -= 1.0
+    old = int(registers[slot, col])
+    # Branch-free: whether a register grows is a coin toss per item, so no branch to mispredict;
+    # when it does not grow the sum gains exactly 0.0.
+    new = max(rank, old)
+    registers[slot, col] = new
+    state[slot, HLL_SUM + sketch] += _RANK_WEIGHT[new] - _RANK_WEIGHT[old]
+    state[slot, HLL_ZEROS + sketch] -= 1.0 if old == 0 else 0.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -296,6 +299,24 @@ def _write_stats(state, slot, now, wait, out, e):
     out[e, OUT_TOTAL] = state[slot, TOTAL]
 
 
+PREFETCH_AHEAD = 8
+"""Events ahead whose key row is prefetched: enough to cover a memory load's latency with the
+work on the events in between, few enough that the rows are still cached when their turn comes."""
+_STATE_LINES = tuple(range(0, STATE_WIDTH, 8))        # one float64 column per 64-byte cache line
+_REGISTER_LINES = tuple(range(0, REGISTER_WIDTH, 64))
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _prefetch_home(keys, state, registers, key_hash):
+    """Prefetch the key's home slot: where it lives unless its probe ran past a collision."""
+    slot = home_slot(key_hash, keys.shape[0])
+    prefetch(keys, slot, 0)
+    for col in _STATE_LINES:
+        prefetch(state, slot, col)
+    for col in _REGISTER_LINES:
+        prefetch(registers, slot, col)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
     """Apply events 0..n_events-1 in order; write each one's stats into `out` if it has rows.
@@ -306,6 +327,8 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
     evictions = 0
     want_stats = out.shape[0] >= n_events
     for e in range(n_events):
+        if e + PREFETCH_AHEAD < n_events:
+            _prefetch_home(keys, state, registers, ev_int[e + PREFETCH_AHEAD, EV_HASH])
         key_hash = ev_int[e, EV_HASH]
         if key_hash == 0:
             key_hash = 1  # 0 marks an empty slot
@@ -331,8 +354,7 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
         hits = (flags >> 8) & 0xFF
         if seen != 0 or hits != 0:
             _decay_ratios(state, slot, now)
-            _count_ratio_bits(state, slot, RATIO_DEN, seen)
-            _count_ratio_bits(state, slot, RATIO_NUM, hits)
+            _count_ratio_bits(state, slot, seen, hits)
         if (flags >> 16) & 1:
             _time_event(state, slot, now)
         for i in range(DISTINCT_SKETCHES):
