@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 # Limits that keep hostile input cheap: a 100 KB cookie header is parsed, but only this many
@@ -199,27 +200,33 @@ def resolve_client_ip(
         real = header_map.get("x-real-ip")
         chain = [real] if real else []
     client = peer_ip
-    for hop in reversed(chain[-MAX_FORWARDED_HOPS:]):
-        ip = normalise_ip(hop)
+    hops = chain[-MAX_FORWARDED_HOPS:]
+    for left in range(len(hops) - 1, -1, -1):
+        ip = normalise_ip(hops[left])
         if ip is None:
             notes.append("forwarded.bad_address")
             break
         client = ip
-        if not trusted.trusts(ip):
+        # The leftmost hop is the client whoever it is: asking whether we trust it is wasted work.
+        if left == 0 or not trusted.trusts(ip):
             break
     return client, notes
 
 
-# Header names as text, by their bytes: clients send the same few dozen names on every request,
-# so a lookup replaces a decode and a lower() per header. Bounded: odd names stop being added.
-_HEADER_NAMES: dict[bytes, str] = {}
+# Header names as text, by the tuple of their bytes: a client stack sends the same names in the
+# same order on every request, so one lookup replaces a decode and a lower() per header.
+# Bounded: past the bound, new name lists are decoded one by one and not kept.
+_NAME_LISTS: dict[tuple[bytes, ...], tuple[str, ...]] = {}
+_MAX_NAME_LISTS = 4096
 
 
-def _header_name(raw: bytes) -> str:
-    name = raw.decode("latin-1").lower()
-    if len(_HEADER_NAMES) < 4096:
-        _HEADER_NAMES[raw] = name
-    return name
+def _header_names(raw_names: tuple[bytes, ...]) -> tuple[str, ...]:
+    names = _NAME_LISTS.get(raw_names)
+    if names is None:
+        names = tuple([name.decode("latin-1").lower() for name in raw_names])
+        if len(_NAME_LISTS) < _MAX_NAME_LISTS:
+            _NAME_LISTS[raw_names] = names
+    return names
 
 
 def _decode_headers(
@@ -228,28 +235,48 @@ def _decode_headers(
     """Decode ASGI header bytes (latin-1 never fails) and fold repeats into one map.
 
     Also says whether any value carried non-ASCII bytes (invalid in HTTP, never sent by
-    browsers). The common case (no repeated names) is one dict comprehension; repeats take a
-    slower path that joins them the way HTTP combines them.
+    browsers). Values are decoded in one piece and split again: HTTP forbids line breaks in a
+    value, so a newline cannot be part of one (a value that has one anyway, from a hand-made
+    scope, takes the one-by-one path). Repeated names take a slower path that joins them the
+    way HTTP combines them.
     """
-    known = _HEADER_NAMES.get
-    header_map = {known(name) or _header_name(name): value.decode("latin-1") for name, value in raw_headers}
-    if len(header_map) == len(raw_headers):
-        headers = tuple(header_map.items())
-    else:
-        header_map = {}
-        pairs = []
-        for raw_name, raw_value in raw_headers:
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            pairs.append((name, value))
-            previous = header_map.get(name)
-            if previous is None:
-                header_map[name] = value
-            else:
-                header_map[name] = previous + ("; " if name == "cookie" else ", ") + value
-        headers = tuple(pairs)
-    joined = "".join(header_map.values())
-    ascii_only = joined.isascii() and "\x7f" not in joined  # printable ASCII only: nothing above 126
-    return headers, header_map, ascii_only
+    if not raw_headers:
+        return (), {}, True
+    raw_names, raw_values = zip(*raw_headers, strict=True)
+    names = _header_names(raw_names)
+    joined = b"\n".join(raw_values)
+    ascii_only = joined.isascii() and b"\x7f" not in joined  # printable ASCII only: nothing above 126
+    values = joined.decode("latin-1").split("\n")
+    if len(values) != len(names):
+        values = [value.decode("latin-1") for value in raw_values]
+    header_map = dict(zip(names, values, strict=True))
+    if len(header_map) == len(names):
+        return tuple(zip(names, values, strict=True)), header_map, ascii_only
+    header_map = {}
+    for name, value in zip(names, values, strict=True):
+        previous = header_map.get(name)
+        if previous is None:
+            header_map[name] = value
+        else:
+            header_map[name] = previous + ("; " if name == "cookie" else ", ") + value
+    return tuple(zip(names, values, strict=True)), header_map, ascii_only
+
+
+_NO_COOKIES: Mapping[str, str] = MappingProxyType({})
+_CACHED_COOKIE_HEADER = 1024  # longer Cookie headers are parsed every time, never kept
+
+
+@lru_cache(maxsize=8192)
+def _parsed_cookies(raw: str) -> tuple[Mapping[str, str], tuple[str, ...]]:
+    cookies, notes = parse_cookies(raw)
+    return MappingProxyType(cookies), tuple(notes)
+
+
+def _cookies_of(raw: str) -> tuple[Mapping[str, str], Iterable[str]]:
+    """Parsed cookies, read-only; cached by header text, as a client sends the same one each request."""
+    if len(raw) > _CACHED_COOKIE_HEADER:
+        return parse_cookies(raw)
+    return _parsed_cookies(raw)
 
 
 def facts_from_scope(
@@ -266,10 +293,10 @@ def facts_from_scope(
     notes: list[str] = []
     client_ip, ip_notes = resolve_client_ip(peer_ip, header_map, trusted or _NO_PROXIES)
     notes.extend(ip_notes)
-    cookies: dict[str, str] = {}
+    cookies: Mapping[str, str] = _NO_COOKIES
     raw_cookie = header_map.get("cookie")
     if raw_cookie:
-        cookies, cookie_notes = parse_cookies(raw_cookie)
+        cookies, cookie_notes = _cookies_of(raw_cookie)
         notes.extend(cookie_notes)
     if not ascii_only:
         notes.append("header.non_ascii")
