@@ -52,7 +52,7 @@ class Engine:
         self.decision_log = decision_log or DecisionLog(self.policy.decision_log_path,
                                                         log_all=self.policy.decision_log_all)
         self.metrics = metrics or Metrics.shared()
-        self._plans: dict[str, tuple[list[Signal], list[Any]]] = {}
+        self._plans: dict[str, tuple[list[Signal], list[Any], tuple[Any, ...]]] = {}
         self._feedback_signals = [s for s in self.signals if hasattr(s, "feedback")]
         self._event_listeners: list[Any] = []
         for signal in self.signals:
@@ -60,15 +60,18 @@ class Engine:
             if bind is not None:
                 bind(self)
 
-    def plan(self, group: RouteGroup) -> tuple[list[Signal], list[Any]]:
-        """The signals a route group runs (minus its `skip_signals`), split by stage; cached."""
+    def plan(self, group: RouteGroup) -> tuple[list[Signal], list[Any], tuple[Any, ...]]:
+        """What a route group runs, cached: its signals (minus `skip_signals`), those of them that
+        assess window state, and the policy rules that can match in it (rules limited to other
+        groups are left out here rather than tested on every request)."""
         plan = self._plans.get(group.name)
         if plan is None:
             # A signal may say it has nothing to do in a group (`applies_to(group) -> bool`), so
             # e.g. login signals cost a product page nothing.
             active = [s for s in self.signals if s.name not in group.skip_signals
                       and getattr(s, "applies_to", _everywhere)(group)]
-            plan = (active, [s for s in active if hasattr(s, "assess")])
+            rules = tuple(r for r in self.policy.rules if r.groups is None or group.name in r.groups)
+            plan = (active, [s for s in active if hasattr(s, "assess")], rules)
             self._plans[group.name] = plan
         return plan
 
@@ -76,7 +79,7 @@ class Engine:
         policy = self.policy
         group = policy.route_table.group_for(facts.method, facts.path)
         inspection = Inspection(facts, group, policy.weights, policy)
-        inspectors, assessors = self.plan(group)
+        inspectors, assessors, rules = self.plan(group)
         lookups = None
         for signal in inspectors:
             # `inspect` may hand back an awaitable: a record it must read first (one per request at
@@ -109,7 +112,7 @@ class Engine:
                     demands.append((Verdict.UNAVAILABLE, STORE_RETRY_AFTER))
             else:
                 _assess(assessors, facts, inspection)
-        return self._conclude(facts, group, inspection, demands)
+        return self._conclude(facts, group, inspection, demands, rules)
 
     async def _run_lookup(self, signal: Any, pending: Any, facts: RequestFacts, inspection: Inspection) -> None:
         try:
@@ -122,12 +125,12 @@ class Engine:
 
     def _conclude(
         self, facts: RequestFacts, group: RouteGroup, inspection: Inspection,
-        demands: list[tuple[Verdict, float | None]],
+        demands: list[tuple[Verdict, float | None]], rules: tuple[Any, ...],
     ) -> Decision:
         evidence = inspection.evidence
         codes = [e.code for e in evidence]
         rule_name, rule_verdict = None, None
-        for rule in self.policy.rules:
+        for rule in rules:
             if not rule.matches(facts, group.name, inspection.attrs, codes):
                 continue
             if rule.action == "weigh":
