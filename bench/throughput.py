@@ -5,12 +5,13 @@ handler (the worst case for any middleware). Each is served bare and wrapped by
 ShieldMiddleware in monitor mode (every signal evaluated, nothing blocked) and loaded with
 wrk using browser-like headers, twice: from one address walking product ids in order (a
 flood), and from a crowd of 5,000 addresses in random order (people).
-Usage: python bench/throughput.py [--seconds 8] [--connections 32] [--signals all|foundation]
+Usage: python bench/throughput.py [--seconds 8] [--connections 32] [--rounds 1] [--signals all|foundation]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 
 from common import BENCH_DIR, emit, have_wrk, uvicorn_server, wrk
@@ -37,6 +38,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure bare and protected alternately this many times; the ratio reported is "
+                             "the median of the rounds' ratios (a shared machine drifts between runs)")
     parser.add_argument("--signals", choices=("all", "foundation"), default="all",
                         help="foundation: only the first signals (request, user agent, headers)")
     args = parser.parse_args()
@@ -44,16 +48,16 @@ def main() -> int:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     result = {"benchmark": "throughput", "mode": "monitor", "signals": args.signals, "seconds": args.seconds,
-              "connections": args.connections}
+              "connections": args.connections, "rounds": args.rounds}
     for traffic in TRAFFIC:
         for app in ("shop", "minimal"):
-            bare = measure(f"{app}_bare", args.seconds, args.connections, traffic)
-            protected = measure(f"{app}_protected", args.seconds, args.connections, traffic, args.signals)
-            result[f"{app}_{traffic}"] = {
-                "bare": bare,
-                "protected": protected,
-                "ratio": round(protected["requests_per_s"] / bare["requests_per_s"], 3),
-            }
+            rounds = []
+            for _ in range(args.rounds):
+                bare = measure(f"{app}_bare", args.seconds, args.connections, traffic)
+                protected = measure(f"{app}_protected", args.seconds, args.connections, traffic, args.signals)
+                rounds.append({"bare": bare, "protected": protected,
+                               "ratio": round(protected["requests_per_s"] / bare["requests_per_s"], 3)})
+            result[f"{app}_{traffic}"] = {"ratio": statistics.median(r["ratio"] for r in rounds), "rounds": rounds}
     emit(result)
     return 0
 
