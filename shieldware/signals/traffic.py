@@ -66,8 +66,13 @@ register_attribute("traffic.fingerprint", "the client-software key the traffic s
                    "signal's fingerprint, or a header-order hash when there is none)")
 
 
-def net_stats_prefix(inspection: Inspection) -> str:
-    return inspection.observations[inspection.attrs["traffic.first"] + 2].key
+def _observation(kind: str, key: str, count: float = 1.0, timing: bool = False, distinct: tuple = (),
+                 seen: int = 0, hits: int = 0, limits: tuple = ()) -> Observation:
+    """An Observation built without NamedTuple's keyword-parsing __new__ (several per request)."""
+    return _new_tuple(Observation, (kind, key, count, timing, distinct, seen, hits, limits))
+
+
+_new_tuple = tuple.__new__
 
 
 class TrafficSignal:
@@ -93,43 +98,43 @@ class TrafficSignal:
         group = inspection.group
         static = group.name == STATIC_GROUP
         ip = facts.client_ip
-        fingerprint = inspection.attrs.get("fingerprint") or header_fingerprint(facts)
-        inspection.attrs["traffic.fingerprint"] = fingerprint
+        attrs = inspection.attrs
+        fingerprint = attrs.get("fingerprint") or header_fingerprint(facts)
+        attrs["traffic.fingerprint"] = fingerprint
         pid = product_id(facts.path) if group.name == PRODUCT_GROUP else None
         observations = inspection.observations
-        inspection.attrs["traffic.first"] = len(observations)
+        add = observations.append
+        first = len(observations)
         session = self._session_id(facts)
+        prefix = ip_prefix(ip)
         if static:
             # Assets do not count as requests on the IP key: its counters and timing are pages.
-            observations.append(Observation("ip", ip, count=0, seen=PROBE | ASSET, hits=ASSET))
+            add(_observation("ip", ip, 0.0, False, (), PROBE | ASSET, ASSET))
         else:
             seen = PROBE | ASSET | LISTING | (SEQUENTIAL if pid is not None else 0)
             hits = LISTING if group.name in LISTING_GROUPS else 0
-            observations.append(Observation("ip", ip, timing=True, seen=seen, hits=hits,
-                                            distinct=(None if pid is None else str(pid), facts.user_agent)))
+            add(_observation("ip", ip, 1.0, True, (None if pid is None else str(pid), facts.user_agent),
+                             seen, hits))
             hits = (0 if session else NO_COOKIE) | (0 if "referer" in facts.header_map else NO_REFERER)
-            observations.append(Observation("client", f"{ip}|{fingerprint}", seen=NO_COOKIE | NO_REFERER,
-                                             hits=hits, distinct=(session,)))
-        prefix = ip_prefix(ip)
-        if not static:
-            observations.append(Observation("net", prefix, distinct=(ip,)))
-        inspection.attrs["traffic.seen"] = len(observations) if pid is not None else None
+            add(_observation("client", f"{ip}|{fingerprint}", 1.0, False, (session,), NO_COOKIE | NO_REFERER,
+                             hits))
+            add(_observation("net", prefix, 1.0, False, (ip,)))
+        seen_at = len(observations) if pid is not None else None
         if pid is not None:
             # Was the previous id fetched from this IP in the last hour? (and mark this one)
-            observations.append(Observation("seen", f"{ip}|{pid - 1}", count=0))
-            observations.append(Observation("seen", f"{ip}|{pid}"))
-        inspection.attrs["traffic.limits"] = len(observations)
+            add(_observation("seen", f"{ip}|{pid - 1}", 0.0))
+            add(_observation("seen", f"{ip}|{pid}"))
+        limits_at = len(observations)
         plan = self._limits_of(group)
-        if not plan:
-            inspection.attrs["traffic.end"] = len(observations)
-            return
-        identities = {"ip": ip, "prefix": prefix, "fingerprint": fingerprint,
-                      "session": session, "account": inspection.attrs.get("account")}
-        for per, chunk, rates in plan:
-            value = identities.get(per)
-            if value:
-                observations.append(Observation(f"rate.{per}", f"{group.name}|{chunk}|{value}", limits=rates))
-        inspection.attrs["traffic.end"] = len(observations)
+        if plan:
+            identities = {"ip": ip, "prefix": prefix, "fingerprint": fingerprint,
+                          "session": session, "account": attrs.get("account")}
+            for per, chunk, rates in plan:
+                value = identities.get(per)
+                if value:
+                    add(_observation(f"rate.{per}", f"{group.name}|{chunk}|{value}", limits=rates))
+        # Where this signal's observations sit in the request's list: (ip, seen pair, limits, end).
+        attrs["traffic.at"] = (first, seen_at, limits_at, len(observations))
 
     def _session_id(self, facts: RequestFacts) -> str | None:
         cookies = facts.cookies
@@ -154,10 +159,11 @@ class TrafficSignal:
 
     def assess(self, facts: RequestFacts, inspection: Inspection) -> None:
         stats = inspection.stats
-        first = inspection.attrs.get("traffic.first")
-        if not stats or first is None:
+        at = inspection.attrs.get("traffic.at")
+        if not stats or at is None:
             return
-        self._assess_limits(inspection, stats)
+        first, seen_at, limits_at, end = at
+        self._assess_limits(inspection, stats, limits_at, end)
         ip_stats = stats[first]
         if inspection.group.name == STATIC_GROUP:
             return
@@ -169,13 +175,11 @@ class TrafficSignal:
         if settings.assets_through_shieldware:
             self._assess_assets(inspection, ip_stats, settings)
         self._assess_amnesia(inspection, stats[first + 1], settings)
-        self._assess_prefix(inspection, stats[first + 2], settings)
-        seen_at = inspection.attrs["traffic.seen"]
+        self._assess_prefix(inspection, stats[first + 2], settings, inspection.observations[first + 2].key)
         if seen_at is not None and stats[seen_at].count(3) > 0:
             self._remember_step(facts)
 
-    def _assess_limits(self, inspection: Inspection, stats: list) -> None:
-        start, end = inspection.attrs["traffic.limits"], inspection.attrs["traffic.end"]
+    def _assess_limits(self, inspection: Inspection, stats: list, start: int, end: int) -> None:
         for index in range(start, end):
             wait = stats[index].retry_after
             if wait > 0.0:
@@ -235,12 +239,12 @@ class TrafficSignal:
                            without_cookie_share=round(share, 2),
                            distinct_sessions=round(client_stats.distinct(0)))
 
-    def _assess_prefix(self, inspection: Inspection, net_stats: Any, settings: TrafficSettings) -> None:
+    def _assess_prefix(self, inspection: Inspection, net_stats: Any, settings: TrafficSettings, prefix: str) -> None:
         ips = net_stats.distinct(0)
         pages = net_stats.count(2)
         if pages >= settings.prefix_pages_10min and ips >= settings.prefix_min_ips:
             inspection.add("rate.prefix.sustained", pages_10min=round(pages), distinct_ips=round(ips),
-                           prefix=net_stats_prefix(inspection))
+                           prefix=prefix)
 
     def _remember_step(self, facts: RequestFacts) -> None:
         """A sequential step is counted once the page is actually served (in `feedback`)."""
