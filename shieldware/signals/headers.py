@@ -162,7 +162,7 @@ def _stack(sent: tuple[str, ...]) -> tuple[int, str]:
     return len(names), _stack_digest(names)
 
 
-def header_fingerprint(facts: RequestFacts) -> str:
+def header_fingerprint(facts: RequestFacts, names: tuple[str, ...] | None = None) -> str:
     """`<method><version><cookie><referer><count><lang>_<digest>`, e.g. `ge11nr12en_4c0d1b9a2e77`.
 
     The readable prefix says what varies per request of one client (method, whether it had a
@@ -170,7 +170,7 @@ def header_fingerprint(facts: RequestFacts) -> str:
     those proxies add, so one client stack keeps one fingerprint across pages and addresses.
     Values (UA text, cookie values) are left out on purpose: they vary per user, not per stack.
     """
-    count, digest = _stack(tuple([header[0] for header in facts.headers]))
+    count, digest = _stack(names if names is not None else tuple([header[0] for header in facts.headers]))
     header_map = facts.header_map
     version = (facts.http_version.replace(".", "") + "00")[:2]  # "1.1" → 11, "2" → 20
     language = header_map.get("accept-language", "")[:2].lower()
@@ -305,7 +305,8 @@ class HeaderSignal:
             # A log line keeps the UA and perhaps the referer, never the header set: judging its
             # "missing" headers would flag every browser in yesterday's log.
             return
-        inspection.attrs["fingerprint"] = header_fingerprint(facts)
+        names = tuple([header[0] for header in facts.headers])  # the stack as sent, for both uses below
+        inspection.attrs["fingerprint"] = header_fingerprint(facts, names)
         info = inspection.attrs.get("ua.info")
         if info is None or info.is_bot or not info.browser:
             return
@@ -317,7 +318,7 @@ class HeaderSignal:
         if missing:
             inspection.add("hdr.browser_missing", browser=info.browser, missing=missing)
         engine = info.engine
-        self._check_order(facts, inspection, info.browser, engine)
+        self._check_order(names, inspection, info.browser, engine)
         if engine == "blink":
             self._check_client_hints(facts, inspection, info)
         elif "sec-ch-ua" in header_map and engine in ("gecko", "webkit"):
@@ -328,11 +329,11 @@ class HeaderSignal:
             )
         self._check_fetch_metadata(facts, inspection, info)
 
-    def _check_order(self, facts: RequestFacts, inspection: Inspection, browser: str, engine: str) -> None:
+    def _check_order(self, names: tuple[str, ...], inspection: Inspection, browser: str, engine: str) -> None:
         families = _PROFILE_OF_ENGINE.get(engine)
         if families is None:
             return
-        key = (tuple([header[0] for header in facts.headers]), engine)
+        key = (names, engine)
         if key in self._order_problems:
             problem = self._order_problems[key]
         else:
