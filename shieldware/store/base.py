@@ -38,6 +38,11 @@ latest time (clock skew between workers, log lines a few ms out of order). A gap
 ``VISIT_GAP`` seconds since the key was last seen starts a new *visit*: the timing moments and
 the distinct sketches restart (counters and ratios decay on their own).
 
+An observation that changes nothing (``count=0``, no timing, items, ratio bits or limits) is a
+*pure lookup*. For a key that has windows it reads them (and moves the key's clock); for a key
+that has none it answers an empty key's stats and creates nothing, so asking "was the previous
+product fetched from this IP?" never spends a table slot (or evicts a key that has windows).
+
 Feedback: outcomes after the response
 -------------------------------------
 ``await store.record(observations, now)`` applies observations without answering. A 404 fed

@@ -159,7 +159,13 @@ for i = 0, n - 1 do
 
   local w = load(state_key)
   local at = now
-  if w == nil then
+  -- A pure lookup (no count, flags, items or limits) of a key without state answers an empty
+  -- key's stats and writes nothing, as the kernels leave such a key without a slot.
+  local lookup_only = w == nil and count == 0 and not timing and seen == 0 and hits == 0
+    and items[1] == "" and items[2] == "" and #limits == 0
+  if lookup_only then
+    w = fresh(now)
+  elseif w == nil then
     w = fresh(now)
     redis.call("DEL", sketch_keys[1], sketch_keys[2])
   else
@@ -190,9 +196,11 @@ for i = 0, n - 1 do
   end
   w[MASK] = mask
   decay_ratios(w, at)  -- the answer (and what is kept) is decayed to this event's time
-  redis.call("SET", state_key, struct.pack(STATE_FORMAT, unpack(w, 1, WIDTH)), "EX", ttl)
-  for s = 1, SKETCHES do  -- sketches live exactly as long as their state
-    if bit(mask, s - 1) then redis.call("EXPIRE", sketch_keys[s], ttl) end
+  if not lookup_only then
+    redis.call("SET", state_key, struct.pack(STATE_FORMAT, unpack(w, 1, WIDTH)), "EX", ttl)
+    for s = 1, SKETCHES do  -- sketches live exactly as long as their state
+      if bit(mask, s - 1) then redis.call("EXPIRE", sketch_keys[s], ttl) end
+    end
   end
 
   if answer then

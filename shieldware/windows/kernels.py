@@ -133,6 +133,45 @@ def find_slot(keys, state, registers, key_hash, now):
     return victim, EVICTED
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def probe(keys, key_hash):
+    """The key's slot, or -1 when it has none: find_slot without claiming or evicting."""
+    capacity = keys.shape[0]
+    slot = home_slot(key_hash, capacity)
+    for _ in range(PROBES):
+        current = keys[slot]
+        if current == key_hash:
+            return slot
+        if current == 0:
+            return -1
+        slot += 1
+        if slot == capacity:
+            slot = 0
+    return -1
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _is_lookup(ev_int, ev_float, e):
+    """An event that changes nothing but the key's clock: no count, flags, items or limits."""
+    if ev_float[e, EV_COUNT] != 0.0 or ev_int[e, EV_FLAGS] != 0:
+        return False
+    for i in range(DISTINCT_SKETCHES):
+        if ev_int[e, EV_ITEM + i] != 0:
+            return False
+    for j in range(MAX_LIMITS):  # noqa: SIM110  (a loop: Numba does not compile all() over a generator)
+        if ev_float[e, EV_LIMIT + 2 * j] > 0.0:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _write_empty_stats(out, e, now):
+    """The answer for a key with no windows: what a new slot would answer, without the slot."""
+    for col in range(out.shape[1]):
+        out[e, col] = 0.0
+    out[e, OUT_VISIT] = now
+
+
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _roll_buckets(state, slot, now, last):
     """Weighted previous/current buckets: a bucket boundary passed moves current to previous;
@@ -336,6 +375,15 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
         slot = home_slot(key_hash, keys.shape[0])
         if keys[slot] == key_hash:
             status = FOUND  # the common case, checked here so the probe loop stays out of line
+        elif _is_lookup(ev_int, ev_float, e):
+            # A pure lookup ("was the previous product fetched?") must not claim a slot, let alone
+            # evict a key that has windows, for a key that has none.
+            slot = probe(keys, key_hash)
+            if slot < 0:
+                if want_stats:
+                    _write_empty_stats(out, e, event_time)
+                continue
+            status = FOUND
         else:
             slot, status = find_slot(keys, state, registers, key_hash, event_time)
         if status == FOUND:

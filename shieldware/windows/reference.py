@@ -126,8 +126,24 @@ class ReferenceTable:
         self.slots[slot] = key_hash
         self.windows[slot] = KeyWindows(last_seen=now, visit_start=now, ratio_time=now)
 
+    def find(self, key_hash: int) -> int | None:
+        """The key's slot, or None when it has none (nothing is claimed or evicted)."""
+        start = home_slot(key_hash, self.capacity)
+        for i in range(PROBES):
+            slot = (start + i) % self.capacity
+            if self.slots[slot] == key_hash:
+                return slot
+            if self.slots[slot] == 0:
+                return None
+        return None
+
     def observe(self, event: Event) -> dict[str, float]:
         key_hash = event.key_hash or 1
+        if is_lookup(event) and self.find(key_hash) is None:
+            # A pure lookup of a key without windows answers an empty key's stats and leaves the
+            # table as it was: it must not claim a slot or evict a key that has windows.
+            return stats(KeyWindows(last_seen=event.time, visit_start=event.time, ratio_time=event.time),
+                         event.time, 0.0)
         slot, claimed = self.slot_of(key_hash, event.time)
         w = self.windows[slot]
         now = event.time if claimed else advance(w, event.time)
@@ -148,6 +164,12 @@ class ReferenceTable:
                 index, rank = hll_position(item)
                 w.registers[sketch][index] = max(w.registers[sketch][index], rank)
         return stats(w, now, wait)
+
+
+def is_lookup(event: Event) -> bool:
+    """An event that changes nothing but the key's clock: no count, timing, items, ratios or limits."""
+    return (event.count == 0.0 and not event.timing and not event.seen and not event.hits
+            and not any(event.items) and not event.limits)
 
 
 def advance(w: KeyWindows, when: float) -> float:

@@ -48,6 +48,17 @@ async def test_observe_answers_one_row_per_observation_in_order(store):
     assert await store.observe([], 11.0) == []
 
 
+async def test_a_pure_lookup_of_an_unknown_key_creates_nothing(store):
+    # "Was the previous product fetched?" asks about a key that usually has no windows: the answer
+    # is an empty key's, and the key stays unknown (a table slot is not spent on it).
+    (empty,) = await store.observe([Observation("seen", "never", count=0)], 50.0)
+    assert (empty.total, empty.count(0), empty.visit_start) == (0, 0, 50.0)
+    (first,) = await store.observe([Observation("seen", "never")], 80.0)
+    assert (first.total, first.visit_start) == (1, 80.0)  # its visit starts with its first real event
+    (known,) = await store.observe([Observation("seen", "never", count=0)], 90.0)
+    assert (known.total, known.visit_start) == (1, 80.0)
+
+
 async def test_kinds_separate_keys(store):
     await store.observe([Observation("ip", "same"), Observation("ip", "same")], 1.0)
     (other,) = await store.observe([Observation("account", "same")], 1.0)

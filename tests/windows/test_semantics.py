@@ -18,6 +18,20 @@ def observe(table: WindowTable, now: float, *observations: Observation) -> list[
     return table.observe(list(observations), now)
 
 
+def test_lookups_of_unknown_keys_never_take_or_evict_a_slot():
+    table = WindowTable(8)
+    for i in range(8):
+        observe(table, 1.0 + i, Observation("ip", f"k{i}"))
+    keys_before, evictions_before = table.keys.copy(), table.evictions
+    for i in range(100):
+        (answer,) = observe(table, 100.0 + i, Observation("seen", f"x{i}", count=0))
+        assert answer.total == 0 and answer.visit_start == 100.0 + i
+    assert table.evictions == evictions_before and (table.keys == keys_before).all()
+    # Anything more than a lookup does claim (here: evict) a slot.
+    observe(table, 300.0, Observation("seen", "x0"))
+    assert table.evictions == evictions_before + 1
+
+
 def test_gcra_allows_the_burst_then_gives_the_exact_retry_after():
     table = WindowTable(64)
     ten_per_second = (parse_rate("10/s"),)
