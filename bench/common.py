@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -33,8 +34,20 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
+class Served(NamedTuple):
+    port: int
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc; clock ticks → seconds)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def uvicorn_server(factory: str, env: dict | None = None, workers: int = 1) -> Iterator[int]:
+def uvicorn_server(factory: str, env: dict | None = None, workers: int = 1) -> Iterator[Served]:
     """Serve `bench/apps.py:<factory>` with uvicorn on a free loopback port in a subprocess."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", f"apps:{factory}", "--factory", "--app-dir", str(BENCH_DIR),
@@ -44,7 +57,7 @@ def uvicorn_server(factory: str, env: dict | None = None, workers: int = 1) -> I
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     try:
         wait_for_port(port)
-        yield port
+        yield Served(port, proc.pid)
     finally:
         proc.terminate()
         try:

@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import CHROME_NAVIGATION  # noqa: E402 - the repository root is added just above
 
+from common import cpu_seconds as process_cpu_seconds  # noqa: E402 - bench/ is on the path when run
+
 UPSTREAM_APP = '''
 PAGE = (b"<!doctype html><html><head><title>Product</title></head><body>" + b"<p>item</p>" * 160
         + b"</body></html>")
@@ -129,13 +131,8 @@ def with_children(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time used so far by these processes (from /proc; clock ticks → seconds)."""
-    total = 0
-    for pid in (child for parent in pids for child in with_children(parent)):
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time used so far by these processes and their direct children."""
+    return sum(process_cpu_seconds(pid) for parent in pids for pid in with_children(parent))
 
 
 def nginx_conf(tmp: Path, listen: int, upstream: int) -> Path:

@@ -149,7 +149,7 @@ def main() -> int:
     redis.start()
     store = f"redis://127.0.0.1:{port}/0?timeout={args.timeout}&breaker_cooldown=0.5"
     try:
-        with uvicorn_server("shop_failover", env={"SHIELDWARE_BENCH_STORE": store}) as app_port:
+        with uvicorn_server("shop_failover", env={"SHIELDWARE_BENCH_STORE": store}) as (app_port, _):
             result = asyncio.run(run(f"http://127.0.0.1:{app_port}", args.seconds, args.clients, redis))
     finally:
         redis.stop()

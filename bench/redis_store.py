@@ -32,7 +32,7 @@ def command_stats(port: int) -> dict[str, int]:
 
 def measure(factory: str, seconds: int, connections: int, store: str = "memory://", redis_port: int = 0) -> dict:
     """wrk against one server after a warm-up; with `redis_port`, also the commands of the main run."""
-    with uvicorn_server(factory, env={"SHIELDWARE_BENCH_STORE": store}) as port:
+    with uvicorn_server(factory, env={"SHIELDWARE_BENCH_STORE": store}) as (port, _):
         url = f"http://127.0.0.1:{port}/product/1"
         wrk(url, seconds=1, connections=4, script=BENCH_DIR / "browser.lua")
         before = command_stats(redis_port) if redis_port else {}

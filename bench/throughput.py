@@ -14,7 +14,7 @@ import argparse
 import statistics
 import sys
 
-from common import BENCH_DIR, emit, have_wrk, uvicorn_server, wrk
+from common import BENCH_DIR, cpu_seconds, emit, have_wrk, uvicorn_server, wrk
 
 TRAFFIC = {
     # one address walking product ids in order: the flood case (rate limits, enumeration, every
@@ -28,10 +28,15 @@ TRAFFIC = {
 def measure(factory: str, seconds: int, connections: int, traffic: str, signals: str = "all") -> dict:
     env, script = TRAFFIC[traffic]
     env = {**env, "SHIELDWARE_BENCH_SIGNALS": signals}
-    with uvicorn_server(factory, env=env) as port:
+    with uvicorn_server(factory, env=env) as (port, pid):
         base = f"http://127.0.0.1:{port}"
         wrk(base + "/product/1", seconds=1, connections=4, script=BENCH_DIR / script)  # warm-up
-        return wrk(base + "/product/1", seconds=seconds, connections=connections, script=BENCH_DIR / script)
+        before = cpu_seconds(pid)
+        result = wrk(base + "/product/1", seconds=seconds, connections=connections, script=BENCH_DIR / script)
+        # CPU the server spent per request: steadier than requests/s when something else on the
+        # machine takes turns with the server and wrk.
+        result["server_cpu_us_per_request"] = round((cpu_seconds(pid) - before) / result["requests"] * 1e6, 1)
+        return result
 
 
 def main() -> int:
@@ -55,9 +60,18 @@ def main() -> int:
             for _ in range(args.rounds):
                 bare = measure(f"{app}_bare", args.seconds, args.connections, traffic)
                 protected = measure(f"{app}_protected", args.seconds, args.connections, traffic, args.signals)
-                rounds.append({"bare": bare, "protected": protected,
-                               "ratio": round(protected["requests_per_s"] / bare["requests_per_s"], 3)})
-            result[f"{app}_{traffic}"] = {"ratio": statistics.median(r["ratio"] for r in rounds), "rounds": rounds}
+                rounds.append({
+                    "bare": bare, "protected": protected,
+                    "ratio": round(protected["requests_per_s"] / bare["requests_per_s"], 3),
+                    "cpu_ratio": round(bare["server_cpu_us_per_request"] / protected["server_cpu_us_per_request"], 3),
+                })
+            result[f"{app}_{traffic}"] = {
+                "ratio": statistics.median(r["ratio"] for r in rounds),
+                # bare CPU per request / protected CPU per request: the share of throughput kept
+                # if the server had its core to itself
+                "cpu_ratio": statistics.median(r["cpu_ratio"] for r in rounds),
+                "rounds": rounds,
+            }
     emit(result)
     return 0
 
