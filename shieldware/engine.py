@@ -54,6 +54,7 @@ class Engine:
         self.metrics = metrics or Metrics.shared()
         self._plans: dict[str, tuple[list[Signal], list[Any], tuple[Any, ...]]] = {}
         self._feedback_signals = [s for s in self.signals if hasattr(s, "feedback")]
+        self._status_listeners: dict[str, list[Any]] = {}
         self._event_listeners: list[Any] = []
         for signal in self.signals:
             bind = getattr(signal, "bind", None)
@@ -198,7 +199,8 @@ class Engine:
         it through their `feedback` hook; errors there are logged, never raised to the app.
         """
         fields = fields or {}
-        for signal in self._feedback_signals:
+        signals = self._feedback_signals if event is not None else self._status_feedback(decision.route_group)
+        for signal in signals:
             try:
                 await signal.feedback(self, decision, now, status, event, fields)
             except StoreUnavailable:  # already counted by the store's breaker; no traceback per request
@@ -212,6 +214,18 @@ class Engine:
                 log.exception("event listener failed")
         if event is not None:
             self.metrics.record_event(event)
+
+    def _status_feedback(self, group_name: str) -> list[Any]:
+        """The signals a response status can concern in a group, cached. One that does not apply
+        to the group never inspected its requests, so it has nothing a status could complete
+        (app events still go to every signal: the app may report them from any route)."""
+        signals = self._status_listeners.get(group_name)
+        if signals is None:
+            group = self.policy.group(group_name)
+            signals = self._feedback_signals if group is None else [
+                s for s in self._feedback_signals if getattr(s, "applies_to", _everywhere)(group)]
+            self._status_listeners[group_name] = signals
+        return signals
 
     async def close(self) -> None:
         self.decision_log.close()

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from shieldware.decision import Decision
+from shieldware.decision import Decision, Verdict
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "Metrics"]
 
@@ -54,7 +54,7 @@ class Metrics:
     _shared: ClassVar[Metrics | None] = None
 
     def __init__(self) -> None:
-        self.decisions: dict[tuple[str, str, str], int] = {}
+        self.decisions: dict[tuple[Verdict, Verdict, str], int] = {}
         self.reasons: dict[tuple[str, str], int] = {}
         self.events: dict[str, int] = {}
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
@@ -72,7 +72,7 @@ class Metrics:
 
     def record_decision(self, decision: Decision) -> None:
         group = decision.route_group
-        key = (decision.verdict.value, decision.action.value, group)
+        key = (decision.verdict, decision.action, group)  # enum members: their .value is read at scrape time
         self.decisions[key] = self.decisions.get(key, 0) + 1
         histogram = self.scores.get(group)
         if histogram is None:
@@ -116,7 +116,7 @@ class _Collector:
         decisions = CounterMetricFamily("shieldware_decisions", "Decisions by verdict, action and route group",
                                         labels=["verdict", "action", "group"])
         for (verdict, action, group), n in list(m.decisions.items()):
-            decisions.add_metric([verdict, action, group], n)
+            decisions.add_metric([verdict.value, action.value, group], n)
         yield decisions
         reasons = CounterMetricFamily("shieldware_reasons", "Evidence by reason code and route group",
                                       labels=["code", "group"])

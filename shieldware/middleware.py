@@ -23,6 +23,7 @@ from shieldware.store import Store, open_store
 log = logging.getLogger("shieldware.middleware")
 
 _SHIELD_HEADERS = frozenset(("x-shield-score", "x-shield-verdict", "x-shield-ref", "x-shield-event"))
+_VERDICT_BYTES = {verdict: verdict.value.encode() for verdict in Verdict}
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -123,7 +124,7 @@ class ShieldMiddleware:
         else:  # the client sent X-Shield-* itself: drop them, the app must be able to trust these
             headers = [h for h in scope["headers"] if not h[0].lower().startswith(b"x-shield-")]
         headers.append((b"x-shield-score", b"%d" % round(decision.bot_score)))
-        headers.append((b"x-shield-verdict", decision.verdict.value.encode()))
+        headers.append((b"x-shield-verdict", _VERDICT_BYTES[decision.verdict]))
         headers.append((b"x-shield-ref", decision.ref.encode()))
         scope["headers"] = headers
         state = scope.get("state")

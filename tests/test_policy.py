@@ -26,6 +26,21 @@ def test_default_policy_groups_a_shop():
     assert table.group_for("POST", "/static/app.js").name == "browse"
 
 
+def test_route_answers_are_cached_within_bounds(monkeypatch):
+    import shieldware.policy as policy_module
+
+    monkeypatch.setattr(policy_module, "_MAX_ROUTE_ANSWERS", 8)
+    table = default_policy().route_table
+    asked = [("GET", f"/product/{i}") for i in range(20)] + [("POST", "/login"), ("GET", "/static/a.css")]
+    first = [table.group_for(method, path).name for method, path in asked]
+    again = [table.group_for(method, path).name for method, path in asked]
+    assert first == again == ["product"] * 20 + ["login", "static"]
+    assert len(table._answers) <= 8  # a client inventing paths resets the cache, never grows it
+    long_path = "/product/" + "9" * 300
+    assert table.group_for("GET", long_path).name == "product"
+    assert ("GET", long_path) not in table._answers
+
+
 def test_every_mistake_is_reported_with_field_and_expectation(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(
