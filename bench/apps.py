@@ -35,18 +35,23 @@ def shop_bare():
     return build_shop()
 
 
-def _protected(app):
-    """ShieldMiddleware in monitor mode; SHIELDWARE_BENCH_SIGNALS=foundation keeps only the first
-    signals of the foundation (request sanity, user agent, headers), to see what later ones cost."""
-    if os.environ.get("SHIELDWARE_BENCH_SIGNALS") == "foundation":
-        from shieldware.engine import Engine
-        from shieldware.signals.headers import HeaderSignal
-        from shieldware.signals.request import RequestSanitySignal
-        from shieldware.signals.useragent import UserAgentSignal
+def _protected(app, signals: str | None = None):
+    """ShieldMiddleware in monitor mode. SHIELDWARE_BENCH_SIGNALS (or `signals`) picks the signals:
+    `all` (default), `foundation` (request sanity, user agent, headers: what later ones cost), or
+    `none` (the middleware and the engine deciding on no evidence: the floor every signal adds to)."""
+    chosen = signals or os.environ.get("SHIELDWARE_BENCH_SIGNALS", "all")
+    if chosen == "all":
+        return ShieldMiddleware(app, policy=_monitor_policy())
+    from shieldware.engine import Engine
 
-        engine = Engine(_monitor_policy(), signals=[RequestSanitySignal(), UserAgentSignal(), HeaderSignal()])
-        return ShieldMiddleware(app, engine=engine)
-    return ShieldMiddleware(app, policy=_monitor_policy())
+    if chosen == "none":
+        return ShieldMiddleware(app, engine=Engine(_monitor_policy(), signals=[]))
+    from shieldware.signals.headers import HeaderSignal
+    from shieldware.signals.request import RequestSanitySignal
+    from shieldware.signals.useragent import UserAgentSignal
+
+    engine = Engine(_monitor_policy(), signals=[RequestSanitySignal(), UserAgentSignal(), HeaderSignal()])
+    return ShieldMiddleware(app, engine=engine)
 
 
 def shop_protected():

@@ -3,9 +3,11 @@
 Calls the one-line app and the demo shop as ASGI callables in-process, bare and wrapped by
 ShieldMiddleware in monitor mode, over the same crowd of 5,000 clients the served benchmark
 uses (Chrome navigation headers, X-Forwarded-For from a trusted loopback proxy, random product
-pages), and prints µs per request of each and the difference, JSON out. `--profile` adds the
-functions that take the most time in the protected run (cProfile, slower).
-Usage: python bench/asgi_costs.py [--requests 20000] [--profile]
+pages), and prints µs per request of each and the difference, JSON out. `--signals` picks the
+engine's signals: all (the default), foundation (request, user agent, headers) or none (the
+middleware and the engine deciding on no evidence: the floor every signal adds to). `--profile`
+adds the functions that take the most time in the protected run (cProfile, slower).
+Usage: python bench/asgi_costs.py [--requests 20000] [--signals all|foundation|none] [--profile]
 """
 
 from __future__ import annotations
@@ -72,12 +74,12 @@ async def run(app, scopes: list[dict]) -> float:
     return time.perf_counter() - started
 
 
-async def measure(requests: int, profile: bool) -> dict:
+async def measure(requests: int, profile: bool, signals: str = "all") -> dict:
     apps.os.environ["SHIELDWARE_BENCH_CLIENTS"] = "many"
     warm, scopes = crowd(3000, seed=1), crowd(requests)
-    result: dict = {"benchmark": "asgi_costs", "requests": requests}
+    result: dict = {"benchmark": "asgi_costs", "requests": requests, "signals": signals}
     for name, bare in (("minimal", apps.minimal_app()), ("shop", build_shop())):
-        protected = apps.ShieldMiddleware(bare, policy=apps._monitor_policy())
+        protected = apps._protected(bare, signals)
         await run(bare, warm)
         await run(protected, warm)
         bare_s = await run(bare, scopes)
@@ -100,9 +102,10 @@ async def measure(requests: int, profile: bool) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--signals", choices=("all", "foundation", "none"), default="all")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the protected run to stderr")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(measure(args.requests, args.profile)), indent=2))
+    print(json.dumps(asyncio.run(measure(args.requests, args.profile, args.signals)), indent=2))
     return 0
 
 

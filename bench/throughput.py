@@ -5,7 +5,7 @@ handler (the worst case for any middleware). Each is served bare and wrapped by
 ShieldMiddleware in monitor mode (every signal evaluated, nothing blocked) and loaded with
 wrk using browser-like headers, twice: from one address walking product ids in order (a
 flood), and from a crowd of 5,000 addresses in random order (people).
-Usage: python bench/throughput.py [--seconds 8] [--connections 32] [--rounds 1] [--signals all|foundation]
+Usage: python bench/throughput.py [--seconds 8] [--connections 32] [--rounds 1] [--signals all|foundation|none]
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure bare and protected alternately this many times; the ratio reported is "
                              "the median of the rounds' ratios (a shared machine drifts between runs)")
-    parser.add_argument("--signals", choices=("all", "foundation"), default="all",
-                        help="foundation: only the first signals (request, user agent, headers)")
+    parser.add_argument("--signals", choices=("all", "foundation", "none"), default="all",
+                        help="foundation: only the first signals (request, user agent, headers); "
+                             "none: the middleware and engine alone, the floor every signal adds to")
     args = parser.parse_args()
     if not have_wrk():
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
