@@ -18,6 +18,7 @@ from shieldware.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger("shieldware.engine")
 
+UA_CATEGORY = "ua.category"  # the attribute rules are indexed by (see Engine.rules_for)
 STORE_RETRY_AFTER = 5.0  # seconds a fail-closed group asks clients to wait while the store is down
 
 _RULE_VERDICTS = {
@@ -53,6 +54,7 @@ class Engine:
                                                         log_all=self.policy.decision_log_all)
         self.metrics = metrics or Metrics.shared()
         self._plans: dict[str, tuple[list[Signal], list[Any], tuple[Any, ...]]] = {}
+        self._rules_by_category: dict[tuple[str, Any], tuple[Any, ...]] = {}
         self._feedback_signals = [s for s in self.signals if hasattr(s, "feedback")]
         self._status_listeners: dict[str, list[Any]] = {}
         self._event_listeners: list[Any] = []
@@ -75,6 +77,19 @@ class Engine:
             plan = (active, [s for s in active if hasattr(s, "assess")], rules)
             self._plans[group.name] = plan
         return plan
+
+    def rules_for(self, group: RouteGroup, rules: tuple[Any, ...], category: Any) -> tuple[Any, ...]:
+        """The group's rules minus those whose `ua.category` condition this request's category
+        fails (presets such as allow-search-engines never match a browser), cached. Order kept:
+        the first matching allow/block/challenge still wins."""
+        key = (group.name, category)
+        kept = self._rules_by_category.get(key)
+        if kept is None:
+            kept = tuple(rule for rule in rules if rule.admits_attribute(UA_CATEGORY, category))
+            if len(self._rules_by_category) >= 1024:  # categories come from signals: a small set
+                self._rules_by_category.clear()
+            self._rules_by_category[key] = kept
+        return kept
 
     async def decide(self, facts: RequestFacts) -> Decision:
         policy = self.policy
@@ -131,7 +146,7 @@ class Engine:
         evidence = inspection.evidence
         codes = [e.code for e in evidence]
         rule_name, rule_verdict = None, None
-        for rule in rules:
+        for rule in self.rules_for(group, rules, inspection.attrs.get(UA_CATEGORY)):
             if not rule.matches(facts, group.name, inspection.attrs, codes):
                 continue
             if rule.action == "weigh":

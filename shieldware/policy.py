@@ -270,14 +270,20 @@ class Rule:
                 return False
         if self.reasons is not None and self.reasons.isdisjoint(codes):
             return False
-        for name, wanted in self.attributes:
-            value = attrs.get(name)
-            if isinstance(value, bool) or value is None:
-                if value not in wanted and str(value).lower() not in wanted:
-                    return False
-            elif str(value) not in wanted:
-                return False
-        return True
+        return all(_admits(wanted, attrs.get(name)) for name, wanted in self.attributes)
+
+    def admits_attribute(self, name: str, value: Any) -> bool:
+        """False when the rule has a condition on attribute `name` that `value` fails: the rule
+        cannot match, whatever else the request holds (the engine skips it without matching)."""
+        return all(_admits(wanted, value) for attribute, wanted in self.attributes if attribute == name)
+
+
+def _admits(wanted: frozenset, value: Any) -> bool:
+    """Does an attribute value satisfy a rule's list? Booleans and absence compare as text too
+    (`verified_bot: true` in YAML is the string "true" in the list)."""
+    if isinstance(value, bool) or value is None:
+        return value in wanted or str(value).lower() in wanted
+    return str(value) in wanted
 
 
 def _parse_rule(raw: Any, where: str, check: _Checker) -> Rule | None:

@@ -67,6 +67,29 @@ rules:
     assert partner.verdict is Verdict.ALLOW and partner.rule == "partner-feed"
 
 
+async def test_rules_a_category_cannot_match_are_skipped_and_the_rest_keep_their_order():
+    policy = policy_from_text("""
+groups: [{name: browse, paths: ["/*"], challenge_above: 30, block_above: 90}]
+rules:
+  - {name: tools-weigh, when: {ua.category: [http-library]}, action: weigh, weight: 10}
+  - {name: no-ua-block, when: {ua.category: [unknown, "none"]}, action: block}
+  - {name: tools-block, when: {ua.category: [http-library], method: [POST]}, action: block}
+  - {name: anyone-on-x, when: {path: "/x"}, action: challenge}
+""")
+    engine = Engine(policy, metrics=Metrics())
+    group = policy.route_table.group_for("GET", "/x")
+    rules = engine.plan(group)[2]
+    assert [r.name for r in engine.rules_for(group, rules, "browser")] == ["anyone-on-x"]
+    libraries = engine.rules_for(group, rules, "http-library")
+    assert [r.name for r in libraries] == ["tools-weigh", "tools-block", "anyone-on-x"]
+    assert [r.name for r in engine.rules_for(group, rules, None)] == ["no-ua-block", "anyone-on-x"]
+    # Decisions agree: a tool posting is weighed, then blocked by the first decisive rule in order.
+    curl = await engine.decide(facts_from_headers("192.0.2.1", "POST", "/x", 0.0, [("user-agent", "curl/8")]))
+    assert curl.rule == "tools-block" and "policy.weigh" in [e.code for e in curl.reasons]
+    browser = await engine.decide(facts_from_headers("192.0.2.2", "GET", "/x", 0.0, CHROME_NAVIGATION))
+    assert browser.rule == "anyone-on-x" and browser.verdict is Verdict.CHALLENGE
+
+
 async def test_non_allow_decisions_are_logged_and_found_by_reference(tmp_path):
     log_path = tmp_path / "decisions.jsonl"
     engine = Engine(default_policy(), decision_log=DecisionLog(log_path), metrics=Metrics())
