@@ -56,7 +56,7 @@ class Engine:
         self._plans: dict[str, tuple[list[Signal], list[Any], tuple[Any, ...]]] = {}
         self._rules_by_category: dict[tuple[str, Any], tuple[Any, ...]] = {}
         self._feedback_signals = [s for s in self.signals if hasattr(s, "feedback")]
-        self._status_listeners: dict[str, list[Any]] = {}
+        self._status_signals: dict[str, list[Any]] = {}
         self._event_listeners: list[Any] = []
         for signal in self.signals:
             bind = getattr(signal, "bind", None)
@@ -82,6 +82,8 @@ class Engine:
         """The group's rules minus those whose `ua.category` condition this request's category
         fails (presets such as allow-search-engines never match a browser), cached. Order kept:
         the first matching allow/block/challenge still wins."""
+        if not isinstance(category, (str, bool, type(None))):
+            return rules  # a custom signal's odd value: test every rule rather than cache by it
         key = (group.name, category)
         kept = self._rules_by_category.get(key)
         if kept is None:
@@ -234,12 +236,12 @@ class Engine:
         """The signals a response status can concern in a group, cached. One that does not apply
         to the group never inspected its requests, so it has nothing a status could complete
         (app events still go to every signal: the app may report them from any route)."""
-        signals = self._status_listeners.get(group_name)
+        signals = self._status_signals.get(group_name)
         if signals is None:
             group = self.policy.group(group_name)
             signals = self._feedback_signals if group is None else [
                 s for s in self._feedback_signals if getattr(s, "applies_to", _everywhere)(group)]
-            self._status_listeners[group_name] = signals
+            self._status_signals[group_name] = signals
         return signals
 
     async def close(self) -> None:

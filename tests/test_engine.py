@@ -83,6 +83,7 @@ rules:
     libraries = engine.rules_for(group, rules, "http-library")
     assert [r.name for r in libraries] == ["tools-weigh", "tools-block", "anyone-on-x"]
     assert [r.name for r in engine.rules_for(group, rules, None)] == ["no-ua-block", "anyone-on-x"]
+    assert engine.rules_for(group, rules, ["not", "hashable"]) == rules
     # Decisions agree: a tool posting is weighed, then blocked by the first decisive rule in order.
     curl = await engine.decide(facts_from_headers("192.0.2.1", "POST", "/x", 0.0, [("user-agent", "curl/8")]))
     assert curl.rule == "tools-block" and "policy.weigh" in [e.code for e in curl.reasons]
