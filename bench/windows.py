@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shieldware.store.base import Observation, parse_rate
-from shieldware.windows.layout import EV_FLOAT_WIDTH, EV_INT_WIDTH, OUT_WIDTH
+from shieldware.windows.layout import EV_FLOAT_WIDTH, EV_INT_WIDTH, EV_STEP, OUT_WIDTH
 from shieldware.windows.reference import Event, ReferenceTable
 from shieldware.windows.table import WindowTable
 
@@ -27,8 +27,9 @@ def synthetic_events(n: int, keys: int, mix: str = "request", seed: int = 1) -> 
     Visits of ~20 page requests (gaps exponential, mean 6 s) start uniformly over 24 h; the
     client of each visit is drawn Zipf-skewed from `keys` clients, so a few come back often.
     mix="request": each request makes the five events traffic.py makes — IP key (timing, two
-    distinct items, ratios), IP+fingerprint key (ratios, one item), /24 key (one item), session
-    key (counter) and a rate key (two GCRA limits). mix="all": every family on every event.
+    distinct items, ratios, a product id as its step), IP+fingerprint key (ratios, one item), /24
+    key (one item), session key (counter) and a rate key (two GCRA limits). mix="all": every
+    family on every event.
     """
     rng = np.random.default_rng(seed)
     per_request = 5
@@ -52,13 +53,15 @@ def synthetic_events(n: int, keys: int, mix: str = "request", seed: int = 1) -> 
     ints[:, 0] = ((np.repeat(client, per_request) * 8 + role) * 2 + 1) * np.int64(0x9E3779B97F4A7C1)
     items = rng.integers(-(2**63), 2**63 - 1, size=(rows, 2), dtype=np.int64)
     flags = rng.integers(0, 16, size=rows) | rng.integers(0, 16, size=rows) << 8 | 1 << 16
+    steps = rng.integers(1, 1000, size=rows) + 1  # product ids as step markers (id + 1)
     if mix == "request":
         ints[:, 1] = np.where(role <= 2, items[:, 0], 0)
         ints[:, 2] = np.where(role == 0, items[:, 1], 0)
         ints[:, 3] = np.where(role == 0, flags, np.where(role == 1, flags & 0xFFFF, 0))
+        ints[:, EV_STEP] = np.where(role == 0, steps, 0)
         limited = role == 4
     else:
-        ints[:, 1], ints[:, 2], ints[:, 3] = items[:, 0], items[:, 1], flags
+        ints[:, 1], ints[:, 2], ints[:, 3], ints[:, EV_STEP] = items[:, 0], items[:, 1], flags, steps
         limited = np.ones(rows, dtype=bool)
     floats = np.zeros((rows, EV_FLOAT_WIDTH))
     floats[:, 0] = np.repeat(request_time, per_request)
@@ -75,7 +78,7 @@ def single_family(ints: np.ndarray, floats: np.ndarray, family: str) -> tuple[np
     """The same keys and times, with events that use one window family (plus the counters,
     which every event updates): what a replay computing only that statistic costs."""
     ints, floats = ints.copy(), floats.copy()
-    items, flags = ints[:, 1:3].copy(), ints[:, 3].copy()
+    items, flags, steps = ints[:, 1:3].copy(), ints[:, 3].copy(), ints[:, EV_STEP].copy()
     ints[:, 1:] = 0
     floats[:, 2:] = 0.0
     if family == "gcra":
@@ -86,6 +89,8 @@ def single_family(ints: np.ndarray, floats: np.ndarray, family: str) -> tuple[np
         ints[:, 1:3] = items
     elif family == "ratios":
         ints[:, 3] = flags & 0xFFFF
+    elif family == "steps":
+        ints[:, EV_STEP] = steps
     return ints, floats
 
 
@@ -94,7 +99,7 @@ def as_reference_events(ints: np.ndarray, floats: np.ndarray) -> list[Event]:
     for i, f in zip(ints.tolist(), floats.tolist(), strict=True):
         limits = tuple((f[k], f[k + 1]) for k in (2, 4) if f[k] > 0)
         events.append(Event(i[0], f[0], f[1], (i[1], i[2]), i[3] & 0xFF, (i[3] >> 8) & 0xFF,
-                            bool(i[3] >> 16 & 1), limits))
+                            bool(i[3] >> 16 & 1), limits, i[EV_STEP] - 1 if i[EV_STEP] else None))
     return events
 
 
@@ -162,7 +167,7 @@ def main() -> None:
     for mix in ("request", "all"):
         ints, floats = synthetic_events(args.events, args.keys, mix)
         measured[mix] = measure(ints, floats, args.capacity, m)
-    for family in ("counters", "gcra", "timing", "distinct", "ratios"):
+    for family in ("counters", "gcra", "timing", "distinct", "ratios", "steps"):
         family_ints, family_floats = single_family(ints, floats, family)
         measured[family] = measure(family_ints, family_floats, args.capacity, m)
 
@@ -172,7 +177,7 @@ def main() -> None:
     limits = (parse_rate("10/s"), parse_rate("300/min"))
     requests = 20_000
     request_obs = [[Observation("ip", f"198.51.100.{i % 250}", timing=True, distinct=(f"/product/{i}", "ua"),
-                                seen=7, hits=2),
+                                seen=7, hits=2, step=i),
                     Observation("net", "198.51.100.0/24", distinct=(f"198.51.100.{i % 250}",)),
                     Observation("fp", "chrome-120", distinct=(f"198.51.100.{i % 250}",)),
                     Observation("session", f"s{i % 900}"),
@@ -190,7 +195,7 @@ def main() -> None:
         "request_mix": measured["request"],
         "every_family_on_every_event": measured["all"],
         "one_family_per_run": {family: measured[family] for family in
-                               ("counters", "gcra", "timing", "distinct", "ratios")},
+                               ("counters", "gcra", "timing", "distinct", "ratios", "steps")},
         "online_request_microseconds": round(online_seconds / requests * 1e6, 2),
         "online_observations_per_request": 5,
         "bytes_per_key": table.bytes_per_key,

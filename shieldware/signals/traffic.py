@@ -11,12 +11,12 @@ Ratio channels and sketches per key kind (the convention the store protocol leav
 * ``ip``: counters and timing count pages (not assets); channel 0 = answered
   401/403/404/405/410 (fed back), 1 = static asset, 2 = product page next to one seen just
   before (fed back), 3 = listing/search page;
-  sketch 0 = distinct product ids, sketch 1 = distinct user agents; timing = page requests.
+  sketch 0 = distinct product ids, sketch 1 = distinct user agents; timing = page requests;
+  step = the product id: `follows` says the previous id was among the IP's last product pages
+  of this visit, which makes the page a sequential step, fed back once the page was served.
 * ``client`` (IP + fingerprint), pages only: channel 0 = no session cookie, 1 = no Referer;
   sketch 0 = distinct session ids.
 * ``net`` (/24 or /64), pages only: sketch 0 = distinct client IPs.
-* ``seen`` (IP + product id), product pages only: looked up for id - 1, counted for id; a
-  hit makes this page a sequential step, fed back once the page was served.
 * ``session`` and ``account``: sketch 0 = distinct client IPs.
 """
 
@@ -67,9 +67,9 @@ register_attribute("traffic.fingerprint", "the client-software key the traffic s
 
 
 def _observation(kind: str, key: str, count: float = 1.0, timing: bool = False, distinct: tuple = (),
-                 seen: int = 0, hits: int = 0, limits: tuple = ()) -> Observation:
+                 seen: int = 0, hits: int = 0, limits: tuple = (), step: int | None = None) -> Observation:
     """An Observation built without NamedTuple's keyword-parsing __new__ (several per request)."""
-    return _new_tuple(Observation, (kind, key, count, timing, distinct, seen, hits, limits))
+    return _new_tuple(Observation, (kind, key, count, timing, distinct, seen, hits, limits, step))
 
 
 _new_tuple = tuple.__new__
@@ -113,17 +113,14 @@ class TrafficSignal:
         else:
             seen = PROBE | ASSET | LISTING | (SEQUENTIAL if pid is not None else 0)
             hits = LISTING if group.name in LISTING_GROUPS else 0
+            # step = the product id: the store answers whether the previous id was among this
+            # IP's last product pages (a sequential walk), without a key per page.
             add(_observation("ip", ip, 1.0, True, (None if pid is None else str(pid), facts.user_agent),
-                             seen, hits))
+                             seen, hits, (), pid))
             hits = (0 if session else NO_COOKIE) | (0 if "referer" in facts.header_map else NO_REFERER)
             add(_observation("client", f"{ip}|{fingerprint}", 1.0, False, (session,), NO_COOKIE | NO_REFERER,
                              hits))
             add(_observation("net", prefix, 1.0, False, (ip,)))
-        seen_at = len(observations) if pid is not None else None
-        if pid is not None:
-            # Was the previous id fetched from this IP in the last hour? (and mark this one)
-            add(_observation("seen", f"{ip}|{pid - 1}", 0.0))
-            add(_observation("seen", f"{ip}|{pid}"))
         limits_at = len(observations)
         plan = self._limits_of(group)
         if plan:
@@ -133,8 +130,8 @@ class TrafficSignal:
                 value = identities.get(per)
                 if value:
                     add(_observation(f"rate.{per}", f"{group.name}|{chunk}|{value}", limits=rates))
-        # Where this signal's observations sit in the request's list: (ip, seen pair, limits, end).
-        attrs["traffic.at"] = (first, seen_at, limits_at, len(observations))
+        # Where this signal's observations sit in the request's list: (ip, limits, end).
+        attrs["traffic.at"] = (first, limits_at, len(observations))
 
     def _session_id(self, facts: RequestFacts) -> str | None:
         cookies = facts.cookies
@@ -162,7 +159,7 @@ class TrafficSignal:
         at = inspection.attrs.get("traffic.at")
         if not stats or at is None:
             return
-        first, seen_at, limits_at, end = at
+        first, limits_at, end = at
         self._assess_limits(inspection, stats, limits_at, end)
         ip_stats = stats[first]
         if inspection.group.name == STATIC_GROUP:
@@ -176,7 +173,7 @@ class TrafficSignal:
             self._assess_assets(inspection, ip_stats, settings)
         self._assess_amnesia(inspection, stats[first + 1], settings)
         self._assess_prefix(inspection, stats[first + 2], settings, inspection.observations[first + 2].key)
-        if seen_at is not None and stats[seen_at].count(3) > 0:
+        if ip_stats.follows:
             self._remember_step(facts)
 
     def _assess_limits(self, inspection: Inspection, stats: list, start: int, end: int) -> None:

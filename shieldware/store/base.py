@@ -27,6 +27,9 @@ distinct          ``distinct[i]`` (a string, or None) is added to HyperLogLog sk
                   (``DISTINCT_SKETCHES`` of them, ``HLL_REGISTERS`` registers each)
 ratios            bit i of ``seen`` adds 1 to ratio channel i's denominator, bit i of   ``ratio[c][s]``,
                   ``hits`` adds 1 to its numerator; both decay (``RATIO_HALF_LIVES``)  ``ratio_weight[c][s]``
+steps             ``step`` (an integer 0 ≤ step < ``MAX_STEP``, e.g. a product id) is  ``follows``
+                  remembered among the key's last ``STEP_MEMORY`` steps of the visit;
+                  the answer says whether ``step - 1`` was among them before it
 ================  ==================================================================  =====================
 
 Which ratio channel or sketch means what is the *caller's* convention per key kind (traffic
@@ -35,13 +38,13 @@ uses channel 0 = "answered 4xx", 1 = "static asset", ...; account signals may us
 
 Time per key only moves forward: an event older than the key's latest event counts at that
 latest time (clock skew between workers, log lines a few ms out of order). A gap longer than
-``VISIT_GAP`` seconds since the key was last seen starts a new *visit*: the timing moments and
-the distinct sketches restart (counters and ratios decay on their own).
+``VISIT_GAP`` seconds since the key was last seen starts a new *visit*: the timing moments,
+the distinct sketches and the remembered steps restart (counters and ratios decay on their own).
 
-An observation that changes nothing (``count=0``, no timing, items, ratio bits or limits) is a
-*pure lookup*. For a key that has windows it reads them (and moves the key's clock); for a key
-that has none it answers an empty key's stats and creates nothing, so asking "was the previous
-product fetched from this IP?" never spends a table slot (or evicts a key that has windows).
+An observation that changes nothing (``count=0``, no timing, items, ratio bits, limits or step)
+is a *pure lookup*. For a key that has windows it reads them (and moves the key's clock); for a
+key that has none it answers an empty key's stats and creates nothing, so a question about a key
+never spends a table slot (or evicts a key that has windows).
 
 Feedback: outcomes after the response
 -------------------------------------
@@ -85,7 +88,12 @@ DISTINCT_SKETCHES = 2
 HLL_REGISTERS = 64  # 64 one-byte registers: about 13% standard error, 64 bytes per sketch
 MAX_LIMITS = 2
 VISIT_GAP = 1800.0
-"""Seconds of silence after which a key's timing moments and distinct sketches restart."""
+"""Seconds of silence after which a key's timing moments, sketches and steps restart."""
+STEP_MEMORY = 7
+"""Steps a key remembers: "was the previous product id among this IP's last 7 product pages?"
+(7, with the ring's position, keeps a key's state at exactly six 64-byte cache lines)."""
+MAX_STEP = 1 << 52
+"""Steps are kept as float64 like all window state, exact below 2**53; larger ones are ignored."""
 
 
 class Rate(NamedTuple):
@@ -149,9 +157,10 @@ class Observation(NamedTuple):
     seen: int = 0
     hits: int = 0
     limits: tuple[Rate, ...] = ()
+    step: int | None = None
 
     def as_row(self) -> list[Any]:
-        """The flat form a Lua script takes: kind, key, count, timing, seen, hits, then
+        """The flat form a Lua script takes: kind, key, count, timing, seen, hits, step marker, then
         DISTINCT_SKETCHES items ("" for none), then MAX_LIMITS (count, period) pairs (0, 0 for none)."""
         items = [(d or "") for d in self.distinct[:DISTINCT_SKETCHES]]
         items += [""] * (DISTINCT_SKETCHES - len(items))
@@ -159,7 +168,15 @@ class Observation(NamedTuple):
         for rate in self.limits[:MAX_LIMITS]:
             limits += [rate.count, rate.period]
         limits += [0, 0] * (MAX_LIMITS - len(self.limits[:MAX_LIMITS]))
-        return [self.kind, self.key, self.count, int(self.timing), self.seen, self.hits, *items, *limits]
+        return [self.kind, self.key, self.count, int(self.timing), self.seen, self.hits, step_marker(self.step),
+                *items, *limits]
+
+
+def step_marker(step: int | None) -> int:
+    """How stores carry a step: step + 1, and 0 for none (no step, or one outside 0..MAX_STEP-1)."""
+    if step is None or not 0 <= step < MAX_STEP:
+        return 0
+    return step + 1
 
 
 STATS_FIELDS: tuple[str, ...] = (
@@ -173,8 +190,10 @@ STATS_FIELDS: tuple[str, ...] = (
     "retry_after",
     "visit_start",
     "total",
+    "follows",
 )
-"""The flat answer row, in order. ``total`` is the sum of ``count`` since the key got its slot."""
+"""The flat answer row, in order. ``total`` is the sum of ``count`` since the key got its slot;
+``follows`` is 1.0 when the event's step came right after one the key remembered, else 0.0."""
 
 _N_COUNTS = len(COUNTER_HORIZONS)
 _N_SPANS = len(TIMING_SPANS)
@@ -242,6 +261,11 @@ class WindowStats(tuple):
     @property
     def total(self) -> float:
         return self[_RETRY + 2]
+
+    @property
+    def follows(self) -> bool:
+        """Whether this event's step followed one of the key's remembered steps (see ``steps``)."""
+        return self[_RETRY + 3] > 0.0
 
     def as_dict(self) -> dict[str, float]:
         return dict(zip(STATS_FIELDS, self, strict=True))

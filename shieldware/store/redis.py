@@ -35,7 +35,14 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
 
 from shieldware.store import base
-from shieldware.store.base import DISTINCT_SKETCHES, MAX_LIMITS, Observation, StoreUnavailable, WindowStats
+from shieldware.store.base import (
+    DISTINCT_SKETCHES,
+    MAX_LIMITS,
+    Observation,
+    StoreUnavailable,
+    WindowStats,
+    step_marker,
+)
 
 log = logging.getLogger("shieldware.store.redis")
 
@@ -63,6 +70,7 @@ def _lua_constants() -> str:
         f"local CHANNELS = {base.RATIO_CHANNELS}",
         f"local SKETCHES = {DISTINCT_SKETCHES}",
         f"local LIMITS = {MAX_LIMITS}",
+        f"local STEP_MEMORY = {base.STEP_MEMORY}",
         f"local VISIT_GAP = {float(base.VISIT_GAP)!r}",
         f"local GCRA_SLACK = {layout.GCRA_SLACK!r}",
     ])
@@ -208,7 +216,7 @@ class RedisStore:
             limits += [repr(rate.period / rate.count), rate.count]
         limits += [0, 0] * (MAX_LIMITS - len(observation.limits[:MAX_LIMITS]))
         return [repr(float(now)), int(answer), repr(float(observation.count)), int(observation.timing),
-                observation.seen & 0xFF, observation.hits & 0xFF, *items, *limits]
+                observation.seen & 0xFF, observation.hits & 0xFF, step_marker(observation.step), *items, *limits]
 
     def _calls_for(self, batch: list[tuple[Observation, float, bool]]) -> list[tuple[list, list, list[int]]]:
         """One script call for everything on a single server; one per hash slot on a cluster.

@@ -5,7 +5,8 @@
 -- KEYS: for each observation i (0-based), three keys sharing one hash tag:
 --   KEYS[3i+1] state, KEYS[3i+2] sketch 0, KEYS[3i+3] sketch 1
 -- ARGV: ttl_seconds, then per observation
---   now, answer, count, timing, seen, hits, item0, item1, interval0, burst0, interval1, burst1
+--   now, answer, count, timing, seen, hits, step, item0, item1, interval0, burst0, interval1, burst1
+-- (step is the step marker: step + 1, 0 for none)
 -- (answer 1 = return its stats row; 0 = feedback applied without an answer, piggybacked on a
 -- request's call so that feedback costs no round trip of its own)
 -- Returns: one binary string of little-endian doubles, STATS_FIELDS per answered observation.
@@ -17,7 +18,7 @@
 -- The window layout constants are written here by shieldware/store/redis.py from
 -- shieldware/store/base.py, so Python and Lua cannot drift apart:
 -- @CONSTANTS@
-local PER_OBS = 12
+local PER_OBS = 13
 local NH, NS, NK = #HORIZONS, #ALPHAS, #HALF_LIVES
 
 -- positions in the packed state (1-based)
@@ -29,7 +30,9 @@ local MEAN = PREV + NH             -- NS values
 local VAR = MEAN + NS              -- NS values
 local NUM = VAR + NS               -- CHANNELS * NK values, channel-major
 local DEN = NUM + CHANNELS * NK    -- CHANNELS * NK values
-local WIDTH = DEN + CHANNELS * NK - 1
+local STEPS = DEN + CHANNELS * NK  -- STEP_MEMORY step markers (0 = empty), a ring
+local NEXT = STEPS + STEP_MEMORY   -- the ring position the next step is written to (0-based)
+local WIDTH = NEXT
 local STATE_FORMAT = "<" .. string.rep("d", WIDTH)
 
 local ttl = tonumber(ARGV[1])
@@ -68,6 +71,7 @@ local function advance(w, when, sketch_keys)
     for s = 0, NS - 1 do w[MEAN + s] = 0.0; w[VAR + s] = 0.0 end
     if w[MASK] ~= 0 then redis.call("DEL", sketch_keys[1], sketch_keys[2]) end
     w[MASK] = 0.0
+    for i = STEPS, NEXT do w[i] = 0.0 end
   end
   w[LS] = when
   return when
@@ -139,6 +143,21 @@ local function bit(mask, i)
   return math.floor(mask / (2 ^ i)) % 2 == 1
 end
 
+-- Remember a step marker in the ring; 1.0 when the step before it was already remembered.
+local function take_step(w, marker)
+  local wanted = marker - 1
+  local follows = 0.0
+  if wanted > 0 then
+    for i = 0, STEP_MEMORY - 1 do
+      if w[STEPS + i] == wanted then follows = 1.0 end
+    end
+  end
+  local position = w[NEXT]
+  w[STEPS + position] = marker
+  w[NEXT] = (position + 1) % STEP_MEMORY
+  return follows
+end
+
 local n = (#ARGV - 1) / PER_OBS
 for i = 0, n - 1 do
   local base = 3 + i * PER_OBS
@@ -150,11 +169,12 @@ for i = 0, n - 1 do
   local timing = ARGV[base + 2] == "1"
   local seen = tonumber(ARGV[base + 3])
   local hits = tonumber(ARGV[base + 4])
-  local items = {ARGV[base + 5], ARGV[base + 6]}
+  local marker = tonumber(ARGV[base + 5])
+  local items = {ARGV[base + 6], ARGV[base + 7]}
   local limits = {}
   for j = 0, LIMITS - 1 do
-    local interval = tonumber(ARGV[base + 7 + 2 * j])
-    if interval > 0 then limits[#limits + 1] = {interval, tonumber(ARGV[base + 8 + 2 * j])} end
+    local interval = tonumber(ARGV[base + 8 + 2 * j])
+    if interval > 0 then limits[#limits + 1] = {interval, tonumber(ARGV[base + 9 + 2 * j])} end
   end
 
   local w = load(state_key)
@@ -162,7 +182,7 @@ for i = 0, n - 1 do
   -- A pure lookup (no count, flags, items or limits) of a key without state answers an empty
   -- key's stats and writes nothing, as the kernels leave such a key without a slot.
   local lookup_only = w == nil and count == 0 and not timing and seen == 0 and hits == 0
-    and items[1] == "" and items[2] == "" and #limits == 0
+    and marker == 0 and items[1] == "" and items[2] == "" and #limits == 0
   if lookup_only then
     w = fresh(now)
   elseif w == nil then
@@ -195,6 +215,8 @@ for i = 0, n - 1 do
     end
   end
   w[MASK] = mask
+  local follows = 0.0
+  if marker > 0 then follows = take_step(w, marker) end
   decay_ratios(w, at)  -- the answer (and what is kept) is decayed to this event's time
   if not lookup_only then
     redis.call("SET", state_key, struct.pack(STATE_FORMAT, unpack(w, 1, WIDTH)), "EX", ttl)
@@ -224,6 +246,7 @@ for i = 0, n - 1 do
     row[#row + 1] = wait
     row[#row + 1] = w[VS]
     row[#row + 1] = w[TOT]
+    row[#row + 1] = follows
     out[#out + 1] = struct.pack("<" .. string.rep("d", #row), unpack(row))
   end
 end

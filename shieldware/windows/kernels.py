@@ -26,6 +26,7 @@ from shieldware.windows.layout import (
     EV_HASH,
     EV_ITEM,
     EV_LIMIT,
+    EV_STEP,
     EV_TIME,
     GAPS,
     GCRA_SLACK,
@@ -43,6 +44,7 @@ from shieldware.windows.layout import (
     N_HORIZONS,
     N_SPANS,
     OUT_DISTINCT,
+    OUT_FOLLOWS,
     OUT_GAPS,
     OUT_MEAN,
     OUT_RATIO,
@@ -58,6 +60,9 @@ from shieldware.windows.layout import (
     RATIO_TIME,
     REGISTER_WIDTH,
     STATE_WIDTH,
+    STEP_MEMORY,
+    STEP_NEXT,
+    STEPS,
     TAT,
     TOTAL,
     VAR,
@@ -153,7 +158,7 @@ def probe(keys, key_hash):
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _is_lookup(ev_int, ev_float, e):
     """An event that changes nothing but the key's clock: no count, flags, items or limits."""
-    if ev_float[e, EV_COUNT] != 0.0 or ev_int[e, EV_FLAGS] != 0:
+    if ev_float[e, EV_COUNT] != 0.0 or ev_int[e, EV_FLAGS] != 0 or ev_int[e, EV_STEP] != 0:
         return False
     for i in range(DISTINCT_SKETCHES):
         if ev_int[e, EV_ITEM + i] != 0:
@@ -204,6 +209,8 @@ def _advance(state, registers, slot, now):
             state[slot, MEAN + s] = 0.0
             state[slot, VAR + s] = 0.0
         _reset_sketches(state, registers, slot)
+        for col in range(STEPS, STEP_NEXT + 1):
+            state[slot, col] = 0.0
     state[slot, LAST_SEEN] = now
     return now
 
@@ -304,6 +311,22 @@ def _add_item(state, registers, slot, sketch, item):
     state[slot, HLL_ZEROS + sketch] -= 1.0 if old == 0 else 0.0
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _take_step(state, slot, marker):
+    """Remember step marker `marker` (step + 1) in the key's ring; 1.0 when the step before it
+    (marker - 1, itself a marker only when >= 1) was already there."""
+    wanted = float(marker - 1)
+    follows = 0.0
+    if wanted > 0.0:
+        for i in range(STEP_MEMORY):
+            if state[slot, STEPS + i] == wanted:
+                follows = 1.0
+    position = int(state[slot, STEP_NEXT])
+    state[slot, STEPS + position] = float(marker)
+    state[slot, STEP_NEXT] = float((position + 1) % STEP_MEMORY)
+    return follows
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def hll_estimate(register_sum, zeros):
     """Cardinality from the exact register sum (scaled by 2^HLL_MAX_RANK) and the empty count."""
@@ -317,7 +340,7 @@ def hll_estimate(register_sum, zeros):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _write_stats(state, slot, now, wait, out, e):
+def _write_stats(state, slot, now, wait, follows, out, e):
     _decay_ratios(state, slot, now)
     for h in range(N_HORIZONS):
         into = now * _INVERSE_HORIZONS[h]
@@ -336,6 +359,7 @@ def _write_stats(state, slot, now, wait, out, e):
     out[e, OUT_RETRY] = wait
     out[e, OUT_VISIT] = state[slot, VISIT_START]
     out[e, OUT_TOTAL] = state[slot, TOTAL]
+    out[e, OUT_FOLLOWS] = follows
 
 
 PREFETCH_AHEAD = 8
@@ -411,8 +435,10 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
             item = ev_int[e, EV_ITEM + i]
             if item != 0:
                 _add_item(state, registers, slot, i, item)
+        marker = ev_int[e, EV_STEP]
+        follows = _take_step(state, slot, marker) if marker > 0 else 0.0
         if want_stats:
-            _write_stats(state, slot, now, wait, out, e)
+            _write_stats(state, slot, now, wait, follows, out, e)
     return evictions
 
 

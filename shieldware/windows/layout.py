@@ -4,7 +4,8 @@ One key = one slot = one row in each array:
 
 * ``keys[slot]`` (int64): the key's 64-bit hash, 0 when the slot is empty;
 * ``state[slot, :]`` (float64, ``STATE_WIDTH`` columns): times, GCRA theoretical arrival
-  times, sliding counters, inter-arrival moments, decayed ratios, HyperLogLog sums;
+  times, sliding counters, inter-arrival moments, decayed ratios, HyperLogLog sums, the
+  remembered steps (48 columns: a row is six 64-byte cache lines);
 * ``registers[slot, :]`` (uint8, ``DISTINCT_SKETCHES * HLL_REGISTERS``): the sketches.
 
 Float64 everywhere (rather than float32 counters) keeps the kernels and their Python
@@ -22,6 +23,7 @@ from shieldware.store.base import (
     RATIO_CHANNELS,
     RATIO_HALF_LIVES,
     STATS_FIELDS,
+    STEP_MEMORY,
     TIMING_SPANS,
     VISIT_GAP,  # noqa: F401  (re-exported for the kernels)
 )
@@ -53,7 +55,9 @@ RATIO_NUM = VAR + N_SPANS       # channel * N_HALF_LIVES + half-life
 RATIO_DEN = RATIO_NUM + RATIO_CHANNELS * N_HALF_LIVES
 HLL_SUM = RATIO_DEN + RATIO_CHANNELS * N_HALF_LIVES   # per sketch: sum of 2^(HLL_MAX_RANK - register)
 HLL_ZEROS = HLL_SUM + DISTINCT_SKETCHES                 # per sketch: registers still zero
-STATE_WIDTH = HLL_ZEROS + DISTINCT_SKETCHES
+STEPS = HLL_ZEROS + DISTINCT_SKETCHES   # STEP_MEMORY remembered step markers (step + 1; 0 = empty)
+STEP_NEXT = STEPS + STEP_MEMORY         # where the next step is written in that ring
+STATE_WIDTH = STEP_NEXT + 1
 
 # HyperLogLog: 64 registers indexed by the hash's top 6 bits; the rank is read from the next
 # bits and capped so sums of 2^(cap - rank) stay exact integers in a float64.
@@ -67,7 +71,8 @@ REGISTER_WIDTH = DISTINCT_SKETCHES * HLL_REGISTERS
 EV_HASH = 0
 EV_ITEM = 1                        # DISTINCT_SKETCHES item hashes (0 = none)
 EV_FLAGS = EV_ITEM + DISTINCT_SKETCHES  # seen | hits << 8 | timing << 16
-EV_INT_WIDTH = EV_FLAGS + 1
+EV_STEP = EV_FLAGS + 1             # step + 1 (0 = none), as store.base.step_marker writes it
+EV_INT_WIDTH = EV_STEP + 1
 EV_TIME = 0
 EV_COUNT = 1
 EV_LIMIT = 2                       # (interval, burst) per limit; interval 0 = no limit
@@ -84,6 +89,7 @@ OUT_WEIGHT = OUT_RATIO + RATIO_CHANNELS * N_HALF_LIVES
 OUT_RETRY = STATS_FIELDS.index("retry_after")
 OUT_VISIT = STATS_FIELDS.index("visit_start")
 OUT_TOTAL = STATS_FIELDS.index("total")
+OUT_FOLLOWS = STATS_FIELDS.index("follows")
 
 GCRA_SLACK = 1e-6
 """Seconds of float drift a GCRA check forgives (TATs are sums of intervals like 0.2)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from shieldware.store.base import step_marker
 from shieldware.windows.layout import (
     ALPHAS,
     COUNTER_HORIZONS,
@@ -27,6 +28,7 @@ from shieldware.windows.layout import (
     N_SPANS,
     PROBES,
     RATIO_CHANNELS,
+    STEP_MEMORY,
     VISIT_GAP,
 )
 
@@ -51,6 +53,7 @@ class Event:
     hits: int = 0
     timing: bool = False
     limits: tuple[tuple[float, float], ...] = ()  # (interval, burst)
+    step: int | None = None  # a position in a sequence (a product id); None = none
 
 
 @dataclass
@@ -71,6 +74,7 @@ class KeyWindows:
     num: list[list[float]] = field(default_factory=lambda: _grid(RATIO_CHANNELS, N_HALF_LIVES, 0.0))
     den: list[list[float]] = field(default_factory=lambda: _grid(RATIO_CHANNELS, N_HALF_LIVES, 0.0))
     registers: list[list[int]] = field(default_factory=lambda: _grid(DISTINCT_SKETCHES, HLL_REGISTERS, 0))
+    steps: list[int] = field(default_factory=list)  # the visit's last STEP_MEMORY steps, oldest first
 
 
 def _grid(rows: int, cols: int, zero: float) -> list:
@@ -143,7 +147,7 @@ class ReferenceTable:
             # A pure lookup of a key without windows answers an empty key's stats and leaves the
             # table as it was: it must not claim a slot or evict a key that has windows.
             return stats(KeyWindows(last_seen=event.time, visit_start=event.time, ratio_time=event.time),
-                         event.time, 0.0)
+                         event.time, 0.0, False)
         slot, claimed = self.slot_of(key_hash, event.time)
         w = self.windows[slot]
         now = event.time if claimed else advance(w, event.time)
@@ -163,13 +167,17 @@ class ReferenceTable:
             if item:
                 index, rank = hll_position(item)
                 w.registers[sketch][index] = max(w.registers[sketch][index], rank)
-        return stats(w, now, wait)
+        follows = False
+        if step_marker(event.step):
+            follows = event.step - 1 in w.steps
+            w.steps = [*w.steps, event.step][-STEP_MEMORY:]
+        return stats(w, now, wait, follows)
 
 
 def is_lookup(event: Event) -> bool:
-    """An event that changes nothing but the key's clock: no count, timing, items, ratios or limits."""
+    """An event that changes nothing but the key's clock: no count, timing, items, ratios, limits or step."""
     return (event.count == 0.0 and not event.timing and not event.seen and not event.hits
-            and not any(event.items) and not event.limits)
+            and not any(event.items) and not event.limits and not step_marker(event.step))
 
 
 def advance(w: KeyWindows, when: float) -> float:
@@ -184,6 +192,7 @@ def advance(w: KeyWindows, when: float) -> float:
         w.mean = [0.0] * N_SPANS
         w.var = [0.0] * N_SPANS
         w.registers = _grid(DISTINCT_SKETCHES, HLL_REGISTERS, 0)
+        w.steps = []
     w.last_seen = when
     return when
 
@@ -250,7 +259,7 @@ def time_event(w: KeyWindows, now: float) -> None:
             w.var[s] = (1.0 - alpha) * (w.var[s] + diff * step)
 
 
-def stats(w: KeyWindows, now: float, wait: float) -> dict[str, float]:
+def stats(w: KeyWindows, now: float, wait: float, follows: bool) -> dict[str, float]:
     """Named answer, the same values the kernel writes into one STATS_FIELDS row."""
     decay_ratios(w, now)
     counts = []
@@ -270,6 +279,7 @@ def stats(w: KeyWindows, now: float, wait: float) -> dict[str, float]:
         "retry_after": wait,
         "visit_start": w.visit_start,
         "total": w.total,
+        "follows": 1.0 if follows else 0.0,
     }
 
 
@@ -279,5 +289,5 @@ def flatten(named: dict[str, float]) -> list[float]:
     row += named["distinct"]
     row += [r for channel in named["ratio"] for r in channel]
     row += [r for channel in named["ratio_weight"] for r in channel]
-    row += [named["retry_after"], named["visit_start"], named["total"]]
+    row += [named["retry_after"], named["visit_start"], named["total"], named["follows"]]
     return row

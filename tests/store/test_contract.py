@@ -11,7 +11,7 @@ import random
 import pytest
 
 from shieldware.store import MemoryStore, Store, open_store
-from shieldware.store.base import STATS_FIELDS, Observation, WindowStats, parse_rate
+from shieldware.store.base import MAX_STEP, STATS_FIELDS, STEP_MEMORY, VISIT_GAP, Observation, WindowStats, parse_rate
 from shieldware.windows.table import set_item_hash_key
 
 STORE_FACTORIES = {
@@ -49,14 +49,36 @@ async def test_observe_answers_one_row_per_observation_in_order(store):
 
 
 async def test_a_pure_lookup_of_an_unknown_key_creates_nothing(store):
-    # "Was the previous product fetched?" asks about a key that usually has no windows: the answer
-    # is an empty key's, and the key stays unknown (a table slot is not spent on it).
+    # A question about a key that has no windows answers an empty key's stats, and the key stays
+    # unknown (a table slot is not spent on it).
     (empty,) = await store.observe([Observation("seen", "never", count=0)], 50.0)
     assert (empty.total, empty.count(0), empty.visit_start) == (0, 0, 50.0)
     (first,) = await store.observe([Observation("seen", "never")], 80.0)
     assert (first.total, first.visit_start) == (1, 80.0)  # its visit starts with its first real event
     (known,) = await store.observe([Observation("seen", "never", count=0)], 90.0)
     assert (known.total, known.visit_start) == (1, 80.0)
+
+
+async def test_steps_answer_whether_the_previous_step_was_among_the_last_few(store):
+    async def step(n: int, at: float) -> bool:
+        (answer,) = await store.observe([Observation("ip", "walker", step=n)], at)
+        return answer.follows
+
+    assert [await step(n, 10.0 + n) for n in range(5, 10)] == [False, True, True, True, True]
+    assert await step(20, 20.0) is False  # a jump
+    assert await step(6, 21.0) is True  # 5 is still among the last STEP_MEMORY steps
+    for n in range(100, 100 + STEP_MEMORY):
+        await step(n, 30.0)
+    assert await step(10, 31.0) is False  # 9 has been pushed out of the ring
+    assert await step(100 + STEP_MEMORY, 31.0) is True
+    # A new visit forgets the steps; no step and out-of-range steps neither answer nor count.
+    assert await step(100 + STEP_MEMORY + 1, 31.0 + VISIT_GAP + 1) is False
+    (plain,) = await store.observe([Observation("ip", "walker")], 5000.0)
+    assert plain.follows is False
+    (huge,) = await store.observe([Observation("ip", "walker", step=MAX_STEP)], 5001.0)
+    assert huge.follows is False
+    assert await step(MAX_STEP - 1, 5002.0) is False
+    assert await step(MAX_STEP - 1, 5003.0) is False  # a repeat is not a step forward
 
 
 async def test_kinds_separate_keys(store):

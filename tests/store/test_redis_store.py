@@ -27,7 +27,8 @@ async def store(request):
 
 
 def random_stream(seed: int, events: int = 400) -> list[tuple[float, list[Observation]]]:
-    """Requests of a few clients: out-of-order times, long gaps, limits, timing, ratios, distinct items."""
+    """Requests of a few clients: out-of-order times, long gaps, limits, timing, ratios, distinct items,
+    steps."""
     rng = random.Random(seed)
     now = 1_700_000_000.0
     stream = []
@@ -42,7 +43,8 @@ def random_stream(seed: int, events: int = 400) -> list[tuple[float, list[Observ
         ip = f"198.51.100.{rng.randrange(4)}"
         observations = [
             Observation("ip", ip, timing=True, distinct=(f"/p/{rng.randrange(30)}", None),
-                        seen=0b11, hits=rng.randrange(4), limits=(Rate(5, 1.0), Rate(100, 60.0))),
+                        seen=0b11, hits=rng.randrange(4), limits=(Rate(5, 1.0), Rate(100, 60.0)),
+                        step=rng.choice([None, rng.randrange(12)])),  # walks, repeats and a full ring
             Observation("net", ip.rsplit(".", 1)[0], count=rng.choice([1.0, 2.0]),
                         distinct=(ip, f"ua{rng.randrange(3)}")),
         ]

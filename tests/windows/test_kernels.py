@@ -8,6 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shieldware.store.base import MAX_STEP, step_marker
 from shieldware.windows.layout import (
     EV_FLOAT_WIDTH,
     EV_INT_WIDTH,
@@ -21,6 +22,8 @@ from shieldware.windows.table import WindowTable
 KEY_POOL = [1, 2, 3, 17, 33, -5, -(2**63) + 7, 2**62 + 1, 123456789123, 987654321987654321, 1 << 40, 65, 129]
 ITEM_POOL = [0, 1, -1, 2**63 - 1, -(2**63), 0x0400000000000000, 0x7C00000000000001, 42, 4242, -99999999999]
 LIMIT_CHOICES = [(), ((0.1, 10.0),), ((0.5, 1.0), (2.0, 30.0)), ((1.0, 3.0),)]
+# Small steps so that walks, repeats and a full ring happen; the largest ones straddle MAX_STEP.
+STEPS = st.one_of(st.none(), st.integers(0, 12), st.sampled_from([-3, MAX_STEP - 2, MAX_STEP - 1, MAX_STEP]))
 
 
 @st.composite
@@ -46,6 +49,7 @@ def event_streams(draw):
             hits=draw(st.integers(0, 15)),
             timing=draw(st.booleans()),
             limits=draw(st.sampled_from(LIMIT_CHOICES)),
+            step=draw(STEPS),
         ))
     return events
 
@@ -54,7 +58,7 @@ def as_arrays(events: list[Event]) -> tuple[np.ndarray, np.ndarray]:
     ints = np.zeros((len(events), EV_INT_WIDTH), dtype=np.int64)
     floats = np.zeros((len(events), EV_FLOAT_WIDTH), dtype=np.float64)
     for i, ev in enumerate(events):
-        ints[i] = [ev.key_hash, *ev.items, ev.seen | ev.hits << 8 | int(ev.timing) << 16]
+        ints[i] = [ev.key_hash, *ev.items, ev.seen | ev.hits << 8 | int(ev.timing) << 16, step_marker(ev.step)]
         limits = [x for pair in ev.limits for x in pair] + [0.0, 0.0] * (MAX_LIMITS - len(ev.limits))
         floats[i] = [ev.time, ev.count, *limits]
     return ints, floats
