@@ -391,6 +391,10 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
     """
     evictions = 0
     want_stats = out.shape[0] >= n_events
+    # The first rows too: a request's few events then wait for their memory loads together,
+    # not one after another.
+    for e in range(min(n_events, PREFETCH_AHEAD)):
+        _prefetch_home(keys, state, registers, ev_int[e, EV_HASH])
     for e in range(n_events):
         if e + PREFETCH_AHEAD < n_events:
             _prefetch_home(keys, state, registers, ev_int[e + PREFETCH_AHEAD, EV_HASH])
