@@ -179,7 +179,7 @@ for i = 0, n - 1 do
 
   local w = load(state_key)
   local at = now
-  -- A pure lookup (no count, flags, items or limits) of a key without state answers an empty
+  -- A pure lookup (no count, flags, step, items or limits) of a key without state answers an empty
   -- key's stats and writes nothing, as the kernels leave such a key without a slot.
   local lookup_only = w == nil and count == 0 and not timing and seen == 0 and hits == 0
     and marker == 0 and items[1] == "" and items[2] == "" and #limits == 0

@@ -157,7 +157,7 @@ def probe(keys, key_hash):
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _is_lookup(ev_int, ev_float, e):
-    """An event that changes nothing but the key's clock: no count, flags, items or limits."""
+    """An event that changes nothing but the key's clock: no count, flags, items, limits or step."""
     if ev_float[e, EV_COUNT] != 0.0 or ev_int[e, EV_FLAGS] != 0 or ev_int[e, EV_STEP] != 0:
         return False
     for i in range(DISTINCT_SKETCHES):
