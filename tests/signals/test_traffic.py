@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,35 @@ async def test_cookie_amnesia_when_the_session_cookie_never_comes_back():
         decision = await visit(kept, path, T0 + i * (3 + i % 4), cookies="shop_session=abc123")
         kept_codes |= set(decision.reason_codes)
     assert "behav.cookie_amnesia" not in kept_codes
+
+
+async def walk(eng: Engine, product_ids: list[int]) -> list:
+    """Product pages in the given order with a listing page after every fifth, irregular gaps
+    (1-4 s, no metronome, under the rate limits) and the session cookie kept: decisions of all."""
+    decisions, now = [], T0
+    for n, pid in enumerate(product_ids):
+        now += 1.0 + (n * 7 % 4)
+        decisions.append(await visit(eng, f"/product/{pid}", now, cookies=SESSION))
+        if n % 5 == 4:
+            now += 2.5
+            decisions.append(await visit(eng, "/products?page=3", now, cookies=SESSION))
+    return decisions
+
+
+def enumeration_patterns(decisions: list) -> set[str]:
+    return {e.detail["pattern"] for d in decisions for e in d.reasons if e.code == "behav.enumeration"}
+
+
+async def test_walking_ids_in_order_is_enumeration_even_when_some_arrive_out_of_order():
+    # A scraper on several connections: ids dispatched in order, every eighth pair arriving
+    # swapped. Each page asks the IP key whether the previous id was among its last pages.
+    ids = list(range(300, 360))
+    for i in range(0, len(ids) - 1, 8):
+        ids[i], ids[i + 1] = ids[i + 1], ids[i]
+    assert enumeration_patterns(await walk(engine(), ids)) == {"sequential ids"}
+    # The same pages in a person's order (neighbours rarely one after another): no walk.
+    shuffled = random.Random(7).sample(range(300, 360), 60)
+    assert enumeration_patterns(await walk(engine(), shuffled)) == set()
 
 
 async def test_no_assets_only_when_the_policy_says_assets_pass_through():
