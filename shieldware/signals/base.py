@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from shieldware.evidence import Evidence, Weights
@@ -60,7 +60,7 @@ class Signal(Protocol):
 
     name: str
 
-    def inspect(self, facts: RequestFacts, inspection: Inspection) -> None: ...
+    def inspect(self, facts: RequestFacts, inspection: Inspection) -> Awaitable[Any] | None: ...
 
 
 def signal_names(signals: Sequence[Signal]) -> list[str]:

@@ -218,10 +218,10 @@ def order_violation(names: Sequence[str], references: Sequence[dict[str, int]]) 
     Names a reference does not know are skipped, so extra headers (proxies, extensions, app
     headers) never make a real browser fail.
     """
-    first_problem = None
+    first_problem: tuple[str, str] | None = None
     for reference in references:
-        last_name, last_index = None, -1
-        problem = None
+        last_name, last_index = "", -1
+        problem: tuple[str, str] | None = None
         for name in names:
             index = reference.get(name)
             if index is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from shieldware.store.base import step_marker
 from shieldware.windows.layout import (
@@ -141,7 +142,7 @@ class ReferenceTable:
                 return None
         return None
 
-    def observe(self, event: Event) -> dict[str, float]:
+    def observe(self, event: Event) -> dict[str, Any]:
         key_hash = event.key_hash or 1
         if is_lookup(event) and self.find(key_hash) is None:
             # A pure lookup of a key without windows answers an empty key's stats and leaves the
@@ -168,9 +169,10 @@ class ReferenceTable:
                 index, rank = hll_position(item)
                 w.registers[sketch][index] = max(w.registers[sketch][index], rank)
         follows = False
-        if step_marker(event.step):
-            follows = event.step - 1 in w.steps
-            w.steps = [*w.steps, event.step][-STEP_MEMORY:]
+        step = event.step
+        if step is not None and step_marker(step):
+            follows = step - 1 in w.steps
+            w.steps = [*w.steps, step][-STEP_MEMORY:]
         return stats(w, now, wait, follows)
 
 
@@ -259,7 +261,7 @@ def time_event(w: KeyWindows, now: float) -> None:
             w.var[s] = (1.0 - alpha) * (w.var[s] + diff * step)
 
 
-def stats(w: KeyWindows, now: float, wait: float, follows: bool) -> dict[str, float]:
+def stats(w: KeyWindows, now: float, wait: float, follows: bool) -> dict[str, Any]:
     """Named answer, the same values the kernel writes into one STATS_FIELDS row."""
     decay_ratios(w, now)
     counts = []
@@ -283,7 +285,7 @@ def stats(w: KeyWindows, now: float, wait: float, follows: bool) -> dict[str, fl
     }
 
 
-def flatten(named: dict[str, float]) -> list[float]:
+def flatten(named: dict[str, Any]) -> list[float]:
     """The named answer as a STATS_FIELDS row."""
     row: list[float] = [*named["counts"], named["gaps"], *named["gap_mean"], *named["gap_std"]]
     row += named["distinct"]
