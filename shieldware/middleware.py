@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,12 @@ log = logging.getLogger("shieldware.middleware")
 _SHIELD_HEADERS = frozenset(("x-shield-score", "x-shield-verdict", "x-shield-ref", "x-shield-event"))
 _VERDICT_BYTES = {verdict: verdict.value.encode() for verdict in Verdict}
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
+# ASGI's own shapes, as Starlette and uvicorn type them (mutable mappings), so any ASGI app and
+# server type-check against ShieldMiddleware.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Endpoint = Callable[[Scope, Receive, Send, RequestFacts], Awaitable[None]]
 Responder = Callable[[Decision, RequestFacts, Scope, Receive, Send], Awaitable[None]]
@@ -136,7 +139,7 @@ class ShieldMiddleware:
         watched = self._outcome_headers.get(decision.route_group)
         outcome_headers: dict[str, str] = {}
 
-        async def send_watching_status(message: dict) -> None:
+        async def send_watching_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
                 # The app's X-Shield-Event is for us, never for the client.

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_plus
@@ -98,7 +98,7 @@ def parse_event_header(value: str) -> tuple[str, dict[str, str]] | None:
     return name, fields
 
 
-def take_event_headers(message: dict) -> list[tuple[str, dict[str, str]]]:
+def take_event_headers(message: MutableMapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
     """Remove X-Shield-Event headers from a response-start message; answer the events they carried."""
     headers = message.get("headers") or ()
     if not any(name.lower() == EVENT_HEADER for name, _ in headers):
@@ -253,7 +253,7 @@ def header_rule_names(group: Any) -> frozenset[str]:
 MAX_CAPTURE_BYTES = 16 * 1024
 """Login forms are tiny; a larger body is passed through unread (no account taken from it)."""
 
-Receive = Callable[[], Awaitable[dict]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 def _field_from_form(body: bytes, names: tuple[str, ...]) -> str | None:
@@ -314,7 +314,7 @@ async def capture_account(facts: RequestFacts, group: Any, receive: Receive) -> 
     declared = facts.header_map.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_CAPTURE_BYTES:
         return facts, receive
-    buffered: list[dict] = []
+    buffered: list[MutableMapping[str, Any]] = []
     size = 0
     more = True
     while more and size <= MAX_CAPTURE_BYTES:
@@ -331,7 +331,7 @@ async def capture_account(facts: RequestFacts, group: Any, receive: Receive) -> 
         del body
     replay = iter(buffered)
 
-    async def replaying_receive() -> dict:
+    async def replaying_receive() -> MutableMapping[str, Any]:
         for message in replay:
             return message
         return await receive()

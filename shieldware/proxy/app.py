@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import MutableMapping
 from dataclasses import replace
 from typing import Any
 
@@ -97,7 +98,7 @@ class ProxyApp:
         if self.engine is not None:
             await self.engine.close()
 
-    async def health(self, scope: dict[str, Any], receive: Any, send: Any, facts: RequestFacts) -> None:
+    async def health(self, scope: MutableMapping[str, Any], receive: Any, send: Any, facts: RequestFacts) -> None:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import MutableMapping
 from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -86,7 +87,7 @@ class ForwardAuthEndpoint:
         self.challenge_path = middleware.prefix + "/challenge"
         self._warned: set[str] = set()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, facts: RequestFacts) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any, facts: RequestFacts) -> None:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
             return
