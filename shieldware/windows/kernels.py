@@ -406,8 +406,8 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
         if keys[slot] == key_hash:
             status = FOUND  # the common case, checked here so the probe loop stays out of line
         elif _is_lookup(ev_int, ev_float, e):
-            # A pure lookup ("was the previous product fetched?") must not claim a slot, let alone
-            # evict a key that has windows, for a key that has none.
+            # A pure lookup (reading a key's windows, e.g. the items an address added to carts) must
+            # not claim a slot, let alone evict a key that has windows, for a key that has none.
             slot = probe(keys, key_hash)
             if slot < 0:
                 if want_stats:
