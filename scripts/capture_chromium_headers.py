@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Debian's Chromium and its launch flags: one definition, the one the tests drive it with.
+from tests.support import CHROMIUM, CHROMIUM_ARGS
+
 PAGE = b"""<!doctype html><html><head><link rel="stylesheet" href="/style.css"><script src="/app.js"></script>
 </head><body><img src="/picture.svg"><script>
 fetch('/api/get').then(() => fetch('/api/post', {method: 'POST',
@@ -71,7 +68,7 @@ def capture() -> tuple[str, dict[str, list[list[str]]]] | None:
     thread.start()
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             major = browser.version.split(".")[0]
             agent = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
                      f"Chrome/{major}.0.0.0 Safari/537.36")
