@@ -3,19 +3,25 @@
 The hot path only bumps plain dict counters and bucket lists; a custom collector turns them
 into Prometheus families when scraped. prometheus-client's own Counter/Histogram take a lock
 per update, which at five updates per request costs more than all signals together.
+
+Several worker processes of one service add their counters up through a directory of
+snapshots (metrics_dir.py): every scrape then shows the whole service, whichever worker answers.
 """
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from shieldware.decision import Decision, Verdict
+from shieldware.metrics_dir import METRICS_DIR_ENV, MetricsDirectory
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "Metrics"]
 
@@ -37,6 +43,11 @@ class _Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
+    def add(self, other: _Histogram) -> None:
+        for i, count in enumerate(other.counts):
+            self.counts[i] += count
+        self.total += other.total
+
     def cumulative(self) -> list[tuple[str, int]]:
         running, out = 0, []
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
@@ -49,11 +60,13 @@ class Metrics:
     """Counters for one process. `Metrics.shared()` is the process-wide set the engine uses by default.
 
     Updates happen on the event loop thread; a scrape reads a consistent-enough snapshot.
+    With `shared_dir` (for `Metrics.shared()`: $SHIELDWARE_METRICS_DIR), this process's counters
+    are written there every few seconds and a scrape adds up every process's (see metrics_dir.py).
     """
 
     _shared: ClassVar[Metrics | None] = None
 
-    def __init__(self) -> None:
+    def __init__(self, shared_dir: str | Path | None = None) -> None:
         self.decisions: dict[tuple[Verdict, Verdict, str], int] = {}
         self.reasons: dict[tuple[str, str], int] = {}
         self.events: dict[str, int] = {}
@@ -63,11 +76,12 @@ class Metrics:
         self.timings: dict[str, _Histogram] = {}
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
+        self.shared_dir = MetricsDirectory(shared_dir, self) if shared_dir else None
 
     @classmethod
     def shared(cls) -> Metrics:
         if cls._shared is None:
-            cls._shared = cls()
+            cls._shared = cls(shared_dir=os.environ.get(METRICS_DIR_ENV) or None)
         return cls._shared
 
     def record_decision(self, decision: Decision) -> None:
@@ -102,7 +116,76 @@ class Metrics:
         histogram.observe(value)
 
     def exposition(self) -> bytes:
+        """Prometheus text: this process's counters, or every worker's added up with a shared_dir."""
+        if self.shared_dir is not None:
+            return generate_latest(self.shared_dir.combined().registry)
         return generate_latest(self.registry)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter as plain JSON-able lists. Each `list(...)` copies in one C call, so a
+        snapshot taken on another thread never meets a dict that changes size under it."""
+        return {
+            "decisions": [[v.value, a.value, g, n] for (v, a, g), n in list(self.decisions.items())],
+            "reasons": [[code, group, n] for (code, group), n in list(self.reasons.items())],
+            "events": [[event, n] for event, n in list(self.events.items())],
+            "counters": [[name, [list(pair) for pair in labels], n]
+                         for (name, labels), n in list(self.counters.items())],
+            "scores": [[group, *_histogram_row(h)] for group, h in list(self.scores.items())],
+            "latency": _histogram_row(self.latency),
+            "timings": [[name, *_histogram_row(h)] for name, h in list(self.timings.items())],
+        }
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> Metrics:
+        """Counters back from `snapshot()`; ValueError when it is not one."""
+        metrics = cls()
+        try:
+            for verdict, action, group, n in snapshot["decisions"]:
+                metrics.decisions[(Verdict(verdict), Verdict(action), str(group))] = int(n)
+            for code, group, n in snapshot["reasons"]:
+                metrics.reasons[(str(code), str(group))] = int(n)
+            for event, n in snapshot["events"]:
+                metrics.events[str(event)] = int(n)
+            for name, labels, n in snapshot["counters"]:
+                metrics.counters[(str(name), tuple((str(k), str(v)) for k, v in labels))] = int(n)
+            for group, bounds, counts, total in snapshot["scores"]:
+                metrics.scores[str(group)] = _histogram_from(bounds, counts, total)
+            metrics.latency = _histogram_from(*snapshot["latency"])
+            for name, bounds, counts, total in snapshot["timings"]:
+                metrics.timings[str(name)] = _histogram_from(bounds, counts, total)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a metrics snapshot: {type(exc).__name__}: {exc}") from None
+        return metrics
+
+    def merge(self, other: Metrics) -> None:
+        """Add another process's counters to these. A histogram whose buckets differ from ours
+        (another version of shieldware) raises ValueError before anything is added."""
+        for mine, theirs in ((self.scores, other.scores), (self.timings, other.timings),
+                             ({"latency": self.latency}, {"latency": other.latency})):
+            for name, histogram in theirs.items():
+                if name in mine and mine[name].bounds != histogram.bounds:
+                    raise ValueError(f"histogram {name!r} has other buckets than this process's")
+        for mine_counts, theirs_counts in ((self.decisions, other.decisions), (self.reasons, other.reasons),
+                                           (self.events, other.events), (self.counters, other.counters)):
+            for key, n in theirs_counts.items():
+                mine_counts[key] = mine_counts.get(key, 0) + n
+        for mine_histograms, theirs_histograms in ((self.scores, other.scores), (self.timings, other.timings)):
+            for name, histogram in theirs_histograms.items():
+                mine_histograms.setdefault(name, _Histogram(histogram.bounds)).add(histogram)
+        self.latency.add(other.latency)
+
+
+def _histogram_row(histogram: _Histogram) -> list[Any]:
+    return [list(histogram.bounds), list(histogram.counts), histogram.total]
+
+
+def _histogram_from(bounds: list[float], counts: list[int], total: float) -> _Histogram:
+    histogram = _Histogram(tuple(float(b) for b in bounds))
+    if len(counts) != len(histogram.counts):
+        raise ValueError(f"{len(counts)} bucket counts for {len(bounds)} bounds")
+    histogram.counts = [int(c) for c in counts]
+    histogram.total = float(total)
+    return histogram
 
 
 class _Collector:

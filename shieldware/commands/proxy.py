@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
+import tempfile
+from collections.abc import Iterator
 
+from shieldware.metrics_dir import METRICS_DIR_ENV
 from shieldware.policy import PolicyError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
@@ -128,6 +132,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         # Worker processes cannot inherit objects: each builds the app from the settings.
         os.environ[SETTINGS_ENV] = settings.to_environment()
-        uvicorn.run("shieldware.proxy.app:app_from_environment", factory=True, workers=args.workers,
-                    **options)
+        with _shared_metrics_dir():
+            uvicorn.run("shieldware.proxy.app:app_from_environment", factory=True, workers=args.workers,
+                        **options)
     return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """Workers add their metrics up in a directory (shieldware.metrics_dir) made for this run, so a
+    scrape shows the whole proxy whichever worker answers. One the operator named is kept."""
+    if os.environ.get(METRICS_DIR_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="shieldware-metrics-") as path:
+        os.environ[METRICS_DIR_ENV] = path
+        try:
+            yield
+        finally:
+            del os.environ[METRICS_DIR_ENV]
