@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 import httpx
 import pytest
 import requests
+import yaml
 
 from shieldware.commands.proxy import parse_listen, parse_size
+from shieldware.policy import default_policy_text
 from shieldware.proxy import ProxySettings, build_proxy_app
 from shieldware.proxy.access_log import escape_field
 from shieldware.proxy.headers import client_headers_for_upstream, response_headers_for_client
+from tests.challenge_support import page_config, solve
 from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
 from tests.support import CHROME_NAVIGATION, live_server
 
@@ -49,6 +53,43 @@ def test_several_workers_with_memory_store_warn_and_serve(upstream):
     assert statuses == {200}
     assert "2 workers with the memory:// store" in printed
     assert "redis://" in printed
+
+
+def test_several_workers_share_a_signing_key_so_a_clearance_holds_on_each(upstream, tmp_path):
+    policy = yaml.safe_load(default_policy_text())
+    policy["rules"] = [{"name": "challenge-echo", "when": {"path": "/echo-headers"}, "action": "challenge"}]
+    policy["challenge"] = {"difficulty": 8}
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy))
+    unset = {name: "" for name in ("SHIELDWARE_KEYS", "SHIELDWARE_KEY_FILE")}
+    # No keep-alive: every request a new connection, which the kernel hands to either worker.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+
+    def worker_of(response: httpx.Response) -> str:
+        """The answering worker's process tag: the first part of every reference id it makes."""
+        ref = response.headers.get("x-shield-ref") or dict(response.json()["headers"])["x-shield-ref"]
+        return ref.split("-")[0]
+
+    with proxy_process("--upstream", upstream.url, "--workers", "2", "--policy", str(policy_file),
+                       env=unset) as proxy, \
+            httpx.Client(base_url=proxy.url, headers=CHROME_NAVIGATION, limits=fresh, timeout=10) as browser:
+        deadline = time.monotonic() + 60  # the second worker may still be starting
+        while len({worker_of(browser.get("/echo-headers")) for _ in range(4)}) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        config = page_config(browser.get("/echo-headers").text)
+        answer = browser.post("/.shieldware/challenge/verify", headers={"accept": "application/json"}, json={
+            "challenge": config["token"], "counter": solve(config["token"], config["difficulty"]),
+            "url": config["url"], "solve_ms": 40, "telemetry": {}})
+        assert answer.status_code == 200, answer.text
+        answered: dict[str, list[int]] = {}
+        for _ in range(60):
+            page = browser.get("/echo-headers")
+            answered.setdefault(worker_of(page), []).append(page.status_code)
+            if len(answered) == 2 and min(len(v) for v in answered.values()) >= 3:
+                break
+        printed = proxy.stop()
+    assert len(answered) == 2 and all(statuses == [200] * len(statuses) for statuses in answered.values()), answered
+    assert "the workers share a key made for this run" in printed
 
 
 def scope_with(headers, client=("127.0.0.1", 5000), scheme="http"):

@@ -6,10 +6,12 @@ import argparse
 import contextlib
 import os
 import re
+import secrets
 import sys
 import tempfile
 from collections.abc import Iterator
 
+from shieldware.actions.tokens import ENV_KEY_FILE, ENV_KEYS
 from shieldware.metrics_dir import METRICS_DIR_ENV
 from shieldware.policy import PolicyError
 
@@ -132,10 +134,28 @@ def run(args: argparse.Namespace) -> int:
     else:
         # Worker processes cannot inherit objects: each builds the app from the settings.
         os.environ[SETTINGS_ENV] = settings.to_environment()
-        with _shared_metrics_dir():
+        with _shared_signing_key(), _shared_metrics_dir():
             uvicorn.run("shieldware.proxy.app:app_from_environment", factory=True, workers=args.workers,
                         **options)
     return 0
+
+
+@contextlib.contextmanager
+def _shared_signing_key() -> Iterator[None]:
+    """Without configured keys each worker would make its own and refuse the others' challenge
+    tokens and clearances (a person who solved a challenge would be asked again by the next
+    worker). So the workers share one key made for this run; it dies with the run."""
+    if os.environ.get(ENV_KEYS) or os.environ.get(ENV_KEY_FILE):
+        yield
+        return
+    print(f"warning: no signing keys configured ({ENV_KEYS} / {ENV_KEY_FILE}): the workers share a key made "
+          "for this run, so clearances will not survive a restart. Set one for production.",
+          file=sys.stderr)
+    os.environ[ENV_KEYS] = f"run:{secrets.token_urlsafe(32)}"
+    try:
+        yield
+    finally:
+        del os.environ[ENV_KEYS]
 
 
 @contextlib.contextmanager
