@@ -3,7 +3,7 @@
 `uvicorn --workers N` (and `shieldware proxy --workers N`) runs N processes behind one socket,
 and each scrape of /.shieldware/metrics reaches one of them at random. Alone, each would show
 its own share of the traffic, and Prometheus would see counters jump up and down between
-scrapes. So every process writes its counters to DIR/<pid>-<token>.json every FLUSH_SECONDS
+scrapes. So every process writes its counters to DIR/<pid>-<token>.metrics.json every FLUSH_SECONDS
 (and at exit), and the process that answers a scrape adds its own fresh counters to the other
 files: every scrape shows the whole service.
 
@@ -16,6 +16,7 @@ reuses a dead one's pid from overwriting its counts.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -64,6 +65,7 @@ class MetricsDirectory:
             return
         text = json.dumps(metrics.snapshot(), separators=(",", ":"))
         with self._lock:
+            temporary = None
             try:
                 fd, temporary = tempfile.mkstemp(dir=self.path, prefix=".partial-")
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -71,6 +73,9 @@ class MetricsDirectory:
                 os.replace(temporary, self.own_file)
             except OSError as exc:
                 self._warn_once("write", f"cannot write metrics snapshot to {self.path}: {exc}")
+                if temporary is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temporary)
 
     def combined(self) -> Metrics:
         """This process's counters (fresh) plus every other process's last snapshot."""
