@@ -17,6 +17,7 @@ from shieldware.proxy.access_log import escape_field
 from shieldware.proxy.headers import client_headers_for_upstream, response_headers_for_client
 from tests.challenge_support import page_config, solve
 from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
+from tests.redis_support import redis_server
 from tests.support import CHROME_NAVIGATION, live_server
 
 
@@ -90,6 +91,41 @@ def test_several_workers_share_a_signing_key_so_a_clearance_holds_on_each(upstre
         printed = proxy.stop()
     assert len(answered) == 2 and all(statuses == [200] * len(statuses) for statuses in answered.values()), answered
     assert "the workers share a key made for this run" in printed
+
+
+def test_several_workers_with_redis_share_one_rate_limit(upstream, tmp_path):
+    """One allowance an hour per address, two workers, one Redis: a client gets it once in all,
+    not once from each worker."""
+    policy = yaml.safe_load(default_policy_text())
+    for group in policy["groups"]:
+        if group["name"] == "browse":
+            group["limits"] = {"ip": ["1/hour"]}
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy))
+    fresh = httpx.Limits(max_keepalive_connections=0)  # each request a new connection, to either worker
+
+    def worker_of(response: httpx.Response) -> str:
+        ref = response.headers.get("x-shield-ref") or dict(response.json()["headers"])["x-shield-ref"]
+        return ref.split("-")[0]
+
+    with redis_server(tmp_path / "redis") as redis, \
+            proxy_process("--upstream", upstream.url, "--workers", "2", "--policy", str(policy_file),
+                          "--store", redis.uri, "--trusted-proxy", "127.0.0.1/32") as proxy, \
+            httpx.Client(base_url=proxy.url, headers=CHROME_NAVIGATION, limits=fresh, timeout=10) as browser:
+        # Both workers up first (the second may still be starting): each probe from an address of its own.
+        deadline, seen, probe = time.monotonic() + 60, set(), 0
+        while len(seen) < 2 and time.monotonic() < deadline:
+            probe += 1
+            seen.add(worker_of(browser.get("/echo-headers", headers={"x-forwarded-for": f"192.0.2.{probe}"})))
+        answered: dict[str, list[int]] = {}
+        for _ in range(40):
+            page = browser.get("/echo-headers", headers={"x-forwarded-for": "198.51.100.7"})
+            answered.setdefault(worker_of(page), []).append(page.status_code)
+            if len(answered) == 2 and min(len(v) for v in answered.values()) >= 3:
+                break
+    statuses = [status for worker in answered.values() for status in worker]
+    assert len(answered) == 2, answered  # both workers were asked
+    assert statuses.count(200) == 1 and statuses.count(429) == len(statuses) - 1, answered
 
 
 def scope_with(headers, client=("127.0.0.1", 5000), scheme="http"):
