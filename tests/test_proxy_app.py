@@ -56,38 +56,65 @@ def test_several_workers_with_memory_store_warn_and_serve(upstream):
     assert "redis://" in printed
 
 
-def test_several_workers_share_a_signing_key_so_a_clearance_holds_on_each(upstream, tmp_path):
+# No keep-alive: every request a new connection, which the kernel hands to either worker.
+EACH_REQUEST_A_CONNECTION = httpx.Limits(max_keepalive_connections=0)
+
+
+def worker_of(response: httpx.Response) -> str:
+    """The answering worker's process tag: the first part of every reference id it makes (in the
+    response when refused, in the headers the upstream saw and echoed when passed)."""
+    ref = response.headers.get("x-shield-ref") or dict(response.json()["headers"])["x-shield-ref"]
+    return ref.split("-")[0]
+
+
+def wait_for_both_workers(browser: httpx.Client) -> None:
+    """The second worker may still be starting when the first answers the health check. Each probe
+    names an address of its own, so where the proxy trusts loopback's X-Forwarded-For, probes
+    spend no client's rate limit."""
+    deadline, seen, probe = time.monotonic() + 60, set(), 0
+    while len(seen) < 2 and time.monotonic() < deadline:
+        probe += 1
+        seen.add(worker_of(browser.get("/echo-headers", headers={"x-forwarded-for": f"192.0.2.{probe}"})))
+
+
+def statuses_by_worker(browser: httpx.Client, **request: object) -> dict[str, list[int]]:
+    """GET /echo-headers until each worker has answered three times (60 requests at most)."""
+    answered: dict[str, list[int]] = {}
+    for _ in range(60):
+        page = browser.get("/echo-headers", **request)
+        answered.setdefault(worker_of(page), []).append(page.status_code)
+        if len(answered) == 2 and min(len(v) for v in answered.values()) >= 3:
+            break
+    return answered
+
+
+def write_policy(tmp_path, browse_limits: list[str], **changes: object) -> str:
+    """The shipped policy with the browse group's per-address limits replaced, and `changes`."""
     policy = yaml.safe_load(default_policy_text())
-    policy["rules"] = [{"name": "challenge-echo", "when": {"path": "/echo-headers"}, "action": "challenge"}]
-    policy["challenge"] = {"difficulty": 8}
-    policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(yaml.safe_dump(policy))
+    for group in policy["groups"]:
+        if group["name"] == "browse":
+            group["limits"] = {"ip": browse_limits}
+    policy.update(changes)
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return str(path)
+
+
+def test_several_workers_share_a_signing_key_so_a_clearance_holds_on_each(upstream, tmp_path):
+    # Limits out of the way: this test is about keys, and every request comes from one address.
+    policy = write_policy(tmp_path, ["1000/s"], challenge={"difficulty": 8}, rules=[
+        {"name": "challenge-echo", "when": {"path": "/echo-headers"}, "action": "challenge"}])
     unset = {name: "" for name in ("SHIELDWARE_KEYS", "SHIELDWARE_KEY_FILE")}
-    # No keep-alive: every request a new connection, which the kernel hands to either worker.
-    fresh = httpx.Limits(max_keepalive_connections=0)
-
-    def worker_of(response: httpx.Response) -> str:
-        """The answering worker's process tag: the first part of every reference id it makes."""
-        ref = response.headers.get("x-shield-ref") or dict(response.json()["headers"])["x-shield-ref"]
-        return ref.split("-")[0]
-
-    with proxy_process("--upstream", upstream.url, "--workers", "2", "--policy", str(policy_file),
-                       env=unset) as proxy, \
-            httpx.Client(base_url=proxy.url, headers=CHROME_NAVIGATION, limits=fresh, timeout=10) as browser:
-        deadline = time.monotonic() + 60  # the second worker may still be starting
-        while len({worker_of(browser.get("/echo-headers")) for _ in range(4)}) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+    with proxy_process("--upstream", upstream.url, "--workers", "2", "--policy", policy, env=unset) as proxy, \
+            httpx.Client(base_url=proxy.url, headers=CHROME_NAVIGATION, limits=EACH_REQUEST_A_CONNECTION,
+                         timeout=10) as browser:
+        wait_for_both_workers(browser)
         config = page_config(browser.get("/echo-headers").text)
         answer = browser.post("/.shieldware/challenge/verify", headers={"accept": "application/json"}, json={
             "challenge": config["token"], "counter": solve(config["token"], config["difficulty"]),
             "url": config["url"], "solve_ms": 40, "telemetry": {}})
         assert answer.status_code == 200, answer.text
-        answered: dict[str, list[int]] = {}
-        for _ in range(60):
-            page = browser.get("/echo-headers")
-            answered.setdefault(worker_of(page), []).append(page.status_code)
-            if len(answered) == 2 and min(len(v) for v in answered.values()) >= 3:
-                break
+        answered = statuses_by_worker(browser)
         printed = proxy.stop()
     assert len(answered) == 2 and all(statuses == [200] * len(statuses) for statuses in answered.values()), answered
     assert "the workers share a key made for this run" in printed
@@ -96,33 +123,14 @@ def test_several_workers_share_a_signing_key_so_a_clearance_holds_on_each(upstre
 def test_several_workers_with_redis_share_one_rate_limit(upstream, tmp_path):
     """One allowance an hour per address, two workers, one Redis: a client gets it once in all,
     not once from each worker."""
-    policy = yaml.safe_load(default_policy_text())
-    for group in policy["groups"]:
-        if group["name"] == "browse":
-            group["limits"] = {"ip": ["1/hour"]}
-    policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(yaml.safe_dump(policy))
-    fresh = httpx.Limits(max_keepalive_connections=0)  # each request a new connection, to either worker
-
-    def worker_of(response: httpx.Response) -> str:
-        ref = response.headers.get("x-shield-ref") or dict(response.json()["headers"])["x-shield-ref"]
-        return ref.split("-")[0]
-
+    policy = write_policy(tmp_path, ["1/hour"])
     with redis_server(tmp_path / "redis") as redis, \
-            proxy_process("--upstream", upstream.url, "--workers", "2", "--policy", str(policy_file),
+            proxy_process("--upstream", upstream.url, "--workers", "2", "--policy", policy,
                           "--store", redis.uri, "--trusted-proxy", "127.0.0.1/32") as proxy, \
-            httpx.Client(base_url=proxy.url, headers=CHROME_NAVIGATION, limits=fresh, timeout=10) as browser:
-        # Both workers up first (the second may still be starting): each probe from an address of its own.
-        deadline, seen, probe = time.monotonic() + 60, set(), 0
-        while len(seen) < 2 and time.monotonic() < deadline:
-            probe += 1
-            seen.add(worker_of(browser.get("/echo-headers", headers={"x-forwarded-for": f"192.0.2.{probe}"})))
-        answered: dict[str, list[int]] = {}
-        for _ in range(40):
-            page = browser.get("/echo-headers", headers={"x-forwarded-for": "198.51.100.7"})
-            answered.setdefault(worker_of(page), []).append(page.status_code)
-            if len(answered) == 2 and min(len(v) for v in answered.values()) >= 3:
-                break
+            httpx.Client(base_url=proxy.url, headers=CHROME_NAVIGATION, limits=EACH_REQUEST_A_CONNECTION,
+                         timeout=10) as browser:
+        wait_for_both_workers(browser)
+        answered = statuses_by_worker(browser, headers={"x-forwarded-for": "198.51.100.7"})
     statuses = [status for worker in answered.values() for status in worker]
     assert len(answered) == 2, answered  # both workers were asked
     assert statuses.count(200) == 1 and statuses.count(429) == len(statuses) - 1, answered
