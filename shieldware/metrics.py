@@ -171,7 +171,10 @@ class Metrics:
                 mine_counts[key] = mine_counts.get(key, 0) + n
         for mine_histograms, theirs_histograms in ((self.scores, other.scores), (self.timings, other.timings)):
             for name, histogram in theirs_histograms.items():
-                mine_histograms.setdefault(name, _Histogram(histogram.bounds)).add(histogram)
+                kept = mine_histograms.get(name)
+                if kept is None:
+                    kept = mine_histograms[name] = _Histogram(histogram.bounds)
+                kept.add(histogram)
         self.latency.add(other.latency)
 
 
