@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -76,6 +76,8 @@ class Metrics:
         self.timings: dict[str, _Histogram] = {}
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
+        # Counters kept elsewhere and added when the metrics are read (the fast lane's decisions).
+        self._sources: list[Callable[[], Metrics]] = []
         self.shared_dir = MetricsDirectory(shared_dir, self) if shared_dir else None
 
     @classmethod
@@ -96,8 +98,28 @@ class Metrics:
             rkey = (reason.code, group)
             self.reasons[rkey] = self.reasons.get(rkey, 0) + 1
 
+    def count_decisions(self, verdict: Verdict, action: Verdict, group: str, bot_score: float,
+                        reasons: tuple[Any, ...], n: int) -> None:
+        """`n` decisions alike (the fast lane counts them per plan, and they are added here at once)."""
+        key = (verdict, action, group)
+        self.decisions[key] = self.decisions.get(key, 0) + n
+        histogram = self.scores.get(group)
+        if histogram is None:
+            histogram = self.scores[group] = _Histogram(SCORE_BUCKETS)
+        histogram.counts[bisect_left(histogram.bounds, bot_score)] += n
+        histogram.total += bot_score * n
+        for reason in reasons:
+            rkey = (reason.code, group)
+            self.reasons[rkey] = self.reasons.get(rkey, 0) + n
+
     def record_latency(self, seconds: float) -> None:
         self.latency.observe(seconds)
+
+    def add_latencies(self, counts: tuple[int, ...], total: float) -> None:
+        """Latencies counted elsewhere in LATENCY_BUCKETS (bisect_left buckets, one more for +Inf)."""
+        for bucket, n in enumerate(counts):
+            self.latency.counts[bucket] += n
+        self.latency.total += total
 
     def record_event(self, event: str) -> None:
         event = event[:64]
@@ -115,14 +137,35 @@ class Metrics:
             histogram = self.timings[name] = _Histogram(buckets)
         histogram.observe(value)
 
+    def add_source(self, source: Callable[[], Metrics]) -> None:
+        """Counters another part keeps itself: `source()` answers its totals so far (a Metrics the
+        caller may read freely), added whenever these metrics are read."""
+        self._sources.append(source)
+
+    def current(self) -> Metrics:
+        """These counters with every source's added: self when there are no sources."""
+        if not self._sources:
+            return self
+        total = Metrics.from_snapshot(self._own_snapshot())
+        for source in list(self._sources):
+            total.merge(source())
+            if getattr(source, "finished", False):  # nothing more will come, and nothing was counted
+                self._sources.remove(source)
+        return total
+
     def exposition(self) -> bytes:
         """Prometheus text: this process's counters, or every worker's added up with a shared_dir."""
         if self.shared_dir is not None:
             return generate_latest(self.shared_dir.combined().registry)
-        return generate_latest(self.registry)
+        return generate_latest(self.current().registry)
 
     def snapshot(self) -> dict[str, Any]:
-        """Every counter as plain JSON-able lists. Each `list(...)` copies in one C call, so a
+        """Every counter (sources included) as plain JSON-able lists."""
+        current = self.current()
+        return current._own_snapshot()
+
+    def _own_snapshot(self) -> dict[str, Any]:
+        """This object's counters as plain lists. Each `list(...)` copies in one C call, so a
         snapshot taken on another thread never meets a dict that changes size under it."""
         return {
             "decisions": [[v.value, a.value, g, n] for (v, a, g), n in list(self.decisions.items())],

@@ -85,7 +85,7 @@ class MetricsDirectory:
         total = Metrics()
         mine = self._metrics()
         if mine is not None:
-            total.merge(mine)
+            total.merge(mine.current())
         for file in sorted(self.path.glob(f"*{SUFFIX}")):
             if file == self.own_file:
                 continue

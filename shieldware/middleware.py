@@ -15,10 +15,13 @@ from shieldware.biometrics.endpoint import install_telemetry
 from shieldware.decision import Decision, Verdict
 from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope
+from shieldware.fastlane.lane import HELD, MISS, FastLane
 from shieldware.metrics import PROMETHEUS_CONTENT_TYPE
 from shieldware.outcomes import capture_account, header_rule_names, mark_reported, take_event_headers
 from shieldware.policy import Policy, default_policy, load_policy
 from shieldware.store import Store, open_store
+from shieldware.store.base import WindowStats
+from shieldware.windows.layout import OUT_WIDTH
 
 log = logging.getLogger("shieldware.middleware")
 
@@ -46,7 +49,8 @@ class ShieldMiddleware:
 
     `policy` is a Policy or a path to a policy file; `store` a Store or a URI; `clock` returns
     the current time (tests pass their own). Internal endpoints (metrics, challenge, telemetry)
-    live under `prefix` and are answered here, never by the app.
+    live under `prefix` and are answered here, never by the app. `fast_lane=False` decides every
+    request on the Python path (shieldware/fastlane/ answers planned ones otherwise).
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class ShieldMiddleware:
         engine: Engine | None = None,
         clock: Callable[[], float] = time.time,
         prefix: str = "/.shieldware",
+        fast_lane: bool = True,
     ) -> None:
         self.app = app
         if engine is None:
@@ -88,6 +93,9 @@ class ShieldMiddleware:
         from shieldware.admin import install_admin_endpoints
 
         install_admin_endpoints(self)
+        self.lane = FastLane.build(self) if fast_lane else None
+        self._lane_decide = self.lane.native.decide if self.lane is not None else None
+        self._steps = _step_memory(self.engine)
 
     def add_endpoint(self, path: str, handler: Endpoint) -> None:
         self.endpoints[path] = handler
@@ -102,6 +110,23 @@ class ShieldMiddleware:
             await self.app(scope, receive, send)
             return
         now = self.clock()
+        lane = self._lane_decide
+        if lane is not None:
+            answer = lane(scope, now)
+            if answer.__class__ is Decision:  # planned, quiet, allowed: the lane's whole answer
+                await self._pass(answer, scope, receive, send, now, True, self.lane.feedback_statuses)
+                return
+            if answer is not None:
+                await self._after_lane(answer, scope, receive, send, now)
+                return
+        await self._decide(scope, receive, send, now)
+        if self.lane is not None:
+            self.lane.rearm(now)
+
+    async def _decide(self, scope: Scope, receive: Receive, send: Send, now: float,
+                      miss: tuple | None = None) -> None:
+        """The Python path: every signal runs on the request's facts. `miss`: the lane had no plan
+        for the request; the engine drafts one as it decides."""
         facts = facts_from_scope(scope, now, self.trusted, self.tls_header)
         endpoint = self.endpoints.get(facts.path)
         if endpoint is not None:
@@ -111,18 +136,68 @@ class ShieldMiddleware:
             group = self.policy.route_table.group_for(facts.method, facts.path)
             facts, receive = await capture_account(facts, group, receive)
         started = time.perf_counter()
-        decision = await self.engine.decide(facts)
+        if miss is None:
+            decision = await self.engine.decide(facts)
+        else:
+            decision, draft = await self.engine.decide_and_plan(facts)
+            if draft is not None:
+                self.lane.learn(miss, draft)
         self.engine.metrics.record_latency(time.perf_counter() - started)
+        await self._act(decision, facts, scope, receive, send, now)
+
+    async def _after_lane(self, answer: tuple, scope: Scope, receive: Receive, send: Send, now: float) -> None:
+        """The lane's other answers: a planned decision it holds back (to log, refuse, or remember
+        as a sequential step), a request with no plan yet (a new client of a planned shape gets
+        one drafted; otherwise the engine decides it and drafts one), or window answers past a
+        trigger (the engine assesses them without observing again)."""
+        tag = answer[0]
+        if tag == HELD:
+            _, decision, follows = answer
+            self.engine.decision_log.write(decision)
+            if follows:
+                self._steps(decision.client_ip, decision.path, now)
+            if decision.action is Verdict.ALLOW:
+                await self._pass(decision, scope, receive, send, now, True, None if follows else
+                                 self.lane.feedback_statuses)
+            else:
+                await self._refuse(decision, facts_from_scope(scope, now, self.trusted, self.tls_header),
+                                   scope, receive, send)
+            return
+        if tag == MISS and self.lane.derive(answer, now):
+            again = self._lane_decide(scope, now)  # a new client of a planned shape: planned now
+            if again.__class__ is Decision:
+                await self._pass(again, scope, receive, send, now, True, self.lane.feedback_statuses)
+                return
+            if again is not None and again[0] != MISS:
+                await self._after_lane(again, scope, receive, send, now)
+                return
+        if tag == MISS:
+            await self._decide(scope, receive, send, now, miss=answer)
+            self.lane.rearm(now)
+            return
+        facts = facts_from_scope(scope, now, self.trusted, self.tls_header)
+        started = time.perf_counter()
+        decision = await self.engine.decide(facts, observed=stats_of(answer[1]))
+        self.engine.metrics.record_latency(time.perf_counter() - started)
+        await self._act(decision, facts, scope, receive, send, now)
+
+    async def _act(self, decision: Decision, facts: RequestFacts, scope: Scope, receive: Receive, send: Send,
+                   now: float) -> None:
         if decision.action is not Verdict.ALLOW:
             await self._refuse(decision, facts, scope, receive, send)
             return
-        await self._pass(decision, facts, scope, receive, send, now)
+        await self._pass(decision, scope, receive, send, now, _SHIELD_HEADERS.isdisjoint(facts.header_map), None)
 
-    async def _pass(self, decision: Decision, facts: RequestFacts, scope: Scope, receive: Receive,
-                    send: Send, now: float) -> None:
-        """Serve the request: the app sees the decision in scope state and X-Shield-* headers."""
+    async def _pass(self, decision: Decision, scope: Scope, receive: Receive, send: Send, now: float,
+                    headers_clean: bool, feedback_on: frozenset[int] | None) -> None:
+        """Serve the request: the app sees the decision in scope state and X-Shield-* headers.
+
+        `headers_clean`: the client sent no X-Shield-* header of its own. `feedback_on`: the
+        response statuses the engine must hear of (None: every one), for planned requests whose
+        signals said which statuses they act on.
+        """
         scope = dict(scope)
-        if _SHIELD_HEADERS.isdisjoint(facts.header_map):
+        if headers_clean:
             headers = list(scope["headers"])
         else:  # the client sent X-Shield-* itself: drop them, the app must be able to trust these
             headers = [h for h in scope["headers"] if not h[0].lower().startswith(b"x-shield-")]
@@ -159,8 +234,9 @@ class ShieldMiddleware:
             for event, fields in header_events:
                 await self.engine.feedback(decision, now, event=event, fields=fields)
             status = status_seen[0] if status_seen else None
-            await self.engine.feedback(decision, now, status=status,
-                                       fields={"response_headers": outcome_headers} if outcome_headers else None)
+            if feedback_on is None or status in feedback_on:
+                await self.engine.feedback(decision, now, status=status,
+                                           fields={"response_headers": outcome_headers} if outcome_headers else None)
 
     def _report(self, decision: Decision, event: str, fields: dict[str, Any]) -> None:
         """`request.state.shield.report(...)` lands here; the engine learns asynchronously."""
@@ -189,6 +265,25 @@ class ShieldMiddleware:
             return
         body = self.engine.metrics.exposition()
         await send_simple(send, 200, [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode())], body)
+
+
+def stats_of(observed: bytes) -> list[WindowStats]:
+    """The window answers the lane observed (its output rows, as the memory store answers them)."""
+    return list(map(WindowStats, _floats(observed)))
+
+
+def _floats(observed: bytes) -> list[list[float]]:
+    values = memoryview(observed).cast("d").tolist()
+    return [values[i:i + OUT_WIDTH] for i in range(0, len(values), OUT_WIDTH)]
+
+
+def _step_memory(engine: Engine) -> Callable[[str, str, float], None]:
+    """Where a planned product page that followed the previous id is remembered until its feedback."""
+    for signal in engine.signals:
+        remember = getattr(signal, "remember_step", None)
+        if remember is not None:
+            return remember
+    return lambda client_ip, path, now: None
 
 
 # Report tasks are kept referenced until done, or the event loop could drop them mid-flight.

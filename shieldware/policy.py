@@ -245,17 +245,20 @@ class Rule:
     headers: tuple[tuple[str, re.Pattern], ...] = ()
     reasons: frozenset[str] | None = None
     attributes: tuple[tuple[str, frozenset], ...] = ()
+    path_globs: tuple[str, ...] = ()  # the globs `paths` was compiled from (the fast lane matches these)
 
     @property
     def needs_evidence(self) -> bool:
         return self.reasons is not None or bool(self.attributes)
 
-    def matches(self, facts: Any, group: str, attrs: dict[str, Any], codes: Iterable[str]) -> bool:
+    def matches(self, facts: Any, group: str, attrs: dict[str, Any], codes: Iterable[str],
+                ignore_path: bool = False) -> bool:
+        """Whether every condition holds; with `ignore_path`, every condition but the path."""
         if self.methods is not None and facts.method not in self.methods:
             return False
         if self.groups is not None and group not in self.groups:
             return False
-        if self.paths is not None and self.paths.match(facts.path) is None:
+        if not ignore_path and self.paths is not None and self.paths.match(facts.path) is None:
             return False
         if self.networks:
             try:
@@ -309,7 +312,9 @@ def _parse_rule(raw: Any, where: str, check: _Checker) -> Rule | None:
     for key, value in when.items():
         at = f"{where}.when.{key}"
         if key == "path":
-            kwargs["paths"] = re.compile("|".join(f"(?:{glob_to_regex(p)})\\Z" for p in check.string_list(value, at)))
+            globs = check.string_list(value, at)
+            kwargs["paths"] = re.compile("|".join(f"(?:{glob_to_regex(p)})\\Z" for p in globs))
+            kwargs["path_globs"] = globs
         elif key == "method":
             kwargs["methods"] = frozenset(m.upper() for m in check.string_list(value, at))
         elif key == "group":

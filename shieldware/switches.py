@@ -202,6 +202,24 @@ class SwitchBoard:
         self._version: Any = _NEVER
         self._refreshing: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._listeners: list[Any] = []
+
+    @property
+    def next_refresh(self) -> float:
+        """When `maybe_refresh` will next look at the store (the fast lane answers until then)."""
+        return self._next_refresh
+
+    def quiet(self, now: float) -> bool:
+        """No allow/deny entry and no group under attack: requests pass the switches untouched."""
+        return not self.has_entries and not any(_live(switch, now) for switch in self.under_attack.values())
+
+    def on_change(self, listener: Any) -> None:
+        """Call `listener()` whenever entries or attack switches change (the fast lane disarms)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def attack(self, group: str, now: float) -> dict | None:
         switch = self.under_attack.get(group)
@@ -238,6 +256,7 @@ class SwitchBoard:
         self.lists = lists
         self.has_entries = bool(state["entries"])
         self.under_attack = state["under_attack"]
+        self._changed()
 
     def engage_automatically(self, group: str, now: float, hold_seconds: float, reason: str) -> bool:
         """A signal detected a mass attack: follow it here at once and persist it for the others.
@@ -250,6 +269,7 @@ class SwitchBoard:
         newly = current is None
         self.under_attack[group] = {"group": group, "auto": True, "reason": reason, "since": now,
                                     "until": now + hold_seconds, "by": "shieldware"}
+        self._changed()
         self._spawn(set_under_attack(self.store, self.decision_log if newly else None, group, True, now,
                                      hold_seconds, reason, by="shieldware", auto=True))
         return newly

@@ -40,11 +40,11 @@ def test_every_data_file_names_its_source_and_licence():
 def test_installed_wheel_carries_and_finds_the_fingerprints(tmp_path):
     source = tmp_path / "src"
     # Only what the wheel is built from (a checkout also holds .venv, caches and build output).
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
     for folder in ("shieldware", "fingerprints", "geoip"):
         if (ROOT / folder).is_dir():
             shutil.copytree(ROOT / folder, source / folder, ignore=skip)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "hatch_build.py"):
         shutil.copy(ROOT / name, source / name)
     (source / "geoip").mkdir(exist_ok=True)  # another feature's folder; the wheel config force-includes it
     built = subprocess.run(

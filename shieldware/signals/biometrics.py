@@ -19,6 +19,7 @@ from shieldware.biometrics.settings import BiometricsSettings, TelemetryRequirem
 from shieldware.decision import Verdict
 from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
+from shieldware.fastlane.plan import LanePart
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
 
@@ -39,6 +40,13 @@ class BiometricsSignal:
     def bind(self, engine: object) -> None:
         self.store = engine.store
         self.cookie = engine.policy.section("biometrics").cookie
+
+    def lane_cookies(self, engine: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return (), (self.cookie,)  # a session with telemetry has a record to read per request
+
+    def lane_part(self, facts: RequestFacts, inspection: Inspection) -> LanePart | None:
+        # Reached only when `inspect` asked for no record (the engine drafts no plan after a lookup).
+        return LanePart()
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> Coroutine[Any, Any, None] | None:
         """The record read to run (the engine awaits it), or None: no cookie and nothing required."""

@@ -14,6 +14,7 @@ from shieldware.actions.proof import (
 )
 from shieldware.actions.tokens import Keyring, default_keyring
 from shieldware.facts import RequestFacts
+from shieldware.fastlane.plan import LanePart
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
 
@@ -115,6 +116,12 @@ class ClearanceSignal:
             if addresses > settings.reuse_max_addresses or fingerprints > settings.reuse_max_fingerprints:
                 self.reuse.mark_shared(clearance_id)
         return binding
+
+    def lane_cookies(self, engine: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return (), (self.settings.cookie_name,)  # a clearance is verified on the Python path
+
+    def lane_part(self, facts: RequestFacts, inspection: Inspection) -> LanePart | None:
+        return LanePart() if inspection.attrs.get("clearance") == "none" else None
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
         settings = self.settings

@@ -282,6 +282,7 @@ _ENGINE_OF_TLS_FAMILY = {"chrome": "blink", "edge": "blink", "firefox": "gecko",
 
 class HeaderSignal:
     name = "headers"
+    lane = "shape"  # reads only header names and values a plan's shape keeps (VALUE_FREE_HEADERS)
 
     def __init__(
         self,

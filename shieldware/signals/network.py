@@ -206,15 +206,18 @@ class NetworkSignal:
     """Per-address lookups in the configured databases, cached (bounded LRU) per process."""
 
     name = "network"
+    lane = "address"  # plans are per client address; configure() makes the engine forget them
 
     def __init__(self, settings: NetworkSettings | None = None) -> None:
         self._explicit = settings
         self.settings: NetworkSettings | None = None
         self.lookup: NetworkLookup | None = None
         self._cached_view: Any = None
+        self._engine: Any = None
 
     def bind(self, engine: Any) -> None:
         """Open the databases at engine start, so a missing or corrupt file fails here, not per request."""
+        self._engine = engine
         self.configure(self._explicit or engine.policy.section("network"))
 
     def configure(self, settings: NetworkSettings) -> None:
@@ -222,6 +225,8 @@ class NetworkSignal:
         self.settings = settings
         self.lookup = NetworkLookup(databases)
         self._cached_view = lru_cache(maxsize=settings.cache_size)(self._view_uncached)
+        if self._engine is not None:
+            self._engine.forget_plans()  # plans carry what the old databases said about addresses
 
     def _view_uncached(self, client_ip: str) -> NetworkView | None:
         if not self.lookup.databases:

@@ -13,6 +13,7 @@ register_reason("req.oversized_cookie", 25, "The Cookie header is far larger tha
 
 class RequestSanitySignal:
     name = "request"
+    lane = "shape"  # the fast lane only answers requests without notes
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
         if not facts.notes:

@@ -27,11 +27,22 @@ from typing import Any
 from shieldware.decision import Verdict
 from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
+from shieldware.fastlane.plan import CV_LT, GE, GT, INT_GE, LE, PRODUCT_GE, Atom, LanePart, Trigger
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
 from shieldware.signals.traffic_keys import header_fingerprint, ip_prefix, product_id
 from shieldware.signals.traffic_policy import LIMIT_KEYS, TrafficSettings
 from shieldware.store.base import MAX_LIMITS, Observation, Rate
+from shieldware.windows.layout import (
+    N_HALF_LIVES,
+    OUT_DISTINCT,
+    OUT_GAPS,
+    OUT_MEAN,
+    OUT_RATIO,
+    OUT_RETRY,
+    OUT_STD,
+    OUT_WEIGHT,
+)
 
 PROBE, ASSET, SEQUENTIAL, LISTING = 1, 2, 4, 8          # ip key channels (bits)
 NO_COOKIE, NO_REFERER = 1, 2                           # client key channels (bits)
@@ -244,10 +255,76 @@ class TrafficSignal:
                            prefix=prefix)
 
     def _remember_step(self, facts: RequestFacts) -> None:
+        self.remember_step(facts.client_ip, facts.path, facts.now)
+
+    def remember_step(self, client_ip: str, path: str, now: float) -> None:
         """A sequential step is counted once the page is actually served (in `feedback`)."""
         if len(self._pending_steps) >= _PENDING_LIMIT:
             self._pending_steps.clear()  # feedback never came for these (refused requests)
-        self._pending_steps.add((facts.client_ip, facts.path, facts.now))
+        self._pending_steps.add((client_ip, path, now))
+
+    # ---- the fast lane ----------------------------------------------------------------------
+
+    def lane_cookies(self, engine: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return tuple(self._settings.session_cookies), ()
+
+    def lane_part(self, facts: RequestFacts, inspection: Inspection) -> LanePart | None:
+        """Where this request's observations change from one request of its plan to the next (the
+        product id on the ip row, the session on the client row) and when `assess` would speak."""
+        at = inspection.attrs.get("traffic.at")
+        if at is None:
+            return None
+        first, limits_at, end = at
+        group = inspection.group
+        if first != 0 or end != len(inspection.observations):
+            return None  # another signal observes too: the lane fills only traffic's rows
+        if any(per in ("session", "account") for per, _, _ in self._limits_of(group)):
+            return None  # rate keys that change per request
+        if group.name == STATIC_GROUP:
+            return LanePart(triggers=self.lane_triggers(True, first, limits_at, end),
+                            feedback_statuses=PROBE_STATUSES)
+        return LanePart(
+            pid_row=first if group.name == PRODUCT_GROUP else -1, pid_seen=SEQUENTIAL,
+            session_row=first + 1, no_session_hits=NO_COOKIE,
+            triggers=self.lane_triggers(False, first, limits_at, end),
+            feedback_statuses=PROBE_STATUSES)
+
+    def lane_triggers(self, static: bool, first: int, limits_at: int, end: int) -> tuple[Trigger, ...]:
+        """`assess` above as data: one trigger per finding, firing exactly when that finding (or a
+        rate-limit demand) would be added. Kept next to `assess` so both change together; the
+        tests hold the two to each other on random window answers."""
+        s = self._settings
+        triggers: list[Trigger] = [(Atom(row, OUT_RETRY, GT, 0.0),) for row in range(limits_at, end)]
+        if static:
+            return tuple(triggers)
+        ip, client, net = first, first + 1, first + 2
+
+        def ratio(channel: int, half_life: int) -> int:
+            return OUT_RATIO + channel * N_HALF_LIVES + half_life
+
+        def weight(channel: int, half_life: int) -> int:
+            return OUT_WEIGHT + channel * N_HALF_LIVES + half_life
+
+        triggers += [
+            (Atom(ip, 0, GE, float(s.burst_pages_10s)),),
+            (Atom(ip, 2, GE, float(s.sustained_pages_10min)),),
+            (Atom(ip, OUT_GAPS, INT_GE, float(s.regular_min_gaps)),
+             Atom(ip, OUT_MEAN, CV_LT, float(s.regular_max_cv), OUT_STD)),
+            (Atom(ip, weight(SEQUENTIAL_CH, LONG), GE, float(s.enumeration_min_products)),
+             Atom(ip, ratio(SEQUENTIAL_CH, LONG), GE, float(s.enumeration_min_sequential))),
+            (Atom(ip, OUT_DISTINCT, GE, float(s.sweep_min_distinct)),
+             Atom(ip, ratio(LISTING_CH, LONG), LE, float(s.sweep_max_listing_share))),
+            (Atom(ip, ratio(PROBE_CH, SHORT), PRODUCT_GE, float(s.probing_min_errors), weight(PROBE_CH, SHORT)),
+             Atom(ip, ratio(PROBE_CH, SHORT), GE, float(s.probing_min_share))),
+            (Atom(net, 2, GE, float(s.prefix_pages_10min)), Atom(net, OUT_DISTINCT, GE, float(s.prefix_min_ips))),
+        ]
+        if s.assets_through_shieldware:
+            triggers.append((Atom(ip, weight(LISTING_CH, LONG), GE, float(s.no_assets_min_pages)),
+                             Atom(ip, ratio(ASSET_CH, LONG), LE, float(s.no_assets_max_share))))
+        if s.session_cookies:
+            triggers.append((Atom(client, weight(NO_COOKIE_CH, LONG), GE, float(s.amnesia_min_pages)),
+                             Atom(client, ratio(NO_COOKIE_CH, LONG), GE, float(s.amnesia_min_share))))
+        return tuple(triggers)
 
     # ---- after the response ---------------------------------------------------------------
 

@@ -226,6 +226,7 @@ _CATEGORY_REASONS = {
 
 class UserAgentSignal:
     name = "useragent"
+    lane = "shape"  # the User-Agent is part of a plan's shape
 
     def bind(self, engine: object) -> None:
         warm_up()

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import struct
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ def key_hash(kind: str, key: str) -> int:
 
 
 _item_key: bytes | None = None
+_item_hash_listeners: list[Any] = []
 
 
 def set_item_hash_key(key: bytes | None) -> None:
@@ -33,6 +35,18 @@ def set_item_hash_key(key: bytes | None) -> None:
     global _item_key
     _item_key = key
     _item_hash_cached.cache_clear()
+    for reference in list(_item_hash_listeners):
+        listener = reference()
+        if listener is None:
+            _item_hash_listeners.remove(reference)
+        else:
+            listener()
+
+
+def on_item_hash_change(listener: Any) -> None:
+    """Call `listener()` (a bound method, held weakly) when items start being hashed differently
+    (the fast lane hashes them as the string hash does, and steps aside)."""
+    _item_hash_listeners.append(weakref.WeakMethod(listener))
 
 
 def item_hash(item: object) -> int:
@@ -61,6 +75,11 @@ def _item_hash_cached(item: str) -> int:
 def event_rows(observation: Observation, now: float) -> tuple[list[int], list[float]]:
     """The kernel's int and float row for one observation at `now`."""
     return _rows((observation,), now)
+
+
+def rows_for(observations: Sequence[Observation], now: float) -> tuple[list[int], list[float]]:
+    """The kernel's flat int and float rows for observations at `now` (the fast lane's plans)."""
+    return _rows(observations, now)
 
 
 def _rows(observations: Sequence[Observation], now: float) -> tuple[list[int], list[float]]:

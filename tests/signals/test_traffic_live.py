@@ -23,14 +23,13 @@ def shop():
     clock = SimulatedClock(1_700_000_000.0)
     app = build_demo_app(policy=default_policy(), store=MemoryStore(capacity=4096), clock=clock)
     decisions = []
-    decide = app.engine.decide
+    record = app.engine.record
 
-    async def decide_and_keep(facts):
-        decision = await decide(facts)
+    def record_and_keep(decision):
+        record(decision)
         decisions.append(decision)
-        return decision
 
-    app.engine.decide = decide_and_keep  # watch the decisions, change nothing
+    app.engine.record = record_and_keep  # every decision passes here (the fast lane's too): watch, change nothing
     with live_server(app) as server:
         server.clock = clock
         server.decisions = decisions

@@ -1,0 +1,1768 @@
+/* The fast lane: decides a request whose shape the engine has already planned, without Python.
+ *
+ * A *shape* is what the client software sends apart from per-request details: the method, HTTP
+ * version, scheme, header names in arrival order and the values of every header except a few
+ * that change per request (cookie, referer, x-forwarded-for, ...). A *plan* is what the Python
+ * engine concluded for one (shape, client address, route group): the static signals' evidence,
+ * the verdict while the windows are quiet, and the window rows the traffic signal observes.
+ *
+ * Per request this file: scans the ASGI headers into the shape, resolves the client address
+ * (trusted proxies), reads the session cookie, finds the route group, looks the plan up, fills
+ * the plan's per-request holes (time, product id, session), calls the window kernel through its
+ * Numba C entry point and checks the plan's triggers (the thresholds at which the traffic signal
+ * would speak). Quiet: the plan is the answer. Anything else - an unusual request, a plan not
+ * yet made, a trigger - is handed back to Python, which stays the reference for every verdict.
+ *
+ * Nothing a client sends raises here: what this file does not handle goes to the Python path.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include "structmember.h" /* T_OBJECT_EX, READONLY: the Decision's slots */
+
+#define MAX_HEADERS 64
+#define SHAPE_MAX 8192
+#define MAX_ROWS 8
+#define MAX_TRIGGERS 16
+#define MAX_ATOMS 4
+#define MAX_GROUPS 64
+#define MAX_NAMES 32
+#define MAX_TRUSTED 64
+#define IP_MAX 46
+#define WAYS 4
+#define MAX_HOPS 32
+#define COOKIE_SOFT_LIMIT 8192
+#define MAX_COOKIE_PARTS 64
+#define MAX_SESSION 128
+#define MAX_PATH 2048
+#define VALUE_FREE_MARK 0xFFFF
+#define MAX_BOUNDS 16
+/* The fields of shieldware.decision.Decision, in the order the lane is given their slots. */
+enum { F_REF, F_VERDICT, F_SCORE, F_REASONS, F_GROUP, F_TIME, F_CLIENT_IP, F_METHOD, F_PATH, F_MODE, F_RULE,
+       F_RETRY_AFTER, F_USER_AGENT, F_EXTRA, F_REPORTER, N_FIELDS };
+/* The plan attributes a decision copies, in field order (NULL: the request supplies it). */
+static const char *PLAN_FIELDS[N_FIELDS] = {NULL, "verdict", "bot_score", "reasons", "route_group", NULL,
+                                            "client_ip", "method", NULL, "mode", "rule", "retry_after",
+                                            "user_agent", "extra", NULL};
+
+typedef int64_t (*kernel_fn)(int64_t *, double *, uint8_t *, int64_t, int64_t *, double *, int64_t, double *,
+                             int64_t);
+
+/* What happened to each request, for `counts()`: the share of requests the lane answers. */
+enum {
+    OUT_HIT,       /* planned, windows quiet: answered here */
+    OUT_FLAGGED,   /* planned, observed here, a trigger fired: Python assesses the stats */
+    OUT_MISS,      /* eligible, but no plan yet: Python decides and makes one */
+    OUT_OFF,       /* the lane is disarmed (switches changed, refresh due) */
+    OUT_SCOPE,     /* not an HTTP scope, or one shaped unusually */
+    OUT_PATH,      /* path not plain ASCII, too long, or an internal endpoint */
+    OUT_HEADERS,   /* too many, repeated, non-ASCII, upper-case or special headers */
+    OUT_CLIENT,    /* client address the lane does not resolve (malformed forwarding, ...) */
+    OUT_COOKIE,    /* malformed, oversized or lane-excluded cookies */
+    OUT_RULE,      /* a policy rule's path matched: Python evaluates the rule */
+    OUT_BUSY,      /* the window table was busy in another thread */
+    N_OUTCOMES
+};
+static const char *OUTCOME_NAMES[N_OUTCOMES] = {"hit", "flagged", "miss", "off", "scope", "path", "headers",
+                                                "client", "cookie", "rule", "busy"};
+
+enum { OP_GE, OP_LE, OP_GT, OP_LT, OP_INT_GE, OP_CV_LT, OP_PRODUCT_GE, N_OPS };
+
+typedef struct GlobSet_ GlobSet;
+
+typedef struct {
+    int row, field, op, field2;
+    double value;
+} Atom;
+
+typedef struct {
+    int n_atoms;
+    Atom atoms[MAX_ATOMS];
+} Trigger;
+
+typedef struct {
+    PyObject *methods; /* frozenset of str, or NULL for every method */
+    GlobSet *globs;
+    int n_triggers;
+    Trigger triggers[MAX_TRIGGERS];
+} Group;
+
+typedef struct {
+    Py_ssize_t len;
+    char bytes[40];
+} Name;
+
+typedef struct {
+    uint64_t hash; /* 0: empty */
+    uint32_t gen;
+    Py_ssize_t len;
+    char *bytes;
+} ShapeSlot;
+
+typedef struct {
+    uint64_t hash; /* 0: empty */
+    uint32_t shape_slot, shape_gen;
+    int group;
+    int ip_len;
+    char ip[IP_MAX];
+    PyObject *plan;
+    PyObject *fields[N_FIELDS]; /* the plan's values for the decision fields it fixes */
+    int plain;                  /* an allow nobody logs: the decision goes straight to the app */
+    uint64_t hits;              /* decisions made from this plan since the last drain() */
+    GlobSet *rule_globs; /* paths of rules Python must evaluate, or NULL */
+    int n_rows, pid_row, session_row;
+    int64_t pid_seen, no_session_hits;
+    int64_t *ints;  /* n_rows * ev_int_width, then the floats in the same allocation */
+    double *floats;
+} PlanSlot;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *weakrefs; /* the metrics' tally refers to the lane weakly */
+    /* route groups */
+    int n_groups, default_group;
+    Group groups[MAX_GROUPS];
+    /* headers */
+    int n_value_free, n_bail_names, n_bail_prefixes;
+    Name value_free[MAX_NAMES], bail_names[MAX_NAMES], bail_prefixes[MAX_NAMES];
+    uint64_t value_free_mask, bail_mask; /* name_bit() of every name in the list: most names skip it */
+    PyObject *bail_paths;       /* the middleware's endpoints: a dict keyed by path */
+    PyObject *bail_path_prefix; /* str */
+    const char *prefix;         /* its UTF-8 bytes */
+    Py_ssize_t prefix_len;
+    /* client address */
+    int has_trusted, n_trusted;
+    uint32_t trusted_net[MAX_TRUSTED], trusted_mask[MAX_TRUSTED];
+    PyObject *trusts, *normalise;
+    /* cookies */
+    int n_session_names, n_absent_names;
+    Name session_names[MAX_NAMES], absent_names[MAX_NAMES];
+    /* windows */
+    kernel_fn kernel;
+    int64_t *keys;
+    double *state;
+    uint8_t *registers;
+    int64_t capacity;
+    PyObject *lock, *table;
+    int ev_int_width, ev_float_width, out_width, col_item, col_flags, col_step, col_time, out_follows;
+    int64_t max_step;
+    /* plans */
+    ShapeSlot *shapes;
+    PlanSlot *plans;
+    uint32_t shape_buckets, plan_buckets; /* powers of two; WAYS slots each */
+    uint8_t *shape_next, *plan_next;      /* round-robin victim per bucket */
+    uint64_t seed;
+    /* switches */
+    int armed;
+    double refresh_due;
+    int busy; /* inside decide() or install(): a Python callback let another thread in */
+    /* per-request scratch */
+    char shape[SHAPE_MAX];
+    int64_t ev_int[MAX_ROWS * 8];
+    double ev_float[MAX_ROWS * 8];
+    double out[MAX_ROWS * 64];
+    uint64_t counts[N_OUTCOMES];
+    /* decisions the lane makes */
+    PyTypeObject *decision_type;
+    Py_ssize_t offsets[N_FIELDS]; /* where each field's slot sits in a Decision */
+    PyObject *ref_counter, *ref_tag;
+    PyObject *retired; /* [(plan, hits)] of plans replaced since the last drain() */
+    int n_bounds;
+    double bounds[MAX_BOUNDS];
+    uint64_t latency[MAX_BOUNDS + 1];
+    double latency_sum;
+} Lane;
+
+static PyObject *S_type, *S_http, *S_path, *S_method, *S_headers, *S_client, *S_scheme, *S_http_version,
+    *S_acquire, *S_release, *S_evictions;
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+/* str.strip()'s whitespace, for ASCII: the lane never sees other bytes in the values it strips. */
+static inline int py_space(unsigned char c) { return (c >= 9 && c <= 13) || (c >= 28 && c <= 32); }
+
+static uint64_t mix(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+/* A seeded 64-bit hash for table placement: one multiply per word, a full mix at the end.
+ * Equality is always checked byte for byte, so a collision costs a slot, never a wrong plan. */
+static uint64_t hash_bytes(uint64_t seed, const char *data, Py_ssize_t len) {
+    uint64_t h = seed ^ ((uint64_t)len * 0x9e3779b97f4a7c15ULL);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t chunk;
+        memcpy(&chunk, data + i, 8);
+        h = (h ^ chunk) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 29;
+    }
+    if (i < len) {
+        uint64_t chunk = 0;
+        memcpy(&chunk, data + i, (size_t)(len - i));
+        h = (h ^ chunk ^ 0xa5a5a5a5a5a5a5a5ULL) * 0x9e3779b97f4a7c15ULL;
+    }
+    h = mix(h);
+    return h ? h : 1;
+}
+
+/* Any byte >= 0x7f (DEL or not ASCII)? Eight at a time: a byte below 0x7f plus one stays below 0x80. */
+static int has_high_byte(const char *data, Py_ssize_t len) {
+    Py_ssize_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, data + i, 8);
+        if (((w + 0x0101010101010101ULL) | w) & 0x8080808080808080ULL) return 1;
+    }
+    for (; i < len; i++)
+        if ((unsigned char)data[i] >= 0x7f) return 1;
+    return 0;
+}
+
+static int copy_names(PyObject *seq, Name *out, int max, const char *what) {
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (fast == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > max) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "%s: at most %d names", what, max);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) >= (Py_ssize_t)sizeof(out[i].bytes)) {
+            Py_DECREF(fast);
+            PyErr_Format(PyExc_ValueError, "%s: names must be bytes shorter than %d", what,
+                         (int)sizeof(out[i].bytes));
+            return -1;
+        }
+        out[i].len = PyBytes_GET_SIZE(item);
+        memcpy(out[i].bytes, PyBytes_AS_STRING(item), (size_t)out[i].len);
+    }
+    Py_DECREF(fast);
+    return (int)n;
+}
+
+/* One of 64 bits for a header name, from its length and last byte: a cheap "might be in this list". */
+static inline uint64_t name_bit(const char *data, Py_ssize_t len) {
+    return 1ULL << ((len * 7 + (unsigned char)data[len - 1]) & 63);
+}
+
+static uint64_t names_mask(const Name *names, int n) {
+    uint64_t mask = 0;
+    for (int i = 0; i < n; i++)
+        if (names[i].len > 0) mask |= name_bit(names[i].bytes, names[i].len);
+    return mask;
+}
+
+static inline int name_is(const Name *name, const char *data, Py_ssize_t len) {
+    return name->len == len && memcmp(name->bytes, data, (size_t)len) == 0;
+}
+
+static int in_names(const Name *names, int n, const char *data, Py_ssize_t len) {
+    for (int i = 0; i < n; i++)
+        if (name_is(&names[i], data, len)) return 1;
+    return 0;
+}
+
+static int has_prefix(const Name *names, int n, const char *data, Py_ssize_t len) {
+    for (int i = 0; i < n; i++)
+        if (names[i].len <= len && memcmp(names[i].bytes, data, (size_t)names[i].len) == 0) return 1;
+    return 0;
+}
+
+#define LIT(s) (s), (Py_ssize_t)(sizeof(s) - 1)
+static inline int bytes_eq(const char *a, Py_ssize_t alen, const char *b, Py_ssize_t blen) {
+    return alen == blen && memcmp(a, b, (size_t)alen) == 0;
+}
+
+/* ---- globs (route groups and rule paths) ---------------------------------------------------- */
+
+/* The policy's globs: '*' spans any characters (slashes too), '?' is one character, the rest is
+ * literal, anchored at both ends; the same language shieldware.policy.glob_to_regex compiles.
+ * The lane only matches ASCII paths without line breaks, where the two agree exactly. */
+static int glob_match(const char *pat, Py_ssize_t plen, const char *s, Py_ssize_t slen) {
+    Py_ssize_t p = 0, i = 0, star = -1, mark = 0;
+    while (i < slen) {
+        if (p < plen && pat[p] == '*') { /* remember where to resume if what follows fails */
+            star = p++;
+            mark = i;
+        } else if (p < plen && (pat[p] == '?' || pat[p] == s[i])) {
+            p++;
+            i++;
+        } else if (star >= 0) { /* let the last star take one character more */
+            p = star + 1;
+            i = ++mark;
+        } else {
+            return 0;
+        }
+    }
+    while (p < plen && pat[p] == '*') p++;
+    return p == plen;
+}
+
+/* Globs compiled once: most are a literal, a prefix ("/static/ *"), a suffix ("*.css") or both
+ * around one star, matched with memcmp; the rest go through glob_match. */
+enum { GLOB_EXACT, GLOB_PREFIX, GLOB_SUFFIX, GLOB_AROUND, GLOB_GENERAL };
+
+typedef struct {
+    int kind;
+    Py_ssize_t len, head, tail; /* the pattern's length; literal bytes before and after its star */
+    char *text;
+} Glob;
+
+struct GlobSet_ {
+    Py_ssize_t n;
+    Glob globs[];
+};
+
+static void free_globs(GlobSet *set) {
+    if (set == NULL) return;
+    for (Py_ssize_t i = 0; i < set->n; i++) PyMem_Free(set->globs[i].text);
+    PyMem_Free(set);
+}
+
+/* A tuple of str patterns compiled; NULL with an exception set on failure. */
+static GlobSet *compile_globs(PyObject *patterns) {
+    if (!PyTuple_Check(patterns)) {
+        PyErr_SetString(PyExc_TypeError, "globs must be a tuple of str");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(patterns);
+    GlobSet *set = PyMem_Calloc(1, sizeof(GlobSet) + (size_t)n * sizeof(Glob));
+    if (set == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len;
+        const char *text = PyUnicode_Check(PyTuple_GET_ITEM(patterns, i))
+                               ? PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(patterns, i), &len)
+                               : NULL;
+        if (text == NULL) {
+            set->n = i;
+            free_globs(set);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "globs must be a tuple of str");
+            return NULL;
+        }
+        Glob *glob = &set->globs[i];
+        glob->text = PyMem_Malloc((size_t)len + 1);
+        if (glob->text == NULL) {
+            set->n = i;
+            free_globs(set);
+            PyErr_NoMemory();
+            return NULL;
+        }
+        memcpy(glob->text, text, (size_t)len);
+        glob->len = len;
+        set->n = i + 1;
+        int stars = 0, questions = 0;
+        Py_ssize_t star = -1;
+        for (Py_ssize_t k = 0; k < len; k++) {
+            if (text[k] == '*') {
+                stars++;
+                star = k;
+            } else if (text[k] == '?') {
+                questions++;
+            }
+        }
+        if (questions || stars > 1) {
+            glob->kind = GLOB_GENERAL;
+        } else if (stars == 0) {
+            glob->kind = GLOB_EXACT;
+        } else {
+            glob->head = star;
+            glob->tail = len - star - 1;
+            glob->kind = glob->tail == 0 ? GLOB_PREFIX : glob->head == 0 ? GLOB_SUFFIX : GLOB_AROUND;
+        }
+    }
+    return set;
+}
+
+static int any_glob(const GlobSet *set, const char *path, Py_ssize_t len) {
+    for (Py_ssize_t i = 0; i < set->n; i++) {
+        const Glob *g = &set->globs[i];
+        switch (g->kind) {
+        case GLOB_EXACT:
+            if (g->len == len && memcmp(g->text, path, (size_t)len) == 0) return 1;
+            break;
+        case GLOB_PREFIX:
+            if (g->head <= len && memcmp(g->text, path, (size_t)g->head) == 0) return 1;
+            break;
+        case GLOB_SUFFIX:
+            if (g->tail <= len && memcmp(g->text + 1, path + len - g->tail, (size_t)g->tail) == 0) return 1;
+            break;
+        case GLOB_AROUND:
+            if (g->head + g->tail <= len && memcmp(g->text, path, (size_t)g->head) == 0 &&
+                memcmp(g->text + g->head + 1, path + len - g->tail, (size_t)g->tail) == 0)
+                return 1;
+            break;
+        default:
+            if (glob_match(g->text, g->len, path, len)) return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- product ids ---------------------------------------------------------------------------- */
+
+/* The id a product URL ends with, as shieldware.signals.traffic_keys.product_id reads it: the
+ * last path segment (one trailing slash ignored) is 1-12 digits, alone or followed by one of
+ * "-_." and anything without a slash. -1: none. */
+static int64_t product_id(const char *path, Py_ssize_t len) {
+    Py_ssize_t end = len;
+    if (end > 0 && path[end - 1] == '/') end--;
+    Py_ssize_t start = end;
+    while (start > 0 && path[start - 1] != '/') start--;
+    if (start == 0) return -1; /* no slash before the segment */
+    Py_ssize_t i = start;
+    int64_t value = 0;
+    while (i < end && path[i] >= '0' && path[i] <= '9') {
+        if (i - start == 12) return -1;
+        value = value * 10 + (path[i] - '0');
+        i++;
+    }
+    if (i == start) return -1;
+    if (i < end && path[i] != '-' && path[i] != '_' && path[i] != '.') return -1;
+    return value;
+}
+
+/* ---- client addresses ----------------------------------------------------------------------- */
+
+/* Dotted-quad IPv4 exactly as ipaddress prints it (no leading zeros); its value in *out. */
+static int canonical_ipv4(const char *s, Py_ssize_t len, uint32_t *out) {
+    uint32_t value = 0;
+    int parts = 0;
+    Py_ssize_t i = 0;
+    while (parts < 4) {
+        Py_ssize_t begin = i;
+        unsigned part = 0;
+        while (i < len && s[i] >= '0' && s[i] <= '9' && i - begin < 3) part = part * 10 + (unsigned)(s[i++] - '0');
+        Py_ssize_t digits = i - begin;
+        if (digits == 0 || (digits > 1 && s[begin] == '0') || part > 255) return 0;
+        value = (value << 8) | part;
+        parts++;
+        if (parts < 4) {
+            if (i >= len || s[i] != '.') return 0;
+            i++;
+        }
+    }
+    if (i != len) return 0;
+    *out = value;
+    return 1;
+}
+
+typedef struct {
+    char text[IP_MAX];
+    int len;
+    int v4;
+    uint32_t value;
+} Address;
+
+/* Normalise one address text as shieldware.facts.normalise_ip does: canonical IPv4 here, anything
+ * else through the Python function (cached there). 1: done, 0: not an address, -1: error. */
+static int normalise(Lane *self, const char *s, Py_ssize_t len, Address *out) {
+    Py_ssize_t a = 0, b = len;
+    while (a < b && py_space((unsigned char)s[a])) a++;
+    while (b > a && py_space((unsigned char)s[b - 1])) b--;
+    if (a == b) return 0;
+    if (b - a < IP_MAX && canonical_ipv4(s + a, b - a, &out->value)) {
+        out->len = (int)(b - a);
+        memcpy(out->text, s + a, (size_t)out->len);
+        out->v4 = 1;
+        return 1;
+    }
+    PyObject *text = PyUnicode_DecodeLatin1(s, len, NULL);
+    if (text == NULL) return -1;
+    PyObject *result = PyObject_CallOneArg(self->normalise, text);
+    Py_DECREF(text);
+    if (result == NULL) return -1;
+    if (result == Py_None) {
+        Py_DECREF(result);
+        return 0;
+    }
+    Py_ssize_t n;
+    const char *norm = PyUnicode_Check(result) ? PyUnicode_AsUTF8AndSize(result, &n) : NULL;
+    if (norm == NULL || n >= IP_MAX) {
+        Py_DECREF(result);
+        PyErr_Clear();
+        return 0;
+    }
+    out->len = (int)n;
+    memcpy(out->text, norm, (size_t)n);
+    out->v4 = canonical_ipv4(norm, n, &out->value);
+    Py_DECREF(result);
+    return 1;
+}
+
+/* May this address tell us who the client is? 1 / 0, -1 on error. */
+static int trusted(Lane *self, const Address *addr) {
+    if (!self->has_trusted) return 0;
+    if (addr->v4) {
+        for (int i = 0; i < self->n_trusted; i++)
+            if ((addr->value & self->trusted_mask[i]) == self->trusted_net[i]) return 1;
+        return 0;
+    }
+    PyObject *text = PyUnicode_FromStringAndSize(addr->text, addr->len);
+    if (text == NULL) return -1;
+    PyObject *answer = PyObject_CallOneArg(self->trusts, text);
+    Py_DECREF(text);
+    if (answer == NULL) return -1;
+    int yes = PyObject_IsTrue(answer);
+    Py_DECREF(answer);
+    return yes;
+}
+
+typedef struct {
+    const char *data;
+    Py_ssize_t len;
+} Span;
+
+/* shieldware.facts.resolve_client_ip for requests without a Forwarded header: walk
+ * X-Forwarded-For (or X-Real-IP) right to left while the hop is a trusted proxy.
+ * 1: resolved into *client, 0: send the request to Python (it would note a malformed hop). */
+static int resolve_client(Lane *self, const Address *peer, int peer_trusted, Span xff, Span real, Address *client) {
+    *client = *peer;
+    if (!peer_trusted) return 1;
+    Span hops[MAX_HOPS];
+    int n = 0, total = 0;
+    if (xff.data != NULL) {
+        /* [hop for hop in xff.split(",") if hop.strip()], the last MAX_HOPS of them */
+        Py_ssize_t begin = 0;
+        for (Py_ssize_t i = 0; i <= xff.len; i++) {
+            if (i == xff.len || xff.data[i] == ',') {
+                Py_ssize_t a = begin;
+                while (a < i && py_space((unsigned char)xff.data[a])) a++;
+                if (a < i) {
+                    hops[total % MAX_HOPS] = (Span){xff.data + begin, i - begin};
+                    total++;
+                }
+                begin = i + 1;
+            }
+        }
+    }
+    if (total == 0 && real.data != NULL && real.len > 0) {
+        hops[0] = real;
+        total = 1;
+    }
+    n = total < MAX_HOPS ? total : MAX_HOPS;
+    int first = total - n; /* index (in the ring) of the leftmost kept hop */
+    for (int left = n - 1; left >= 0; left--) {
+        Span hop = hops[(first + left) % MAX_HOPS];
+        Address ip;
+        int ok = normalise(self, hop.data, hop.len, &ip);
+        if (ok <= 0) {
+            if (ok < 0) PyErr_Clear();
+            return 0; /* Python notes forwarded.bad_address */
+        }
+        *client = ip;
+        if (left == 0) break;
+        int t = trusted(self, &ip);
+        if (t < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (!t) break;
+    }
+    return 1;
+}
+
+/* ---- cookies -------------------------------------------------------------------------------- */
+
+/* shieldware.facts.parse_cookies, reduced to what the lane needs: whether the header would be
+ * noted (malformed, oversized, too many: 0 is returned, Python takes it), whether a cookie the
+ * lane must not see is present (0 too), and the first non-empty session cookie's value. */
+static int read_cookies(Lane *self, Span raw, Span *session) {
+    session->data = NULL;
+    session->len = 0;
+    if (raw.len > COOKIE_SOFT_LIMIT) return 0;
+    Span first[MAX_NAMES]; /* each session cookie's first value (the first of a name wins) */
+    for (int s = 0; s < self->n_session_names; s++) first[s].data = NULL;
+    int valid = 0;
+    Py_ssize_t begin = 0;
+    for (Py_ssize_t i = 0; i <= raw.len; i++) {
+        if (i < raw.len && raw.data[i] != ';') continue;
+        const char *part = raw.data + begin;
+        Py_ssize_t plen = i - begin;
+        begin = i + 1;
+        const char *eq = memchr(part, '=', (size_t)plen);
+        Py_ssize_t a = 0, b = eq ? eq - part : plen;
+        while (a < b && py_space((unsigned char)part[a])) a++;
+        while (b > a && py_space((unsigned char)part[b - 1])) b--;
+        if (eq == NULL || a == b) {
+            Py_ssize_t k = 0;
+            while (k < plen && py_space((unsigned char)part[k])) k++;
+            if (k < plen) return 0; /* cookie.malformed */
+            continue;
+        }
+        /* Python notes cookie.too_many past 64 distinct names; past 64 pairs, let it decide. */
+        if (++valid > MAX_COOKIE_PARTS) return 0;
+        const char *name = part + a;
+        Py_ssize_t nlen = b - a;
+        if (in_names(self->absent_names, self->n_absent_names, name, nlen)) return 0;
+        for (int s = 0; s < self->n_session_names; s++) {
+            if (first[s].data != NULL || !name_is(&self->session_names[s], name, nlen)) continue;
+            const char *v = eq + 1;
+            Py_ssize_t vlen = plen - (v - part);
+            Py_ssize_t va = 0, vb = vlen;
+            while (va < vb && py_space((unsigned char)v[va])) va++;
+            while (vb > va && py_space((unsigned char)v[vb - 1])) vb--;
+            if (vb - va >= 2 && v[va] == '"' && v[vb - 1] == '"') {
+                va++;
+                vb--;
+            }
+            first[s] = (Span){v + va, vb - va};
+        }
+    }
+    /* The traffic signal takes the first session cookie, in its order, whose value is not empty. */
+    for (int s = 0; s < self->n_session_names; s++)
+        if (first[s].data != NULL && first[s].len > 0) {
+            *session = first[s];
+            break;
+        }
+    return 1;
+}
+
+/* ---- scope scanning ------------------------------------------------------------------------- */
+
+typedef struct {
+    Py_ssize_t shape_len;
+    PyObject *method, *path;
+    const char *path_data;
+    Py_ssize_t path_len;
+    int group;
+    Address client;
+    Span session;
+    int outcome; /* -1 while eligible, else the OUT_* reason to hand over */
+} Scan;
+
+static int append(Lane *self, Py_ssize_t *at, const char *data, Py_ssize_t len) {
+    if (len > 0xFFFE || *at + 2 + len > SHAPE_MAX) return 0;
+    self->shape[(*at)++] = (char)(len & 0xFF);
+    self->shape[(*at)++] = (char)(len >> 8);
+    memcpy(self->shape + *at, data, (size_t)len);
+    *at += len;
+    return 1;
+}
+
+static int append_str(Lane *self, Py_ssize_t *at, PyObject *text) {
+    Py_ssize_t len;
+    if (text == NULL || !PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) return 0;
+    const char *data = PyUnicode_AsUTF8AndSize(text, &len);
+    return data != NULL && append(self, at, data, len);
+}
+
+static int group_of(Lane *self, PyObject *method, const char *path, Py_ssize_t len) {
+    for (int g = 0; g < self->n_groups; g++) {
+        Group *group = &self->groups[g];
+        if (group->globs == NULL) continue;
+        if (group->methods != NULL) {
+            int in = PySet_Contains(group->methods, method);
+            if (in < 0) {
+                PyErr_Clear();
+                return -1;
+            }
+            if (!in) continue;
+        }
+        if (any_glob(group->globs, path, len)) return g;
+    }
+    return self->default_group;
+}
+
+static PyObject *scope_item(PyObject *scope, PyObject *key) {
+    PyObject *value = PyDict_GetItemWithError(scope, key); /* borrowed */
+    if (value == NULL) PyErr_Clear();
+    return value;
+}
+
+/* Everything the lane reads from a scope; on return scan->outcome is -1 when the request is for
+ * the lane, else why it is not. */
+static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
+    scan->outcome = OUT_SCOPE;
+    if (!PyDict_Check(scope)) return;
+    PyObject *type = scope_item(scope, S_type);
+    if (type == NULL || !PyUnicode_Check(type) || PyUnicode_Compare(type, S_http) != 0) return;
+    PyObject *path = scope_item(scope, S_path);
+    PyObject *method = scope_item(scope, S_method);
+    PyObject *headers = scope_item(scope, S_headers);
+    if (path == NULL || method == NULL || headers == NULL || !PyUnicode_Check(path) || !PyUnicode_Check(method))
+        return;
+    /* path */
+    scan->outcome = OUT_PATH;
+    if (!PyUnicode_IS_ASCII(path)) return;
+    Py_ssize_t plen;
+    const char *pdata = PyUnicode_AsUTF8AndSize(path, &plen);
+    if (pdata == NULL || plen == 0 || plen > MAX_PATH) {
+        PyErr_Clear();
+        return;
+    }
+    for (Py_ssize_t i = 0; i < plen; i++) {
+        unsigned char c = (unsigned char)pdata[i];
+        if (c < 0x20 || c == 0x7f) return;
+    }
+    int endpoint = PyDict_Contains(self->bail_paths, path);
+    if (endpoint != 0) {
+        PyErr_Clear();
+        return;
+    }
+    if (plen >= self->prefix_len && memcmp(pdata, self->prefix, (size_t)self->prefix_len) == 0) return;
+    scan->path = path;
+    scan->method = method;
+    scan->path_data = pdata;
+    scan->path_len = plen;
+
+    /* headers */
+    scan->outcome = OUT_SCOPE;
+    if (!PyList_Check(headers) && !PyTuple_Check(headers)) return;
+    PyObject *seq = headers;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    scan->outcome = OUT_HEADERS;
+    if (n > MAX_HEADERS) return;
+    Py_ssize_t at = 0;
+    if (!append_str(self, &at, method)) return;
+    if (!append_str(self, &at, scope_item(scope, S_http_version))) return;
+    if (!append_str(self, &at, scope_item(scope, S_scheme))) return;
+    Py_ssize_t trust_at = at; /* the peer's trust goes here once known */
+    if (at + 1 > SHAPE_MAX) return;
+    at += 1;
+    Span cookie = {NULL, 0}, xff = {NULL, 0}, real = {NULL, 0};
+    int forwarded = 0;
+    uint64_t seen_mask = 0;
+    Span seen_names[MAX_HEADERS];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *name, *value;
+        if (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
+            name = PyTuple_GET_ITEM(pair, 0);
+            value = PyTuple_GET_ITEM(pair, 1);
+        } else if (PyList_Check(pair) && PyList_GET_SIZE(pair) == 2) {
+            name = PyList_GET_ITEM(pair, 0);
+            value = PyList_GET_ITEM(pair, 1);
+        } else {
+            return;
+        }
+        if (!PyBytes_Check(name) || !PyBytes_Check(value)) return;
+        const char *nd = PyBytes_AS_STRING(name), *vd = PyBytes_AS_STRING(value);
+        Py_ssize_t nl = PyBytes_GET_SIZE(name), vl = PyBytes_GET_SIZE(value);
+        if (nl == 0 || nl > 64) return;
+        for (Py_ssize_t k = 0; k < nl; k++) {
+            unsigned char c = (unsigned char)nd[k];
+            if (c <= 0x20 || c >= 0x7f || (c >= 'A' && c <= 'Z')) return;
+        }
+        if (has_high_byte(vd, vl)) return; /* Python notes header.non_ascii */
+        /* A repeated name is joined by Python; the names' bit mask finds the few worth comparing. */
+        uint64_t bit = name_bit(nd, nl);
+        if (seen_mask & bit)
+            for (Py_ssize_t k = 0; k < i; k++)
+                if (bytes_eq(seen_names[k].data, seen_names[k].len, nd, nl)) return;
+        seen_mask |= bit;
+        seen_names[i] = (Span){nd, nl};
+        if (((self->bail_mask & bit) && in_names(self->bail_names, self->n_bail_names, nd, nl)) ||
+            has_prefix(self->bail_prefixes, self->n_bail_prefixes, nd, nl))
+            return;
+        if (nl == 6 && bytes_eq(nd, nl, LIT("cookie")))
+            cookie = (Span){vd, vl};
+        else if (nl == 15 && bytes_eq(nd, nl, LIT("x-forwarded-for")))
+            xff = (Span){vd, vl};
+        else if (nl == 9 && bytes_eq(nd, nl, LIT("x-real-ip")))
+            real = (Span){vd, vl};
+        else if (nl == 9 && bytes_eq(nd, nl, LIT("forwarded")))
+            forwarded = 1;
+        if (!append(self, &at, nd, nl)) return;
+        if ((self->value_free_mask & bit) && in_names(self->value_free, self->n_value_free, nd, nl)) {
+            if (at + 2 > SHAPE_MAX) return;
+            self->shape[at++] = (char)0xFF;
+            self->shape[at++] = (char)0xFF;
+        } else if (!append(self, &at, vd, vl)) {
+            return;
+        }
+    }
+
+    /* the client's address */
+    scan->outcome = OUT_CLIENT;
+    Address peer;
+    PyObject *client = scope_item(scope, S_client);
+    int have_peer = client != NULL && client != Py_None && PySequence_Check(client) && PySequence_Size(client) > 0;
+    if (client != NULL && client != Py_None && !have_peer) PyErr_Clear();
+    if (have_peer) {
+        PyObject *host = PySequence_GetItem(client, 0);
+        if (host == NULL) {
+            PyErr_Clear();
+            return;
+        }
+        if (!PyUnicode_Check(host) || !PyUnicode_IS_ASCII(host)) {
+            Py_DECREF(host);
+            return;
+        }
+        Py_ssize_t hl;
+        const char *hd = PyUnicode_AsUTF8AndSize(host, &hl);
+        int ok = hd != NULL ? normalise(self, hd, hl, &peer) : -1;
+        Py_DECREF(host);
+        if (ok < 0) {
+            PyErr_Clear();
+            return;
+        }
+        have_peer = ok;
+    }
+    if (!have_peer) {
+        memcpy(peer.text, "0.0.0.0", 7);
+        peer.len = 7;
+        peer.v4 = 1;
+        peer.value = 0;
+    }
+    int peer_trusted = trusted(self, &peer);
+    if (peer_trusted < 0) {
+        PyErr_Clear();
+        return;
+    }
+    if (peer_trusted && forwarded) return; /* the Forwarded chain is Python's to read */
+    if (!resolve_client(self, &peer, peer_trusted, xff, real, &scan->client)) return;
+    self->shape[trust_at] = (char)(peer_trusted ? 1 : 0);
+    scan->shape_len = at;
+
+    /* cookies */
+    scan->outcome = OUT_COOKIE;
+    scan->session = (Span){NULL, 0};
+    if (cookie.data != NULL && cookie.len > 0 && !read_cookies(self, cookie, &scan->session)) return;
+
+    /* route group */
+    scan->outcome = OUT_PATH;
+    scan->group = group_of(self, method, pdata, plen);
+    if (scan->group < 0) return;
+    scan->outcome = -1;
+}
+
+/* ---- shape and plan tables ------------------------------------------------------------------ */
+
+static ShapeSlot *find_shape(Lane *self, uint64_t h, const char *data, Py_ssize_t len, uint32_t *index) {
+    uint32_t base = (uint32_t)(h & (self->shape_buckets - 1)) * WAYS;
+    for (int w = 0; w < WAYS; w++) {
+        ShapeSlot *slot = &self->shapes[base + w];
+        if (slot->hash == h && slot->len == len && memcmp(slot->bytes, data, (size_t)len) == 0) {
+            *index = base + w;
+            return slot;
+        }
+    }
+    return NULL;
+}
+
+static uint64_t plan_hash(Lane *self, uint32_t shape_index, uint32_t gen, int group, const char *ip, int ip_len) {
+    uint64_t h = hash_bytes(self->seed, ip, ip_len);
+    h = mix(h ^ ((uint64_t)shape_index << 32) ^ gen ^ ((uint64_t)group << 20));
+    return h ? h : 1;
+}
+
+static PlanSlot *find_plan(Lane *self, uint64_t h, uint32_t shape_index, uint32_t gen, int group, const char *ip,
+                           int ip_len) {
+    uint32_t base = (uint32_t)(h & (self->plan_buckets - 1)) * WAYS;
+    for (int w = 0; w < WAYS; w++) {
+        PlanSlot *slot = &self->plans[base + w];
+        if (slot->hash == h && slot->shape_slot == shape_index && slot->shape_gen == gen && slot->group == group &&
+            slot->ip_len == ip_len && memcmp(slot->ip, ip, (size_t)ip_len) == 0)
+            return slot;
+    }
+    return NULL;
+}
+
+static void empty_plan(PlanSlot *slot) {
+    slot->hash = 0;
+    for (int f = 0; f < N_FIELDS; f++) Py_CLEAR(slot->fields[f]);
+    Py_CLEAR(slot->plan);
+    free_globs(slot->rule_globs);
+    slot->rule_globs = NULL;
+    PyMem_Free(slot->ints);
+    slot->ints = NULL;
+    slot->floats = NULL;
+}
+
+/* A plan leaves its slot: its decisions not yet drained go to the retired list first. */
+static int retire_plan(Lane *self, PlanSlot *slot) {
+    if (slot->hits > 0 && slot->plan != NULL) {
+        PyObject *entry = Py_BuildValue("(OK)", slot->plan, (unsigned long long)slot->hits);
+        if (entry == NULL || PyList_Append(self->retired, entry) < 0) {
+            Py_XDECREF(entry);
+            return -1;
+        }
+        Py_DECREF(entry);
+    }
+    slot->hits = 0;
+    empty_plan(slot);
+    return 0;
+}
+
+static int clear_tables(Lane *self) {
+    if (self->plans != NULL)
+        for (uint32_t i = 0; i < self->plan_buckets * WAYS; i++)
+            if (retire_plan(self, &self->plans[i]) < 0) return -1;
+    if (self->shapes != NULL)
+        for (uint32_t i = 0; i < self->shape_buckets * WAYS; i++) {
+            PyMem_Free(self->shapes[i].bytes);
+            self->shapes[i].bytes = NULL;
+            self->shapes[i].hash = 0;
+            self->shapes[i].len = 0;
+            self->shapes[i].gen++; /* plans of the old shape can never match again */
+        }
+    return 0;
+}
+
+/* ---- triggers ------------------------------------------------------------------------------- */
+
+static int atom_holds(const Atom *atom, const double *out, int width) {
+    double v = out[atom->row * width + atom->field];
+    switch (atom->op) {
+    case OP_GE: return v >= atom->value;
+    case OP_LE: return v <= atom->value;
+    case OP_GT: return v > atom->value;
+    case OP_LT: return v < atom->value;
+    case OP_INT_GE: {
+        /* int(v) in Python truncates toward zero; v is a count, finite */
+        double t = v < 0 ? -(double)(int64_t)(-v) : (double)(int64_t)v;
+        return t >= atom->value;
+    }
+    case OP_CV_LT: {
+        double std = out[atom->row * width + atom->field2];
+        return v > 0.0 && std / v < atom->value;
+    }
+    case OP_PRODUCT_GE: {
+        volatile double product = v * out[atom->row * width + atom->field2]; /* rounded like Python's */
+        return product >= atom->value;
+    }
+    }
+    return 1; /* unknown op: assume it fires, Python decides */
+}
+
+static int any_trigger(const Group *group, const double *out, int width) {
+    for (int t = 0; t < group->n_triggers; t++) {
+        const Trigger *trigger = &group->triggers[t];
+        int all = 1;
+        for (int a = 0; a < trigger->n_atoms && all; a++) all = atom_holds(&trigger->atoms[a], out, width);
+        if (all) return 1;
+    }
+    return 0;
+}
+
+/* ---- the Lane type -------------------------------------------------------------------------- */
+
+static int str_hash_item(PyObject *text, int64_t *out) {
+    Py_hash_t h = PyObject_Hash(text);
+    if (h == -1) return 0;
+    *out = h == 0 ? 1 : (int64_t)h;
+    return 1;
+}
+
+/* Fill the plan's per-request holes into the scratch rows. 0 on a Python error. */
+static int fill_rows(Lane *self, PlanSlot *plan, Scan *scan, double now) {
+    int iw = self->ev_int_width, fw = self->ev_float_width;
+    memcpy(self->ev_int, plan->ints, sizeof(int64_t) * (size_t)(plan->n_rows * iw));
+    memcpy(self->ev_float, plan->floats, sizeof(double) * (size_t)(plan->n_rows * fw));
+    for (int r = 0; r < plan->n_rows; r++) self->ev_float[r * fw + self->col_time] = now;
+    if (plan->pid_row >= 0) {
+        int64_t pid = product_id(scan->path_data, scan->path_len);
+        if (pid >= 0) {
+            char digits[24];
+            int n = 0;
+            for (int64_t rest = pid; n == 0 || rest > 0; rest /= 10) digits[23 - n++] = (char)('0' + rest % 10);
+            PyObject *text = PyUnicode_FromStringAndSize(digits + 24 - n, n); /* str(pid): no leading zeros */
+            if (text == NULL) return 0;
+            int ok = str_hash_item(text, &self->ev_int[plan->pid_row * iw + self->col_item]);
+            Py_DECREF(text);
+            if (!ok) return 0;
+            self->ev_int[plan->pid_row * iw + self->col_step] = pid < self->max_step ? pid + 1 : 0;
+            self->ev_int[plan->pid_row * iw + self->col_flags] |= plan->pid_seen;
+        }
+    }
+    if (plan->session_row >= 0) {
+        Span s = scan->session;
+        if (s.len > 0) {
+            PyObject *text = PyUnicode_DecodeASCII(s.data, s.len < MAX_SESSION ? s.len : MAX_SESSION, NULL);
+            if (text == NULL) return 0;
+            int ok = str_hash_item(text, &self->ev_int[plan->session_row * iw + self->col_item]);
+            Py_DECREF(text);
+            if (!ok) return 0;
+        } else {
+            self->ev_int[plan->session_row * iw + self->col_flags] |= plan->no_session_hits << 8;
+        }
+    }
+    return 1;
+}
+
+/* Run the rows through the window kernel under the table's lock. 1 done, 0 busy, -1 error. */
+static int observe(Lane *self, int n_rows) {
+    PyObject *got = PyObject_CallMethodOneArg(self->lock, S_acquire, Py_False);
+    if (got == NULL) return -1;
+    int acquired = PyObject_IsTrue(got);
+    Py_DECREF(got);
+    if (acquired <= 0) return acquired;
+    int64_t evicted = self->kernel(self->keys, self->state, self->registers, self->capacity, self->ev_int,
+                                   self->ev_float, n_rows, self->out, n_rows);
+    PyObject *done = PyObject_CallMethodNoArgs(self->lock, S_release);
+    if (done == NULL) return -1;
+    Py_DECREF(done);
+    if (evicted > 0) {
+        PyObject *before = PyObject_GetAttr(self->table, S_evictions);
+        if (before == NULL) return -1;
+        PyObject *more = PyLong_FromLongLong((long long)evicted);
+        PyObject *after = more ? PyNumber_Add(before, more) : NULL;
+        Py_DECREF(before);
+        Py_XDECREF(more);
+        if (after == NULL) return -1;
+        int failed = PyObject_SetAttr(self->table, S_evictions, after);
+        Py_DECREF(after);
+        if (failed) return -1;
+    }
+    return 1;
+}
+
+static PyObject *outcome(Lane *self, int which) {
+    self->counts[which]++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *decide(Lane *self, PyObject *scope, double now);
+
+/* decide(scope, now) -> Decision | None | (0, shape, ip, group) | (1, stats) | (2, Decision, follows):
+ * a planned, quiet request's decision (straight to the app, or held for the middleware to log,
+ * refuse or remember its step), nothing for the lane, a miss, or window answers to assess. */
+static PyObject *Lane_decide(Lane *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "decide(scope, now)");
+        return NULL;
+    }
+    double now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred()) return NULL;
+    if (!self->armed || now >= self->refresh_due) return outcome(self, OUT_OFF);
+    if (self->busy) return outcome(self, OUT_BUSY);
+    self->busy = 1;
+    PyObject *answer = decide(self, args[0], now);
+    self->busy = 0;
+    return answer;
+}
+
+static double monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The decision's time to decide, into the histogram metrics.py exports (bisect_left buckets). */
+static void count_latency(Lane *self, double started) {
+    double seconds = monotonic() - started;
+    int b = 0;
+    while (b < self->n_bounds && seconds > self->bounds[b]) b++;
+    self->latency[b]++;
+    self->latency_sum += seconds;
+}
+
+/* A reference id as shieldware.decision.new_reference writes it, from the same counter. */
+static PyObject *new_reference(Lane *self) {
+    PyObject *next = PyIter_Next(self->ref_counter);
+    if (next == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "the reference counter ended");
+        return NULL;
+    }
+    unsigned long long value = PyLong_AsUnsignedLongLongMask(next) & 0xFFFFFFFULL;
+    Py_DECREF(next);
+    return PyUnicode_FromFormat("%U-%07llx", self->ref_tag, value);
+}
+
+/* A Decision with the plan's fields and this request's reference, time and path, made the way
+ * the dataclass would (its slots filled; there is no __post_init__ to run). */
+static PyObject *make_decision(Lane *self, PlanSlot *plan, PyObject *path, double now) {
+    PyObject *values[N_FIELDS];
+    memcpy(values, plan->fields, sizeof values);
+    PyObject *ref = new_reference(self);
+    if (ref == NULL) return NULL;
+    PyObject *time = PyFloat_FromDouble(now);
+    PyObject *extra = plan->fields[F_EXTRA] != NULL && PyDict_Check(plan->fields[F_EXTRA])
+                          ? PyDict_Copy(plan->fields[F_EXTRA])
+                          : PyDict_New();
+    PyObject *decision = self->decision_type->tp_alloc(self->decision_type, 0);
+    if (time == NULL || extra == NULL || decision == NULL) {
+        Py_DECREF(ref);
+        Py_XDECREF(time);
+        Py_XDECREF(extra);
+        Py_XDECREF(decision);
+        return NULL;
+    }
+    values[F_REF] = ref;
+    values[F_TIME] = time;
+    values[F_PATH] = path;
+    values[F_EXTRA] = extra;
+    values[F_REPORTER] = Py_None;
+    for (int f = 0; f < N_FIELDS; f++) {
+        PyObject **slot = (PyObject **)((char *)decision + self->offsets[f]);
+        PyObject *value = values[f];
+        /* ref, time and extra are new references handed over; the rest are borrowed */
+        *slot = (f == F_REF || f == F_TIME || f == F_EXTRA) ? value : Py_NewRef(value);
+    }
+    return decision;
+}
+
+static PyObject *decide(Lane *self, PyObject *scope, double now) {
+    double started = monotonic();
+    Scan scan;
+    scan_scope(self, scope, &scan);
+    if (scan.outcome >= 0) return outcome(self, scan.outcome);
+    uint64_t sh = hash_bytes(self->seed, self->shape, scan.shape_len);
+    uint32_t shape_index = 0;
+    ShapeSlot *shape = find_shape(self, sh, self->shape, scan.shape_len, &shape_index);
+    PlanSlot *plan = NULL;
+    if (shape != NULL) {
+        uint64_t ph = plan_hash(self, shape_index, shape->gen, scan.group, scan.client.text, scan.client.len);
+        plan = find_plan(self, ph, shape_index, shape->gen, scan.group, scan.client.text, scan.client.len);
+    }
+    if (plan == NULL) {
+        self->counts[OUT_MISS]++;
+        return Py_BuildValue("(iy#s#i)", 0, self->shape, scan.shape_len, scan.client.text, (Py_ssize_t)scan.client.len,
+                             scan.group);
+    }
+    if (plan->rule_globs != NULL && any_glob(plan->rule_globs, scan.path_data, scan.path_len))
+        return outcome(self, OUT_RULE);
+    if (!fill_rows(self, plan, &scan, now)) return NULL;
+    int done = observe(self, plan->n_rows);
+    if (done < 0) return NULL;
+    if (done == 0) return outcome(self, OUT_BUSY);
+    int follows = plan->pid_row >= 0 && self->out[plan->pid_row * self->out_width + self->out_follows] > 0.0;
+    if (any_trigger(&self->groups[scan.group], self->out, self->out_width)) {
+        self->counts[OUT_FLAGGED]++;
+        return Py_BuildValue("(iy#)", 1, (const char *)self->out,
+                             (Py_ssize_t)(sizeof(double) * (size_t)(plan->n_rows * self->out_width)));
+    }
+    PyObject *decision = make_decision(self, plan, scan.path, now);
+    if (decision == NULL) return NULL;
+    self->counts[OUT_HIT]++;
+    plan->hits++;
+    count_latency(self, started);
+    if (plan->plain && !follows) return decision;
+    return Py_BuildValue("(iNO)", 2, decision, follows ? Py_True : Py_False);
+}
+
+static ShapeSlot *insert_shape(Lane *self, const char *data, Py_ssize_t len, uint32_t *index) {
+    uint64_t h = hash_bytes(self->seed, data, len);
+    ShapeSlot *slot = find_shape(self, h, data, len, index);
+    if (slot != NULL) return slot;
+    uint32_t bucket = (uint32_t)(h & (self->shape_buckets - 1));
+    uint32_t base = bucket * WAYS;
+    int victim = -1;
+    for (int w = 0; w < WAYS && victim < 0; w++)
+        if (self->shapes[base + w].hash == 0) victim = w;
+    if (victim < 0) victim = self->shape_next[bucket]++ % WAYS;
+    slot = &self->shapes[base + victim];
+    char *copy = PyMem_Malloc((size_t)len);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(copy, data, (size_t)len);
+    PyMem_Free(slot->bytes);
+    slot->bytes = copy;
+    slot->len = len;
+    slot->hash = h;
+    slot->gen++; /* plans made for the shape this slot held before are dead now */
+    *index = base + (uint32_t)victim;
+    return slot;
+}
+
+/* install(shape, ip, group, plan, ints, floats, pid_row, pid_seen, session_row, no_session_hits, rule_globs,
+ *         plain) */
+static PyObject *Lane_install(Lane *self, PyObject *args) {
+    const char *shape, *ip, *ints, *floats;
+    Py_ssize_t shape_len, ip_len, ints_len, floats_len;
+    int group, pid_row, session_row, plain;
+    long long pid_seen, no_session_hits;
+    PyObject *plan, *rule_globs;
+    if (!PyArg_ParseTuple(args, "y#s#iOy#y#iLiLOp", &shape, &shape_len, &ip, &ip_len, &group, &plan, &ints,
+                          &ints_len, &floats, &floats_len, &pid_row, &pid_seen, &session_row, &no_session_hits,
+                          &rule_globs, &plain))
+        return NULL;
+    int iw = self->ev_int_width, fw = self->ev_float_width;
+    if (ip_len >= IP_MAX || group < 0 || group >= self->n_groups || ints_len % (Py_ssize_t)(sizeof(int64_t) * iw) ||
+        floats_len != ints_len / (Py_ssize_t)(sizeof(int64_t) * iw) * (Py_ssize_t)(sizeof(double) * fw)) {
+        PyErr_SetString(PyExc_ValueError, "install: inconsistent plan");
+        return NULL;
+    }
+    int n_rows = (int)(ints_len / (Py_ssize_t)(sizeof(int64_t) * iw));
+    if (n_rows < 1 || n_rows > MAX_ROWS || pid_row >= n_rows || session_row >= n_rows ||
+        (rule_globs != Py_None && !PyTuple_Check(rule_globs))) {
+        PyErr_SetString(PyExc_ValueError, "install: rows or holes out of range");
+        return NULL;
+    }
+    if (self->busy) Py_RETURN_NONE; /* another thread is deciding: this plan is made again later */
+    GlobSet *compiled_rules = NULL;
+    if (rule_globs != Py_None && PyTuple_GET_SIZE(rule_globs) > 0 && (compiled_rules = compile_globs(rule_globs)) == NULL)
+        return NULL;
+    self->busy = 1;
+    uint32_t shape_index;
+    ShapeSlot *slot = insert_shape(self, shape, shape_len, &shape_index);
+    if (slot == NULL) {
+        self->busy = 0;
+        free_globs(compiled_rules);
+        return NULL;
+    }
+    uint64_t h = plan_hash(self, shape_index, slot->gen, group, ip, (int)ip_len);
+    PlanSlot *target = find_plan(self, h, shape_index, slot->gen, group, ip, (int)ip_len);
+    if (target == NULL) {
+        uint32_t bucket = (uint32_t)(h & (self->plan_buckets - 1));
+        uint32_t base = bucket * WAYS;
+        int victim = -1;
+        for (int w = 0; w < WAYS && victim < 0; w++) {
+            PlanSlot *candidate = &self->plans[base + w];
+            /* empty, or made for a shape slot that has since been reused */
+            if (candidate->hash == 0 || self->shapes[candidate->shape_slot].gen != candidate->shape_gen) victim = w;
+        }
+        if (victim < 0) victim = self->plan_next[bucket]++ % WAYS;
+        target = &self->plans[base + victim];
+    }
+    PyObject *fields[N_FIELDS] = {NULL};
+    for (int f = 0; f < N_FIELDS; f++)
+        if (PLAN_FIELDS[f] != NULL && (fields[f] = PyObject_GetAttrString(plan, PLAN_FIELDS[f])) == NULL) {
+            for (int k = 0; k < f; k++) Py_XDECREF(fields[k]);
+            self->busy = 0;
+            free_globs(compiled_rules);
+            return NULL;
+        }
+    void *rows = PyMem_Malloc((size_t)ints_len + (size_t)floats_len);
+    if (rows == NULL || retire_plan(self, target) < 0) {
+        for (int f = 0; f < N_FIELDS; f++) Py_XDECREF(fields[f]);
+        PyMem_Free(rows);
+        self->busy = 0;
+        free_globs(compiled_rules);
+        return rows == NULL ? PyErr_NoMemory() : NULL;
+    }
+    target->ints = rows;
+    target->floats = (double *)((char *)rows + ints_len);
+    memcpy(target->ints, ints, (size_t)ints_len);
+    memcpy(target->floats, floats, (size_t)floats_len);
+    target->hash = h;
+    target->shape_slot = shape_index;
+    target->shape_gen = slot->gen;
+    target->group = group;
+    target->ip_len = (int)ip_len;
+    memcpy(target->ip, ip, (size_t)ip_len);
+    Py_INCREF(plan);
+    target->plan = plan;
+    memcpy(target->fields, fields, sizeof fields);
+    target->plain = plain;
+    if (compiled_rules != NULL) target->rule_globs = compiled_rules;
+    target->n_rows = n_rows;
+    target->pid_row = pid_row;
+    target->session_row = session_row;
+    target->pid_seen = pid_seen;
+    target->no_session_hits = no_session_hits;
+    self->busy = 0;
+    Py_RETURN_NONE;
+}
+
+/* set_triggers(group, ((row, field, op, field2, value), ...), ...): when the group's plans need Python */
+static PyObject *Lane_set_triggers(Lane *self, PyObject *args) {
+    int group;
+    PyObject *triggers;
+    if (!PyArg_ParseTuple(args, "iO", &group, &triggers)) return NULL;
+    if (group < 0 || group >= self->n_groups) {
+        PyErr_SetString(PyExc_ValueError, "set_triggers: no such group");
+        return NULL;
+    }
+    PyObject *outer = PySequence_Fast(triggers, "triggers must be a sequence");
+    if (outer == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(outer);
+    Group parsed = self->groups[group];
+    parsed.n_triggers = 0;
+    int ok = n <= MAX_TRIGGERS;
+    for (Py_ssize_t t = 0; ok && t < n; t++) {
+        PyObject *inner = PySequence_Fast(PySequence_Fast_GET_ITEM(outer, t), "a trigger is a sequence of atoms");
+        if (inner == NULL) {
+            ok = 0;
+            break;
+        }
+        Py_ssize_t m = PySequence_Fast_GET_SIZE(inner);
+        Trigger *trigger = &parsed.triggers[t];
+        trigger->n_atoms = (int)m;
+        ok = m >= 1 && m <= MAX_ATOMS;
+        for (Py_ssize_t a = 0; ok && a < m; a++) {
+            Atom *atom = &trigger->atoms[a];
+            ok = PyArg_ParseTuple(PySequence_Fast_GET_ITEM(inner, a), "iiiid", &atom->row, &atom->field, &atom->op,
+                                  &atom->field2, &atom->value) &&
+                 atom->row >= 0 && atom->row < MAX_ROWS && atom->field >= 0 && atom->field < self->out_width &&
+                 atom->field2 >= 0 && atom->field2 < self->out_width && atom->op >= 0 && atom->op < N_OPS;
+        }
+        Py_DECREF(inner);
+        parsed.n_triggers = (int)t + 1;
+    }
+    Py_DECREF(outer);
+    if (!ok) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "set_triggers: malformed triggers");
+        return NULL;
+    }
+    self->groups[group].n_triggers = parsed.n_triggers;
+    memcpy(self->groups[group].triggers, parsed.triggers, sizeof parsed.triggers);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lane_clear(Lane *self, PyObject *Py_UNUSED(ignored)) {
+    if (clear_tables(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* arm(refresh_due): answer requests until `refresh_due` (the switchboard's next refresh); disarm() */
+static PyObject *Lane_arm(Lane *self, PyObject *arg) {
+    double due = PyFloat_AsDouble(arg);
+    if (due == -1.0 && PyErr_Occurred()) return NULL;
+    self->armed = 1;
+    self->refresh_due = due;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lane_disarm(Lane *self, PyObject *Py_UNUSED(ignored)) {
+    self->armed = 0;
+    Py_RETURN_NONE;
+}
+
+/* drain() -> ([(plan, decisions)], latency bucket counts, latency sum): what the lane decided since
+ * the last drain (metrics fold it in), counters reset. */
+static PyObject *Lane_drain(Lane *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *plans = self->retired;
+    PyObject *fresh = PyList_New(0);
+    PyObject *latency = PyTuple_New(self->n_bounds + 1);
+    if (fresh == NULL || latency == NULL) {
+        Py_XDECREF(fresh);
+        Py_XDECREF(latency);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < self->plan_buckets * WAYS; i++) {
+        PlanSlot *slot = &self->plans[i];
+        if (slot->hits == 0 || slot->plan == NULL) continue;
+        PyObject *entry = Py_BuildValue("(OK)", slot->plan, (unsigned long long)slot->hits);
+        if (entry == NULL || PyList_Append(plans, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_DECREF(fresh);
+            Py_DECREF(latency);
+            return NULL;
+        }
+        Py_DECREF(entry);
+        slot->hits = 0;
+    }
+    for (int b = 0; b <= self->n_bounds; b++) {
+        PyObject *n = PyLong_FromUnsignedLongLong(self->latency[b]);
+        if (n == NULL) {
+            Py_DECREF(fresh);
+            Py_DECREF(latency);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(latency, b, n);
+        self->latency[b] = 0;
+    }
+    double sum = self->latency_sum;
+    self->latency_sum = 0.0;
+    self->retired = fresh;
+    return Py_BuildValue("(NNd)", plans, latency, sum);
+}
+
+static PyObject *Lane_counts(Lane *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *counts = PyDict_New();
+    if (counts == NULL) return NULL;
+    for (int i = 0; i < N_OUTCOMES; i++) {
+        PyObject *value = PyLong_FromUnsignedLongLong(self->counts[i]);
+        if (value == NULL || PyDict_SetItemString(counts, OUTCOME_NAMES[i], value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(counts);
+            return NULL;
+        }
+        Py_DECREF(value);
+    }
+    return counts;
+}
+
+static PyObject *Lane_planned(Lane *self, PyObject *Py_UNUSED(ignored)) {
+    Py_ssize_t n = 0;
+    for (uint32_t i = 0; i < self->plan_buckets * WAYS; i++) {
+        PlanSlot *slot = &self->plans[i];
+        if (slot->hash != 0 && self->shapes[slot->shape_slot].gen == slot->shape_gen) n++;
+    }
+    return PyLong_FromSsize_t(n);
+}
+
+/* Pieces of decide(), for the tests that hold them to their Python counterparts. */
+static PyObject *Lane_scan(Lane *self, PyObject *scope) {
+    Scan scan;
+    scan_scope(self, scope, &scan);
+    if (scan.outcome >= 0) return Py_BuildValue("(sO)", OUTCOME_NAMES[scan.outcome], Py_None);
+    PyObject *session = scan.session.len > 0 ? PyUnicode_DecodeASCII(scan.session.data,
+                                                                      scan.session.len < MAX_SESSION ? scan.session.len
+                                                                                                     : MAX_SESSION,
+                                                                      NULL)
+                                             : (Py_INCREF(Py_None), Py_None);
+    if (session == NULL) return NULL;
+    PyObject *result = Py_BuildValue("(s{s:y#,s:s#,s:i,s:N})", "lane", "shape", self->shape, scan.shape_len,
+                                     "client_ip", scan.client.text, (Py_ssize_t)scan.client.len, "group", scan.group,
+                                     "session", session);
+    return result;
+}
+
+static PyObject *Lane_triggered(Lane *self, PyObject *args) {
+    int group;
+    const char *rows;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "iy#", &group, &rows, &len)) return NULL;
+    if (group < 0 || group >= self->n_groups || len % (Py_ssize_t)(sizeof(double) * self->out_width) ||
+        len > (Py_ssize_t)sizeof self->out) {
+        PyErr_SetString(PyExc_ValueError, "triggered: bad group or rows");
+        return NULL;
+    }
+    double out[MAX_ROWS * 64] = {0};
+    memcpy(out, rows, (size_t)len);
+    return PyBool_FromLong(any_trigger(&self->groups[group], out, self->out_width));
+}
+
+static int set_groups(Lane *self, PyObject *groups) {
+    PyObject *fast = PySequence_Fast(groups, "groups must be a sequence");
+    if (fast == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n < 1 || n > MAX_GROUPS) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "between 1 and %d route groups", MAX_GROUPS);
+        return -1;
+    }
+    for (Py_ssize_t g = 0; g < n; g++) {
+        PyObject *methods, *globs;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, g), "OO", &methods, &globs) ||
+            (methods != Py_None && !PyFrozenSet_Check(methods)) || !PyTuple_Check(globs)) {
+            Py_DECREF(fast);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a group is (frozenset or None, tuple of globs)");
+            return -1;
+        }
+        Group *group = &self->groups[g];
+        group->methods = methods == Py_None ? NULL : Py_NewRef(methods);
+        if ((group->globs = compile_globs(globs)) == NULL) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        group->n_triggers = 0;
+    }
+    self->n_groups = (int)n;
+    Py_DECREF(fast);
+    return 0;
+}
+
+static int set_trusted(Lane *self, PyObject *networks) {
+    PyObject *fast = PySequence_Fast(networks, "trusted_v4 must be a sequence");
+    if (fast == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > MAX_TRUSTED) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "at most %d trusted IPv4 networks", MAX_TRUSTED);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long net, mask;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "kk", &net, &mask)) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        self->trusted_net[i] = (uint32_t)net;
+        self->trusted_mask[i] = (uint32_t)mask;
+    }
+    self->n_trusted = (int)n;
+    Py_DECREF(fast);
+    return 0;
+}
+
+/* The Decision class and its fields' slots (member descriptors, in F_* order): the lane fills
+ * slots directly, so every field must be a plain object slot. */
+static int set_decision_type(Lane *self, PyObject *type, PyObject *slots) {
+    if (!PyType_Check(type) || !PyTuple_Check(slots) || PyTuple_GET_SIZE(slots) != N_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "decision_type must be a class and decision_slots its fields' slots");
+        return -1;
+    }
+    for (int f = 0; f < N_FIELDS; f++) {
+        PyObject *descr = PyTuple_GET_ITEM(slots, f);
+        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "decision field %d is not a slot", f);
+            return -1;
+        }
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+            PyErr_Format(PyExc_TypeError, "decision field %s is not a writable object slot", member->name);
+            return -1;
+        }
+        self->offsets[f] = member->offset;
+    }
+    self->decision_type = (PyTypeObject *)Py_NewRef(type);
+    return 0;
+}
+
+static int set_bounds(Lane *self, PyObject *bounds) {
+    PyObject *fast = PySequence_Fast(bounds, "latency_bounds must be a sequence");
+    if (fast == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > MAX_BOUNDS) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "at most %d latency bounds", MAX_BOUNDS);
+        return -1;
+    }
+    for (Py_ssize_t b = 0; b < n; b++) {
+        self->bounds[b] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, b));
+        if (self->bounds[b] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+    }
+    self->n_bounds = (int)n;
+    Py_DECREF(fast);
+    return 0;
+}
+
+static int Lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"groups", "default_group", "value_free", "bail_headers", "bail_prefixes",
+                               "bail_paths", "bail_path_prefix", "has_trusted", "trusted_v4", "trusts",
+                               "normalise", "session_cookies", "absent_cookies", "kernel", "keys", "state",
+                               "registers", "capacity", "lock", "table", "layout", "plans", "shapes", "seed",
+                               "decision_type", "decision_slots", "ref_counter", "ref_tag", "latency_bounds", NULL};
+    PyObject *groups, *value_free, *bail_headers, *bail_prefixes, *bail_paths, *bail_path_prefix, *trusted_v4,
+        *trusts, *normalise, *session_cookies, *absent_cookies, *lock, *table, *layout, *decision_type,
+        *decision_slots, *ref_counter, *ref_tag, *latency_bounds;
+    int default_group, has_trusted;
+    unsigned long long kernel, keys, state, registers, seed;
+    long long capacity, max_step;
+    unsigned int plans, shapes;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiOOOOUpOOOOOKKKKLOOOIIKOOOUO", keywords, &groups,
+                                     &default_group, &value_free, &bail_headers, &bail_prefixes, &bail_paths,
+                                     &bail_path_prefix, &has_trusted, &trusted_v4, &trusts, &normalise,
+                                     &session_cookies, &absent_cookies, &kernel, &keys, &state, &registers, &capacity,
+                                     &lock, &table, &layout, &plans, &shapes, &seed, &decision_type, &decision_slots,
+                                     &ref_counter, &ref_tag, &latency_bounds))
+        return -1;
+    if (set_decision_type(self, decision_type, decision_slots) < 0 || set_bounds(self, latency_bounds) < 0) return -1;
+    self->ref_counter = Py_NewRef(ref_counter);
+    self->ref_tag = Py_NewRef(ref_tag);
+    if ((self->retired = PyList_New(0)) == NULL) return -1;
+    if (self->plans != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a Lane is configured once");
+        return -1;
+    }
+    if (!PyDict_Check(bail_paths) || PyUnicode_GET_LENGTH(bail_path_prefix) == 0 || !PyCallable_Check(trusts) || !PyCallable_Check(normalise) || !kernel ||
+        !keys || !state || !registers || capacity < 1) {
+        PyErr_SetString(PyExc_ValueError, "Lane: bad configuration");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(layout, "iiiiiiiiL", &self->ev_int_width, &self->ev_float_width, &self->out_width,
+                          &self->col_item, &self->col_flags, &self->col_step, &self->col_time, &self->out_follows,
+                          &max_step))
+        return -1;
+    if (self->ev_int_width > 8 || self->ev_float_width > 8 || self->out_width > 64) {
+        PyErr_SetString(PyExc_ValueError, "Lane: the window layout is wider than the lane's buffers");
+        return -1;
+    }
+    self->max_step = max_step;
+    if (set_groups(self, groups) < 0 || set_trusted(self, trusted_v4) < 0) return -1;
+    if (default_group < 0 || default_group >= self->n_groups) {
+        PyErr_SetString(PyExc_ValueError, "Lane: default_group out of range");
+        return -1;
+    }
+    self->default_group = default_group;
+    if ((self->n_value_free = copy_names(value_free, self->value_free, MAX_NAMES, "value_free")) < 0 ||
+        (self->n_bail_names = copy_names(bail_headers, self->bail_names, MAX_NAMES, "bail_headers")) < 0 ||
+        (self->n_bail_prefixes = copy_names(bail_prefixes, self->bail_prefixes, MAX_NAMES, "bail_prefixes")) < 0 ||
+        (self->n_session_names = copy_names(session_cookies, self->session_names, MAX_NAMES, "session_cookies")) < 0 ||
+        (self->n_absent_names = copy_names(absent_cookies, self->absent_names, MAX_NAMES, "absent_cookies")) < 0)
+        return -1;
+    self->value_free_mask = names_mask(self->value_free, self->n_value_free);
+    self->bail_mask = names_mask(self->bail_names, self->n_bail_names);
+    self->bail_paths = Py_NewRef(bail_paths);
+    self->bail_path_prefix = Py_NewRef(bail_path_prefix);
+    if ((self->prefix = PyUnicode_AsUTF8AndSize(bail_path_prefix, &self->prefix_len)) == NULL) return -1;
+    self->has_trusted = has_trusted;
+    self->trusts = Py_NewRef(trusts);
+    self->normalise = Py_NewRef(normalise);
+    self->kernel = (kernel_fn)(uintptr_t)kernel;
+    self->keys = (int64_t *)(uintptr_t)keys;
+    self->state = (double *)(uintptr_t)state;
+    self->registers = (uint8_t *)(uintptr_t)registers;
+    self->capacity = capacity;
+    self->lock = Py_NewRef(lock);
+    self->table = Py_NewRef(table);
+    self->seed = seed | 1;
+    uint32_t pb = 1, sb = 1;
+    while (pb * WAYS < plans && pb < (1u << 24)) pb <<= 1;
+    while (sb * WAYS < shapes && sb < (1u << 20)) sb <<= 1;
+    self->plan_buckets = pb;
+    self->shape_buckets = sb;
+    self->plans = PyMem_Calloc((size_t)pb * WAYS, sizeof(PlanSlot));
+    self->shapes = PyMem_Calloc((size_t)sb * WAYS, sizeof(ShapeSlot));
+    self->plan_next = PyMem_Calloc(pb, 1);
+    self->shape_next = PyMem_Calloc(sb, 1);
+    if (!self->plans || !self->shapes || !self->plan_next || !self->shape_next) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->armed = 0;
+    self->refresh_due = -1.0 / 0.0;
+    return 0;
+}
+
+static int Lane_traverse(Lane *self, visitproc visit, void *arg) {
+    for (int g = 0; g < self->n_groups; g++) {
+        Py_VISIT(self->groups[g].methods);
+    }
+    Py_VISIT(self->bail_paths);
+    Py_VISIT(self->bail_path_prefix);
+    Py_VISIT(self->trusts);
+    Py_VISIT(self->normalise);
+    Py_VISIT(self->lock);
+    Py_VISIT(self->table);
+    Py_VISIT(self->decision_type);
+    Py_VISIT(self->ref_counter);
+    Py_VISIT(self->ref_tag);
+    Py_VISIT(self->retired);
+    if (self->plans != NULL)
+        for (uint32_t i = 0; i < self->plan_buckets * WAYS; i++) {
+            Py_VISIT(self->plans[i].plan);
+            for (int f = 0; f < N_FIELDS; f++) Py_VISIT(self->plans[i].fields[f]);
+        }
+    return 0;
+}
+
+static int Lane_clear_refs(Lane *self) {
+    for (int g = 0; g < self->n_groups; g++) {
+        Py_CLEAR(self->groups[g].methods);
+        free_globs(self->groups[g].globs);
+        self->groups[g].globs = NULL;
+    }
+    self->n_groups = 0;
+    Py_CLEAR(self->bail_paths);
+    Py_CLEAR(self->bail_path_prefix);
+    Py_CLEAR(self->trusts);
+    Py_CLEAR(self->normalise);
+    Py_CLEAR(self->lock);
+    Py_CLEAR(self->table);
+    Py_CLEAR(self->decision_type);
+    Py_CLEAR(self->ref_counter);
+    Py_CLEAR(self->ref_tag);
+    Py_CLEAR(self->retired);
+    if (self->plans != NULL)
+        for (uint32_t i = 0; i < self->plan_buckets * WAYS; i++) empty_plan(&self->plans[i]);
+    return 0;
+}
+
+static void Lane_dealloc(Lane *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL) PyObject_ClearWeakRefs((PyObject *)self);
+    Lane_clear_refs(self);
+    if (self->shapes != NULL)
+        for (uint32_t i = 0; i < self->shape_buckets * WAYS; i++) PyMem_Free(self->shapes[i].bytes);
+    PyMem_Free(self->plans);
+    PyMem_Free(self->shapes);
+    PyMem_Free(self->plan_next);
+    PyMem_Free(self->shape_next);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Lane_methods[] = {
+    {"decide", (PyCFunction)(void (*)(void))Lane_decide, METH_FASTCALL,
+     "decide(scope, now) -> Decision | None | (0, shape, ip, group) | (1, stats) | (2, Decision, follows)"},
+    {"install", (PyCFunction)Lane_install, METH_VARARGS, "install a plan for (shape, ip, group)"},
+    {"set_triggers", (PyCFunction)Lane_set_triggers, METH_VARARGS, "set_triggers(group, triggers)"},
+    {"clear", (PyCFunction)Lane_clear, METH_NOARGS, "forget every plan"},
+    {"arm", (PyCFunction)Lane_arm, METH_O, "arm(refresh_due): answer requests until then"},
+    {"disarm", (PyCFunction)Lane_disarm, METH_NOARGS, "send every request to Python"},
+    {"counts", (PyCFunction)Lane_counts, METH_NOARGS, "requests by outcome"},
+    {"drain", (PyCFunction)Lane_drain, METH_NOARGS, "decisions made since the last drain, for the metrics"},
+    {"planned", (PyCFunction)Lane_planned, METH_NOARGS, "plans held now"},
+    {"scan", (PyCFunction)Lane_scan, METH_O, "what decide() reads from a scope (for tests)"},
+    {"triggered", (PyCFunction)Lane_triggered, METH_VARARGS, "triggered(group, stats rows) (for tests)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shieldware.fastlane._lane.Lane",
+    .tp_basicsize = sizeof(Lane),
+    .tp_weaklistoffset = offsetof(Lane, weakrefs),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The compiled fast lane (see shieldware/fastlane/__init__.py).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Lane_init,
+    .tp_dealloc = (destructor)Lane_dealloc,
+    .tp_traverse = (traverseproc)Lane_traverse,
+    .tp_clear = (inquiry)Lane_clear_refs,
+    .tp_methods = Lane_methods,
+};
+
+/* ---- module-level pieces, for the tests ----------------------------------------------------- */
+
+static PyObject *mod_glob_match(PyObject *Py_UNUSED(m), PyObject *args) {
+    const char *pattern, *path;
+    Py_ssize_t plen, slen;
+    if (!PyArg_ParseTuple(args, "s#s#", &pattern, &plen, &path, &slen)) return NULL;
+    return PyBool_FromLong(glob_match(pattern, plen, path, slen));
+}
+
+static PyObject *mod_globs_match(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *patterns;
+    const char *path;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "Os#", &patterns, &path, &len)) return NULL;
+    GlobSet *set = compile_globs(patterns);
+    if (set == NULL) return NULL;
+    int matched = any_glob(set, path, len);
+    free_globs(set);
+    return PyBool_FromLong(matched);
+}
+
+static PyObject *mod_product_id(PyObject *Py_UNUSED(m), PyObject *arg) {
+    Py_ssize_t len;
+    const char *path = PyUnicode_AsUTF8AndSize(arg, &len);
+    if (path == NULL) return NULL;
+    int64_t pid = product_id(path, len);
+    if (pid < 0) Py_RETURN_NONE;
+    return PyLong_FromLongLong((long long)pid);
+}
+
+static PyObject *mod_canonical_ipv4(PyObject *Py_UNUSED(m), PyObject *arg) {
+    Py_ssize_t len;
+    const char *text = PyUnicode_AsUTF8AndSize(arg, &len);
+    if (text == NULL) return NULL;
+    uint32_t value;
+    return PyBool_FromLong(canonical_ipv4(text, len, &value));
+}
+
+static PyMethodDef module_methods[] = {
+    {"glob_match", mod_glob_match, METH_VARARGS, "glob_match(pattern, path) -> bool"},
+    {"globs_match", mod_globs_match, METH_VARARGS, "globs_match(patterns, path) -> bool, as route groups match"},
+    {"product_id", mod_product_id, METH_O, "product_id(path) -> int | None"},
+    {"canonical_ipv4", mod_canonical_ipv4, METH_O, "canonical_ipv4(text) -> bool"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef lane_module = {PyModuleDef_HEAD_INIT, "_lane",
+                                         "The compiled fast lane of shieldware's request path.", -1, module_methods};
+
+PyMODINIT_FUNC PyInit__lane(void) {
+    if (PyType_Ready(&LaneType) < 0) return NULL;
+#define INTERN(var, text)                                                                                          \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
+    INTERN(S_type, "type");
+    INTERN(S_http, "http");
+    INTERN(S_path, "path");
+    INTERN(S_method, "method");
+    INTERN(S_headers, "headers");
+    INTERN(S_client, "client");
+    INTERN(S_scheme, "scheme");
+    INTERN(S_http_version, "http_version");
+    INTERN(S_acquire, "acquire");
+    INTERN(S_release, "release");
+    INTERN(S_evictions, "evictions");
+    PyObject *module = PyModule_Create(&lane_module);
+    if (module == NULL) return NULL;
+    Py_INCREF(&LaneType);
+    if (PyModule_AddObject(module, "Lane", (PyObject *)&LaneType) < 0) {
+        Py_DECREF(&LaneType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

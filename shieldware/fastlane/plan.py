@@ -1,0 +1,130 @@
+"""Plans: what the engine concluded for one (request shape, client address, route group), kept for the lane.
+
+A plan is made on the Python path, from the very inspection that decided the request: the
+evidence and attributes of the signals that read only the shape and the address, the verdict
+they lead to while the windows stay quiet, and the window rows the traffic signal observes with
+the places a request fills in (its time, product id and session). Signals take part through two
+small declarations (see `LaneSupport`); one that makes none keeps its route group on the
+Python path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from shieldware.decision import Decision, Verdict, new_reference
+from shieldware.evidence import Evidence
+
+# Trigger atom operators (the C file's OP_* values, in the same order).
+GE, LE, GT, LT, INT_GE, CV_LT, PRODUCT_GE = range(7)
+
+
+class Atom(NamedTuple):
+    """One comparison on a window answer: `stats[row][field] <op> value`.
+
+    INT_GE truncates the field first (`int(x) >= value`); CV_LT reads `field` as a mean and
+    `field2` as its standard deviation (`mean > 0 and std / mean < value`); PRODUCT_GE compares
+    `stats[row][field] * stats[row][field2]`.
+    """
+
+    row: int
+    field: int
+    op: int
+    value: float
+    field2: int = 0
+
+
+Trigger = tuple[Atom, ...]
+"""A conjunction: the trigger fires when every atom holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class LanePart:
+    """What a window-reading signal adds to a plan: the per-request places in its observations
+    (rows are indexes into `inspection.observations`; -1 for none) and the triggers under which
+    its `assess` would add evidence or a demand. `feedback_statuses`: response statuses its
+    `feedback` acts on (other statuses skip feedback on the lane)."""
+
+    pid_row: int = -1
+    pid_seen: int = 0
+    session_row: int = -1
+    no_session_hits: int = 0
+    triggers: tuple[Trigger, ...] = ()
+    feedback_statuses: frozenset[int] = frozenset()
+
+
+class LaneSupport:
+    """How a signal declares its part in plans (documentation for signal authors).
+
+    * `lane = "shape"` (class attribute): `inspect` depends only on the request's shape and route
+      group (and its notes being empty); it never queues observations and has no `assess`. Its
+      findings are recorded once per shape and replayed for every new client of that shape.
+    * `lane = "address"`: the same, but it also reads the client address (it runs again for
+      each new client).
+    * `lane_part(facts, inspection) -> LanePart | None`: called after the request's inspection;
+      None when this request cannot be planned (the signal is doing per-request work, e.g. a
+      clearance cookie to verify), else its holes, triggers and feedback statuses (an idle
+      signal answers `LanePart()`).
+    * `lane_cookies(engine) -> (session_cookies, absent_cookies)` (optional): cookies the lane
+      reads a session id from, and cookies whose presence sends a request to the Python path.
+    """
+
+
+@dataclass(slots=True)
+class Plan:
+    """The decision for every quiet request of one (shape, address, group): only the reference,
+    the time and the path change from one to the next."""
+
+    verdict: Verdict
+    bot_score: float
+    reasons: tuple[Evidence, ...]
+    route_group: str
+    client_ip: str
+    method: str
+    user_agent: str
+    mode: str
+    rule: str | None = None
+    retry_after: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    feedback_statuses: frozenset[int] = frozenset()
+
+    def decision(self, now: float, path: str) -> Decision:
+        return Decision(new_reference(), self.verdict, self.bot_score, self.reasons, self.route_group, now,
+                        self.client_ip, self.method, path, self.mode, self.rule, self.retry_after,
+                        self.user_agent, dict(self.extra) if self.extra else {})
+
+
+@dataclass(slots=True)
+class PlanDraft:
+    """A plan with what the lane needs to install it: the request's observations (as the window
+    rows it will fill per request), its holes, triggers and the rule paths that must stay Python's."""
+
+    plan: Plan
+    observations: list[Any]
+    part: LanePart
+    rule_globs: tuple[str, ...] = ()
+    model: ShapeModel | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeModel:
+    """What one shape's requests in one route group showed the signals that read only the shape:
+    enough to draft the plan of a new client of that shape without its whole inspection
+    (`Engine.derive_plan`). `recorded`: per such signal, the evidence it added and the
+    attributes it set."""
+
+    facts: Any
+    group: Any
+    recorded: dict[Any, tuple[tuple[Evidence, ...], dict[str, Any]]]
+
+
+VALUE_FREE_HEADERS = frozenset({
+    # Headers whose values change from request to request of one client while no signal's static
+    # reading depends on them: a shape keeps their names (order and presence), not their values.
+    # The cookie reaches signals through the lane's cookie reading (session id, excluded cookies),
+    # the forwarding headers through the client address a plan is keyed by.
+    "cookie", "referer", "x-forwarded-for", "x-real-ip", "sec-fetch-site", "if-none-match", "if-modified-since",
+    "content-length", "cache-control", "pragma", "priority", "x-request-id", "traceparent", "tracestate",
+    "x-amzn-trace-id",
+})

@@ -1,0 +1,112 @@
+"""The fast lane decides exactly as the Python path does.
+
+The same stream of requests (people, tools, bots, scrapers walking ids, odd input) goes through
+two middlewares in front of the demo shop, one with the lane and one without, on the same
+simulated clock. Every decision must match field for field (its reference id aside), every
+response status too, and at the end both window tables must hold the same bits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shieldware.demo import build_shop
+from shieldware.fastlane.lane import native
+from shieldware.middleware import ShieldMiddleware
+from shieldware.policy import default_policy
+from shieldware.store import MemoryStore
+from tests.fastlane.traffic import stream
+from tests.support import SimulatedClock
+
+pytestmark = pytest.mark.skipif(native is None, reason="the fast lane's C extension is not compiled here")
+
+
+class Recorder:
+    """The shop behind the middleware, keeping the decision each request reached it with."""
+
+    def __init__(self) -> None:
+        self.shop = build_shop()
+        self.decisions: list[Any] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            self.decisions.append(scope["state"]["shield"])
+        await self.shop(scope, receive, send)
+
+
+def protected(mode: str, fast: bool, clock: SimulatedClock, log_all: bool = False) -> tuple[ShieldMiddleware, Recorder]:
+    policy = default_policy(mode=mode, trusted_proxies=["127.0.0.1/32"],
+                            decision_log={"path": None, "all": log_all})
+    recorder = Recorder()
+    middleware = ShieldMiddleware(recorder, policy=policy, store=MemoryStore(capacity=4096), clock=clock,
+                                  fast_lane=fast)
+    return middleware, recorder
+
+
+def comparable(decision) -> dict:
+    record = decision.as_log_record()
+    record.pop("ref")
+    record["bot_score"] = decision.bot_score  # unrounded
+    return record
+
+
+async def run(middleware: ShieldMiddleware, clock: SimulatedClock, requests) -> list[tuple[int, dict]]:
+    answers = []
+    for delay, scope in requests:
+        clock.advance(delay)
+        sent: list[dict] = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message, sent=sent):
+            sent.append(message)
+
+        await middleware(dict(scope), receive, send)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        shield = {k.decode(): v.decode() for k, v in start.get("headers", []) if k.startswith(b"x-shield-")}
+        shield.pop("x-shield-ref", None)
+        answers.append((start["status"], shield))
+    return answers
+
+
+def compare(mode: str, seed: int, requests: int = 3000, log_all: bool = False) -> dict:
+    traffic = stream(seed, requests)
+    clocks = SimulatedClock(1_800_000_000.0), SimulatedClock(1_800_000_000.0)
+    (lane_app, lane_seen), (python_app, python_seen) = (protected(mode, fast, clock, log_all)
+                                                        for fast, clock in zip((True, False), clocks, strict=True))
+    assert lane_app.lane is not None and python_app.lane is None
+    lane_answers = asyncio.run(run(lane_app, clocks[0], traffic))
+    python_answers = asyncio.run(run(python_app, clocks[1], traffic))
+    assert lane_answers == python_answers
+    assert len(lane_seen.decisions) == len(python_seen.decisions)
+    for n, (mine, theirs) in enumerate(zip(lane_seen.decisions, python_seen.decisions, strict=True)):
+        assert comparable(mine) == comparable(theirs), f"decision {n} differs"
+    lane_windows, python_windows = lane_app.engine.store.windows, python_app.engine.store.windows
+    assert np.array_equal(lane_windows.keys, python_windows.keys)
+    assert np.array_equal(lane_windows.state, python_windows.state)
+    assert np.array_equal(lane_windows.registers, python_windows.registers)
+    assert lane_windows.evictions == python_windows.evictions
+    return lane_app.lane.counts()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_monitor_mode_decisions_and_windows_match_the_python_path(seed):
+    counts = compare("monitor", seed)
+    assert counts["hit"] > 1000, counts  # the lane answered most of the stream, or nothing was compared
+    assert counts["flagged"] > 0 and counts["miss"] > 0 and counts["headers"] > 0, counts
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_enforce_mode_refusals_and_windows_match_the_python_path(seed):
+    counts = compare("enforce", seed)
+    assert counts["hit"] > 500, counts
+
+
+def test_every_decision_logged_still_matches(seed=6):
+    counts = compare("monitor", seed, requests=1500, log_all=True)
+    assert counts["hit"] > 300, counts

@@ -1,0 +1,200 @@
+"""Each piece of the compiled lane against the Python it stands for.
+
+Globs against the policy's regexes, product ids against the traffic signal's, dotted quads
+against the front door's, a scope's client address, route group, session and eligibility
+against facts_from_scope, and the traffic triggers against TrafficSignal.assess itself.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shieldware.engine import Engine
+from shieldware.facts import _is_canonical_ipv4, facts_from_scope
+from shieldware.fastlane.lane import native
+from shieldware.middleware import ShieldMiddleware
+from shieldware.policy import default_policy, glob_to_regex
+from shieldware.signals.base import Inspection
+from shieldware.signals.traffic import TrafficSignal
+from shieldware.signals.traffic_keys import product_id
+from shieldware.store import MemoryStore
+from shieldware.store.base import WindowStats
+from shieldware.windows.layout import OUT_WIDTH
+from tests.fastlane.traffic import stream
+from tests.support import CHROME_NAVIGATION
+
+pytestmark = pytest.mark.skipif(native is None, reason="the fast lane's C extension is not compiled here")
+
+PATH_CHARS = "ab/.-_*?0129%"
+GLOB_CHARS = "ab/.-_*?0129"
+
+
+@settings(max_examples=3000)
+@given(st.lists(st.text(GLOB_CHARS, max_size=8), min_size=1, max_size=4),
+       st.text(PATH_CHARS.replace("*", "").replace("?", ""), max_size=12))
+def test_globs_match_as_the_policy_regex_does(patterns, path):
+    regex = re.compile("|".join(f"(?:{glob_to_regex(p)})\\Z" for p in patterns))
+    assert native.globs_match(tuple(patterns), path) == (regex.match(path) is not None)
+    assert native.glob_match(patterns[0], path) == (re.compile(glob_to_regex(patterns[0]) + r"\Z").match(path)
+                                                   is not None)
+
+
+@settings(max_examples=3000)
+@given(st.text("/0123456789-_.ab", max_size=24))
+def test_product_ids_are_read_as_the_traffic_signal_reads_them(path):
+    assert native.product_id(path) == product_id(path)
+
+
+@pytest.mark.parametrize("path", ["/product/42", "/p/42-blue-teapot", "/p/7/", "/product/0012", "/product/123456789012",
+                                  "/product/1234567890123", "/product/12a", "/product/", "42", "/a/1.", "/x/1//"])
+def test_product_id_edges(path):
+    assert native.product_id(path) == product_id(path)
+
+
+@settings(max_examples=2000)
+@given(st.one_of(st.text("0123456789.", max_size=16),
+                 st.tuples(*[st.integers(0, 300)] * 4).map(lambda q: ".".join(map(str, q)))))
+def test_dotted_quads_are_recognised_as_the_front_door_recognises_them(text):
+    assert native.canonical_ipv4(text) == _is_canonical_ipv4(text)
+
+
+_MIDDLEWARE: list[ShieldMiddleware] = []
+
+
+def lane_middleware() -> ShieldMiddleware:
+    """One middleware (with its lane) for the whole module: the pieces tested keep no state."""
+    if not _MIDDLEWARE:
+        policy = default_policy(mode="monitor", trusted_proxies=["127.0.0.1/32", "10.0.0.0/8", "2001:db8:ff::/48"])
+        _MIDDLEWARE.append(ShieldMiddleware(lambda scope, receive, send: None, policy=policy,
+                                            store=MemoryStore(capacity=64)))
+    assert _MIDDLEWARE[0].lane is not None
+    return _MIDDLEWARE[0]
+
+
+def python_view(middleware: ShieldMiddleware, scope: dict) -> dict | None:
+    """What the Python path reads from a scope where the lane reads the same, or None where the
+    front door notes something (the lane must then hand the request over)."""
+    facts = facts_from_scope(scope, 0.0, middleware.trusted, middleware.tls_header)
+    if facts.notes:
+        return None
+    traffic = next(s for s in middleware.engine.signals if isinstance(s, TrafficSignal))
+    group = middleware.policy.route_table.group_for(facts.method, facts.path)
+    groups = [g.name for g in middleware.policy.route_table.groups]
+    return {"client_ip": facts.client_ip, "group": groups.index(group.name), "session": traffic._session_id(facts)}
+
+
+def check_scan(middleware: ShieldMiddleware, scope: dict) -> str:
+    outcome, seen = middleware.lane.native.scan(scope)
+    expected = python_view(middleware, scope)
+    if outcome == "lane":
+        assert expected is not None, f"the lane took a request the front door notes: {scope['headers']}"
+        assert {k: seen[k] for k in ("client_ip", "group", "session")} == expected
+    return outcome
+
+
+def test_scans_of_a_mixed_stream_agree_with_the_front_door():
+    middleware = lane_middleware()
+    outcomes = [check_scan(middleware, scope) for _, scope in stream(11, 4000, clients_count=300)]
+    assert outcomes.count("lane") > 3000
+    assert {"headers", "cookie"} <= set(outcomes)
+
+
+COOKIE_PIECES = st.sampled_from(["shop_session=abc", "session=", "sessionid=x1", 'shop_session="q"', "shop_session=",
+                                 " theme = dark ", "=nameless", "novalue", "a=b=c", "PHPSESSID=p", ";", " ",
+                                 "shieldware_clearance=t", "shop_session=second", "JSESSIONID=j"])
+
+
+@settings(max_examples=1500)
+@given(st.lists(COOKIE_PIECES, max_size=8), st.sampled_from(["; ", ";", " ;", ";;"]))
+def test_session_cookies_are_read_as_the_traffic_signal_reads_them(pieces, separator):
+    middleware = lane_middleware()
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    headers.append((b"cookie", separator.join(pieces).encode()))
+    check_scan(middleware, scope_with(headers))
+
+
+ADDRESSES = st.sampled_from(["198.51.100.7", " 198.51.100.7", "10.1.2.3", "10.0.0.1", "2001:db8::1", "::ffff:10.9.9.9",
+                             "2001:db8:ff::5", "[2001:db8::2]:443", "198.51.100.7:5555", "unknown", "", "300.1.1.1",
+                             "010.1.1.1", "127.0.0.1"])
+
+
+@settings(max_examples=1500)
+@given(st.lists(ADDRESSES, max_size=5), st.sampled_from(["127.0.0.1", "198.51.100.1", "::1", "testclient", "10.2.2.2"]),
+       st.booleans())
+def test_client_addresses_resolve_as_the_front_door_resolves_them(hops, peer, real_ip):
+    middleware = lane_middleware()
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    name = b"x-real-ip" if real_ip else b"x-forwarded-for"
+    if hops:
+        headers.append((name, ",".join(hops).encode()))
+    check_scan(middleware, scope_with(headers, client=(peer, 4000)))
+
+
+def scope_with(headers, path="/product/3", client=("127.0.0.1", 4000)) -> dict:
+    return {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
+            "query_string": b"", "headers": headers, "client": client}
+
+
+@settings(max_examples=500)
+@given(st.text("/abcdeprot.0123456789-_", min_size=1, max_size=30), st.sampled_from(["GET", "HEAD", "POST", "PUT"]))
+def test_route_groups_are_found_as_the_route_table_finds_them(path, method):
+    middleware = lane_middleware()
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    scope = {**scope_with(headers, path="/" + path.lstrip("/")), "method": method}
+    check_scan(middleware, scope)
+
+
+# ---- triggers ------------------------------------------------------------------------------------
+
+# Values around every threshold of the default traffic settings, and some others.
+INTERESTING = [0.0, 0.02, 0.03, 0.031, 0.1, 0.2, 0.25, 0.2499, 0.3, 0.5, 0.6, 0.59, 0.9, 0.91, 1.0, 2.0, 7.9, 8.0,
+               11.0, 11.99, 12.0, 12.5, 15.9, 16.0, 24.9, 25.0, 26.0, 399.0, 400.0, 1499.0, 1500.0, 2000.0]
+
+
+def product_plan(middleware: ShieldMiddleware) -> tuple[Engine, TrafficSignal, Inspection, int]:
+    """A product-page inspection of a Chrome client, its observations queued but not yet made."""
+    engine = middleware.engine
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION] + [(b"cookie", b"shop_session=s1")]
+    facts = facts_from_scope(scope_with(headers), 1_800_000_000.0, middleware.trusted)
+    group = engine.policy.route_table.group_for("GET", "/product/3")
+    inspection = Inspection(facts, group, engine.policy.weights, engine.policy)
+    inspectors, _, _ = engine.plan(group)
+    for signal in inspectors:
+        signal.inspect(facts, inspection)
+    traffic = next(s for s in inspectors if isinstance(s, TrafficSignal))
+    groups = [g.name for g in engine.policy.route_table.groups]
+    return engine, traffic, inspection, groups.index(group.name)
+
+
+def assess_speaks(traffic: TrafficSignal, inspection: Inspection, rows: list[list[float]]) -> bool:
+    evidence, demands = len(inspection.evidence), len(inspection.demands)
+    inspection.stats = [WindowStats(row) for row in rows]
+    traffic.assess(inspection.facts, inspection)
+    spoke = len(inspection.evidence) > evidence or len(inspection.demands) > demands
+    del inspection.evidence[evidence:], inspection.demands[demands:]
+    return spoke
+
+
+def test_triggers_fire_exactly_when_assess_speaks():
+    middleware = lane_middleware()
+    _, traffic, inspection, group = product_plan(middleware)
+    part = traffic.lane_part(inspection.facts, inspection)
+    middleware.lane.native.set_triggers(group, [[(a.row, a.field, a.op, a.field2, a.value) for a in t]
+                                                for t in part.triggers])
+    rows_count = len(inspection.observations)
+    rng = random.Random(5)
+    fired = 0
+    for _ in range(20000):
+        rows = [[rng.choice(INTERESTING) if rng.random() < 0.3 else 0.0 for _ in range(OUT_WIDTH)]
+                for _ in range(rows_count)]
+        packed = struct.pack(f"={rows_count * OUT_WIDTH}d", *(v for row in rows for v in row))
+        expected = assess_speaks(traffic, inspection, rows)
+        assert middleware.lane.native.triggered(group, packed) == expected, rows
+        fired += expected
+    assert 2000 < fired < 18000  # both answers were exercised
