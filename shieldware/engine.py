@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, NamedTuple
 
 from shieldware.decision import SEVERITY, Decision, Verdict, new_reference
 from shieldware.decision_log import DecisionLog
 from shieldware.evidence import Evidence
-from shieldware.facts import RequestFacts
-from shieldware.fastlane.plan import VALUE_FREE_HEADERS, LanePart, Plan, PlanDraft, ShapeModel
+from shieldware.facts import RequestFacts, with_client
+from shieldware.fastlane.plan import IDLE, VALUE_FREE_HEADERS, LanePart, Plan, PlanDraft, ShapeModel
 from shieldware.metrics import Metrics
 from shieldware.policy import Policy, RouteGroup, default_policy
 from shieldware.score import bot_score, ranked
@@ -114,7 +113,7 @@ class Engine:
     def derive_plan(self, model: ShapeModel, client_ip: str, now: float) -> PlanDraft | None:
         """Draft the plan of a new client of a planned shape: the shape's findings are replayed,
         only the signals that read the address (or do per-request work) run again."""
-        facts = replace(model.facts, client_ip=client_ip, now=now)
+        facts = with_client(model.facts, client_ip, now)
         group = model.group
         inspection = Inspection(facts, group, self.policy.weights, self.policy)
         inspectors, _, rules = self.plan(group)
@@ -214,6 +213,7 @@ class Engine:
         codes = [e.code for e in evidence]
         rule_name, rule_verdict = None, None
         globs: list[str] = []
+        naming: list[Any] = []  # rules that would match a request like this one from some address
         for rule in self.rules_for(group, rules, attrs.get(UA_CATEGORY)):
             if path_blind:
                 if any(name in VALUE_FREE_HEADERS for name, _ in rule.headers):
@@ -224,6 +224,8 @@ class Engine:
                     if rule.matches(facts, group.name, attrs, codes, ignore_path=True):
                         globs.extend(rule.path_globs)
                     continue
+                if rule.networks and rule.matches(facts, group.name, attrs, codes, ignore_address=True):
+                    naming.append(rule)
             if not rule.matches(facts, group.name, attrs, codes):
                 continue
             if rule.action == "weigh":
@@ -252,7 +254,7 @@ class Engine:
         if verdict is Verdict.THROTTLE and retry_after is None:
             retry_after = 1.0
         reasons = ranked(evidence) if len(evidence) > 1 else tuple(evidence)
-        return Judgement(verdict, score, reasons, rule_name, retry_after, tuple(globs))
+        return Judgement(verdict, score, reasons, rule_name, retry_after, tuple(globs), tuple(naming))
 
     def _decision_extra(self, attrs: dict[str, Any]) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -303,7 +305,7 @@ class Engine:
         answer it: a signal is doing per-request work, or cannot say when it would have."""
         if facts.notes or facts.source != "live" or inspection.demands or not self._group_plannable(group):
             return None
-        part = LanePart()
+        part = IDLE
         for signal in inspectors:
             if getattr(signal, "lane", None) in _STATIC_LANES:
                 continue
@@ -314,15 +316,31 @@ class Engine:
                 return None
             if mine is None:
                 return None
-            part = _merged(part, mine)
+            if mine is not IDLE:
+                part = _merged(part, mine)
         judged = self._judge(facts, group, inspection.evidence, inspection.attrs, (), rules, path_blind=True)
         if judged is None:
             return None
         plan = Plan(judged.verdict, judged.score, judged.reasons, group.name, facts.client_ip, facts.method,
                     facts.user_agent, self.policy.mode, judged.rule, judged.retry_after,
                     self._decision_extra(inspection.attrs), part.feedback_statuses)
+        any_address, excluded = self._for_any_address(facts, judged.naming_rules)
         return PlanDraft(plan, list(inspection.observations), part, judged.rule_globs,
-                         ShapeModel(facts, group, recorded))
+                         ShapeModel(facts, group, recorded), any_address, excluded)
+
+    def address_is_plain(self, client_ip: str) -> bool:
+        """No signal that reads the address has anything to say of this one."""
+        return all(signal.lane_address(client_ip) for signal in self.signals
+                   if getattr(signal, "lane", None) == "address")
+
+    def _for_any_address(self, facts: RequestFacts, naming_rules: tuple[Any, ...]) -> tuple[bool, tuple[Any, ...]]:
+        """Whether this plan holds for every plain address of its shape, and the networks that
+        the policy's rules name (a rule matching this very address makes the plan its own)."""
+        if not self.address_is_plain(facts.client_ip):
+            return False, ()
+        if any(rule.names_address(facts.client_ip) for rule in naming_rules):
+            return False, ()
+        return True, tuple(net for rule in naming_rules for net in rule.networks)
 
     def on_forget_plans(self, listener: Any) -> None:
         """Call `listener()` whenever plans made so far no longer hold (the fast lane clears them)."""
@@ -401,6 +419,7 @@ class Judgement(NamedTuple):
     rule: str | None
     retry_after: float | None
     rule_globs: tuple[str, ...]
+    naming_rules: tuple[Any, ...]  # rules with an `ip:` condition that this request's shape meets
 
 
 def _merged(part: LanePart, more: LanePart) -> LanePart:
@@ -412,6 +431,8 @@ def _merged(part: LanePart, more: LanePart) -> LanePart:
         no_session_hits=part.no_session_hits | more.no_session_hits,
         triggers=part.triggers + more.triggers,
         feedback_statuses=part.feedback_statuses | more.feedback_statuses,
+        address_rows=part.address_rows + more.address_rows,
+        address_items=part.address_items + more.address_items,
     )
 
 

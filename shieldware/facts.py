@@ -63,6 +63,22 @@ class RequestFacts:
         return self.path + ("?" + self.query if self.query else "")
 
 
+_FACT_FIELDS = tuple(RequestFacts.__slots__)
+_set = object.__setattr__
+
+
+def with_client(facts: RequestFacts, client_ip: str, now: float) -> RequestFacts:
+    """The same request from another address at another time (the fast lane drafts the plans of
+    a shape's new clients from one model request). Field by field: `dataclasses.replace` would
+    run every field through keyword arguments, several times the cost."""
+    clone = object.__new__(RequestFacts)
+    for name in _FACT_FIELDS:
+        _set(clone, name, getattr(facts, name))
+    _set(clone, "client_ip", client_ip)
+    _set(clone, "now", now)
+    return clone
+
+
 def parse_cookies(raw: str) -> tuple[dict[str, str], list[str]]:
     """Parse a Cookie header leniently; return the cookies and notes about what was odd.
 

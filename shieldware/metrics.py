@@ -127,8 +127,11 @@ class Metrics:
 
     def count(self, name: str, **labels: str) -> None:
         """A feature's own counter, e.g. count("challenges", outcome="solved"), exported as shieldware_<name>."""
+        self.add_count(name, 1, labels)
+
+    def add_count(self, name: str, n: int, labels: dict[str, str]) -> None:
         key = (name, tuple(sorted(labels.items())))
-        self.counters[key] = self.counters.get(key, 0) + 1
+        self.counters[key] = self.counters.get(key, 0) + n
 
     def observe(self, name: str, value: float, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         """A feature's own histogram, e.g. observe("challenge_solve_seconds", 0.4, buckets)."""

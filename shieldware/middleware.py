@@ -113,8 +113,8 @@ class ShieldMiddleware:
         lane = self._lane_decide
         if lane is not None:
             answer = lane(scope, now)
-            if answer.__class__ is Decision:  # planned, quiet, allowed: the lane's whole answer
-                await self._pass(answer, scope, receive, send, now, True, self.lane.feedback_statuses)
+            if answer.__class__ is dict:  # planned, quiet, allowed: the app's scope, decision included
+                await self._serve(answer, answer["state"]["shield"], receive, send, now, self.lane.feedback_statuses)
                 return
             if answer is not None:
                 await self._after_lane(answer, scope, receive, send, now)
@@ -165,8 +165,8 @@ class ShieldMiddleware:
             return
         if tag == MISS and self.lane.derive(answer, now):
             again = self._lane_decide(scope, now)  # a new client of a planned shape: planned now
-            if again.__class__ is Decision:
-                await self._pass(again, scope, receive, send, now, True, self.lane.feedback_statuses)
+            if again.__class__ is dict:
+                await self._serve(again, again["state"]["shield"], receive, send, now, self.lane.feedback_statuses)
                 return
             if again is not None and again[0] != MISS:
                 await self._after_lane(again, scope, receive, send, now)
@@ -209,12 +209,18 @@ class ShieldMiddleware:
         scope["state"] = state = dict(state) if state else {}
         state["shield"] = decision
         decision.reporter = self._report
+        await self._serve(scope, decision, receive, send, now, feedback_on)
+
+    async def _serve(self, scope: Scope, decision: Decision, receive: Receive, send: Send, now: float,
+                     feedback_on: frozenset[int] | None) -> None:
+        """Call the app with the scope it sees, watching the response for its status and events."""
         status_seen: list[int] = []
         header_events: list[tuple[str, dict[str, str]]] = []
         watched = self._outcome_headers.get(decision.route_group)
         outcome_headers: dict[str, str] = {}
 
-        async def send_watching_status(message: Message) -> None:
+        def send_watching_status(message: Message) -> Awaitable[None]:
+            # Not a coroutine itself: it hands back send's awaitable, a frame fewer per message.
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
                 # The app's X-Shield-Event is for us, never for the client.
@@ -224,7 +230,7 @@ class ShieldMiddleware:
                         name = name.decode("latin-1").lower()
                         if name in watched:
                             outcome_headers[name] = value.decode("latin-1")
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_watching_status)

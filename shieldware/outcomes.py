@@ -77,6 +77,7 @@ def was_reported(decision: Any, family: str) -> bool:
 # ---- X-Shield-Event ---------------------------------------------------------------------------
 
 EVENT_HEADER = b"x-shield-event"
+_EVENT_HEADER_LENGTH = len(EVENT_HEADER)
 _EVENT_NAME = re.compile(r"[a-z][a-z0-9_.]{0,47}\Z")
 
 
@@ -101,7 +102,10 @@ def parse_event_header(value: str) -> tuple[str, dict[str, str]] | None:
 def take_event_headers(message: MutableMapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
     """Remove X-Shield-Event headers from a response-start message; answer the events they carried."""
     headers = message.get("headers") or ()
-    if not any(name.lower() == EVENT_HEADER for name, _ in headers):
+    for name, _ in headers:  # the usual answer is none: compare lengths before case-folding
+        if len(name) == _EVENT_HEADER_LENGTH and name.lower() == EVENT_HEADER:
+            break
+    else:
         return []
     events, kept = [], []
     for name, value in headers:

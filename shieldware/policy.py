@@ -11,6 +11,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -252,21 +253,17 @@ class Rule:
         return self.reasons is not None or bool(self.attributes)
 
     def matches(self, facts: Any, group: str, attrs: dict[str, Any], codes: Iterable[str],
-                ignore_path: bool = False) -> bool:
-        """Whether every condition holds; with `ignore_path`, every condition but the path."""
+                ignore_path: bool = False, ignore_address: bool = False) -> bool:
+        """Whether every condition holds; with `ignore_path` / `ignore_address`, every condition
+        but the path / the client address (the fast lane's plans ask both ways)."""
         if self.methods is not None and facts.method not in self.methods:
             return False
         if self.groups is not None and group not in self.groups:
             return False
         if not ignore_path and self.paths is not None and self.paths.match(facts.path) is None:
             return False
-        if self.networks:
-            try:
-                addr = ipaddress.ip_address(facts.client_ip)
-            except ValueError:
-                return False
-            if not any(addr.version == n.version and addr in n for n in self.networks):
-                return False
+        if self.networks and not ignore_address and not self.names_address(facts.client_ip):
+            return False
         for name, regex in self.headers:
             value = facts.header_map.get(name)
             if value is None or regex.search(value) is None:
@@ -275,10 +272,24 @@ class Rule:
             return False
         return all(_admits(wanted, attrs.get(name)) for name, wanted in self.attributes)
 
+    def names_address(self, client_ip: str) -> bool:
+        """The address is in one of the rule's `ip:` networks."""
+        addr = _address(client_ip)
+        return addr is not None and any(addr.version == n.version and addr in n for n in self.networks)
+
     def admits_attribute(self, name: str, value: Any) -> bool:
         """False when the rule has a condition on attribute `name` that `value` fails: the rule
         cannot match, whatever else the request holds (the engine skips it without matching)."""
         return all(_admits(wanted, value) for attribute, wanted in self.attributes if attribute == name)
+
+
+@lru_cache(maxsize=16384)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client address parsed once: rules with an `ip:` condition test the same few thousand."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _admits(wanted: frozenset, value: Any) -> bool:

@@ -55,6 +55,7 @@ enum {
     OUT_HIT,       /* planned, windows quiet: answered here */
     OUT_FLAGGED,   /* planned, observed here, a trigger fired: Python assesses the stats */
     OUT_MISS,      /* eligible, but no plan yet: Python decides and makes one */
+    OUT_MADE,      /* a hit for a new client, whose plan was made here from its shape's template */
     OUT_OFF,       /* the lane is disarmed (switches changed, refresh due) */
     OUT_SCOPE,     /* not an HTTP scope, or one shaped unusually */
     OUT_PATH,      /* path not plain ASCII, too long, or an internal endpoint */
@@ -65,8 +66,8 @@ enum {
     OUT_BUSY,      /* the window table was busy in another thread */
     N_OUTCOMES
 };
-static const char *OUTCOME_NAMES[N_OUTCOMES] = {"hit", "flagged", "miss", "off", "scope", "path", "headers",
-                                                "client", "cookie", "rule", "busy"};
+static const char *OUTCOME_NAMES[N_OUTCOMES] = {"hit", "flagged", "miss", "made", "off", "scope", "path",
+                                                "headers", "client", "cookie", "rule", "busy"};
 
 enum { OP_GE, OP_LE, OP_GT, OP_LT, OP_INT_GE, OP_CV_LT, OP_PRODUCT_GE, N_OPS };
 
@@ -110,6 +111,7 @@ typedef struct {
     PyObject *plan;
     PyObject *fields[N_FIELDS]; /* the plan's values for the decision fields it fixes */
     int plain;                  /* an allow nobody logs: the decision goes straight to the app */
+    PyObject *shield_headers;   /* ((b"x-shield-score", ...), (b"x-shield-verdict", ...)) for the app */
     uint64_t hits;              /* decisions made from this plan since the last drain() */
     GlobSet *rule_globs; /* paths of rules Python must evaluate, or NULL */
     int n_rows, pid_row, session_row;
@@ -117,6 +119,33 @@ typedef struct {
     int64_t *ints;  /* n_rows * ev_int_width, then the floats in the same allocation */
     double *floats;
 } PlanSlot;
+
+#define MAX_PARTS 4
+#define MAX_EXCLUDED 16
+enum { PART_ADDRESS, PART_PREFIX };
+
+/* How a window key is spelled for an address: `kind` and the key's parts, literal text or the
+ * address or its network prefix (shieldware.fastlane.plan.KeyRecipe). */
+typedef struct {
+    int row;
+    PyObject *kind;
+    int n_parts;
+    PyObject *parts[MAX_PARTS]; /* str: literal; int: PART_ADDRESS or PART_PREFIX */
+} Recipe;
+
+/* A plan for every plain address of one shape and route group: the lane makes an address's
+ * plan from it on first sight, spelling the window keys from the recipes. */
+typedef struct {
+    uint64_t hash; /* 0: empty */
+    uint32_t shape_slot, shape_gen;
+    int group;
+    PlanSlot proto; /* its key fields unused; client_ip comes from the address */
+    int n_recipes, n_items;
+    Recipe recipes[MAX_ROWS];
+    int item_rows[MAX_ROWS], item_cols[MAX_ROWS]; /* columns that take the address as an item */
+    int n_excluded, excluded_v6;                  /* addresses a rule of the policy may name */
+    uint32_t excluded_net[MAX_EXCLUDED], excluded_mask[MAX_EXCLUDED];
+} Template;
 
 typedef struct {
     PyObject_HEAD
@@ -152,6 +181,10 @@ typedef struct {
     ShapeSlot *shapes;
     PlanSlot *plans;
     uint32_t shape_buckets, plan_buckets; /* powers of two; WAYS slots each */
+    Template *templates;
+    uint32_t template_buckets;
+    uint8_t *template_next;
+    PyObject *address_cb; /* address(ip) -> its network prefix when plain, else None */
     uint8_t *shape_next, *plan_next;      /* round-robin victim per bucket */
     uint64_t seed;
     /* switches */
@@ -168,6 +201,7 @@ typedef struct {
     PyTypeObject *decision_type;
     Py_ssize_t offsets[N_FIELDS]; /* where each field's slot sits in a Decision */
     PyObject *ref_counter, *ref_tag;
+    PyObject *reporter; /* the middleware's report hook, every decision's `reporter` */
     PyObject *retired; /* [(plan, hits)] of plans replaced since the last drain() */
     int n_bounds;
     double bounds[MAX_BOUNDS];
@@ -176,7 +210,7 @@ typedef struct {
 } Lane;
 
 static PyObject *S_type, *S_http, *S_path, *S_method, *S_headers, *S_client, *S_scheme, *S_http_version,
-    *S_acquire, *S_release, *S_evictions;
+    *S_acquire, *S_release, *S_evictions, *S_state, *S_shield, *S_ref_header;
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -318,12 +352,13 @@ typedef struct {
 } Glob;
 
 struct GlobSet_ {
+    Py_ssize_t refs; /* plans made from one template share their rules' globs */
     Py_ssize_t n;
     Glob globs[];
 };
 
 static void free_globs(GlobSet *set) {
-    if (set == NULL) return;
+    if (set == NULL || --set->refs > 0) return;
     for (Py_ssize_t i = 0; i < set->n; i++) PyMem_Free(set->globs[i].text);
     PyMem_Free(set);
 }
@@ -340,6 +375,7 @@ static GlobSet *compile_globs(PyObject *patterns) {
         PyErr_NoMemory();
         return NULL;
     }
+    set->refs = 1;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t len;
         const char *text = PyUnicode_Check(PyTuple_GET_ITEM(patterns, i))
@@ -873,6 +909,7 @@ static PlanSlot *find_plan(Lane *self, uint64_t h, uint32_t shape_index, uint32_
 static void empty_plan(PlanSlot *slot) {
     slot->hash = 0;
     for (int f = 0; f < N_FIELDS; f++) Py_CLEAR(slot->fields[f]);
+    Py_CLEAR(slot->shield_headers);
     Py_CLEAR(slot->plan);
     free_globs(slot->rule_globs);
     slot->rule_globs = NULL;
@@ -896,10 +933,14 @@ static int retire_plan(Lane *self, PlanSlot *slot) {
     return 0;
 }
 
+static void empty_template(Template *t);
+
 static int clear_tables(Lane *self) {
     if (self->plans != NULL)
         for (uint32_t i = 0; i < self->plan_buckets * WAYS; i++)
             if (retire_plan(self, &self->plans[i]) < 0) return -1;
+    if (self->templates != NULL)
+        for (uint32_t i = 0; i < self->template_buckets * WAYS; i++) empty_template(&self->templates[i]);
     if (self->shapes != NULL)
         for (uint32_t i = 0; i < self->shape_buckets * WAYS; i++) {
             PyMem_Free(self->shapes[i].bytes);
@@ -1025,10 +1066,13 @@ static PyObject *outcome(Lane *self, int which) {
 }
 
 static PyObject *decide(Lane *self, PyObject *scope, double now);
+static Template *find_template(Lane *self, uint32_t shape_index, uint32_t gen, int group);
+static PlanSlot *instantiate(Lane *self, Template *t, Scan *scan, uint32_t shape_index, uint32_t gen);
 
-/* decide(scope, now) -> Decision | None | (0, shape, ip, group) | (1, stats) | (2, Decision, follows):
- * a planned, quiet request's decision (straight to the app, or held for the middleware to log,
- * refuse or remember its step), nothing for the lane, a miss, or window answers to assess. */
+/* decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats) | (2, Decision, follows):
+ * a planned, quiet, allowed request's scope for the app (its decision in the state), a planned
+ * decision held back for the middleware (to log, refuse or remember its step), nothing for the
+ * lane, a miss, or window answers to assess. */
 static PyObject *Lane_decide(Lane *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "decide(scope, now)");
@@ -1094,7 +1138,7 @@ static PyObject *make_decision(Lane *self, PlanSlot *plan, PyObject *path, doubl
     values[F_TIME] = time;
     values[F_PATH] = path;
     values[F_EXTRA] = extra;
-    values[F_REPORTER] = Py_None;
+    values[F_REPORTER] = self->reporter;
     for (int f = 0; f < N_FIELDS; f++) {
         PyObject **slot = (PyObject **)((char *)decision + self->offsets[f]);
         PyObject *value = values[f];
@@ -1102,6 +1146,42 @@ static PyObject *make_decision(Lane *self, PlanSlot *plan, PyObject *path, doubl
         *slot = (f == F_REF || f == F_TIME || f == F_EXTRA) ? value : Py_NewRef(value);
     }
     return decision;
+}
+
+/* The scope the app sees: a copy with the three X-Shield-* headers appended and the decision in
+ * its state (what ShieldMiddleware._pass does for decisions made in Python). */
+static PyObject *app_scope(PyObject *scope, PyObject *decision, PlanSlot *plan, Py_ssize_t ref_offset) {
+    PyObject *copy = PyDict_Copy(scope);
+    if (copy == NULL) return NULL;
+    PyObject *headers = PySequence_List(PyDict_GetItemWithError(scope, S_headers));
+    PyObject *ref = *(PyObject **)((char *)decision + ref_offset);
+    PyObject *ref_bytes = headers != NULL ? PyUnicode_AsASCIIString(ref) : NULL;
+    PyObject *ref_header = ref_bytes != NULL ? PyTuple_Pack(2, S_ref_header, ref_bytes) : NULL;
+    Py_XDECREF(ref_bytes);
+    PyObject *state = PyDict_GetItemWithError(scope, S_state);
+    if (ref_header == NULL)
+        state = NULL;
+    else if (state != NULL && PyDict_Check(state))
+        state = PyDict_Copy(state);
+    else {
+        PyObject *given = state; /* another mapping (or none): its items, in a dict of our own */
+        state = PyDict_New();
+        if (state != NULL && given != NULL && given != Py_None && PyDict_Update(state, given) < 0) Py_CLEAR(state);
+    }
+    if (state == NULL || PyList_Append(headers, PyTuple_GET_ITEM(plan->shield_headers, 0)) < 0 ||
+        PyList_Append(headers, PyTuple_GET_ITEM(plan->shield_headers, 1)) < 0 || PyList_Append(headers, ref_header) < 0 ||
+        PyDict_SetItem(copy, S_headers, headers) < 0 || PyDict_SetItem(state, S_shield, decision) < 0 ||
+        PyDict_SetItem(copy, S_state, state) < 0) {
+        Py_DECREF(copy);
+        Py_XDECREF(headers);
+        Py_XDECREF(ref_header);
+        Py_XDECREF(state);
+        return NULL;
+    }
+    Py_DECREF(headers);
+    Py_DECREF(ref_header);
+    Py_DECREF(state);
+    return copy;
 }
 
 static PyObject *decide(Lane *self, PyObject *scope, double now) {
@@ -1113,9 +1193,14 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
     uint32_t shape_index = 0;
     ShapeSlot *shape = find_shape(self, sh, self->shape, scan.shape_len, &shape_index);
     PlanSlot *plan = NULL;
+    int made = 0;
     if (shape != NULL) {
         uint64_t ph = plan_hash(self, shape_index, shape->gen, scan.group, scan.client.text, scan.client.len);
         plan = find_plan(self, ph, shape_index, shape->gen, scan.group, scan.client.text, scan.client.len);
+        if (plan == NULL) { /* a new client of a planned shape: its plan from the template, if it has one */
+            Template *template = find_template(self, shape_index, shape->gen, scan.group);
+            made = template != NULL && (plan = instantiate(self, template, &scan, shape_index, shape->gen)) != NULL;
+        }
     }
     if (plan == NULL) {
         self->counts[OUT_MISS]++;
@@ -1136,10 +1221,14 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
     }
     PyObject *decision = make_decision(self, plan, scan.path, now);
     if (decision == NULL) return NULL;
-    self->counts[OUT_HIT]++;
+    self->counts[made ? OUT_MADE : OUT_HIT]++;
     plan->hits++;
     count_latency(self, started);
-    if (plan->plain && !follows) return decision;
+    if (plan->plain && !follows) { /* straight to the app: its scope, the decision in its state */
+        PyObject *answer = app_scope(scope, decision, plan, self->offsets[F_REF]);
+        Py_DECREF(decision);
+        return answer;
+    }
     return Py_BuildValue("(iNO)", 2, decision, follows ? Py_True : Py_False);
 }
 
@@ -1169,44 +1258,81 @@ static ShapeSlot *insert_shape(Lane *self, const char *data, Py_ssize_t len, uin
     return slot;
 }
 
-/* install(shape, ip, group, plan, ints, floats, pid_row, pid_seen, session_row, no_session_hits, rule_globs,
- *         plain) */
-static PyObject *Lane_install(Lane *self, PyObject *args) {
-    const char *shape, *ip, *ints, *floats;
-    Py_ssize_t shape_len, ip_len, ints_len, floats_len;
-    int group, pid_row, session_row, plain;
-    long long pid_seen, no_session_hits;
-    PyObject *plan, *rule_globs;
-    if (!PyArg_ParseTuple(args, "y#s#iOy#y#iLiLOp", &shape, &shape_len, &ip, &ip_len, &group, &plan, &ints,
-                          &ints_len, &floats, &floats_len, &pid_row, &pid_seen, &session_row, &no_session_hits,
-                          &rule_globs, &plain))
-        return NULL;
+/* Everything of a plan but its key, given by Python: its fields, rows and holes. The slot takes
+ * new references; on failure nothing is kept. */
+static int fill_body(Lane *self, PlanSlot *body, PyObject *plan, const char *ints, Py_ssize_t ints_len,
+                     const char *floats, Py_ssize_t floats_len, int pid_row, long long pid_seen, int session_row,
+                     long long no_session_hits, PyObject *rule_globs, int plain, PyObject *shield_headers) {
     int iw = self->ev_int_width, fw = self->ev_float_width;
-    if (ip_len >= IP_MAX || group < 0 || group >= self->n_groups || ints_len % (Py_ssize_t)(sizeof(int64_t) * iw) ||
+    if (ints_len % (Py_ssize_t)(sizeof(int64_t) * iw) ||
         floats_len != ints_len / (Py_ssize_t)(sizeof(int64_t) * iw) * (Py_ssize_t)(sizeof(double) * fw)) {
-        PyErr_SetString(PyExc_ValueError, "install: inconsistent plan");
-        return NULL;
+        PyErr_SetString(PyExc_ValueError, "install: rows of inconsistent widths");
+        return -1;
     }
     int n_rows = (int)(ints_len / (Py_ssize_t)(sizeof(int64_t) * iw));
     if (n_rows < 1 || n_rows > MAX_ROWS || pid_row >= n_rows || session_row >= n_rows ||
-        (rule_globs != Py_None && !PyTuple_Check(rule_globs))) {
-        PyErr_SetString(PyExc_ValueError, "install: rows or holes out of range");
-        return NULL;
+        (rule_globs != Py_None && !PyTuple_Check(rule_globs)) || PyTuple_GET_SIZE(shield_headers) != 2) {
+        PyErr_SetString(PyExc_ValueError, "install: rows, holes or headers out of range");
+        return -1;
     }
-    if (self->busy) Py_RETURN_NONE; /* another thread is deciding: this plan is made again later */
-    GlobSet *compiled_rules = NULL;
-    if (rule_globs != Py_None && PyTuple_GET_SIZE(rule_globs) > 0 && (compiled_rules = compile_globs(rule_globs)) == NULL)
-        return NULL;
-    self->busy = 1;
-    uint32_t shape_index;
-    ShapeSlot *slot = insert_shape(self, shape, shape_len, &shape_index);
-    if (slot == NULL) {
-        self->busy = 0;
-        free_globs(compiled_rules);
-        return NULL;
+    memset(body, 0, sizeof *body);
+    if (rule_globs != Py_None && PyTuple_GET_SIZE(rule_globs) > 0 &&
+        (body->rule_globs = compile_globs(rule_globs)) == NULL)
+        return -1;
+    for (int f = 0; f < N_FIELDS; f++)
+        if (PLAN_FIELDS[f] != NULL && (body->fields[f] = PyObject_GetAttrString(plan, PLAN_FIELDS[f])) == NULL) {
+            empty_plan(body);
+            return -1;
+        }
+    void *rows = PyMem_Malloc((size_t)ints_len + (size_t)floats_len);
+    if (rows == NULL) {
+        empty_plan(body);
+        PyErr_NoMemory();
+        return -1;
     }
-    uint64_t h = plan_hash(self, shape_index, slot->gen, group, ip, (int)ip_len);
-    PlanSlot *target = find_plan(self, h, shape_index, slot->gen, group, ip, (int)ip_len);
+    body->ints = rows;
+    body->floats = (double *)((char *)rows + ints_len);
+    memcpy(body->ints, ints, (size_t)ints_len);
+    memcpy(body->floats, floats, (size_t)floats_len);
+    body->plan = Py_NewRef(plan);
+    body->plain = plain;
+    body->shield_headers = Py_NewRef(shield_headers);
+    body->n_rows = n_rows;
+    body->pid_row = pid_row;
+    body->session_row = session_row;
+    body->pid_seen = pid_seen;
+    body->no_session_hits = no_session_hits;
+    return 0;
+}
+
+/* A copy of a template's plan body for one address (new references, its own rows). */
+static int copy_body(Lane *self, PlanSlot *to, const PlanSlot *from) {
+    size_t ints_bytes = sizeof(int64_t) * (size_t)(from->n_rows * self->ev_int_width);
+    size_t floats_bytes = sizeof(double) * (size_t)(from->n_rows * self->ev_float_width);
+    void *rows = PyMem_Malloc(ints_bytes + floats_bytes);
+    if (rows == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *to = *from;
+    to->ints = rows;
+    to->floats = (double *)((char *)rows + ints_bytes);
+    memcpy(to->ints, from->ints, ints_bytes);
+    memcpy(to->floats, from->floats, floats_bytes);
+    for (int f = 0; f < N_FIELDS; f++) Py_XINCREF(to->fields[f]);
+    Py_XINCREF(to->plan);
+    Py_XINCREF(to->shield_headers);
+    if (to->rule_globs != NULL) to->rule_globs->refs++;
+    to->hits = 0;
+    return 0;
+}
+
+/* Put a plan body (its references handed over) under (shape, group, ip); the slot's previous
+ * plan, if any, retires. NULL on a Python error (the body is emptied). */
+static PlanSlot *put_plan(Lane *self, uint32_t shape_index, uint32_t gen, int group, const char *ip, int ip_len,
+                          PlanSlot *body) {
+    uint64_t h = plan_hash(self, shape_index, gen, group, ip, ip_len);
+    PlanSlot *target = find_plan(self, h, shape_index, gen, group, ip, ip_len);
     if (target == NULL) {
         uint32_t bucket = (uint32_t)(h & (self->plan_buckets - 1));
         uint32_t base = bucket * WAYS;
@@ -1219,43 +1345,221 @@ static PyObject *Lane_install(Lane *self, PyObject *args) {
         if (victim < 0) victim = self->plan_next[bucket]++ % WAYS;
         target = &self->plans[base + victim];
     }
-    PyObject *fields[N_FIELDS] = {NULL};
-    for (int f = 0; f < N_FIELDS; f++)
-        if (PLAN_FIELDS[f] != NULL && (fields[f] = PyObject_GetAttrString(plan, PLAN_FIELDS[f])) == NULL) {
-            for (int k = 0; k < f; k++) Py_XDECREF(fields[k]);
-            self->busy = 0;
-            free_globs(compiled_rules);
-            return NULL;
-        }
-    void *rows = PyMem_Malloc((size_t)ints_len + (size_t)floats_len);
-    if (rows == NULL || retire_plan(self, target) < 0) {
-        for (int f = 0; f < N_FIELDS; f++) Py_XDECREF(fields[f]);
-        PyMem_Free(rows);
-        self->busy = 0;
-        free_globs(compiled_rules);
-        return rows == NULL ? PyErr_NoMemory() : NULL;
+    if (retire_plan(self, target) < 0) {
+        empty_plan(body);
+        return NULL;
     }
-    target->ints = rows;
-    target->floats = (double *)((char *)rows + ints_len);
-    memcpy(target->ints, ints, (size_t)ints_len);
-    memcpy(target->floats, floats, (size_t)floats_len);
+    *target = *body;
     target->hash = h;
     target->shape_slot = shape_index;
-    target->shape_gen = slot->gen;
+    target->shape_gen = gen;
     target->group = group;
-    target->ip_len = (int)ip_len;
+    target->ip_len = ip_len;
     memcpy(target->ip, ip, (size_t)ip_len);
-    Py_INCREF(plan);
-    target->plan = plan;
-    memcpy(target->fields, fields, sizeof fields);
-    target->plain = plain;
-    if (compiled_rules != NULL) target->rule_globs = compiled_rules;
-    target->n_rows = n_rows;
-    target->pid_row = pid_row;
-    target->session_row = session_row;
-    target->pid_seen = pid_seen;
-    target->no_session_hits = no_session_hits;
+    target->hits = 0;
+    return target;
+}
+
+static uint64_t template_hash(uint32_t shape_index, uint32_t gen, int group) {
+    uint64_t h = mix(((uint64_t)shape_index << 32) ^ gen ^ ((uint64_t)group << 24) ^ 0x5bd1e995ULL);
+    return h ? h : 1;
+}
+
+static Template *find_template(Lane *self, uint32_t shape_index, uint32_t gen, int group) {
+    uint64_t h = template_hash(shape_index, gen, group);
+    uint32_t base = (uint32_t)(h & (self->template_buckets - 1)) * WAYS;
+    for (int w = 0; w < WAYS; w++) {
+        Template *t = &self->templates[base + w];
+        if (t->hash == h && t->shape_slot == shape_index && t->shape_gen == gen && t->group == group) return t;
+    }
+    return NULL;
+}
+
+static void empty_template(Template *t) {
+    t->hash = 0;
+    empty_plan(&t->proto);
+    for (int r = 0; r < t->n_recipes; r++) {
+        Py_CLEAR(t->recipes[r].kind);
+        for (int k = 0; k < t->recipes[r].n_parts; k++) Py_CLEAR(t->recipes[r].parts[k]);
+    }
+    t->n_recipes = t->n_items = 0;
+}
+
+/* Read `recipes` ((row, kind, (part, ...)), ...), `items` ((row, column), ...) and `excluded`
+ * ((net, mask), ...; or None when an IPv6 network is excluded too) into the template. */
+static int set_recipes(Template *t, PyObject *recipes, PyObject *items, PyObject *excluded, int excluded_v6) {
+    PyObject *r_fast = PySequence_Fast(recipes, "recipes"), *i_fast = PySequence_Fast(items, "items"),
+             *e_fast = PySequence_Fast(excluded, "excluded");
+    int ok = r_fast && i_fast && e_fast && PySequence_Fast_GET_SIZE(r_fast) <= MAX_ROWS &&
+             PySequence_Fast_GET_SIZE(i_fast) <= MAX_ROWS && PySequence_Fast_GET_SIZE(e_fast) <= MAX_EXCLUDED;
+    for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(r_fast); i++) {
+        Recipe *recipe = &t->recipes[i];
+        PyObject *kind, *parts;
+        ok = PyArg_ParseTuple(PySequence_Fast_GET_ITEM(r_fast, i), "iUO!", &recipe->row, &kind, &PyTuple_Type,
+                              &parts) &&
+             recipe->row >= 0 && recipe->row < t->proto.n_rows && PyTuple_GET_SIZE(parts) >= 1 &&
+             PyTuple_GET_SIZE(parts) <= MAX_PARTS;
+        if (!ok) break;
+        recipe->kind = Py_NewRef(kind);
+        recipe->n_parts = (int)PyTuple_GET_SIZE(parts);
+        for (int k = 0; k < recipe->n_parts; k++) {
+            PyObject *part = PyTuple_GET_ITEM(parts, k);
+            ok = ok && (PyUnicode_Check(part) || PyLong_Check(part));
+            recipe->parts[k] = Py_NewRef(part);
+        }
+        t->n_recipes = (int)i + 1;
+    }
+    for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(i_fast); i++) {
+        ok = PyArg_ParseTuple(PySequence_Fast_GET_ITEM(i_fast, i), "ii", &t->item_rows[i], &t->item_cols[i]) &&
+             t->item_rows[i] >= 0 && t->item_rows[i] < t->proto.n_rows;
+        t->n_items = (int)i + 1;
+    }
+    for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(e_fast); i++) {
+        unsigned long net, mask;
+        ok = PyArg_ParseTuple(PySequence_Fast_GET_ITEM(e_fast, i), "kk", &net, &mask);
+        t->excluded_net[i] = (uint32_t)net;
+        t->excluded_mask[i] = (uint32_t)mask;
+        t->n_excluded = (int)i + 1;
+    }
+    t->excluded_v6 = excluded_v6;
+    Py_XDECREF(r_fast);
+    Py_XDECREF(i_fast);
+    Py_XDECREF(e_fast);
+    if (!ok && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "install: malformed address recipes");
+    return ok ? 0 : -1;
+}
+
+/* Append a recipe part's text to buf; 0 when it does not fit. */
+static int append_part(char *buf, Py_ssize_t *at, Py_ssize_t cap, const char *text, Py_ssize_t len) {
+    if (*at + len > cap) return 0;
+    memcpy(buf + *at, text, (size_t)len);
+    *at += len;
+    return 1;
+}
+
+/* The plan of a plain address, made from its shape's template; NULL (no exception) when the
+ * address is not plain, a rule may name it, or anything goes wrong: Python then plans it. */
+static PlanSlot *instantiate(Lane *self, Template *t, Scan *scan, uint32_t shape_index, uint32_t gen) {
+    const Address *addr = &scan->client;
+    if (addr->v4) {
+        for (int i = 0; i < t->n_excluded; i++)
+            if ((addr->value & t->excluded_mask[i]) == t->excluded_net[i]) return NULL;
+    } else if (t->excluded_v6) {
+        return NULL;
+    }
+    PyObject *ip = PyUnicode_DecodeASCII(addr->text, addr->len, NULL);
+    PyObject *prefix = ip != NULL ? PyObject_CallOneArg(self->address_cb, ip) : NULL;
+    PlanSlot body;
+    int made = 0;
+    if (prefix != NULL && PyUnicode_Check(prefix) && copy_body(self, &body, &t->proto) == 0) {
+        made = 1;
+        Py_ssize_t prefix_len;
+        const char *prefix_text = PyUnicode_AsUTF8AndSize(prefix, &prefix_len);
+        int iw = self->ev_int_width;
+        for (int r = 0; made && r < t->n_recipes; r++) {
+            Recipe *recipe = &t->recipes[r];
+            char key[512];
+            Py_ssize_t at = 0;
+            for (int k = 0; made && k < recipe->n_parts; k++) {
+                PyObject *part = recipe->parts[k];
+                if (PyLong_Check(part)) {
+                    long which = PyLong_AsLong(part);
+                    made = which == PART_ADDRESS ? append_part(key, &at, sizeof key, addr->text, addr->len)
+                                                 : prefix_text != NULL &&
+                                                       append_part(key, &at, sizeof key, prefix_text, prefix_len);
+                } else {
+                    Py_ssize_t len;
+                    const char *text = PyUnicode_AsUTF8AndSize(part, &len);
+                    made = text != NULL && append_part(key, &at, sizeof key, text, len);
+                }
+            }
+            /* hash((kind, key)) or 1, as shieldware.windows.table hashes a window key */
+            PyObject *key_text = made ? PyUnicode_DecodeUTF8(key, at, NULL) : NULL;
+            PyObject *pair = key_text != NULL ? PyTuple_Pack(2, recipe->kind, key_text) : NULL;
+            Py_hash_t h = pair != NULL ? PyObject_Hash(pair) : -1;
+            Py_XDECREF(key_text);
+            Py_XDECREF(pair);
+            made = made && h != -1;
+            if (made) body.ints[recipe->row * iw] = h == 0 ? 1 : (int64_t)h;
+        }
+        for (int i = 0; made && i < t->n_items; i++)
+            made = str_hash_item(ip, &body.ints[t->item_rows[i] * iw + t->item_cols[i]]);
+        if (made) {
+            Py_XSETREF(body.fields[F_CLIENT_IP], Py_NewRef(ip));
+        } else {
+            empty_plan(&body);
+        }
+    }
+    Py_XDECREF(ip);
+    Py_XDECREF(prefix);
+    PyErr_Clear();
+    if (!made) return NULL;
+    return put_plan(self, shape_index, gen, scan->group, addr->text, addr->len, &body);
+}
+
+/* install(shape, ip, group, plan, ints, floats, pid_row, pid_seen, session_row, no_session_hits, rule_globs,
+ *         plain, shield_headers[, recipes, items, excluded, excluded_v6]): the plan for (shape, ip, group);
+ * with recipes, also the template for every plain address of (shape, group). */
+static PyObject *Lane_install(Lane *self, PyObject *args) {
+    const char *shape, *ip, *ints, *floats;
+    Py_ssize_t shape_len, ip_len, ints_len, floats_len;
+    int group, pid_row, session_row, plain, excluded_v6 = 0;
+    long long pid_seen, no_session_hits;
+    PyObject *plan, *rule_globs, *shield_headers, *recipes = NULL, *items = NULL, *excluded = NULL;
+    if (!PyArg_ParseTuple(args, "y#s#iOy#y#iLiLOpO!|OOOp", &shape, &shape_len, &ip, &ip_len, &group, &plan, &ints,
+                          &ints_len, &floats, &floats_len, &pid_row, &pid_seen, &session_row, &no_session_hits,
+                          &rule_globs, &plain, &PyTuple_Type, &shield_headers, &recipes, &items, &excluded,
+                          &excluded_v6))
+        return NULL;
+    if (ip_len >= IP_MAX || group < 0 || group >= self->n_groups) {
+        PyErr_SetString(PyExc_ValueError, "install: no such group, or not an address");
+        return NULL;
+    }
+    if (self->busy) Py_RETURN_NONE; /* another thread is deciding: this plan is made again later */
+    PlanSlot body;
+    if (fill_body(self, &body, plan, ints, ints_len, floats, floats_len, pid_row, pid_seen, session_row,
+                  no_session_hits, rule_globs, plain, shield_headers) < 0)
+        return NULL;
+    self->busy = 1;
+    uint32_t shape_index;
+    ShapeSlot *slot = insert_shape(self, shape, shape_len, &shape_index);
+    Template template;
+    memset(&template, 0, sizeof template);
+    int ok = slot != NULL;
+    if (ok && recipes != NULL && recipes != Py_None) {
+        ok = copy_body(self, &template.proto, &body) == 0;
+        if (ok && set_recipes(&template, recipes, items, excluded, excluded_v6) < 0) {
+            empty_template(&template);
+            ok = 0;
+        }
+    }
+    if (!ok) {
+        empty_plan(&body);
+        self->busy = 0;
+        return NULL;
+    }
+    PlanSlot *put = put_plan(self, shape_index, slot->gen, group, ip, (int)ip_len, &body);
+    if (put != NULL && template.proto.plan != NULL) {
+        uint64_t h = template_hash(shape_index, slot->gen, group);
+        uint32_t bucket = (uint32_t)(h & (self->template_buckets - 1)), base = bucket * WAYS;
+        Template *target = find_template(self, shape_index, slot->gen, group);
+        for (int w = 0; target == NULL && w < WAYS; w++) {
+            Template *candidate = &self->templates[base + w];
+            if (candidate->hash == 0 || self->shapes[candidate->shape_slot].gen != candidate->shape_gen)
+                target = candidate;
+        }
+        if (target == NULL) target = &self->templates[base + self->template_next[bucket]++ % WAYS];
+        empty_template(target);
+        *target = template;
+        target->hash = h;
+        target->shape_slot = shape_index;
+        target->shape_gen = slot->gen;
+        target->group = group;
+    } else {
+        empty_template(&template);
+    }
     self->busy = 0;
+    if (put == NULL) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1522,21 +1826,29 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
                                "bail_paths", "bail_path_prefix", "has_trusted", "trusted_v4", "trusts",
                                "normalise", "session_cookies", "absent_cookies", "kernel", "keys", "state",
                                "registers", "capacity", "lock", "table", "layout", "plans", "shapes", "seed",
-                               "decision_type", "decision_slots", "ref_counter", "ref_tag", "latency_bounds", NULL};
+                               "decision_type", "decision_slots", "ref_counter", "ref_tag", "latency_bounds",
+                               "reporter", "address", "templates", NULL};
     PyObject *groups, *value_free, *bail_headers, *bail_prefixes, *bail_paths, *bail_path_prefix, *trusted_v4,
         *trusts, *normalise, *session_cookies, *absent_cookies, *lock, *table, *layout, *decision_type,
-        *decision_slots, *ref_counter, *ref_tag, *latency_bounds;
+        *decision_slots, *ref_counter, *ref_tag, *latency_bounds, *reporter, *address_cb;
+    unsigned int templates;
     int default_group, has_trusted;
     unsigned long long kernel, keys, state, registers, seed;
     long long capacity, max_step;
     unsigned int plans, shapes;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiOOOOUpOOOOOKKKKLOOOIIKOOOUO", keywords, &groups,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiOOOOUpOOOOOKKKKLOOOIIKOOOUOOOI", keywords, &groups,
                                      &default_group, &value_free, &bail_headers, &bail_prefixes, &bail_paths,
                                      &bail_path_prefix, &has_trusted, &trusted_v4, &trusts, &normalise,
                                      &session_cookies, &absent_cookies, &kernel, &keys, &state, &registers, &capacity,
                                      &lock, &table, &layout, &plans, &shapes, &seed, &decision_type, &decision_slots,
-                                     &ref_counter, &ref_tag, &latency_bounds))
+                                     &ref_counter, &ref_tag, &latency_bounds, &reporter, &address_cb, &templates))
         return -1;
+    if (!PyCallable_Check(address_cb)) {
+        PyErr_SetString(PyExc_TypeError, "address must be callable");
+        return -1;
+    }
+    self->reporter = Py_NewRef(reporter);
+    self->address_cb = Py_NewRef(address_cb);
     if (set_decision_type(self, decision_type, decision_slots) < 0 || set_bounds(self, latency_bounds) < 0) return -1;
     self->ref_counter = Py_NewRef(ref_counter);
     self->ref_tag = Py_NewRef(ref_tag);
@@ -1596,7 +1908,13 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
     self->shapes = PyMem_Calloc((size_t)sb * WAYS, sizeof(ShapeSlot));
     self->plan_next = PyMem_Calloc(pb, 1);
     self->shape_next = PyMem_Calloc(sb, 1);
-    if (!self->plans || !self->shapes || !self->plan_next || !self->shape_next) {
+    uint32_t tb = 1;
+    while (tb * WAYS < templates && tb < (1u << 16)) tb <<= 1;
+    self->template_buckets = tb;
+    self->templates = PyMem_Calloc((size_t)tb * WAYS, sizeof(Template));
+    self->template_next = PyMem_Calloc(tb, 1);
+    if (!self->plans || !self->shapes || !self->plan_next || !self->shape_next || !self->templates ||
+        !self->template_next) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1619,10 +1937,24 @@ static int Lane_traverse(Lane *self, visitproc visit, void *arg) {
     Py_VISIT(self->ref_counter);
     Py_VISIT(self->ref_tag);
     Py_VISIT(self->retired);
+    Py_VISIT(self->reporter);
+    Py_VISIT(self->address_cb);
+    if (self->templates != NULL)
+        for (uint32_t i = 0; i < self->template_buckets * WAYS; i++) {
+            Template *t = &self->templates[i];
+            Py_VISIT(t->proto.plan);
+            Py_VISIT(t->proto.shield_headers);
+            for (int f = 0; f < N_FIELDS; f++) Py_VISIT(t->proto.fields[f]);
+            for (int r = 0; r < t->n_recipes; r++) {
+                Py_VISIT(t->recipes[r].kind);
+                for (int k = 0; k < t->recipes[r].n_parts; k++) Py_VISIT(t->recipes[r].parts[k]);
+            }
+        }
     if (self->plans != NULL)
         for (uint32_t i = 0; i < self->plan_buckets * WAYS; i++) {
             Py_VISIT(self->plans[i].plan);
             for (int f = 0; f < N_FIELDS; f++) Py_VISIT(self->plans[i].fields[f]);
+            Py_VISIT(self->plans[i].shield_headers);
         }
     return 0;
 }
@@ -1644,6 +1976,10 @@ static int Lane_clear_refs(Lane *self) {
     Py_CLEAR(self->ref_counter);
     Py_CLEAR(self->ref_tag);
     Py_CLEAR(self->retired);
+    Py_CLEAR(self->reporter);
+    Py_CLEAR(self->address_cb);
+    if (self->templates != NULL)
+        for (uint32_t i = 0; i < self->template_buckets * WAYS; i++) empty_template(&self->templates[i]);
     if (self->plans != NULL)
         for (uint32_t i = 0; i < self->plan_buckets * WAYS; i++) empty_plan(&self->plans[i]);
     return 0;
@@ -1659,12 +1995,14 @@ static void Lane_dealloc(Lane *self) {
     PyMem_Free(self->shapes);
     PyMem_Free(self->plan_next);
     PyMem_Free(self->shape_next);
+    PyMem_Free(self->templates);
+    PyMem_Free(self->template_next);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMethodDef Lane_methods[] = {
     {"decide", (PyCFunction)(void (*)(void))Lane_decide, METH_FASTCALL,
-     "decide(scope, now) -> Decision | None | (0, shape, ip, group) | (1, stats) | (2, Decision, follows)"},
+     "decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats) | (2, Decision, follows)"},
     {"install", (PyCFunction)Lane_install, METH_VARARGS, "install a plan for (shape, ip, group)"},
     {"set_triggers", (PyCFunction)Lane_set_triggers, METH_VARARGS, "set_triggers(group, triggers)"},
     {"clear", (PyCFunction)Lane_clear, METH_NOARGS, "forget every plan"},
@@ -1756,6 +2094,9 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(S_acquire, "acquire");
     INTERN(S_release, "release");
     INTERN(S_evictions, "evictions");
+    INTERN(S_state, "state");
+    INTERN(S_shield, "shield");
+    if ((S_ref_header = PyBytes_FromString("x-shield-ref")) == NULL) return NULL;
     PyObject *module = PyModule_Create(&lane_module);
     if (module == NULL) return NULL;
     Py_INCREF(&LaneType);

@@ -22,6 +22,7 @@ from shieldware.decision import Decision, Verdict
 from shieldware.facts import normalise_ip
 from shieldware.fastlane.plan import VALUE_FREE_HEADERS, PlanDraft, ShapeModel
 from shieldware.metrics import LATENCY_BUCKETS, Metrics
+from shieldware.signals.traffic_keys import ip_prefix
 from shieldware.store.base import MAX_STEP
 from shieldware.store.memory import MemoryStore
 from shieldware.switches import switchboard_for
@@ -48,6 +49,8 @@ except ImportError as exc:  # built without a C compiler: the Python path serves
 ENV_SWITCH = "SHIELDWARE_FAST_LANE"  # "0" turns the lane off (every request on the Python path)
 DEFAULT_PLANS = 65536
 DEFAULT_SHAPES = 4096
+DEFAULT_TEMPLATES = 1024  # (shape, group) templates for plain addresses
+ADDRESS, PREFIX = 0, 1  # recipe parts spelled from the client (the C file's PART_*)
 MAX_MODELS = 4096  # (shape, group) models kept to draft new clients' plans from
 # Names whose presence sends a request to Python: the middleware strips client-sent X-Shield-*.
 BAIL_PREFIXES = (b"x-shield-",)
@@ -78,7 +81,8 @@ class FastLane:
         self._pack: dict[int, tuple[struct.Struct, struct.Struct]] = {}
         self._models: dict[tuple[bytes, int], ShapeModel] = {}
         self.feedback_statuses: frozenset[int] = frozenset()  # statuses planned requests feed back
-        self.tally = LaneTally(native_lane)
+        self.derived = [0]  # requests planned on the spot from their shape's model (shared with the tally)
+        self.tally = LaneTally(native_lane, self.derived)
 
     @classmethod
     def build(cls, middleware: Any, plans: int = DEFAULT_PLANS) -> FastLane | None:
@@ -147,6 +151,9 @@ class FastLane:
             ref_counter=decisions._counter,
             ref_tag=decisions._process_tag,
             latency_bounds=LATENCY_BUCKETS,
+            reporter=middleware._report,
+            address=lane_address_of(engine),
+            templates=DEFAULT_TEMPLATES,
         )
         board = switchboard_for(engine) if any(s.name == "switches" for s in engine.signals) else None
         lane = cls(native_lane, engine, board)
@@ -170,9 +177,10 @@ class FastLane:
         if model is None:
             return False
         draft = self.engine.derive_plan(model, client_ip, now)
-        if draft is None:
+        if draft is None or not self.learn(miss, draft):
             return False
-        return self.learn(miss, draft)
+        self.derived[0] += 1
+        return True
 
     def learn(self, miss: tuple, draft: PlanDraft) -> bool:
         """Install the plan the engine drafted for the request the lane missed."""
@@ -204,9 +212,12 @@ class FastLane:
             packers = self._pack[rows] = (struct.Struct(f"={rows * iw}q"), struct.Struct(f"={rows * EV_FLOAT_WIDTH}d"))
         # A plain decision (an allow the log does not keep) goes from the lane straight to the app.
         plain = plan.verdict is Verdict.ALLOW and not self.engine.decision_log.log_all
+        shield_headers = ((b"x-shield-score", b"%d" % round(plan.bot_score)),
+                          (b"x-shield-verdict", plan.verdict.value.encode()))
+        template = _template(draft, client_ip) if draft.any_address else None
         self.native.install(shape, client_ip, group, plan, packers[0].pack(*ints), packers[1].pack(*floats),
                             part.pid_row, part.pid_seen, part.session_row, part.no_session_hits,
-                            draft.rule_globs or None, plain)
+                            draft.rule_globs or None, plain, shield_headers, *(template or ()))
         if not part.feedback_statuses <= self.feedback_statuses:
             self.feedback_statuses |= part.feedback_statuses
         if draft.model is not None and (shape, group) not in self._models:
@@ -250,16 +261,18 @@ class LaneTally:
     decision, reason, score and latency counters here whenever the metrics are read (a scrape,
     or a worker's snapshot). Read from any thread."""
 
-    def __init__(self, native_lane: Any) -> None:
+    def __init__(self, native_lane: Any, derived: list[int]) -> None:
         self._lane = weakref.ref(native_lane)
+        self._derived = derived
         self.totals = Metrics()
         self._lock = threading.Lock()
+        self._outcomes: dict[str, int] = {}  # the lane's cumulative outcome counts when last folded
 
     def __call__(self) -> Metrics:
         native_lane = self._lane()
         with self._lock:
             if native_lane is not None:
-                self._fold(native_lane.drain())
+                self._fold(native_lane.drain(), native_lane.counts())
             return Metrics.from_snapshot(self.totals.snapshot())
 
     @property
@@ -269,15 +282,77 @@ class LaneTally:
 
     def last_drain(self, native_lane: Any) -> None:
         with self._lock:
-            self._fold(native_lane.drain())
+            self._fold(native_lane.drain(), native_lane.counts())
 
-    def _fold(self, drained: tuple) -> None:
+    def _fold(self, drained: tuple, outcomes: dict[str, int]) -> None:
         plans, latency, latency_sum = drained
         totals = self.totals
+        # A request of a new client of a known shape whose address a signal knows is a miss, then
+        # (planned on the spot in Python) a hit: counted once, as "derived". One with a plain
+        # address is planned in C from its shape's template: "made".
+        derived = self._derived[0]
+        outcomes = {**outcomes, "derived": derived, "hit": outcomes["hit"] - derived,
+                    "miss": outcomes["miss"] - derived}
+        for outcome, n in outcomes.items():  # how requests met the lane: hit, miss, flagged, ...
+            more = n - self._outcomes.get(outcome, 0)
+            if more:
+                totals.add_count("fast_lane_requests", more, {"outcome": outcome})
+        self._outcomes = outcomes
         for plan, n in plans:
             action = plan.verdict if plan.mode == "enforce" else Verdict.ALLOW
             totals.count_decisions(plan.verdict, action, plan.route_group, plan.bot_score, plan.reasons, n)
         totals.add_latencies(latency, latency_sum)
+
+
+def lane_address_of(engine: Any) -> Any:
+    """The lane's question on a new client of a planned shape: its network prefix when the
+    address is plain (no signal has anything to say of it), else None (Python plans it)."""
+
+    def address(client_ip: str) -> str | None:
+        return ip_prefix(client_ip) if engine.address_is_plain(client_ip) else None
+
+    return address
+
+
+def _spelled(key: str, client_ip: str, prefix: str) -> tuple[str | int, ...] | None:
+    """A window key as literal text around the address or its prefix (the prefix first: an
+    address ending in .0 is a piece of its own /24); None when it holds neither, or either twice."""
+    for text, part in ((prefix, PREFIX), (client_ip, ADDRESS)):
+        at = key.find(text)
+        if at < 0:
+            continue
+        head, tail = key[:at], key[at + len(text):]
+        if client_ip in tail or prefix in tail:
+            return None
+        return (*((head,) if head else ()), part, *((tail,) if tail else ()))
+    return None
+
+
+def _template(draft: PlanDraft, client_ip: str) -> tuple | None:
+    """install()'s template arguments: how each address row's key is spelled, the items that are
+    the address, the IPv4 networks a rule names and whether it names IPv6 ones; None when the
+    observations do not read as the part says (the plan then stays this address's own)."""
+    prefix = ip_prefix(client_ip)
+    part = draft.part
+    recipes = []
+    for row, observation in enumerate(draft.observations):
+        if row in part.address_rows:
+            parts = _spelled(observation.key, client_ip, prefix)
+            if parts is None:
+                return None
+            recipes.append((row, observation.kind, parts))
+        elif client_ip in observation.key or prefix in observation.key:
+            return None  # spelled from the address, but not declared so: it would be kept as it is
+    items = []
+    for row, sketch in part.address_items:
+        distinct = draft.observations[row].distinct
+        if sketch >= len(distinct) or distinct[sketch] != client_ip:
+            return None
+        items.append((row, EV_ITEM + sketch))
+    excluded = [(int(n.network_address), int(n.netmask)) for n in draft.excluded if n.version == 4]
+    if len(recipes) > 8 or len(excluded) > 16:
+        return None
+    return tuple(recipes), tuple(items), tuple(excluded), any(n.version == 6 for n in draft.excluded)
 
 
 def _decision_slots() -> tuple[Any, ...]:

@@ -52,6 +52,14 @@ class LanePart:
     no_session_hits: int = 0
     triggers: tuple[Trigger, ...] = ()
     feedback_statuses: frozenset[int] = frozenset()
+    # Rows whose window keys are spelled from the client address or its network prefix, and the
+    # (row, sketch) items that are the address: the lane spells them anew for each plain address.
+    address_rows: tuple[int, ...] = ()
+    address_items: tuple[tuple[int, int], ...] = ()
+
+
+IDLE = LanePart()
+"""The part of a signal with nothing to do for the request (it adds no hole, trigger or status)."""
 
 
 class LaneSupport:
@@ -61,7 +69,8 @@ class LaneSupport:
       group (and its notes being empty); it never queues observations and has no `assess`. Its
       findings are recorded once per shape and replayed for every new client of that shape.
     * `lane = "address"`: the same, but it also reads the client address (it runs again for
-      each new client).
+      each new client), and answers `lane_address(client_ip) -> bool`: True when it has nothing
+      to say of that address (plans of a plain address serve every plain address).
     * `lane_part(facts, inspection) -> LanePart | None`: called after the request's inspection;
       None when this request cannot be planned (the signal is doing per-request work, e.g. a
       clearance cookie to verify), else its holes, triggers and feedback statuses (an idle
@@ -105,6 +114,10 @@ class PlanDraft:
     part: LanePart
     rule_globs: tuple[str, ...] = ()
     model: ShapeModel | None = None
+    # For every plain address of the shape (no signal says anything of it), with `excluded`:
+    # the networks a policy rule names, whose addresses need a plan of their own.
+    any_address: bool = False
+    excluded: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from shieldware.biometrics.settings import BiometricsSettings, TelemetryRequirem
 from shieldware.decision import Verdict
 from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
-from shieldware.fastlane.plan import LanePart
+from shieldware.fastlane.plan import IDLE, LanePart
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
 
@@ -46,7 +46,7 @@ class BiometricsSignal:
 
     def lane_part(self, facts: RequestFacts, inspection: Inspection) -> LanePart | None:
         # Reached only when `inspect` asked for no record (the engine drafts no plan after a lookup).
-        return LanePart()
+        return IDLE
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> Coroutine[Any, Any, None] | None:
         """The record read to run (the engine awaits it), or None: no cookie and nothing required."""

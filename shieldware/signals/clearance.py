@@ -14,7 +14,7 @@ from shieldware.actions.proof import (
 )
 from shieldware.actions.tokens import Keyring, default_keyring
 from shieldware.facts import RequestFacts
-from shieldware.fastlane.plan import LanePart
+from shieldware.fastlane.plan import IDLE, LanePart
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
 
@@ -121,7 +121,7 @@ class ClearanceSignal:
         return (), (self.settings.cookie_name,)  # a clearance is verified on the Python path
 
     def lane_part(self, facts: RequestFacts, inspection: Inspection) -> LanePart | None:
-        return LanePart() if inspection.attrs.get("clearance") == "none" else None
+        return IDLE if inspection.attrs.get("clearance") == "none" else None
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
         settings = self.settings

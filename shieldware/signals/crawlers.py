@@ -17,7 +17,7 @@ import shieldware.presets  # noqa: F401  (the crawler presets: policy vocabulary
 from shieldware.datafiles import load_json
 from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
-from shieldware.fastlane.plan import LanePart
+from shieldware.fastlane.plan import IDLE, LanePart
 from shieldware.policy import register_attribute, register_section
 from shieldware.signals.base import Inspection
 
@@ -304,7 +304,7 @@ class VerifiedCrawlerSignal:
     def lane_part(self, facts: RequestFacts, inspection: Inspection) -> LanePart | None:
         """Only requests that claim no listed crawler are planned: a claim is checked per request
         (a reverse-DNS answer may still be on its way)."""
-        return LanePart() if inspection.attrs.get("crawler.claim") in ("none", "unlisted") else None
+        return IDLE if inspection.attrs.get("crawler.claim") in ("none", "unlisted") else None
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
         attrs = inspection.attrs

@@ -242,6 +242,10 @@ class NetworkSignal:
             self.configure(self._explicit or NetworkSettings())
         return self._cached_view(client_ip)
 
+    def lane_address(self, client_ip: str) -> bool:
+        """Nothing to say of this address (no database knows it): `inspect` adds nothing for it."""
+        return self.view(client_ip) is None
+
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
         view = self.view(facts.client_ip)
         if view is None:

@@ -13,7 +13,7 @@ from typing import Any
 from shieldware.decision import Verdict
 from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
-from shieldware.fastlane.plan import LanePart
+from shieldware.fastlane.plan import IDLE, LanePart
 from shieldware.outcomes import form_field
 from shieldware.signals.base import Inspection
 from shieldware.signals.clientkeys import client_fingerprint
@@ -60,7 +60,7 @@ class SwitchSignal:
         """Only while no entry is listed and no group is under attack (the lane is disarmed as soon
         as the switchboard changes, see shieldware/fastlane/lane.py)."""
         board = self._board
-        return LanePart() if board is None or board.quiet(facts.now) else None
+        return IDLE if board is None or board.quiet(facts.now) else None
 
     def assess(self, facts: RequestFacts, inspection: Inspection) -> None:
         # Runs after every other signal's assess: an allow entry sets their demands aside too,

@@ -98,10 +98,12 @@ class TrafficSignal:
         # Product pages found to follow the previous id, waiting for their response status.
         # Request and feedback run in the same process, so a set here is enough.
         self._pending_steps: set[tuple[str, str, float]] = set()
+        self._lane_parts: dict[tuple[str, int, int], LanePart | None] = {}  # per group and row layout
 
     def bind(self, engine: Any) -> None:
         self._store = engine.store
         self._settings = engine.policy.section("traffic")
+        self._lane_parts.clear()
 
     # ---- before the store call ------------------------------------------------------------
 
@@ -278,16 +280,28 @@ class TrafficSignal:
         group = inspection.group
         if first != 0 or end != len(inspection.observations):
             return None  # another signal observes too: the lane fills only traffic's rows
+        key = (group.name, limits_at, end)
+        part = self._lane_parts.get(key)
+        if part is None:
+            part = self._lane_parts[key] = self._lane_part(group, first, limits_at, end)
+        return part
+
+    def _lane_part(self, group: Any, first: int, limits_at: int, end: int) -> LanePart | None:
         if any(per in ("session", "account") for per, _, _ in self._limits_of(group)):
             return None  # rate keys that change per request
+        # Rate keys per ip or prefix are spelled from the address; per fingerprint, from the shape.
+        rate_rows = tuple(limits_at + i for i, (per, _, _) in enumerate(self._limits_of(group))
+                          if per in ("ip", "prefix"))
         if group.name == STATIC_GROUP:
             return LanePart(triggers=self.lane_triggers(True, first, limits_at, end),
-                            feedback_statuses=PROBE_STATUSES)
+                            feedback_statuses=PROBE_STATUSES, address_rows=(first, *rate_rows))
         return LanePart(
             pid_row=first if group.name == PRODUCT_GROUP else -1, pid_seen=SEQUENTIAL,
             session_row=first + 1, no_session_hits=NO_COOKIE,
             triggers=self.lane_triggers(False, first, limits_at, end),
-            feedback_statuses=PROBE_STATUSES)
+            feedback_statuses=PROBE_STATUSES,
+            # ip, ip|fingerprint, prefix (whose sketch counts the address) and the rate keys
+            address_rows=(first, first + 1, first + 2, *rate_rows), address_items=((first + 2, 0),))
 
     def lane_triggers(self, static: bool, first: int, limits_at: int, end: int) -> tuple[Trigger, ...]:
         """`assess` above as data: one trigger per finding, firing exactly when that finding (or a
