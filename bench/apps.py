@@ -19,7 +19,7 @@ async def _hello(request):
 
 def minimal_app() -> Starlette:
     """The cheapest possible Starlette app: the worst case for a middleware's relative cost."""
-    return Starlette(routes=[Route("/product/{pid}", _hello), Route("/", _hello)])
+    return Starlette(routes=[Route("/product/{pid}", _hello), Route("/static/img/{name}", _hello), Route("/", _hello)])
 
 
 def _monitor_policy():

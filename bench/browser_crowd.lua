@@ -1,23 +1,35 @@
--- wrk script: the same Chrome navigation headers as browser.lua, but from a crowd of 5,000 clients
--- (X-Forwarded-For, trusted by the benchmark's policy) visiting product pages in random order.
-local base = {
-  ["sec-ch-ua"] = '"Not_A Brand";v="8", "Chromium";v="120", "Google Chrome";v="120"',
-  ["sec-ch-ua-mobile"] = "?0",
-  ["sec-ch-ua-platform"] = '"Windows"',
-  ["upgrade-insecure-requests"] = "1",
-  ["user-agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-  ["accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8",
-  ["sec-fetch-site"] = "same-origin",
-  ["sec-fetch-mode"] = "navigate",
-  ["sec-fetch-user"] = "?1",
-  ["sec-fetch-dest"] = "document",
-  ["accept-encoding"] = "gzip, deflate, br",
-  ["accept-language"] = "en-GB,en;q=0.9",
-}
+-- wrk script: a crowd of 5,000 shoppers in desktop Chrome 120, each on its own address behind a
+-- trusted edge (X-Forwarded-For), 20 to a /24 across 250 networks, with its session cookie. Two
+-- requests in three open a random product page; the third fetches the image such a page shows.
+-- Headers go out in Chrome's own order (raw requests: wrk.format would order them by Lua's hash).
+local ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+local hints = 'sec-ch-ua: "Not_A Brand";v="8", "Chromium";v="120", "Google Chrome";v="120"\r\n' ..
+              "sec-ch-ua-mobile: ?0\r\n"
+local page, image
+
+init = function(args)
+  local host = "Host: " .. wrk.host .. ":" .. tostring(wrk.port) .. "\r\nConnection: keep-alive\r\n"
+  local referer = "Referer: http://" .. wrk.host .. ":" .. tostring(wrk.port) .. "/"
+  page = host .. hints .. 'sec-ch-ua-platform: "Windows"\r\n' ..
+         "Upgrade-Insecure-Requests: 1\r\nUser-Agent: " .. ua .. "\r\n" ..
+         "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8," ..
+         "application/signed-exchange;v=b3;q=0.7\r\n" ..
+         "Sec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-User: ?1\r\nSec-Fetch-Dest: document\r\n" ..
+         referer .. "\r\nAccept-Encoding: gzip, deflate, br\r\nAccept-Language: en-GB,en;q=0.9\r\n"
+  image = host .. hints .. "User-Agent: " .. ua .. '\r\nsec-ch-ua-platform: "Windows"\r\n' ..
+          "Accept: image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8\r\n" ..
+          "Sec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: image\r\n" ..
+          referer .. "product/1\r\nAccept-Encoding: gzip, deflate, br\r\nAccept-Language: en-GB,en;q=0.9\r\n"
+end
+
 math.randomseed(7)
 request = function()
   local client = math.random(0, 4999)
-  base["x-forwarded-for"] = string.format("198.18.%d.%d", math.floor(client / 250), client % 250 + 1)
-  base["cookie"] = "shop_session=c" .. client
-  return wrk.format("GET", "/product/" .. math.random(1, 1000), base)
+  local id = math.random(1, 1000)
+  local tail = "Cookie: shop_session=c" .. client .. "\r\nX-Forwarded-For: 198.18." .. (client % 250) .. "." ..
+               (math.floor(client / 250) + 1) .. "\r\n\r\n"
+  if math.random(1, 3) == 3 then
+    return "GET /static/img/" .. id .. ".svg HTTP/1.1\r\n" .. image .. tail
+  end
+  return "GET /product/" .. id .. " HTTP/1.1\r\n" .. page .. tail
 end
