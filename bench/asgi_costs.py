@@ -1,13 +1,16 @@
 """Question: what does the middleware add per request, without a server or a load generator in the way?
 
 Calls the one-line app and the demo shop as ASGI callables in-process, bare and wrapped by
-ShieldMiddleware in monitor mode, over the same crowd of 5,000 clients the served benchmark
-uses (Chrome navigation headers, X-Forwarded-For from a trusted loopback proxy, random product
-pages), and prints µs per request of each and the difference, JSON out. `--signals` picks the
-engine's signals: all (the default), foundation (request, user agent, headers) or none (the
-middleware and the engine deciding on no evidence: the floor every signal adds to). `--profile`
-adds the functions that take the most time in the protected run (cProfile, slower).
-Usage: python bench/asgi_costs.py [--requests 20000] [--signals all|foundation|none] [--profile]
+ShieldMiddleware in monitor mode, over the crowd the served benchmark uses (bench/browser_crowd.lua:
+20,000 shoppers in Chrome behind a trusted loopback edge, product pages and their images), and
+prints µs per request of each and the difference, JSON out. The middleware's clock advances
+1/`--pace` s per request, so the windows see the crowd at a server's pace rather than at a tight
+loop's (which would rate-limit everyone). Every shopper has been seen once before the timed run
+(`--cold` times the first sight instead). `--signals` picks the engine's signals: all (the
+default), foundation (request, user agent, headers) or none; `--python-path` turns the fast
+lane off. `--profile` adds the functions that take the most time in the protected run (cProfile).
+Usage: python bench/asgi_costs.py [--requests 20000] [--pace 15000] [--cold] [--signals all|foundation|none]
+                                  [--python-path] [--profile]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import cProfile
 import io
 import json
+import os
 import pstats
 import random
 import sys
@@ -27,35 +31,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shieldware.demo import build_shop
+from shieldware.middleware import ShieldMiddleware
+from tests.support import CHROME_NAVIGATION
 
 import apps
 
-CHROME = [
-    (b"host", b"127.0.0.1:8000"),
-    (b"sec-ch-ua", b'"Not_A Brand";v="8", "Chromium";v="120", "Google Chrome";v="120"'),
-    (b"sec-ch-ua-mobile", b"?0"), (b"sec-ch-ua-platform", b'"Windows"'), (b"upgrade-insecure-requests", b"1"),
-    (b"user-agent", b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-                    b"Chrome/120.0.0.0 Safari/537.36"),
-    (b"accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"),
-    (b"sec-fetch-site", b"same-origin"), (b"sec-fetch-mode", b"navigate"), (b"sec-fetch-user", b"?1"),
-    (b"sec-fetch-dest", b"document"), (b"accept-encoding", b"gzip, deflate, br"),
-    (b"accept-language", b"en-GB,en;q=0.9"),
-]
+SHOPPERS = 20_000
+CHROME_IMAGE = [*(h for h in CHROME_NAVIGATION if h[0] not in ("upgrade-insecure-requests", "sec-fetch-user")
+                  and not h[0].startswith(("accept", "sec-fetch"))),
+                ("accept", "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"),
+                ("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "image"),
+                ("accept-encoding", "gzip, deflate, br"), ("accept-language", "en-GB,en;q=0.9")]
 
 
-def crowd(requests: int, seed: int = 7) -> list[dict]:
+def crowd(requests: int, seed: int = 7, shoppers: range = range(SHOPPERS)) -> list[dict]:
+    """The served crowd as ASGI scopes: random shoppers, two product pages for one image."""
     rng = random.Random(seed)
+    page = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    image = [(n.encode(), v.encode()) for n, v in CHROME_IMAGE]
     scopes = []
     for _ in range(requests):
-        client = rng.randrange(5000)
-        headers = [*CHROME, (b"x-forwarded-for", f"198.18.{client // 250}.{client % 250 + 1}".encode()),
-                   (b"cookie", f"shop_session=c{client}".encode())]
-        path = f"/product/{rng.randrange(1, 1000)}"
+        client = rng.choice(shoppers)
+        shows_image = rng.randrange(3) == 2
+        address = f"198.{18 + client % 500 // 256}.{client % 500 % 256}.{client // 500 + 1}"
+        headers = [*(image if shows_image else page), (b"referer", b"http://127.0.0.1:8000/"),
+                   (b"cookie", f"shop_session=c{client}".encode()), (b"x-forwarded-for", address.encode())]
+        path = f"/static/img/{rng.randrange(1, 1000)}.svg" if shows_image else f"/product/{rng.randrange(1, 1000)}"
         scopes.append({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
                        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
                        "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000),
                        "server": ("127.0.0.1", 8000)})
     return scopes
+
+
+class PacedClock:
+    """Time that moves on by one request's share of a second each time it is read."""
+
+    def __init__(self, pace: float, start: float = 1_800_000_000.0) -> None:
+        self.now, self.step = start, 1.0 / pace
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
 
 
 async def _receive() -> dict:
@@ -74,20 +91,30 @@ async def run(app, scopes: list[dict]) -> float:
     return time.perf_counter() - started
 
 
-async def measure(requests: int, profile: bool, signals: str = "all") -> dict:
-    apps.os.environ["SHIELDWARE_BENCH_CLIENTS"] = "many"
-    warm, scopes = crowd(3000, seed=1), crowd(requests)
-    result: dict = {"benchmark": "asgi_costs", "requests": requests, "signals": signals}
+def protect(app, signals: str, pace: float) -> ShieldMiddleware:
+    chosen = apps._protected(app, signals)  # the served benchmark's engine and policy
+    return ShieldMiddleware(app, engine=chosen.engine, clock=PacedClock(pace))
+
+
+async def measure(requests: int, profile: bool, signals: str = "all", pace: float = 15000.0,
+                  cold: bool = False) -> dict:
+    os.environ["SHIELDWARE_BENCH_CLIENTS"] = "many"
+    # Everyone once (pages and images), or a handful, before the timed run.
+    warm = crowd(SHOPPERS * 3, seed=1) if not cold else crowd(300, seed=1, shoppers=range(SHOPPERS, SHOPPERS + 50))
+    scopes = crowd(requests)
+    result: dict = {"benchmark": "asgi_costs", "requests": requests, "signals": signals, "pace": pace,
+                    "shoppers_seen_before": not cold, "lane": os.environ.get("SHIELDWARE_FAST_LANE", "1") != "0"}
     for name, bare in (("minimal", apps.minimal_app()), ("shop", build_shop())):
-        protected = apps._protected(bare, signals)
-        await run(bare, warm)
+        protected = protect(bare, signals, pace)
+        await run(bare, warm[:3000])
         await run(protected, warm)
         bare_s = await run(bare, scopes)
         protected_s = await run(protected, scopes)
         result[name] = {"bare_us": round(bare_s / requests * 1e6, 2),
                         "protected_us": round(protected_s / requests * 1e6, 2),
                         "added_us": round((protected_s - bare_s) / requests * 1e6, 2),
-                        "ratio_if_cpu_bound": round(bare_s / protected_s, 3)}
+                        "ratio_if_cpu_bound": round(bare_s / protected_s, 3),
+                        "lane": protected.lane.counts() if protected.lane else None}
         if profile:
             profiler = cProfile.Profile()
             profiler.enable()
@@ -103,9 +130,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--signals", choices=("all", "foundation", "none"), default="all")
+    parser.add_argument("--pace", type=float, default=15000.0, help="requests per simulated second")
+    parser.add_argument("--cold", action="store_true", help="time the shoppers' first sight")
+    parser.add_argument("--python-path", action="store_true", help="the fast lane off: every request in Python")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the protected run to stderr")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(measure(args.requests, args.profile, args.signals)), indent=2))
+    if args.python_path:
+        os.environ["SHIELDWARE_FAST_LANE"] = "0"
+    print(json.dumps(asyncio.run(measure(args.requests, args.profile, args.signals, args.pace, args.cold)), indent=2))
     return 0
 
 

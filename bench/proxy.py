@@ -13,7 +13,7 @@ would hide the proxy's cost. Requests carry Chrome 120 navigation headers in Chr
 in two kinds of traffic (`--traffic`, both by default):
   one_client  one address cycling over 64 product URLs in id order, as fast as it can: a
               flood, which the engine flags on every request (its cost includes the evidence)
-  crowd       5,000 addresses (X-Forwarded-For from a trusted edge on loopback) opening random
+  crowd       20,000 shoppers (X-Forwarded-For from a trusted edge on loopback) opening random
               product pages: shoppers, what the goal is about (bench/browser_crowd.lua)
 The proxy trusts 127.0.0.1 as an edge in both, so one set of servers serves both.
 Absolute numbers depend on the machine and on what else runs on it; compare the ratios,

@@ -4,7 +4,7 @@ Two apps are measured: the demo shop's product page (a realistic handler) and a 
 handler (the worst case for any middleware). Each is served bare and wrapped by
 ShieldMiddleware in monitor mode (every signal evaluated, nothing blocked) and loaded with wrk,
 twice: from one address walking product ids in order as fast as it can (a flood: every request
-crosses a trigger, so each takes the Python path), and from a crowd of 5,000 shoppers in
+crosses a trigger, so each takes the Python path), and from a crowd of 20,000 shoppers in
 Chrome (bench/browser_crowd.lua: their own addresses on 250 networks, session cookies, product
 pages and the images they show). Every crowd client is new when the run starts, so its first
 page and first image are decided on the Python path and planned; `lane` reports how the
@@ -28,7 +28,7 @@ TRAFFIC = {
     # one address walking product ids in order: the flood case (rate limits, enumeration, every
     # request a would-be throttle in monitor mode)
     "one_client": ({}, "browser.lua"),
-    # 5,000 addresses visiting product pages in random order: a crowd of shoppers
+    # 20,000 shoppers in Chrome opening product pages and their images (bench/browser_crowd.lua)
     "crowd": ({"SHIELDWARE_BENCH_CLIENTS": "many"}, "browser_crowd.lua"),
 }
 

@@ -64,6 +64,7 @@ class Engine:
         self._event_listeners: list[Any] = []
         self._plannable: dict[str, bool] = {}
         self._plan_listeners: list[Any] = []
+        self._address_signals = [s for s in self.signals if getattr(s, "lane", None) == "address"]
         for signal in self.signals:
             bind = getattr(signal, "bind", None)
             if bind is not None:
@@ -330,8 +331,8 @@ class Engine:
 
     def address_is_plain(self, client_ip: str) -> bool:
         """No signal that reads the address has anything to say of this one."""
-        return all(signal.lane_address(client_ip) for signal in self.signals
-                   if getattr(signal, "lane", None) == "address")
+        # Asked once per new client of a planned shape.
+        return all(signal.lane_address(client_ip) for signal in self._address_signals)
 
     def _for_any_address(self, facts: RequestFacts, naming_rules: tuple[Any, ...]) -> tuple[bool, tuple[Any, ...]]:
         """Whether this plan holds for every plain address of its shape, and the networks that
