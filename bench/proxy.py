@@ -243,7 +243,8 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
 
 
 def detection_cost_us() -> dict:
-    """CPU cost of detection alone, in-process: facts from the bench's request scope, then decide.
+    """CPU cost of detection alone, in-process, for the bench's request scope: on the Python path
+    (facts, then decide) and in the fast lane (a planned request: one decide() of the lane).
 
     Best of five timed batches, so other load on the machine inflates it least. Compare it
     with the bare forwarder's server_cpu_us_per_request to see detection's share of the work.
@@ -269,8 +270,29 @@ def detection_cost_us() -> dict:
     count = 5000
     loop.run_until_complete(batch(200))
     best = min(timeit.repeat(lambda: loop.run_until_complete(batch(count)), number=1, repeat=5))
+    result = {"facts_and_decide_us_per_request": round(best / count * 1e6, 1)}
+
+    from shieldware.middleware import ShieldMiddleware
+
+    async def ok(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def nothing(*args):
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    clock = iter(range(10**9))
+    middleware = ShieldMiddleware(ok, policy=default_policy(mode="monitor"), clock=lambda: 1000.0 + next(clock))
+    if middleware.lane is not None:
+        loop.run_until_complete(middleware(dict(scope), nothing, nothing))  # the request is planned
+        middleware.lane.native.arm(float("inf"))
+        decide = middleware.lane.native.decide
+        moments = iter(range(10**9))
+        best = min(timeit.repeat(lambda: [decide(scope, 2000.0 + next(moments)) for _ in range(count)],
+                                 number=1, repeat=5))
+        result["fast_lane_decide_us_per_request"] = round(best / count * 1e6, 2)
     loop.close()
-    return {"facts_and_decide_us_per_request": round(best / count * 1e6, 1)}
+    return result
 
 
 TRAFFIC = {"one_client": None, "crowd": ROOT / "bench" / "browser_crowd.lua"}
@@ -348,6 +370,9 @@ def traffic_report(runs: dict[str, list[dict]], in_process: dict) -> dict:
                                             if bare_cpu and results["proxy"][cpu] else None),
         "detection_share_of_bare_forwarder_cpu": (
             round(in_process["facts_and_decide_us_per_request"] / bare_cpu, 3) if bare_cpu else None),
+        "fast_lane_share_of_bare_forwarder_cpu": (
+            round(in_process["fast_lane_decide_us_per_request"] / bare_cpu, 3)
+            if bare_cpu and "fast_lane_decide_us_per_request" in in_process else None),
     }
 
 

@@ -1112,7 +1112,15 @@ static PyObject *new_reference(Lane *self) {
     }
     unsigned long long value = PyLong_AsUnsignedLongLongMask(next) & 0xFFFFFFFULL;
     Py_DECREF(next);
-    return PyUnicode_FromFormat("%U-%07llx", self->ref_tag, value);
+    /* "<tag>-<7 hex digits>", written by hand: formatting it generically costs more than the rest */
+    Py_ssize_t tag_len = PyUnicode_GET_LENGTH(self->ref_tag);
+    PyObject *ref = PyUnicode_New(tag_len + 8, 127);
+    if (ref == NULL) return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(ref);
+    memcpy(out, PyUnicode_1BYTE_DATA(self->ref_tag), (size_t)tag_len);
+    out[tag_len] = '-';
+    for (int i = 7; i >= 1; i--, value >>= 4) out[tag_len + i] = (Py_UCS1)"0123456789abcdef"[value & 0xF];
+    return ref;
 }
 
 /* A Decision with the plan's fields and this request's reference, time and path, made the way
@@ -1850,6 +1858,10 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
     self->reporter = Py_NewRef(reporter);
     self->address_cb = Py_NewRef(address_cb);
     if (set_decision_type(self, decision_type, decision_slots) < 0 || set_bounds(self, latency_bounds) < 0) return -1;
+    if (!PyUnicode_IS_ASCII(ref_tag)) {
+        PyErr_SetString(PyExc_ValueError, "ref_tag must be ASCII");
+        return -1;
+    }
     self->ref_counter = Py_NewRef(ref_counter);
     self->ref_tag = Py_NewRef(ref_tag);
     if ((self->retired = PyList_New(0)) == NULL) return -1;

@@ -9,11 +9,13 @@ response status too, and at the end both window tables must hold the same bits.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import numpy as np
 import pytest
 
+from shieldware.decision import _process_tag
 from shieldware.demo import build_shop
 from shieldware.fastlane.lane import native
 from shieldware.middleware import ShieldMiddleware
@@ -23,6 +25,7 @@ from tests.fastlane.traffic import stream
 from tests.support import SimulatedClock
 
 pytestmark = pytest.mark.skipif(native is None, reason="the fast lane's C extension is not compiled here")
+REF = re.compile(re.escape(_process_tag) + r"-[0-9a-f]{7}")
 
 
 class Recorder:
@@ -103,6 +106,8 @@ def compare(mode: str, seed: int, requests: int = 3000, log_all: bool = False, r
     assert lane_answers == python_answers
     assert len(lane_seen.decisions) == len(python_seen.decisions)
     assert lane_seen.scopes == python_seen.scopes  # the app sees the same scope, X-Shield-* headers included
+    refs = [d.ref for d in lane_seen.decisions]
+    assert len(set(refs)) == len(refs) and all(REF.fullmatch(ref) for ref in refs)  # made in C or not
     for n, (mine, theirs) in enumerate(zip(lane_seen.decisions, python_seen.decisions, strict=True)):
         assert comparable(mine) == comparable(theirs), f"decision {n} differs"
     lane_windows, python_windows = lane_app.engine.store.windows, python_app.engine.store.windows
