@@ -1217,12 +1217,14 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
     }
     if (plan->rule_globs != NULL && any_glob(plan->rule_globs, scan.path_data, scan.path_len))
         return outcome(self, OUT_RULE);
-    if (!fill_rows(self, plan, &scan, now)) return NULL;
-    int done = observe(self, plan->n_rows);
-    if (done < 0) return NULL;
-    if (done == 0) return outcome(self, OUT_BUSY);
+    if (plan->n_rows > 0) { /* no rows: the engine runs no window signal */
+        if (!fill_rows(self, plan, &scan, now)) return NULL;
+        int done = observe(self, plan->n_rows);
+        if (done < 0) return NULL;
+        if (done == 0) return outcome(self, OUT_BUSY);
+    }
     int follows = plan->pid_row >= 0 && self->out[plan->pid_row * self->out_width + self->out_follows] > 0.0;
-    if (any_trigger(&self->groups[scan.group], self->out, self->out_width)) {
+    if (plan->n_rows > 0 && any_trigger(&self->groups[scan.group], self->out, self->out_width)) {
         self->counts[OUT_FLAGGED]++;
         return Py_BuildValue("(iy#)", 1, (const char *)self->out,
                              (Py_ssize_t)(sizeof(double) * (size_t)(plan->n_rows * self->out_width)));
@@ -1278,7 +1280,7 @@ static int fill_body(Lane *self, PlanSlot *body, PyObject *plan, const char *int
         return -1;
     }
     int n_rows = (int)(ints_len / (Py_ssize_t)(sizeof(int64_t) * iw));
-    if (n_rows < 1 || n_rows > MAX_ROWS || pid_row >= n_rows || session_row >= n_rows ||
+    if (n_rows > MAX_ROWS || pid_row >= n_rows || session_row >= n_rows ||
         (rule_globs != Py_None && !PyTuple_Check(rule_globs)) || PyTuple_GET_SIZE(shield_headers) != 2) {
         PyErr_SetString(PyExc_ValueError, "install: rows, holes or headers out of range");
         return -1;

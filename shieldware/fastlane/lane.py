@@ -96,7 +96,8 @@ class FastLane:
                 return cls._build(middleware, plans)
             except (ValueError, TypeError) as exc:  # e.g. a cookie name longer than the lane reads
                 ok, why = False, str(exc)
-        log.info("fast lane off: %s; every request takes the Python path", why)
+        # Said once per middleware: a missing extension is worth a warning, a choice (env, store) is not.
+        (log.warning if native is None else log.info)("fast lane off: %s; every request takes the Python path", why)
         return None
 
     @classmethod
@@ -183,7 +184,15 @@ class FastLane:
         return True
 
     def learn(self, miss: tuple, draft: PlanDraft) -> bool:
-        """Install the plan the engine drafted for the request the lane missed."""
+        """Install the plan the engine drafted for the request the lane missed (False: not
+        installed; the request was decided on the Python path all the same)."""
+        try:
+            return self._install(miss, draft)
+        except (ValueError, TypeError, OverflowError, struct.error):
+            log.exception("fast lane: the plan for %s %s was not installed", draft.plan.method, draft.plan.route_group)
+            return False
+
+    def _install(self, miss: tuple, draft: PlanDraft) -> bool:
         _, shape, client_ip, group = miss
         plan, part = draft.plan, draft.part
         if client_ip != plan.client_ip or self._group_index.get(plan.route_group) != group:

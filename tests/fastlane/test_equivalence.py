@@ -17,9 +17,13 @@ import pytest
 
 from shieldware.decision import _process_tag
 from shieldware.demo import build_shop
+from shieldware.engine import Engine
 from shieldware.fastlane.lane import native
 from shieldware.middleware import ShieldMiddleware
 from shieldware.policy import default_policy
+from shieldware.signals.headers import HeaderSignal
+from shieldware.signals.request import RequestSanitySignal
+from shieldware.signals.useragent import UserAgentSignal
 from shieldware.store import MemoryStore
 from tests.fastlane.traffic import stream
 from tests.support import SimulatedClock
@@ -58,13 +62,13 @@ NAMING_RULES = [
 
 
 def protected(mode: str, fast: bool, clock: SimulatedClock, log_all: bool = False,
-              rules: list | None = None) -> tuple[ShieldMiddleware, Recorder]:
+              rules: list | None = None, signals: Any = None) -> tuple[ShieldMiddleware, Recorder]:
     extra = {"rules": rules} if rules else {}
     policy = default_policy(mode=mode, trusted_proxies=["127.0.0.1/32"],
                             decision_log={"path": None, "all": log_all}, **extra)
     recorder = Recorder()
-    middleware = ShieldMiddleware(recorder, policy=policy, store=MemoryStore(capacity=4096), clock=clock,
-                                  fast_lane=fast)
+    engine = Engine(policy, MemoryStore(capacity=4096), signals=signals() if signals else None)
+    middleware = ShieldMiddleware(recorder, engine=engine, clock=clock, fast_lane=fast)
     return middleware, recorder
 
 
@@ -95,10 +99,11 @@ async def run(middleware: ShieldMiddleware, clock: SimulatedClock, requests) -> 
     return answers
 
 
-def compare(mode: str, seed: int, requests: int = 3000, log_all: bool = False, rules: list | None = None) -> dict:
+def compare(mode: str, seed: int, requests: int = 3000, log_all: bool = False, rules: list | None = None,
+            signals: Any = None) -> dict:
     traffic = stream(seed, requests)
     clocks = SimulatedClock(1_800_000_000.0), SimulatedClock(1_800_000_000.0)
-    (lane_app, lane_seen), (python_app, python_seen) = (protected(mode, fast, clock, log_all, rules)
+    (lane_app, lane_seen), (python_app, python_seen) = (protected(mode, fast, clock, log_all, rules, signals)
                                                         for fast, clock in zip((True, False), clocks, strict=True))
     assert lane_app.lane is not None and python_app.lane is None
     lane_answers = asyncio.run(run(lane_app, clocks[0], traffic))
@@ -141,3 +146,10 @@ def test_enforce_mode_refusals_and_windows_match_the_python_path(seed):
 def test_every_decision_logged_still_matches(seed=6):
     counts = compare("monitor", seed, requests=1500, log_all=True)
     assert counts["hit"] > 300, counts
+
+
+@pytest.mark.parametrize("signals", [lambda: [], lambda: [RequestSanitySignal(), UserAgentSignal(), HeaderSignal()]],
+                         ids=["no signals", "no window signal"])
+def test_engines_without_window_signals_are_planned_too(signals):
+    counts = compare("enforce", 9, requests=1500, signals=signals)
+    assert counts["hit"] + counts["made"] > 800, counts
