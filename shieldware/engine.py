@@ -10,7 +10,7 @@ from shieldware.decision import SEVERITY, Decision, Verdict, new_reference
 from shieldware.decision_log import DecisionLog
 from shieldware.evidence import Evidence
 from shieldware.facts import RequestFacts, with_client
-from shieldware.fastlane.plan import IDLE, VALUE_FREE_HEADERS, LanePart, Plan, PlanDraft, ShapeModel
+from shieldware.fastlane.plan import IDLE, VALUE_FREE_HEADERS, LanePart, Plan, PlanDraft, PlanSeed, ShapeModel
 from shieldware.metrics import Metrics
 from shieldware.policy import Policy, RouteGroup, default_policy
 from shieldware.score import bot_score, ranked
@@ -193,6 +193,23 @@ class Engine:
                 _assess(assessors, facts, inspection)
         return self._conclude(facts, group, inspection, demands, rules), draft
 
+    def assess_planned(self, seed: PlanSeed, client_ip: str, path: str, query: str, now: float,
+                       observed: Sequence[WindowStats]) -> Decision:
+        """Decide a planned request whose windows crossed a trigger in the fast lane: its plan's
+        inspection (what the shape and address said), this request's window answers assessed
+        and the policy applied, as `decide` would after inspecting it again."""
+        facts = with_client(seed.facts, client_ip, now, path, query)
+        group = seed.group
+        inspection = Inspection(facts, group, self.policy.weights, self.policy)
+        inspection.evidence = list(seed.evidence)
+        inspection.attrs = dict(seed.attrs)
+        inspection.demands = list(seed.demands)
+        inspection.observations = list(seed.observations)
+        inspection.stats = list(observed)
+        _, assessors, rules = self.plan(group)
+        _assess(assessors, facts, inspection)
+        return self._conclude(facts, group, inspection, [], rules)
+
     async def _run_lookup(self, signal: Any, pending: Any, facts: RequestFacts, inspection: Inspection) -> None:
         try:
             await pending
@@ -322,9 +339,11 @@ class Engine:
         judged = self._judge(facts, group, inspection.evidence, inspection.attrs, (), rules, path_blind=True)
         if judged is None:
             return None
+        seed = PlanSeed(facts, group, tuple(inspection.evidence), dict(inspection.attrs), tuple(inspection.demands),
+                        tuple(inspection.observations))
         plan = Plan(judged.verdict, judged.score, judged.reasons, group.name, facts.client_ip, facts.method,
                     facts.user_agent, self.policy.mode, judged.rule, judged.retry_after,
-                    self._decision_extra(inspection.attrs), part.feedback_statuses)
+                    self._decision_extra(inspection.attrs), part.feedback_statuses, seed)
         any_address, excluded = self._for_any_address(facts, judged.naming_rules)
         return PlanDraft(plan, list(inspection.observations), part, judged.rule_globs,
                          ShapeModel(facts, group, recorded), any_address, excluded)

@@ -67,15 +67,19 @@ _FACT_FIELDS = tuple(RequestFacts.__slots__)
 _set = object.__setattr__
 
 
-def with_client(facts: RequestFacts, client_ip: str, now: float) -> RequestFacts:
-    """The same request from another address at another time (the fast lane drafts the plans of
-    a shape's new clients from one model request). Field by field: `dataclasses.replace` would
-    run every field through keyword arguments, several times the cost."""
+def with_client(facts: RequestFacts, client_ip: str, now: float, path: str | None = None,
+                query: str | None = None) -> RequestFacts:
+    """The same request from another address at another time, on another path if given (the
+    fast lane drafts and judges a shape's requests from one model request). Field by field:
+    `dataclasses.replace` would run every field through keyword arguments, several times the cost."""
     clone = object.__new__(RequestFacts)
     for name in _FACT_FIELDS:
         _set(clone, name, getattr(facts, name))
     _set(clone, "client_ip", client_ip)
     _set(clone, "now", now)
+    if path is not None:
+        _set(clone, "path", path)
+        _set(clone, "query", query or "")
     return clone
 
 

@@ -175,9 +175,21 @@ class ShieldMiddleware:
             await self._decide(scope, receive, send, now, miss=answer)
             self.lane.rearm(now)
             return
-        facts = facts_from_scope(scope, now, self.trusted, self.tls_header)
+        _, observed, plan, client_ip = answer
         started = time.perf_counter()
-        decision = await self.engine.decide(facts, observed=stats_of(answer[1]))
+        if plan.seed is not None:  # the plan's inspection, this request's windows
+            query = scope.get("query_string") or b""
+            decision = self.engine.assess_planned(plan.seed, client_ip, scope["path"], query.decode("latin-1"), now,
+                                                  stats_of(observed))
+            self.engine.metrics.record_latency(time.perf_counter() - started)
+            if decision.action is Verdict.ALLOW:
+                await self._pass(decision, scope, receive, send, now, True, None)
+            else:
+                await self._refuse(decision, facts_from_scope(scope, now, self.trusted, self.tls_header),
+                                   scope, receive, send)
+            return
+        facts = facts_from_scope(scope, now, self.trusted, self.tls_header)
+        decision = await self.engine.decide(facts, observed=stats_of(observed))
         self.engine.metrics.record_latency(time.perf_counter() - started)
         await self._act(decision, facts, scope, receive, send, now)
 

@@ -1069,7 +1069,7 @@ static PyObject *decide(Lane *self, PyObject *scope, double now);
 static Template *find_template(Lane *self, uint32_t shape_index, uint32_t gen, int group);
 static PlanSlot *instantiate(Lane *self, Template *t, Scan *scan, uint32_t shape_index, uint32_t gen);
 
-/* decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats) | (2, Decision, follows):
+/* decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats, plan, ip) | (2, Decision, follows):
  * a planned, quiet, allowed request's scope for the app (its decision in the state), a planned
  * decision held back for the middleware (to log, refuse or remember its step), nothing for the
  * lane, a miss, or window answers to assess. */
@@ -1226,8 +1226,9 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
     int follows = plan->pid_row >= 0 && self->out[plan->pid_row * self->out_width + self->out_follows] > 0.0;
     if (plan->n_rows > 0 && any_trigger(&self->groups[scan.group], self->out, self->out_width)) {
         self->counts[OUT_FLAGGED]++;
-        return Py_BuildValue("(iy#)", 1, (const char *)self->out,
-                             (Py_ssize_t)(sizeof(double) * (size_t)(plan->n_rows * self->out_width)));
+        return Py_BuildValue("(iy#Os#)", 1, (const char *)self->out,
+                             (Py_ssize_t)(sizeof(double) * (size_t)(plan->n_rows * self->out_width)), plan->plan,
+                             scan.client.text, (Py_ssize_t)scan.client.len);
     }
     PyObject *decision = make_decision(self, plan, scan.path, now);
     if (decision == NULL) return NULL;
@@ -2016,7 +2017,7 @@ static void Lane_dealloc(Lane *self) {
 
 static PyMethodDef Lane_methods[] = {
     {"decide", (PyCFunction)(void (*)(void))Lane_decide, METH_FASTCALL,
-     "decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats) | (2, Decision, follows)"},
+     "decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats, plan, ip) | (2, Decision, follows)"},
     {"install", (PyCFunction)Lane_install, METH_VARARGS, "install a plan for (shape, ip, group)"},
     {"set_triggers", (PyCFunction)Lane_set_triggers, METH_VARARGS, "set_triggers(group, triggers)"},
     {"clear", (PyCFunction)Lane_clear, METH_NOARGS, "forget every plan"},

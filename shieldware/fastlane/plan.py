@@ -80,6 +80,20 @@ class LaneSupport:
     """
 
 
+@dataclass(frozen=True, slots=True)
+class PlanSeed:
+    """The inspection a plan was drafted from, as it stood before the windows were assessed:
+    when the lane's windows cross a trigger, the engine assesses them from here (every plain
+    address of a shape shares one; nothing in it depends on the address)."""
+
+    facts: Any
+    group: Any
+    evidence: tuple[Evidence, ...]
+    attrs: dict[str, Any]
+    demands: tuple[Any, ...]
+    observations: tuple[Any, ...]
+
+
 @dataclass(slots=True)
 class Plan:
     """The decision for every quiet request of one (shape, address, group): only the reference,
@@ -97,6 +111,7 @@ class Plan:
     retry_after: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     feedback_statuses: frozenset[int] = frozenset()
+    seed: PlanSeed | None = None
 
     def decision(self, now: float, path: str) -> Decision:
         return Decision(new_reference(), self.verdict, self.bot_score, self.reasons, self.route_group, now,

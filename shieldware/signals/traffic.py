@@ -185,7 +185,7 @@ class TrafficSignal:
         if settings.assets_through_shieldware:
             self._assess_assets(inspection, ip_stats, settings)
         self._assess_amnesia(inspection, stats[first + 1], settings)
-        self._assess_prefix(inspection, stats[first + 2], settings, inspection.observations[first + 2].key)
+        self._assess_prefix(inspection, stats[first + 2], settings, ip_prefix(facts.client_ip))
         if ip_stats.follows:
             self._remember_step(facts)
 
