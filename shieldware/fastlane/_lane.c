@@ -1693,15 +1693,6 @@ static PyObject *Lane_counts(Lane *self, PyObject *Py_UNUSED(ignored)) {
     return counts;
 }
 
-static PyObject *Lane_planned(Lane *self, PyObject *Py_UNUSED(ignored)) {
-    Py_ssize_t n = 0;
-    for (uint32_t i = 0; i < self->plan_buckets * WAYS; i++) {
-        PlanSlot *slot = &self->plans[i];
-        if (slot->hash != 0 && self->shapes[slot->shape_slot].gen == slot->shape_gen) n++;
-    }
-    return PyLong_FromSsize_t(n);
-}
-
 /* Pieces of decide(), for the tests that hold them to their Python counterparts. */
 static PyObject *Lane_scan(Lane *self, PyObject *scope) {
     Scan scan;
@@ -2025,7 +2016,6 @@ static PyMethodDef Lane_methods[] = {
     {"disarm", (PyCFunction)Lane_disarm, METH_NOARGS, "send every request to Python"},
     {"counts", (PyCFunction)Lane_counts, METH_NOARGS, "requests by outcome"},
     {"drain", (PyCFunction)Lane_drain, METH_NOARGS, "decisions made since the last drain, for the metrics"},
-    {"planned", (PyCFunction)Lane_planned, METH_NOARGS, "plans held now"},
     {"scan", (PyCFunction)Lane_scan, METH_O, "what decide() reads from a scope (for tests)"},
     {"triggered", (PyCFunction)Lane_triggered, METH_VARARGS, "triggered(group, stats rows) (for tests)"},
     {NULL, NULL, 0, NULL},

@@ -3,9 +3,21 @@
 A plan is made on the Python path, from the very inspection that decided the request: the
 evidence and attributes of the signals that read only the shape and the address, the verdict
 they lead to while the windows stay quiet, and the window rows the traffic signal observes with
-the places a request fills in (its time, product id and session). Signals take part through two
-small declarations (see `LaneSupport`); one that makes none keeps its route group on the
-Python path.
+the places a request fills in (its time, product id and session).
+
+How a signal takes part (one that declares nothing keeps its route group on the Python path):
+
+* `lane = "shape"` (class attribute): `inspect` depends only on the request's shape and route
+  group (and its notes being empty); it never queues observations and has no `assess`. Its
+  findings are recorded once per shape and replayed for every new client of that shape.
+* `lane = "address"`: the same, but it also reads the client address (it runs again for each new
+  client), and answers `lane_address(client_ip) -> bool`: True when it has nothing to say of that
+  address (plans of a plain address serve every plain address).
+* `lane_part(facts, inspection) -> LanePart | None`: called after the request's inspection; None
+  when this request cannot be planned (the signal is doing per-request work, e.g. a clearance
+  cookie to verify), else its holes, triggers and feedback statuses (an idle signal answers IDLE).
+* `lane_cookies(engine) -> (session_cookies, absent_cookies)` (optional): cookies the lane reads a
+  session id from, and cookies whose presence sends a request to the Python path.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from shieldware.decision import Decision, Verdict, new_reference
+from shieldware.decision import Verdict
 from shieldware.evidence import Evidence
 
 # Trigger atom operators (the C file's OP_* values, in the same order).
@@ -62,24 +74,6 @@ IDLE = LanePart()
 """The part of a signal with nothing to do for the request (it adds no hole, trigger or status)."""
 
 
-class LaneSupport:
-    """How a signal declares its part in plans (documentation for signal authors).
-
-    * `lane = "shape"` (class attribute): `inspect` depends only on the request's shape and route
-      group (and its notes being empty); it never queues observations and has no `assess`. Its
-      findings are recorded once per shape and replayed for every new client of that shape.
-    * `lane = "address"`: the same, but it also reads the client address (it runs again for
-      each new client), and answers `lane_address(client_ip) -> bool`: True when it has nothing
-      to say of that address (plans of a plain address serve every plain address).
-    * `lane_part(facts, inspection) -> LanePart | None`: called after the request's inspection;
-      None when this request cannot be planned (the signal is doing per-request work, e.g. a
-      clearance cookie to verify), else its holes, triggers and feedback statuses (an idle
-      signal answers `LanePart()`).
-    * `lane_cookies(engine) -> (session_cookies, absent_cookies)` (optional): cookies the lane
-      reads a session id from, and cookies whose presence sends a request to the Python path.
-    """
-
-
 @dataclass(frozen=True, slots=True)
 class PlanSeed:
     """The inspection a plan was drafted from, as it stood before the windows were assessed:
@@ -97,7 +91,8 @@ class PlanSeed:
 @dataclass(slots=True)
 class Plan:
     """The decision for every quiet request of one (shape, address, group): only the reference,
-    the time and the path change from one to the next."""
+    the time and the path change from one to the next (the lane makes each Decision from these
+    fields)."""
 
     verdict: Verdict
     bot_score: float
@@ -112,11 +107,6 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)
     feedback_statuses: frozenset[int] = frozenset()
     seed: PlanSeed | None = None
-
-    def decision(self, now: float, path: str) -> Decision:
-        return Decision(new_reference(), self.verdict, self.bot_score, self.reasons, self.route_group, now,
-                        self.client_ip, self.method, path, self.mode, self.rule, self.retry_after,
-                        self.user_agent, dict(self.extra) if self.extra else {})
 
 
 @dataclass(slots=True)
