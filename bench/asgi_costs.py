@@ -45,14 +45,17 @@ CHROME_IMAGE = [*(h for h in CHROME_NAVIGATION if h[0] not in ("upgrade-insecure
 
 
 def crowd(requests: int, seed: int = 7, shoppers: range = range(SHOPPERS)) -> list[dict]:
-    """The served crowd as ASGI scopes: random shoppers, two product pages for one image."""
+    """The served crowd as ASGI scopes: random shoppers, each sending two product pages, then the
+    image a page shows, and so on (as bench/browser_crowd.lua does)."""
     rng = random.Random(seed)
+    sent: dict[int, int] = {}
     page = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
     image = [(n.encode(), v.encode()) for n, v in CHROME_IMAGE]
     scopes = []
     for _ in range(requests):
         client = rng.choice(shoppers)
-        shows_image = rng.randrange(3) == 2
+        sent[client] = sent.get(client, 0) + 1
+        shows_image = sent[client] % 3 == 0
         address = f"198.{18 + client % 500 // 256}.{client % 500 % 256}.{client // 500 + 1}"
         headers = [*(image if shows_image else page), (b"referer", b"http://127.0.0.1:8000/"),
                    (b"cookie", f"shop_session=c{client}".encode()), (b"x-forwarded-for", address.encode())]
