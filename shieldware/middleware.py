@@ -17,8 +17,9 @@ from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope
 from shieldware.fastlane.lane import HELD, MISS, FastLane
 from shieldware.metrics import PROMETHEUS_CONTENT_TYPE
-from shieldware.outcomes import capture_account, header_rule_names, mark_reported, take_event_headers
+from shieldware.outcomes import capture_account, header_rule_names, mark_reported
 from shieldware.policy import Policy, default_policy, load_policy
+from shieldware.response_watch import ResponseWatch
 from shieldware.store import Store, open_store
 from shieldware.store.base import WindowStats
 from shieldware.windows.layout import OUT_WIDTH
@@ -226,35 +227,21 @@ class ShieldMiddleware:
     async def _serve(self, scope: Scope, decision: Decision, receive: Receive, send: Send, now: float,
                      feedback_on: frozenset[int] | None) -> None:
         """Call the app with the scope it sees, watching the response for its status and events."""
-        status_seen: list[int] = []
-        header_events: list[tuple[str, dict[str, str]]] = []
-        watched = self._outcome_headers.get(decision.route_group)
-        outcome_headers: dict[str, str] = {}
-
-        def send_watching_status(message: Message) -> Awaitable[None]:
-            # Not a coroutine itself: it hands back send's awaitable, a frame fewer per message.
-            if message["type"] == "http.response.start":
-                status_seen.append(message["status"])
-                # The app's X-Shield-Event is for us, never for the client.
-                header_events.extend(take_event_headers(message))
-                if watched:
-                    for name, value in message.get("headers") or ():
-                        name = name.decode("latin-1").lower()
-                        if name in watched:
-                            outcome_headers[name] = value.decode("latin-1")
-            return send(message)
-
+        watch = ResponseWatch(send, self._outcome_headers.get(decision.route_group))
         try:
-            await self.app(scope, receive, send_watching_status)
+            await self.app(scope, receive, watch)
         finally:
-            for event, _fields in header_events:
-                mark_reported(decision, event)
-            for event, fields in header_events:
-                await self.engine.feedback(decision, now, event=event, fields=fields)
-            status = status_seen[0] if status_seen else None
+            events = watch.events
+            if events:
+                for event, _fields in events:
+                    mark_reported(decision, event)
+                for event, fields in events:
+                    await self.engine.feedback(decision, now, event=event, fields=fields)
+            status = watch.status
             if feedback_on is None or status in feedback_on:
+                outcomes = watch.outcomes
                 await self.engine.feedback(decision, now, status=status,
-                                           fields={"response_headers": outcome_headers} if outcome_headers else None)
+                                           fields={"response_headers": outcomes} if outcomes else None)
 
     def _report(self, decision: Decision, event: str, fields: dict[str, Any]) -> None:
         """`request.state.shield.report(...)` lands here; the engine learns asynchronously."""

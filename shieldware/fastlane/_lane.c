@@ -2035,6 +2035,151 @@ static PyTypeObject LaneType = {
     .tp_methods = Lane_methods,
 };
 
+/* ---- the response watch --------------------------------------------------------------------- */
+
+/* shieldware.response_watch.PyResponseWatch in C: the `send` the app is given. A response start
+ * with neither an X-Shield-Event header nor a watched header (the usual one) only has its status
+ * kept here; any other start is handed to the Python `notice_start`, so both watch alike. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *send, *watched, *status, *events, *outcomes;
+} ResponseWatch;
+
+static PyObject *notice_hook; /* shieldware.response_watch.notice_start */
+static PyObject *S_start, *S_status, *S_event_header;
+
+/* 1: a header the Python notice must see (or a shape of headers it must judge), 0: none, -1: error */
+static int needs_notice(PyObject *headers) {
+    if (headers == NULL || headers == Py_None) return 0;
+    if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers)) return 1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(headers);
+    PyObject **items = PySequence_Fast_ITEMS(headers);
+    const char *event = PyBytes_AS_STRING(S_event_header);
+    Py_ssize_t event_len = PyBytes_GET_SIZE(S_event_header);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = items[i];
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2) return 1;
+        PyObject *name = PyTuple_GET_ITEM(item, 0);
+        if (!PyBytes_CheckExact(name)) return 1;
+        if (PyBytes_GET_SIZE(name) != event_len) continue;
+        const char *text = PyBytes_AS_STRING(name);
+        Py_ssize_t k = 0;
+        while (k < event_len && (text[k] | (text[k] >= 'A' && text[k] <= 'Z' ? 0x20 : 0)) == event[k]) k++;
+        if (k == event_len) return 1;
+    }
+    return 0;
+}
+
+static int watch_start(ResponseWatch *self, PyObject *message) {
+    int notice = self->watched != NULL || !PyDict_CheckExact(message);
+    PyObject *status = NULL;
+    if (!notice) {
+        status = PyDict_GetItemWithError(message, S_status);
+        if (status == NULL && PyErr_Occurred()) return -1;
+        PyObject *headers = PyDict_GetItemWithError(message, S_headers);
+        if (headers == NULL && PyErr_Occurred()) return -1;
+        notice = status == NULL || needs_notice(headers);
+    }
+    if (notice) {
+        if (notice_hook == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "notice_responses_with() was not called");
+            return -1;
+        }
+        PyObject *done = PyObject_CallFunctionObjArgs(notice_hook, (PyObject *)self, message, NULL);
+        Py_XDECREF(done);
+        return done == NULL ? -1 : 0;
+    }
+    if (self->status == NULL || self->status == Py_None) Py_XSETREF(self->status, Py_NewRef(status));
+    return 0;
+}
+
+static PyObject *ResponseWatch_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    ResponseWatch *self = (ResponseWatch *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)) {
+        PyErr_SetString(PyExc_TypeError, "a response watch takes one message");
+        return NULL;
+    }
+    PyObject *message = args[0];
+    PyObject *type = PyObject_GetItem(message, S_type); /* message["type"], as the Python watch reads it */
+    if (type == NULL) return NULL;
+    int start = type == S_start;
+    if (!start && PyUnicode_Check(type)) start = PyUnicode_Compare(type, S_start) == 0;
+    Py_DECREF(type);
+    if (start && watch_start(self, message) < 0) return NULL;
+    return PyObject_CallOneArg(self->send, message);
+}
+
+static PyObject *ResponseWatch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *send, *watched;
+    static char *names[] = {"send", "watched", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:ResponseWatch", names, &send, &watched)) return NULL;
+    int some = PyObject_IsTrue(watched);
+    if (some < 0) return NULL;
+    ResponseWatch *self = (ResponseWatch *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->vectorcall = ResponseWatch_vectorcall;
+    self->send = Py_NewRef(send);
+    self->watched = some ? Py_NewRef(watched) : NULL;
+    return (PyObject *)self;
+}
+
+static int ResponseWatch_traverse(ResponseWatch *self, visitproc visit, void *arg) {
+    Py_VISIT(self->send);
+    Py_VISIT(self->watched);
+    Py_VISIT(self->status);
+    Py_VISIT(self->events);
+    Py_VISIT(self->outcomes);
+    return 0;
+}
+
+static int ResponseWatch_clear(ResponseWatch *self) {
+    Py_CLEAR(self->send);
+    Py_CLEAR(self->watched);
+    Py_CLEAR(self->status);
+    Py_CLEAR(self->events);
+    Py_CLEAR(self->outcomes);
+    return 0;
+}
+
+static void ResponseWatch_dealloc(ResponseWatch *self) {
+    PyObject_GC_UnTrack(self);
+    ResponseWatch_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef ResponseWatch_members[] = {
+    {"send", T_OBJECT, offsetof(ResponseWatch, send), READONLY, "the ASGI send it wraps"},
+    {"watched", T_OBJECT, offsetof(ResponseWatch, watched), READONLY, "header names to copy (None: none)"},
+    {"status", T_OBJECT, offsetof(ResponseWatch, status), 0, "the first response start's status, or None"},
+    {"events", T_OBJECT, offsetof(ResponseWatch, events), 0, "the app's X-Shield-Event headers, or None"},
+    {"outcomes", T_OBJECT, offsetof(ResponseWatch, outcomes), 0, "watched header values, or None"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject ResponseWatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shieldware.fastlane._lane.ResponseWatch",
+    .tp_basicsize = sizeof(ResponseWatch),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "ResponseWatch(send, watched): shieldware.response_watch.PyResponseWatch in C.",
+    .tp_new = ResponseWatch_new,
+    .tp_dealloc = (destructor)ResponseWatch_dealloc,
+    .tp_traverse = (traverseproc)ResponseWatch_traverse,
+    .tp_clear = (inquiry)ResponseWatch_clear,
+    .tp_vectorcall_offset = offsetof(ResponseWatch, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_members = ResponseWatch_members,
+};
+
+static PyObject *mod_notice_responses_with(PyObject *Py_UNUSED(m), PyObject *hook) {
+    if (!PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "notice_responses_with() takes a callable");
+        return NULL;
+    }
+    Py_XSETREF(notice_hook, Py_NewRef(hook));
+    Py_RETURN_NONE;
+}
+
 /* ---- module-level pieces, for the tests ----------------------------------------------------- */
 
 static PyObject *mod_glob_match(PyObject *Py_UNUSED(m), PyObject *args) {
@@ -2078,6 +2223,8 @@ static PyMethodDef module_methods[] = {
     {"globs_match", mod_globs_match, METH_VARARGS, "globs_match(patterns, path) -> bool, as route groups match"},
     {"product_id", mod_product_id, METH_O, "product_id(path) -> int | None"},
     {"canonical_ipv4", mod_canonical_ipv4, METH_O, "canonical_ipv4(text) -> bool"},
+    {"notice_responses_with", mod_notice_responses_with, METH_O,
+     "notice_responses_with(notice_start): what a ResponseWatch calls for an unusual response start"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2085,7 +2232,7 @@ static struct PyModuleDef lane_module = {PyModuleDef_HEAD_INIT, "_lane",
                                          "The compiled fast lane of shieldware's request path.", -1, module_methods};
 
 PyMODINIT_FUNC PyInit__lane(void) {
-    if (PyType_Ready(&LaneType) < 0) return NULL;
+    if (PyType_Ready(&LaneType) < 0 || PyType_Ready(&ResponseWatchType) < 0) return NULL;
 #define INTERN(var, text)                                                                                          \
     if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
     INTERN(S_type, "type");
@@ -2101,12 +2248,21 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(S_evictions, "evictions");
     INTERN(S_state, "state");
     INTERN(S_shield, "shield");
+    INTERN(S_start, "http.response.start");
+    INTERN(S_status, "status");
     if ((S_ref_header = PyBytes_FromString("x-shield-ref")) == NULL) return NULL;
+    if ((S_event_header = PyBytes_FromString("x-shield-event")) == NULL) return NULL;
     PyObject *module = PyModule_Create(&lane_module);
     if (module == NULL) return NULL;
     Py_INCREF(&LaneType);
     if (PyModule_AddObject(module, "Lane", (PyObject *)&LaneType) < 0) {
         Py_DECREF(&LaneType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&ResponseWatchType);
+    if (PyModule_AddObject(module, "ResponseWatch", (PyObject *)&ResponseWatchType) < 0) {
+        Py_DECREF(&ResponseWatchType);
         Py_DECREF(module);
         return NULL;
     }
