@@ -120,9 +120,11 @@ class ShieldMiddleware:
             if answer is not None:
                 await self._after_lane(answer, scope, receive, send, now)
                 return
-        await self._decide(scope, receive, send, now)
-        if self.lane is not None:
+            # Armed again before the app is awaited: the lane is off when the switchboard's refresh
+            # falls due, and every request arriving while this one waits for the app would
+            # otherwise take the Python path too.
             self.lane.rearm(now)
+        await self._decide(scope, receive, send, now)
 
     async def _decide(self, scope: Scope, receive: Receive, send: Send, now: float,
                       miss: tuple | None = None) -> None:
