@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import CHROME_NAVIGATION  # noqa: E402 - the repository root is added just above
 
-from common import cpu_seconds as process_cpu_seconds  # noqa: E402 - bench/ is on the path when run
+from common import cpu_split  # noqa: E402 - bench/ is on the path when run
 
 UPSTREAM_APP = '''
 PAGE = (b"<!doctype html><html><head><title>Product</title></head><body>" + b"<p>item</p>" * 160
@@ -139,9 +139,10 @@ def with_children(pid: int) -> list[int]:
         return [pid]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time used so far by these processes and their direct children."""
-    return sum(process_cpu_seconds(pid) for parent in pids for pid in with_children(parent))
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU time used so far by these processes and their direct children."""
+    splits = [cpu_split(pid) for parent in pids for pid in with_children(parent)]
+    return sum(user for user, _ in splits), sum(system for _, system in splits)
 
 
 def nginx_conf(tmp: Path, listen: int, upstream: int) -> Path:
@@ -182,21 +183,29 @@ def proxy_command(upstream_port: int, port: int, *extra: str) -> list[str]:
 
 def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespace) -> dict:
     """One wrk run, plus the CPU seconds the serving processes spent per request during it."""
-    before = cpu_seconds(pids)
+    user_before, system_before = cpu_seconds(pids)
     result = run_wrk(url, script, args.seconds, args.connections)
-    spent = cpu_seconds(pids) - before
+    user_after, system_after = cpu_seconds(pids)
     requests = result["requests"]
-    result["server_cpu_us_per_request"] = round(1e6 * spent / requests, 1) if requests else None
+    user, system = user_after - user_before, system_after - system_before
+    result["server_cpu_us_per_request"] = round(1e6 * (user + system) / requests, 1) if requests else None
+    # Apart: our code and the interpreter (user) or the kernel's socket work (system).
+    result["server_user_us_per_request"] = round(1e6 * user / requests, 1) if requests else None
+    result["server_system_us_per_request"] = round(1e6 * system / requests, 1) if requests else None
     return result
 
 
 def summarise(runs: list[dict]) -> dict:
     rates = sorted(run["requests_per_second"] for run in runs)
     cpu = sorted(run["server_cpu_us_per_request"] for run in runs if run["server_cpu_us_per_request"])
+    user = sorted(run["server_user_us_per_request"] for run in runs if run["server_user_us_per_request"])
+    system = sorted(run["server_system_us_per_request"] for run in runs if run["server_system_us_per_request"])
     return {
         "best_requests_per_second": rates[-1],
         "median_requests_per_second": rates[len(rates) // 2],
         "median_server_cpu_us_per_request": cpu[len(cpu) // 2] if cpu else None,
+        "median_server_user_us_per_request": user[len(user) // 2] if user else None,
+        "median_server_system_us_per_request": system[len(system) // 2] if system else None,
         "non_2xx": sum(run["non_2xx"] for run in runs),
         "runs": runs,
     }
