@@ -2254,15 +2254,8 @@ PyMODINIT_FUNC PyInit__lane(void) {
     if ((S_event_header = PyBytes_FromString("x-shield-event")) == NULL) return NULL;
     PyObject *module = PyModule_Create(&lane_module);
     if (module == NULL) return NULL;
-    Py_INCREF(&LaneType);
-    if (PyModule_AddObject(module, "Lane", (PyObject *)&LaneType) < 0) {
-        Py_DECREF(&LaneType);
-        Py_DECREF(module);
-        return NULL;
-    }
-    Py_INCREF(&ResponseWatchType);
-    if (PyModule_AddObject(module, "ResponseWatch", (PyObject *)&ResponseWatchType) < 0) {
-        Py_DECREF(&ResponseWatchType);
+    /* PyModule_AddType names each by the last part of its tp_name: Lane, ResponseWatch */
+    if (PyModule_AddType(module, &LaneType) < 0 || PyModule_AddType(module, &ResponseWatchType) < 0) {
         Py_DECREF(module);
         return NULL;
     }
