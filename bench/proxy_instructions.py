@@ -1,0 +1,184 @@
+"""Question: how many instructions does detection add to each request the proxy forwards?
+
+bench/proxy.py answers in requests/s and CPU µs, which on a shared 2-core VM wander by ±5-20 µs
+from one round to the next: more than the few µs a change to the request path moves. This
+bench counts instead. It runs the bare forwarder (`shieldware proxy --bare`) and the proxy
+(`--monitor`, trusting the loopback edge) each under valgrind's callgrind, sends both the same
+crowd of Chrome shoppers (bench/asgi_costs.py's crowd, as raw HTTP over 8 keep-alive
+connections), and counts the user-space instructions each server executes for the measured
+requests: instrumentation is switched on only after every shopper has been seen (plans made,
+pools open), and off again before shutdown.
+
+Instruction counts are the same from run to run within a fraction of a percent, so a change of
+a few hundred instructions per request shows. They are not time: cache misses (the windows of
+thousands of shoppers do not fit in any cache) make detection's instructions dearer than the
+forwarder's, so the served ratio in bench/proxy.py stays the one the goal is judged on.
+Kernel (socket) work is not counted either.
+
+Usage: python bench/proxy_instructions.py [--shoppers 2000] [--requests 3000] [--top 25]
+Needs valgrind (Debian package `valgrind`); says so and exits 2 without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asgi_costs import crowd
+from proxy import UPSTREAM_APP, free_port, proxy_command, running, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 8
+
+
+def raw_requests(count: int, shoppers: int, seed: int, port: int) -> list[bytes]:
+    """The crowd's requests as the bytes a browser would send (header order kept)."""
+    out = []
+    for scope in crowd(count, seed=seed, shoppers=range(shoppers)):
+        lines = [f"GET {scope['path']} HTTP/1.1", f"host: 127.0.0.1:{port}"]
+        lines += [f"{name.decode()}: {value.decode()}" for name, value in scope["headers"]]
+        out.append(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return out
+
+
+async def _one_connection(port: int, queue: list[bytes], statuses: dict[int, int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while queue:
+            writer.write(queue.pop())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            status = int(head[9:12])
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+def send(port: int, requests: list[bytes]) -> dict[int, int]:
+    """Send every request (in order, over CONNECTIONS keep-alive connections); statuses seen."""
+    queue = requests[::-1]
+    statuses: dict[int, int] = {}
+
+    async def all_connections() -> None:
+        await asyncio.gather(*(_one_connection(port, queue, statuses) for _ in range(CONNECTIONS)))
+
+    asyncio.run(all_connections())
+    return statuses
+
+
+@contextlib.contextmanager
+def under_callgrind(command: list[str], port: int, out: Path, env: dict) -> Iterator[int]:
+    """Serve `command` under callgrind with instrumentation off; yield the server's pid."""
+    wrapped = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *command]
+    process = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    try:
+        wait_for_port(port, process, seconds=300)
+        yield process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def callgrind_control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=120)
+
+
+def total_instructions(dump: Path) -> int:
+    text = dump.read_text(errors="replace")
+    found = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no instruction total in {dump}")
+    return int(found.group(1))
+
+
+def top_functions(dump: Path, limit: int) -> list[tuple[str, int]]:
+    """The functions with the most instructions of their own (callgrind_annotate's list)."""
+    listing = subprocess.run(["callgrind_annotate", "--threshold=99", str(dump)], capture_output=True,
+                             text=True, timeout=300).stdout
+    rows = []
+    for line in listing.splitlines():
+        found = re.match(r"\s*([\d,]+) \([\s\d.]+%\)\s+(\S.*)$", line)
+        if found and "PROGRAM TOTALS" not in line:
+            name = found.group(2).split(" [")[0].rsplit(":", 1)[-1]
+            rows.append((name, int(found.group(1).replace(",", ""))))
+    return rows[:limit]
+
+
+def measure(setup: str, extra: list[str], upstream: int, args: argparse.Namespace, tmp: Path, env: dict) -> dict:
+    port = free_port()
+    out = tmp / f"callgrind.{setup}"
+    with under_callgrind(proxy_command(upstream, port, *extra), port, out, env) as pid:
+        warm = send(port, raw_requests(args.shoppers * 3, args.shoppers, 1, port))
+        callgrind_control("-i", "on", str(pid))
+        measured = send(port, raw_requests(args.requests, args.shoppers, 3, port))
+        callgrind_control("-d", str(pid))
+        callgrind_control("-i", "off", str(pid))
+    dumps = sorted(tmp.glob(f"callgrind.{setup}.*"), key=lambda p: int(p.suffix[1:]))
+    if not dumps:
+        raise RuntimeError(f"callgrind wrote no dump for {setup}")
+    total = total_instructions(dumps[0])
+    result = {"instructions_per_request": round(total / args.requests), "statuses_warm_up": warm,
+              "statuses_measured": measured}
+    if args.top:
+        result["top_functions_per_request"] = {name: round(count / args.requests)
+                                               for name, count in top_functions(dumps[0], args.top)}
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shoppers", type=int, default=2000, help="distinct shoppers (default 2000)")
+    parser.add_argument("--requests", type=int, default=3000, help="measured requests per setup (default 3000)")
+    parser.add_argument("--top", type=int, default=0, help="also list the N functions with most instructions")
+    args = parser.parse_args()
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        print("proxy_instructions: valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as name, contextlib.ExitStack() as stack:
+        tmp = Path(name)
+        (tmp / "upstream_app.py").write_text(UPSTREAM_APP)
+        env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}"}
+        upstream = free_port()
+        stack.enter_context(running([sys.executable, "-m", "uvicorn", "upstream_app:app", "--port", str(upstream),
+                                     "--log-level", "warning", "--no-access-log", "--lifespan", "off"],
+                                    upstream, env=env, cwd=tmp))
+        results["bare"] = measure("bare", ["--bare"], upstream, args, tmp, env)
+        results["proxy"] = measure("proxy", ["--monitor", "--trusted-proxy", "127.0.0.1/32"], upstream, args,
+                                   tmp, env)
+    bare, proxy = results["bare"]["instructions_per_request"], results["proxy"]["instructions_per_request"]
+    print(json.dumps({
+        "benchmark": "proxy_instructions",
+        "question": "user-space instructions per forwarded request, bare forwarder vs proxy (monitor mode)",
+        "shoppers": args.shoppers, "requests": args.requests, "connections": CONNECTIONS,
+        "results": results,
+        "added_instructions_per_request": proxy - bare,
+        "ratio_if_instructions_were_time": round(bare / proxy, 3),
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
