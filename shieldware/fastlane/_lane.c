@@ -84,16 +84,22 @@ typedef struct {
 } Trigger;
 
 typedef struct {
+    Py_ssize_t len;
+    char bytes[40];
+} Name;
+
+#define MAX_METHODS 8
+
+typedef struct {
     PyObject *methods; /* frozenset of str, or NULL for every method */
+    /* the same names as bytes, compared without hashing the request's method (a new str each
+     * time); n_methods -1: a set these cannot hold, asked as a set */
+    int n_methods;
+    Name method_names[MAX_METHODS];
     GlobSet *globs;
     int n_triggers;
     Trigger triggers[MAX_TRIGGERS];
 } Group;
-
-typedef struct {
-    Py_ssize_t len;
-    char bytes[40];
-} Name;
 
 typedef struct {
     uint64_t hash; /* 0: empty */
@@ -174,7 +180,7 @@ typedef struct {
     double *state;
     uint8_t *registers;
     int64_t capacity;
-    PyObject *lock, *table;
+    PyObject *lock, *lock_locked, *table; /* lock_locked: the lock's bound locked() */
     int ev_int_width, ev_float_width, out_width, col_item, col_flags, col_step, col_time, out_follows;
     int64_t max_step;
     /* plans */
@@ -210,7 +216,7 @@ typedef struct {
 } Lane;
 
 static PyObject *S_type, *S_http, *S_path, *S_method, *S_headers, *S_client, *S_scheme, *S_http_version,
-    *S_acquire, *S_release, *S_evictions, *S_state, *S_shield, *S_ref_header;
+    *S_evictions, *S_state, *S_shield, *S_ref_header;
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -246,17 +252,52 @@ static uint64_t hash_bytes(uint64_t seed, const char *data, Py_ssize_t len) {
     return h ? h : 1;
 }
 
-/* Any byte >= 0x7f (DEL or not ASCII)? Eight at a time: a byte below 0x7f plus one stays below 0x80. */
+/* Any byte >= 0x7f (DEL or not ASCII)? Eight at a time: a byte below 0x7f plus one stays below 0x80.
+ * The last few bytes are read into a word of zeros, which pass. */
 static int has_high_byte(const char *data, Py_ssize_t len) {
+    Py_ssize_t i = 0;
+    uint64_t w;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, data + i, 8);
+        if (((w + 0x0101010101010101ULL) | w) & 0x8080808080808080ULL) return 1;
+    }
+    if (i == len) return 0;
+    w = 0;
+    memcpy(&w, data + i, (size_t)(len - i));
+    return (((w + 0x0101010101010101ULL) | w) & 0x8080808080808080ULL) != 0;
+}
+
+/* Eight name bytes at once: is any outside what a server hands over for a header name, lower-case
+ * printable ASCII without space (0x21-0x7e, no 'A'-'Z')? Each test adds a constant to a byte's
+ * low seven bits so that its top bit says "at least c"; the sums stay below 0x100, so no carry
+ * crosses into the next byte and every byte is judged on its own. */
+#define BYTES_OF(b) (0x0101010101010101ULL * (uint64_t)(b))
+#define AT_LEAST(low7, c) (((low7) + BYTES_OF(0x80 - (c))) & BYTES_OF(0x80))
+static inline int name_word_bad(uint64_t w) {
+    uint64_t low7 = w & BYTES_OF(0x7f);
+    uint64_t tops = BYTES_OF(0x80);
+    uint64_t bad = (w & tops)                                     /* not ASCII */
+                   | AT_LEAST(low7, 0x7f)                         /* DEL */
+                   | (~AT_LEAST(low7, 0x21) & tops)               /* control or space */
+                   | (AT_LEAST(low7, 'A') & ~AT_LEAST(low7, 'Z' + 1)); /* upper case */
+    return bad != 0;
+}
+
+/* 1 when a header name is one the lane may read: 1 to 64 bytes of name_word_bad's alphabet. */
+static int plain_header_name(const char *data, Py_ssize_t len) {
+    if (len == 0 || len > 64) return 0;
     Py_ssize_t i = 0;
     for (; i + 8 <= len; i += 8) {
         uint64_t w;
         memcpy(&w, data + i, 8);
-        if (((w + 0x0101010101010101ULL) | w) & 0x8080808080808080ULL) return 1;
+        if (name_word_bad(w)) return 0;
     }
-    for (; i < len; i++)
-        if ((unsigned char)data[i] >= 0x7f) return 1;
-    return 0;
+    if (i < len) {
+        uint64_t w = BYTES_OF('a'); /* the missing bytes read as a letter that passes */
+        memcpy(&w, data + i, (size_t)(len - i));
+        if (name_word_bad(w)) return 0;
+    }
+    return 1;
 }
 
 static int copy_names(PyObject *seq, Name *out, int max, const char *what) {
@@ -306,8 +347,10 @@ static int in_names(const Name *names, int n, const char *data, Py_ssize_t len) 
 }
 
 static int has_prefix(const Name *names, int n, const char *data, Py_ssize_t len) {
-    for (int i = 0; i < n; i++)
-        if (names[i].len <= len && memcmp(names[i].bytes, data, (size_t)names[i].len) == 0) return 1;
+    for (int i = 0; i < n; i++) /* the first byte before the call: it rules out nearly every name */
+        if (names[i].len <= len && (names[i].len == 0 || names[i].bytes[0] == data[0]) &&
+            memcmp(names[i].bytes, data, (size_t)names[i].len) == 0)
+            return 1;
     return 0;
 }
 
@@ -699,7 +742,14 @@ static int group_of(Lane *self, PyObject *method, const char *path, Py_ssize_t l
         Group *group = &self->groups[g];
         if (group->globs == NULL) continue;
         if (group->methods != NULL) {
-            int in = PySet_Contains(group->methods, method);
+            int in;
+            if (group->n_methods >= 0) {
+                Py_ssize_t mlen;
+                const char *mdata = PyUnicode_AsUTF8AndSize(method, &mlen);
+                in = mdata == NULL ? -1 : in_names(group->method_names, group->n_methods, mdata, mlen);
+            } else {
+                in = PySet_Contains(group->methods, method);
+            }
             if (in < 0) {
                 PyErr_Clear();
                 return -1;
@@ -786,11 +836,7 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
         if (!PyBytes_Check(name) || !PyBytes_Check(value)) return;
         const char *nd = PyBytes_AS_STRING(name), *vd = PyBytes_AS_STRING(value);
         Py_ssize_t nl = PyBytes_GET_SIZE(name), vl = PyBytes_GET_SIZE(value);
-        if (nl == 0 || nl > 64) return;
-        for (Py_ssize_t k = 0; k < nl; k++) {
-            unsigned char c = (unsigned char)nd[k];
-            if (c <= 0x20 || c >= 0x7f || (c >= 'A' && c <= 'Z')) return;
-        }
+        if (!plain_header_name(nd, nl)) return;
         if (has_high_byte(vd, vl)) return; /* Python notes header.non_ascii */
         /* A repeated name is joined by Python; the names' bit mask finds the few worth comparing. */
         uint64_t bit = name_bit(nd, nl);
@@ -1033,18 +1079,21 @@ static int fill_rows(Lane *self, PlanSlot *plan, Scan *scan, double now) {
     return 1;
 }
 
-/* Run the rows through the window kernel under the table's lock. 1 done, 0 busy, -1 error. */
+/* Run the rows through the window kernel, unless the table's lock is held. 1 done, 0 busy, -1 error.
+ *
+ * The lock keeps two kernel runs off the table at once: Python's runs release the GIL and hold the
+ * lock. This one runs with the GIL held from the question to the end, and a thread can take the lock
+ * only with the GIL too (or, blocked in acquire(), it wakes holding the lock but runs nothing
+ * before it has the GIL back). So a lock nobody holds now stays untaken until this run is done,
+ * and asking `locked()` is enough: a tenth of acquire(False) and release(), which parse arguments. */
 static int observe(Lane *self, int n_rows) {
-    PyObject *got = PyObject_CallMethodOneArg(self->lock, S_acquire, Py_False);
-    if (got == NULL) return -1;
-    int acquired = PyObject_IsTrue(got);
-    Py_DECREF(got);
-    if (acquired <= 0) return acquired;
+    PyObject *held = PyObject_CallNoArgs(self->lock_locked);
+    if (held == NULL) return -1;
+    int busy = PyObject_IsTrue(held);
+    Py_DECREF(held);
+    if (busy != 0) return busy < 0 ? -1 : 0;
     int64_t evicted = self->kernel(self->keys, self->state, self->registers, self->capacity, self->ev_int,
                                    self->ev_float, n_rows, self->out, n_rows);
-    PyObject *done = PyObject_CallMethodNoArgs(self->lock, S_release);
-    if (done == NULL) return -1;
-    Py_DECREF(done);
     if (evicted > 0) {
         PyObject *before = PyObject_GetAttr(self->table, S_evictions);
         if (before == NULL) return -1;
@@ -1725,6 +1774,32 @@ static PyObject *Lane_triggered(Lane *self, PyObject *args) {
     return PyBool_FromLong(any_trigger(&self->groups[group], out, self->out_width));
 }
 
+/* A group's methods as Names: how many, or -1 when some name does not fit (the set is asked then). */
+static int method_names(PyObject *methods, Name *out) {
+    if (PySet_GET_SIZE(methods) > MAX_METHODS) return -1;
+    PyObject *each = PyObject_GetIter(methods), *name;
+    if (each == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    int n = 0;
+    while (n >= 0 && (name = PyIter_Next(each)) != NULL) {
+        Py_ssize_t len;
+        const char *data = PyUnicode_Check(name) ? PyUnicode_AsUTF8AndSize(name, &len) : NULL;
+        if (data == NULL || len > (Py_ssize_t)sizeof out[n].bytes) {
+            n = -1;
+        } else {
+            out[n].len = len;
+            memcpy(out[n].bytes, data, (size_t)len);
+            n++;
+        }
+        Py_DECREF(name);
+    }
+    Py_DECREF(each);
+    PyErr_Clear();
+    return n;
+}
+
 static int set_groups(Lane *self, PyObject *groups) {
     PyObject *fast = PySequence_Fast(groups, "groups must be a sequence");
     if (fast == NULL) return -1;
@@ -1744,6 +1819,7 @@ static int set_groups(Lane *self, PyObject *groups) {
         }
         Group *group = &self->groups[g];
         group->methods = methods == Py_None ? NULL : Py_NewRef(methods);
+        group->n_methods = group->methods != NULL ? method_names(methods, group->method_names) : 0;
         if ((group->globs = compile_globs(globs)) == NULL) {
             Py_DECREF(fast);
             return -1;
@@ -1903,6 +1979,7 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
     self->registers = (uint8_t *)(uintptr_t)registers;
     self->capacity = capacity;
     self->lock = Py_NewRef(lock);
+    if ((self->lock_locked = PyObject_GetAttrString(lock, "locked")) == NULL) return -1;
     self->table = Py_NewRef(table);
     self->seed = seed | 1;
     uint32_t pb = 1, sb = 1;
@@ -1938,6 +2015,7 @@ static int Lane_traverse(Lane *self, visitproc visit, void *arg) {
     Py_VISIT(self->trusts);
     Py_VISIT(self->normalise);
     Py_VISIT(self->lock);
+    Py_VISIT(self->lock_locked);
     Py_VISIT(self->table);
     Py_VISIT(self->decision_type);
     Py_VISIT(self->ref_counter);
@@ -1977,6 +2055,7 @@ static int Lane_clear_refs(Lane *self) {
     Py_CLEAR(self->trusts);
     Py_CLEAR(self->normalise);
     Py_CLEAR(self->lock);
+    Py_CLEAR(self->lock_locked);
     Py_CLEAR(self->table);
     Py_CLEAR(self->decision_type);
     Py_CLEAR(self->ref_counter);
@@ -2110,10 +2189,7 @@ static PyObject *ResponseWatch_vectorcall(PyObject *callable, PyObject *const *a
     return PyObject_CallOneArg(self->send, message);
 }
 
-static PyObject *ResponseWatch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    PyObject *send, *watched;
-    static char *names[] = {"send", "watched", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:ResponseWatch", names, &send, &watched)) return NULL;
+static PyObject *new_watch(PyTypeObject *type, PyObject *send, PyObject *watched) {
     int some = PyObject_IsTrue(watched);
     if (some < 0) return NULL;
     ResponseWatch *self = (ResponseWatch *)type->tp_alloc(type, 0);
@@ -2122,6 +2198,38 @@ static PyObject *ResponseWatch_new(PyTypeObject *type, PyObject *args, PyObject 
     self->send = Py_NewRef(send);
     self->watched = some ? Py_NewRef(watched) : NULL;
     return (PyObject *)self;
+}
+
+static PyObject *ResponseWatch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *send, *watched;
+    static char *names[] = {"send", "watched", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:ResponseWatch", names, &send, &watched)) return NULL;
+    return new_watch(type, send, watched);
+}
+
+/* ResponseWatch(send, watched) as the middleware calls it, once a request: two positional
+ * arguments taken as they are. Keywords go the way of tp_new, which parses them. */
+static PyObject *ResponseWatch_construct(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (n == 2 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0))
+        return new_watch((PyTypeObject *)type, args[0], args[1]);
+    PyObject *positional = PyTuple_New(n);
+    PyObject *keywords = kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0 ? PyDict_New() : NULL;
+    if (positional == NULL || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0 && keywords == NULL)) {
+        Py_XDECREF(positional);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(positional, i, Py_NewRef(args[i]));
+    for (Py_ssize_t i = 0; keywords != NULL && i < PyTuple_GET_SIZE(kwnames); i++)
+        if (PyDict_SetItem(keywords, PyTuple_GET_ITEM(kwnames, i), args[n + i]) < 0) {
+            Py_DECREF(positional);
+            Py_DECREF(keywords);
+            return NULL;
+        }
+    PyObject *watch = ResponseWatch_new((PyTypeObject *)type, positional, keywords);
+    Py_DECREF(positional);
+    Py_XDECREF(keywords);
+    return watch;
 }
 
 static int ResponseWatch_traverse(ResponseWatch *self, visitproc visit, void *arg) {
@@ -2163,6 +2271,7 @@ static PyTypeObject ResponseWatchType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "ResponseWatch(send, watched): shieldware.response_watch.PyResponseWatch in C.",
     .tp_new = ResponseWatch_new,
+    .tp_vectorcall = ResponseWatch_construct,
     .tp_dealloc = (destructor)ResponseWatch_dealloc,
     .tp_traverse = (traverseproc)ResponseWatch_traverse,
     .tp_clear = (inquiry)ResponseWatch_clear,
@@ -2243,8 +2352,6 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(S_client, "client");
     INTERN(S_scheme, "scheme");
     INTERN(S_http_version, "http_version");
-    INTERN(S_acquire, "acquire");
-    INTERN(S_release, "release");
     INTERN(S_evictions, "evictions");
     INTERN(S_state, "state");
     INTERN(S_shield, "shield");
