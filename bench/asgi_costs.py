@@ -45,8 +45,8 @@ CHROME_IMAGE = [*(h for h in CHROME_NAVIGATION if h[0] not in ("upgrade-insecure
 
 
 def crowd(requests: int, seed: int = 7, shoppers: range = range(SHOPPERS)) -> list[dict]:
-    """The served crowd as ASGI scopes: random shoppers, each sending two product pages, then the
-    image a page shows, and so on (as bench/browser_crowd.lua does)."""
+    """The served crowd as ASGI scopes: random shoppers, each fetching the image of the page it is
+    on, then two product pages, and so on (as bench/browser_crowd.lua does)."""
     rng = random.Random(seed)
     sent: dict[int, int] = {}
     page = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
@@ -55,7 +55,7 @@ def crowd(requests: int, seed: int = 7, shoppers: range = range(SHOPPERS)) -> li
     for _ in range(requests):
         client = rng.choice(shoppers)
         sent[client] = sent.get(client, 0) + 1
-        shows_image = sent[client] % 3 == 0
+        shows_image = sent[client] % 3 == 1
         address = f"198.{18 + client % 500 // 256}.{client % 500 % 256}.{client // 500 + 1}"
         headers = [*(image if shows_image else page), (b"referer", b"http://127.0.0.1:8000/"),
                    (b"cookie", f"shop_session=c{client}".encode()), (b"x-forwarded-for", address.encode())]

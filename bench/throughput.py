@@ -5,8 +5,8 @@ handler (the worst case for any middleware). Each is served bare and wrapped by
 ShieldMiddleware in monitor mode (every signal evaluated, nothing blocked) and loaded with wrk,
 twice: from one address walking product ids in order as fast as it can (a flood: every request
 crosses a trigger, so each takes the Python path), and from a crowd of 20,000 shoppers in
-Chrome (bench/browser_crowd.lua: their own addresses on 500 networks, session cookies, two
-product pages, then the image a page shows, in turn). Every crowd client is new when the run
+Chrome (bench/browser_crowd.lua: their own addresses on 500 networks, session cookies, the
+image of the page they are on, then two product pages, in turn). Every crowd client is new when the run
 starts, so its first page and first image get plans made in C from their shape's template (only
 a shape's very first request is decided on the Python path); `lane` reports how the protected
 server's requests met the fast lane (shieldware_fast_lane_requests_total).
