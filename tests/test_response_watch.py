@@ -96,3 +96,17 @@ def test_the_compiled_watch_watches_as_the_python_one(messages, watched):
     assert compiled_watch.status == python_watch.status
     assert compiled_watch.events == python_watch.events
     assert compiled_watch.outcomes == python_watch.outcomes
+
+
+@pytest.mark.parametrize("watch_type", WATCHES, ids=lambda t: t.__module__)
+def test_watches_are_built_from_positions_or_names_alike(watch_type):
+    send = Recorder()
+    for watch in (watch_type(send, frozenset({"location"})), watch_type(send, watched=frozenset({"location"})),
+                  watch_type(send=send, watched=frozenset({"location"}))):
+        assert watch.send is send and watch.watched == frozenset({"location"}) and watch.status is None
+    assert watch_type(send, frozenset()).watched is None  # nothing to watch is no watch list
+    for wrong in ((send,), (send, None, None)):
+        with pytest.raises(TypeError):
+            watch_type(*wrong)
+    with pytest.raises(TypeError):
+        watch_type(send, None, sent=send)
