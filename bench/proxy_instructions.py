@@ -31,14 +31,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgi_costs import crowd
-from proxy import UPSTREAM_APP, free_port, proxy_command, running, wait_for_port
+from proxy import UPSTREAM_APP, free_port, proxy_command, running
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 8
@@ -84,21 +83,9 @@ def send(port: int, requests: list[bytes]) -> dict[int, int]:
     return statuses
 
 
-@contextlib.contextmanager
-def under_callgrind(command: list[str], port: int, out: Path, env: dict) -> Iterator[int]:
-    """Serve `command` under callgrind with instrumentation off; yield the server's pid."""
-    wrapped = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *command]
-    process = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
-    try:
-        wait_for_port(port, process, seconds=300)
-        yield process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+def under_callgrind(command: list[str], out: Path) -> list[str]:
+    """`command` run by callgrind with instrumentation off until callgrind_control turns it on."""
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *command]
 
 
 def callgrind_control(*args: str) -> None:
@@ -129,7 +116,12 @@ def top_functions(dump: Path, limit: int) -> list[tuple[str, int]]:
 def measure(setup: str, extra: list[str], upstream: int, args: argparse.Namespace, tmp: Path, env: dict) -> dict:
     port = free_port()
     out = tmp / f"callgrind.{setup}"
-    with under_callgrind(proxy_command(upstream, port, *extra), port, out, env) as pid:
+    # Started once plainly first, so Numba's cache holds the compiled kernels: compiling them
+    # under valgrind would take minutes.
+    with running(proxy_command(upstream, port, *extra), port, env=env, cwd=ROOT):
+        pass
+    with running(under_callgrind(proxy_command(upstream, port, *extra), out), port, env=env, cwd=ROOT) as server:
+        pid = server.pid
         warm = send(port, raw_requests(args.shoppers * 3, args.shoppers, 1, port))
         callgrind_control("-i", "on", str(pid))
         measured = send(port, raw_requests(args.requests, args.shoppers, 3, port))
