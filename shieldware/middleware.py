@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -43,6 +44,16 @@ Responder = Callable[[Decision, RequestFacts, Scope, Receive, Send], Awaitable[N
 async def send_simple(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _asgi3(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Mark a method that returns an awaitable as a coroutine function: uvicorn tells an ASGI 3 app
+    from an ASGI 2 one by asking, through inspect (Python 3.14 on) or asyncio (before)."""
+    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12 on
+    if mark is not None:
+        return mark(method)
+    method._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]  # 3.11's asyncio
+    return method
 
 
 class ShieldMiddleware:
@@ -96,6 +107,7 @@ class ShieldMiddleware:
         install_admin_endpoints(self)
         self.lane = FastLane.build(self) if fast_lane else None
         self._lane_decide = self.lane.native.decide if self.lane is not None else None
+        self._hear = self._send_and_hear  # bound once: every planned request's watch holds it
         self._steps = _step_memory(self.engine)
 
     def add_endpoint(self, path: str, handler: Endpoint) -> None:
@@ -105,35 +117,40 @@ class ShieldMiddleware:
         """Replace how a verdict is answered (the challenge feature answers CHALLENGE)."""
         self.responders[verdict] = responder
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @_asgi3
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The ASGI app: not a coroutine function, but it returns the awaitable that serves the request
+        (and is marked as one, see `_asgi3`). A request the lane answers gets the app's own coroutine,
+        with no frame of ours around it: most requests come this way, and a frame between the server
+        and the app would cost every await the app makes. Its response watch tells the engine what
+        it must hear as the response starts (`_send_and_hear`)."""
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         now = self.clock()
         lane = self._lane_decide
-        if lane is not None:
-            answer = lane(scope, now)
-            if answer.__class__ is dict:  # planned, quiet, allowed: the app's scope, decision included
-                # _serve, written out: most requests come this way, and a coroutine frame fewer
-                # between the server and the app costs every await the app makes less.
-                decision = answer["state"]["shield"]
-                watch = ResponseWatch(send, self._outcome_headers.get(decision.route_group))
-                try:
-                    await self.app(answer, receive, watch)
-                finally:
-                    feedback_on = self.lane.feedback_statuses
-                    if watch.events or feedback_on is None or watch.status in feedback_on:
-                        await self._heard(decision, watch, now, feedback_on)
-                return
-            if answer is not None:
-                await self._after_lane(answer, scope, receive, send, now)
-                return
-            # Armed again before the app is awaited: the lane is off when the switchboard's refresh
-            # falls due, and every request arriving while this one waits for the app would
-            # otherwise take the Python path too.
-            self.lane.rearm(now)
-        await self._decide(scope, receive, send, now)
+        if lane is None:
+            return self._decide(scope, receive, send, now)
+        answer = lane(scope, now)
+        if answer.__class__ is dict:  # planned, quiet, allowed: the app's scope, decision included
+            decision = answer["state"]["shield"]
+            watch = ResponseWatch(send, self._outcome_headers.get(decision.route_group), self._hear,
+                                  self.lane.feedback_statuses, decision)
+            return self.app(answer, receive, watch)
+        if answer is not None:
+            return self._after_lane(answer, scope, receive, send, now)
+        # Armed again before the app is awaited: the lane is off when the switchboard's refresh
+        # falls due, and every request arriving while this one waits for the app would
+        # otherwise take the Python path too.
+        self.lane.rearm(now)
+        return self._decide(scope, receive, send, now)
+
+    async def _send_and_hear(self, watch: Any, start: Message) -> None:
+        """A lane-planned response's start that the engine must hear of (the app's events, or a
+        status a planned signal acts on): sent, then heard, with the decision's own time."""
+        await watch.send(start)
+        decision = watch.decision
+        await self._heard(decision, watch, decision.time, watch.hear_on)
 
     async def _decide(self, scope: Scope, receive: Receive, send: Send, now: float,
                       miss: tuple | None = None) -> None:

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import pytest
+import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -129,6 +130,14 @@ def test_lifespan_passes_through():
 
     asyncio.run(ShieldMiddleware(app)({"type": "lifespan"}, None, None))
     assert seen == ["lifespan"]
+
+
+def test_servers_take_the_middleware_for_an_asgi3_app():
+    # Its __call__ returns the awaitable (the app's own coroutine for a planned request) rather
+    # than being a coroutine function; uvicorn would serve an unmarked one as ASGI 2.
+    config = uvicorn.Config(ShieldMiddleware(make_app()), log_level="warning")
+    config.load()
+    assert config.interface == "asgi3"
 
 
 header_text = st.binary(max_size=300)

@@ -2118,11 +2118,13 @@ static PyTypeObject LaneType = {
 
 /* shieldware.response_watch.PyResponseWatch in C: the `send` the app is given. A response start
  * with neither an X-Shield-Event header nor a watched header (the usual one) only has its status
- * kept here; any other start is handed to the Python `notice_start`, so both watch alike. */
+ * kept here; any other start is handed to the Python `notice_start`, so both watch alike. A start
+ * the engine must hear of (events, or a status in hear_on) goes to `hear` instead of `send`, once. */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *send, *watched, *status, *events, *outcomes;
+    PyObject *hear, *hear_on, *decision; /* NULL when not given */
 } ResponseWatch;
 
 static PyObject *notice_hook; /* shieldware.response_watch.notice_start */
@@ -2185,34 +2187,63 @@ static PyObject *ResponseWatch_vectorcall(PyObject *callable, PyObject *const *a
     int start = type == S_start;
     if (!start && PyUnicode_Check(type)) start = PyUnicode_Compare(type, S_start) == 0;
     Py_DECREF(type);
-    if (start && watch_start(self, message) < 0) return NULL;
+    if (start) {
+        if (watch_start(self, message) < 0) return NULL;
+        if (self->hear != NULL) {
+            int heard = self->events != NULL ? PyObject_IsTrue(self->events) : 0;
+            if (heard < 0) return NULL;
+            if (!heard && self->hear_on != NULL && self->status != NULL && self->status != Py_None) {
+                heard = PySet_Contains(self->hear_on, self->status);
+                if (heard < 0) return NULL;
+            }
+            if (heard) {
+                PyObject *hear = self->hear;
+                self->hear = NULL; /* once: a second start is the server's to refuse */
+                PyObject *awaitable = PyObject_CallFunctionObjArgs(hear, (PyObject *)self, message, NULL);
+                Py_DECREF(hear);
+                return awaitable;
+            }
+        }
+    }
     return PyObject_CallOneArg(self->send, message);
 }
 
-static PyObject *new_watch(PyTypeObject *type, PyObject *send, PyObject *watched) {
+/* hear, hear_on and decision: None (or not given) is none */
+static PyObject *new_watch(PyTypeObject *type, PyObject *send, PyObject *watched, PyObject *hear, PyObject *hear_on,
+                           PyObject *decision) {
     int some = PyObject_IsTrue(watched);
     if (some < 0) return NULL;
+    if (hear_on != NULL && hear_on != Py_None && !PyAnySet_Check(hear_on)) {
+        PyErr_SetString(PyExc_TypeError, "hear_on must be a set or frozenset of statuses");
+        return NULL;
+    }
     ResponseWatch *self = (ResponseWatch *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->vectorcall = ResponseWatch_vectorcall;
     self->send = Py_NewRef(send);
     self->watched = some ? Py_NewRef(watched) : NULL;
+    self->hear = hear != NULL && hear != Py_None ? Py_NewRef(hear) : NULL;
+    self->hear_on = hear_on != NULL && hear_on != Py_None ? Py_NewRef(hear_on) : NULL;
+    self->decision = decision != NULL && decision != Py_None ? Py_NewRef(decision) : NULL;
     return (PyObject *)self;
 }
 
 static PyObject *ResponseWatch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    PyObject *send, *watched;
-    static char *names[] = {"send", "watched", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:ResponseWatch", names, &send, &watched)) return NULL;
-    return new_watch(type, send, watched);
+    PyObject *send, *watched, *hear = NULL, *hear_on = NULL, *decision = NULL;
+    static char *names[] = {"send", "watched", "hear", "hear_on", "decision", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OOO:ResponseWatch", names, &send, &watched, &hear, &hear_on,
+                                     &decision))
+        return NULL;
+    return new_watch(type, send, watched, hear, hear_on, decision);
 }
 
-/* ResponseWatch(send, watched) as the middleware calls it, once a request: two positional
- * arguments taken as they are. Keywords go the way of tp_new, which parses them. */
+/* ResponseWatch(send, watched[, hear, hear_on, decision]) as the middleware calls it, once a
+ * request: positional arguments taken as they are. Keywords go the way of tp_new, which parses them. */
 static PyObject *ResponseWatch_construct(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t n = PyVectorcall_NARGS(nargsf);
-    if (n == 2 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0))
-        return new_watch((PyTypeObject *)type, args[0], args[1]);
+    if ((n == 2 || n == 5) && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0))
+        return new_watch((PyTypeObject *)type, args[0], args[1], n == 5 ? args[2] : NULL, n == 5 ? args[3] : NULL,
+                         n == 5 ? args[4] : NULL);
     PyObject *positional = PyTuple_New(n);
     PyObject *keywords = kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0 ? PyDict_New() : NULL;
     if (positional == NULL || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0 && keywords == NULL)) {
@@ -2238,6 +2269,9 @@ static int ResponseWatch_traverse(ResponseWatch *self, visitproc visit, void *ar
     Py_VISIT(self->status);
     Py_VISIT(self->events);
     Py_VISIT(self->outcomes);
+    Py_VISIT(self->hear);
+    Py_VISIT(self->hear_on);
+    Py_VISIT(self->decision);
     return 0;
 }
 
@@ -2247,6 +2281,9 @@ static int ResponseWatch_clear(ResponseWatch *self) {
     Py_CLEAR(self->status);
     Py_CLEAR(self->events);
     Py_CLEAR(self->outcomes);
+    Py_CLEAR(self->hear);
+    Py_CLEAR(self->hear_on);
+    Py_CLEAR(self->decision);
     return 0;
 }
 
@@ -2262,6 +2299,9 @@ static PyMemberDef ResponseWatch_members[] = {
     {"status", T_OBJECT, offsetof(ResponseWatch, status), 0, "the first response start's status, or None"},
     {"events", T_OBJECT, offsetof(ResponseWatch, events), 0, "the app's X-Shield-Event headers, or None"},
     {"outcomes", T_OBJECT, offsetof(ResponseWatch, outcomes), 0, "watched header values, or None"},
+    {"hear", T_OBJECT, offsetof(ResponseWatch, hear), READONLY, "hear(watch, start): sends a start the engine must hear of"},
+    {"hear_on", T_OBJECT, offsetof(ResponseWatch, hear_on), READONLY, "the statuses handed to hear, or None"},
+    {"decision", T_OBJECT, offsetof(ResponseWatch, decision), READONLY, "the request's decision, or None"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -2269,7 +2309,8 @@ static PyTypeObject ResponseWatchType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shieldware.fastlane._lane.ResponseWatch",
     .tp_basicsize = sizeof(ResponseWatch),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "ResponseWatch(send, watched): shieldware.response_watch.PyResponseWatch in C.",
+    .tp_doc = "ResponseWatch(send, watched, hear=None, hear_on=None, decision=None): "
+              "shieldware.response_watch.PyResponseWatch in C.",
     .tp_new = ResponseWatch_new,
     .tp_vectorcall = ResponseWatch_construct,
     .tp_dealloc = (destructor)ResponseWatch_dealloc,
