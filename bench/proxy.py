@@ -4,7 +4,8 @@
 
 Setups (all on loopback, each server a process of its own, one worker each):
   direct   wrk -> upstream
-  bare     wrk -> the proxy's forwarder without the middleware (`shieldware proxy --bare`)
+  bare     wrk -> the proxy's forwarder without the middleware (`shieldware proxy --bare`),
+           trusting the same edge, so it forwards the same headers (X-Forwarded-For extended)
   proxy    wrk -> `shieldware proxy --monitor` (detection on every request, nothing blocked)
   nginx    wrk -> nginx proxy_pass (one worker, keep-alive to the upstream)
 
@@ -15,7 +16,8 @@ in two kinds of traffic (`--traffic`, both by default):
               flood, which the engine flags on every request (its cost includes the evidence)
   crowd       20,000 shoppers (X-Forwarded-For from a trusted edge on loopback) opening random
               product pages: shoppers, what the goal is about (bench/browser_crowd.lua)
-The proxy trusts 127.0.0.1 as an edge in both, so one set of servers serves both.
+The proxy and the bare forwarder trust 127.0.0.1 as an edge in both, so one set of servers
+serves both.
 Absolute numbers depend on the machine and on what else runs on it; compare the ratios,
 which come from one run. `--profile FILE` samples the proxy with py-spy during its first run.
 """
@@ -176,6 +178,12 @@ def nginx_conf(tmp: Path, listen: int, upstream: int) -> Path:
     return conf
 
 
+# The two setups whose ratio is the goal: the same forwarder, configured alike, with and without detection.
+EDGE = ("--trusted-proxy", "127.0.0.1/32")
+BARE = ("--bare", *EDGE)
+PROXY = ("--monitor", *EDGE)
+
+
 def proxy_command(upstream_port: int, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "shieldware.cli", "proxy", "--upstream", f"http://127.0.0.1:{upstream_port}",
             "--listen", f"127.0.0.1:{port}", *extra]
@@ -230,10 +238,9 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
                 "--log-level", "warning", "--no-access-log", "--lifespan", "off"]
     with contextlib.ExitStack() as stack:
         up = stack.enter_context(running(upstream, upstream_port, env=env, cwd=tmp))
-        bare = stack.enter_context(running(proxy_command(upstream_port, bare_port, "--bare"), bare_port,
+        bare = stack.enter_context(running(proxy_command(upstream_port, bare_port, *BARE), bare_port,
                                            env=env, cwd=ROOT))
-        proxy = stack.enter_context(running(proxy_command(upstream_port, proxy_port, "--monitor",
-                                                          "--trusted-proxy", "127.0.0.1/32"), proxy_port,
+        proxy = stack.enter_context(running(proxy_command(upstream_port, proxy_port, *PROXY), proxy_port,
                                             env=env, cwd=ROOT))
         found = {
             "direct": (f"http://127.0.0.1:{upstream_port}", [up.pid]),

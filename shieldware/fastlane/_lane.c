@@ -21,6 +21,9 @@
 #include <string.h>
 #include <time.h>
 #include "structmember.h" /* T_OBJECT_EX, READONLY: the Decision's slots */
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #define MAX_HEADERS 64
 #define SHAPE_MAX 8192
@@ -88,6 +91,15 @@ typedef struct {
     char bytes[40];
 } Name;
 
+/* Header names asked "is this one of them?" for every header of every request: first[s] is
+ * 1 + the first name whose name_slot() is s (0: none), next[i] 1 + the next name in i's slot, so
+ * a name is compared with the one or two that could be it, not with the whole list. */
+typedef struct {
+    int n;
+    Name names[MAX_NAMES];
+    uint8_t first[64], next[MAX_NAMES];
+} NameSet;
+
 #define MAX_METHODS 8
 
 typedef struct {
@@ -153,6 +165,14 @@ typedef struct {
     uint32_t excluded_net[MAX_EXCLUDED], excluded_mask[MAX_EXCLUDED];
 } Template;
 
+/* A client address as the lane reads it: its canonical text and, for IPv4, its value. */
+typedef struct {
+    char text[IP_MAX];
+    int len;
+    int v4;
+    uint32_t value;
+} Address;
+
 typedef struct {
     PyObject_HEAD
     PyObject *weakrefs; /* the metrics' tally refers to the lane weakly */
@@ -160,10 +180,12 @@ typedef struct {
     int n_groups, default_group;
     Group groups[MAX_GROUPS];
     /* headers */
-    int n_value_free, n_bail_names, n_bail_prefixes;
-    Name value_free[MAX_NAMES], bail_names[MAX_NAMES], bail_prefixes[MAX_NAMES];
-    uint64_t value_free_mask, bail_mask; /* name_bit() of every name in the list: most names skip it */
+    NameSet value_free, bail_names;
+    int n_bail_prefixes;
+    Name bail_prefixes[MAX_NAMES];
     PyObject *bail_paths;       /* the middleware's endpoints: a dict keyed by path */
+    Py_ssize_t bail_paths_size; /* its size when bail_lengths was made (-1: never) */
+    uint64_t bail_lengths;      /* bit (length & 63) of every endpoint path: most paths skip the dict */
     PyObject *bail_path_prefix; /* str */
     const char *prefix;         /* its UTF-8 bytes */
     Py_ssize_t prefix_len;
@@ -192,7 +214,13 @@ typedef struct {
     uint8_t *template_next;
     PyObject *address_cb; /* address(ip) -> its network prefix when plain, else None */
     uint8_t *shape_next, *plan_next;      /* round-robin victim per bucket */
+    int plans_mapped, shapes_mapped, templates_mapped; /* how table_alloc() got each table */
     uint64_t seed;
+    /* the last peer read_peer() read: its text, and what it made of it (last_peer_len -1: none yet) */
+    char last_peer_text[64];
+    Py_ssize_t last_peer_len;
+    Address last_peer;
+    int last_peer_trusted;
     /* switches */
     int armed;
     double refresh_due;
@@ -219,6 +247,37 @@ static PyObject *S_type, *S_http, *S_path, *S_method, *S_headers, *S_client, *S_
     *S_evictions, *S_state, *S_shield, *S_ref_header;
 
 /* ---- small helpers ------------------------------------------------------------------------- */
+
+/* The plan, shape and template tables, zeroed: tens of MB, each request reading one slot at
+ * random. On Linux they are mapped and offered 2 MiB pages (transparent huge pages, which the
+ * kernel grants in its "always" and "madvise" modes): a slot then costs at most a cache miss,
+ * not a page-table walk as well. Elsewhere, and if mapping fails, the Python allocator's. */
+static void *table_alloc(size_t count, size_t size, int *mapped) {
+    *mapped = 0;
+#ifdef __linux__
+    size_t bytes = count * size;
+    void *table = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (table != MAP_FAILED) {
+#ifdef MADV_HUGEPAGE
+        (void)madvise(table, bytes, MADV_HUGEPAGE); /* only advice: refused, the table still works */
+#endif
+        *mapped = 1;
+        return table;
+    }
+#endif
+    return PyMem_Calloc(count, size);
+}
+
+static void table_free(void *table, size_t count, size_t size, int mapped) {
+    if (table == NULL) return;
+#ifdef __linux__
+    if (mapped) {
+        munmap(table, count * size);
+        return;
+    }
+#endif
+    PyMem_Free(table);
+}
 
 /* str.strip()'s whitespace, for ASCII: the lane never sees other bytes in the values it strips. */
 static inline int py_space(unsigned char c) { return (c >= 9 && c <= 13) || (c >= 28 && c <= 32); }
@@ -324,16 +383,9 @@ static int copy_names(PyObject *seq, Name *out, int max, const char *what) {
     return (int)n;
 }
 
-/* One of 64 bits for a header name, from its length and last byte: a cheap "might be in this list". */
-static inline uint64_t name_bit(const char *data, Py_ssize_t len) {
-    return 1ULL << ((len * 7 + (unsigned char)data[len - 1]) & 63);
-}
-
-static uint64_t names_mask(const Name *names, int n) {
-    uint64_t mask = 0;
-    for (int i = 0; i < n; i++)
-        if (names[i].len > 0) mask |= name_bit(names[i].bytes, names[i].len);
-    return mask;
+/* One of 64 slots for a (non-empty) header name, from its length and last byte. */
+static inline unsigned name_slot(const char *data, Py_ssize_t len) {
+    return (unsigned)((len * 7 + (unsigned char)data[len - 1]) & 63);
 }
 
 static inline int name_is(const Name *name, const char *data, Py_ssize_t len) {
@@ -343,6 +395,28 @@ static inline int name_is(const Name *name, const char *data, Py_ssize_t len) {
 static int in_names(const Name *names, int n, const char *data, Py_ssize_t len) {
     for (int i = 0; i < n; i++)
         if (name_is(&names[i], data, len)) return 1;
+    return 0;
+}
+
+static int set_names(PyObject *seq, NameSet *set, const char *what) {
+    int n = copy_names(seq, set->names, MAX_NAMES, what);
+    if (n < 0) return -1;
+    set->n = n;
+    memset(set->first, 0, sizeof set->first);
+    for (int i = n - 1; i >= 0; i--) { /* backwards: each slot's chain keeps the list's order */
+        if (set->names[i].len == 0) continue; /* no header name is empty */
+        unsigned slot = name_slot(set->names[i].bytes, set->names[i].len);
+        set->next[i] = set->first[slot];
+        set->first[slot] = (uint8_t)(i + 1);
+    }
+    return 0;
+}
+
+/* Is the name (whose name_slot() is slot) in the set? Most names are ruled out by first[slot]
+ * alone, which callers read before the call. */
+static int in_set(const NameSet *set, unsigned slot, const char *data, Py_ssize_t len) {
+    for (int i = set->first[slot]; i != 0; i = set->next[i - 1])
+        if (name_is(&set->names[i - 1], data, len)) return 1;
     return 0;
 }
 
@@ -537,13 +611,6 @@ static int canonical_ipv4(const char *s, Py_ssize_t len, uint32_t *out) {
     return 1;
 }
 
-typedef struct {
-    char text[IP_MAX];
-    int len;
-    int v4;
-    uint32_t value;
-} Address;
-
 /* Normalise one address text as shieldware.facts.normalise_ip does: canonical IPv4 here, anything
  * else through the Python function (cached there). 1: done, 0: not an address, -1: error. */
 static int normalise(Lane *self, const char *s, Py_ssize_t len, Address *out) {
@@ -718,7 +785,8 @@ typedef struct {
     int group;
     Address client;
     Span session;
-    int outcome; /* -1 while eligible, else the OUT_* reason to hand over */
+    PyObject *headers; /* the scope's, a list or tuple (borrowed) */
+    int outcome;       /* -1 while eligible, else the OUT_* reason to hand over */
 } Scan;
 
 static int append(Lane *self, Py_ssize_t *at, const char *data, Py_ssize_t len) {
@@ -767,6 +835,93 @@ static PyObject *scope_item(PyObject *scope, PyObject *key) {
     return value;
 }
 
+/* The connected peer's address from scope["client"] and whether it is a trusted proxy: 1, or 0
+ * to hand the request over. Requests come over kept-alive connections, and behind an edge proxy
+ * from one address, so the last peer's reading is kept and reused when the text is the same. */
+static int read_peer(Lane *self, PyObject *client, Address *peer, int *peer_trusted) {
+    PyObject *host = NULL;
+    if (client != NULL && PyTuple_CheckExact(client) && PyTuple_GET_SIZE(client) > 0) {
+        host = Py_NewRef(PyTuple_GET_ITEM(client, 0));
+    } else if (client != NULL && client != Py_None && PySequence_Check(client)) {
+        Py_ssize_t n = PySequence_Size(client);
+        if (n < 0) {
+            PyErr_Clear(); /* read as no peer, as before any item is asked for */
+        } else if (n > 0 && (host = PySequence_GetItem(client, 0)) == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    const char *hd = "0.0.0.0"; /* no peer: as the front door reads it */
+    Py_ssize_t hl = 7;
+    if (host != NULL) {
+        if (!PyUnicode_Check(host) || !PyUnicode_IS_ASCII(host)) {
+            Py_DECREF(host);
+            return 0;
+        }
+        hd = (const char *)PyUnicode_1BYTE_DATA(host);
+        hl = PyUnicode_GET_LENGTH(host);
+    }
+    if (self->last_peer_len >= 0 && hl == self->last_peer_len && memcmp(hd, self->last_peer_text, (size_t)hl) == 0) {
+        Py_XDECREF(host);
+        *peer = self->last_peer;
+        *peer_trusted = self->last_peer_trusted;
+        return 1;
+    }
+    int ok = normalise(self, hd, hl, peer);
+    Py_XDECREF(host);
+    if (ok < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (ok == 0) { /* not an address: the front door reads it as none */
+        memcpy(peer->text, "0.0.0.0", 7);
+        peer->len = 7;
+        peer->v4 = 1;
+        peer->value = 0;
+    }
+    *peer_trusted = trusted(self, peer);
+    if (*peer_trusted < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (hl < (Py_ssize_t)sizeof self->last_peer_text) {
+        memcpy(self->last_peer_text, hd, (size_t)hl);
+        self->last_peer_len = hl;
+        self->last_peer = *peer;
+        self->last_peer_trusted = *peer_trusted;
+    }
+    return 1;
+}
+
+/* Could a path of plen bytes, not under the lane's bail prefix, be one of the middleware's
+ * endpoints? Asking the dict means hashing the path, a new str each request. Endpoints live
+ * under the prefix (checked first, by its bytes) unless configured elsewhere, and the lengths of
+ * those elsewhere rule most paths out. The dict is the middleware's own and endpoints are added
+ * after the lane is built (the proxy's health and forward-auth paths), so the lengths are read
+ * again whenever its size changes. */
+static int may_be_endpoint(Lane *self, Py_ssize_t plen) {
+    Py_ssize_t size = PyDict_GET_SIZE(self->bail_paths);
+    if (size != self->bail_paths_size) {
+        uint64_t lengths = 0;
+        Py_ssize_t at = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(self->bail_paths, &at, &key, &value)) {
+            if (!PyUnicode_Check(key)) continue; /* never equal to a path */
+            if (!PyUnicode_IS_ASCII(key)) {
+                lengths = ~0ULL;
+                continue;
+            }
+            Py_ssize_t len = PyUnicode_GET_LENGTH(key);
+            const char *text = (const char *)PyUnicode_1BYTE_DATA(key);
+            if (len >= self->prefix_len && memcmp(text, self->prefix, (size_t)self->prefix_len) == 0) continue;
+            lengths |= 1ULL << (len & 63);
+        }
+        self->bail_lengths = lengths;
+        self->bail_paths_size = size;
+    }
+    return (int)((self->bail_lengths >> (plen & 63)) & 1);
+}
+
 /* Everything the lane reads from a scope; on return scan->outcome is -1 when the request is for
  * the lane, else why it is not. */
 static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
@@ -792,12 +947,14 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
         unsigned char c = (unsigned char)pdata[i];
         if (c < 0x20 || c == 0x7f) return;
     }
-    int endpoint = PyDict_Contains(self->bail_paths, path);
-    if (endpoint != 0) {
-        PyErr_Clear();
-        return;
-    }
     if (plen >= self->prefix_len && memcmp(pdata, self->prefix, (size_t)self->prefix_len) == 0) return;
+    if (may_be_endpoint(self, plen)) {
+        int endpoint = PyDict_Contains(self->bail_paths, path);
+        if (endpoint != 0) {
+            PyErr_Clear();
+            return;
+        }
+    }
     scan->path = path;
     scan->method = method;
     scan->path_data = pdata;
@@ -807,6 +964,7 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
     scan->outcome = OUT_SCOPE;
     if (!PyList_Check(headers) && !PyTuple_Check(headers)) return;
     PyObject *seq = headers;
+    scan->headers = headers;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     scan->outcome = OUT_HEADERS;
     if (n > MAX_HEADERS) return;
@@ -839,13 +997,14 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
         if (!plain_header_name(nd, nl)) return;
         if (has_high_byte(vd, vl)) return; /* Python notes header.non_ascii */
         /* A repeated name is joined by Python; the names' bit mask finds the few worth comparing. */
-        uint64_t bit = name_bit(nd, nl);
+        unsigned slot = name_slot(nd, nl);
+        uint64_t bit = 1ULL << slot;
         if (seen_mask & bit)
             for (Py_ssize_t k = 0; k < i; k++)
                 if (bytes_eq(seen_names[k].data, seen_names[k].len, nd, nl)) return;
         seen_mask |= bit;
         seen_names[i] = (Span){nd, nl};
-        if (((self->bail_mask & bit) && in_names(self->bail_names, self->n_bail_names, nd, nl)) ||
+        if ((self->bail_names.first[slot] && in_set(&self->bail_names, slot, nd, nl)) ||
             has_prefix(self->bail_prefixes, self->n_bail_prefixes, nd, nl))
             return;
         if (nl == 6 && bytes_eq(nd, nl, LIT("cookie")))
@@ -857,7 +1016,7 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
         else if (nl == 9 && bytes_eq(nd, nl, LIT("forwarded")))
             forwarded = 1;
         if (!append(self, &at, nd, nl)) return;
-        if ((self->value_free_mask & bit) && in_names(self->value_free, self->n_value_free, nd, nl)) {
+        if (self->value_free.first[slot] && in_set(&self->value_free, slot, nd, nl)) {
             if (at + 2 > SHAPE_MAX) return;
             self->shape[at++] = (char)0xFF;
             self->shape[at++] = (char)0xFF;
@@ -869,40 +1028,8 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
     /* the client's address */
     scan->outcome = OUT_CLIENT;
     Address peer;
-    PyObject *client = scope_item(scope, S_client);
-    int have_peer = client != NULL && client != Py_None && PySequence_Check(client) && PySequence_Size(client) > 0;
-    if (client != NULL && client != Py_None && !have_peer) PyErr_Clear();
-    if (have_peer) {
-        PyObject *host = PySequence_GetItem(client, 0);
-        if (host == NULL) {
-            PyErr_Clear();
-            return;
-        }
-        if (!PyUnicode_Check(host) || !PyUnicode_IS_ASCII(host)) {
-            Py_DECREF(host);
-            return;
-        }
-        Py_ssize_t hl;
-        const char *hd = PyUnicode_AsUTF8AndSize(host, &hl);
-        int ok = hd != NULL ? normalise(self, hd, hl, &peer) : -1;
-        Py_DECREF(host);
-        if (ok < 0) {
-            PyErr_Clear();
-            return;
-        }
-        have_peer = ok;
-    }
-    if (!have_peer) {
-        memcpy(peer.text, "0.0.0.0", 7);
-        peer.len = 7;
-        peer.v4 = 1;
-        peer.value = 0;
-    }
-    int peer_trusted = trusted(self, &peer);
-    if (peer_trusted < 0) {
-        PyErr_Clear();
-        return;
-    }
+    int peer_trusted;
+    if (!read_peer(self, scope_item(scope, S_client), &peer, &peer_trusted)) return;
     if (peer_trusted && forwarded) return; /* the Forwarded chain is Python's to read */
     if (!resolve_client(self, &peer, peer_trusted, xff, real, &scan->client)) return;
     self->shape[trust_at] = (char)(peer_trusted ? 1 : 0);
@@ -1207,14 +1334,32 @@ static PyObject *make_decision(Lane *self, PlanSlot *plan, PyObject *path, doubl
 
 /* The scope the app sees: a copy with the three X-Shield-* headers appended and the decision in
  * its state (what ShieldMiddleware._pass does for decisions made in Python). */
-static PyObject *app_scope(PyObject *scope, PyObject *decision, PlanSlot *plan, Py_ssize_t ref_offset) {
+static PyObject *app_scope(PyObject *scope, PyObject *scope_headers, PyObject *decision, PlanSlot *plan,
+                           Py_ssize_t ref_offset) {
     PyObject *copy = PyDict_Copy(scope);
     if (copy == NULL) return NULL;
-    PyObject *headers = PySequence_List(PyDict_GetItemWithError(scope, S_headers));
-    PyObject *ref = *(PyObject **)((char *)decision + ref_offset);
-    PyObject *ref_bytes = headers != NULL ? PyUnicode_AsASCIIString(ref) : NULL;
-    PyObject *ref_header = ref_bytes != NULL ? PyTuple_Pack(2, S_ref_header, ref_bytes) : NULL;
-    Py_XDECREF(ref_bytes);
+    /* the scope's headers (a list or tuple, as scan_scope found them) and three more, in a list made
+     * at its size: no growing it as they are appended */
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(scope_headers);
+    PyObject **items = PySequence_Fast_ITEMS(scope_headers);
+    PyObject *headers = PyList_New(n + 3);
+    PyObject *ref = *(PyObject **)((char *)decision + ref_offset); /* ASCII, as new_reference wrote it */
+    PyObject *ref_bytes = headers != NULL ? PyBytes_FromStringAndSize((const char *)PyUnicode_1BYTE_DATA(ref),
+                                                                     PyUnicode_GET_LENGTH(ref))
+                                          : NULL;
+    PyObject *ref_header = ref_bytes != NULL ? PyTuple_New(2) : NULL;
+    if (ref_header != NULL) {
+        PyTuple_SET_ITEM(ref_header, 0, Py_NewRef(S_ref_header));
+        PyTuple_SET_ITEM(ref_header, 1, ref_bytes);
+    } else {
+        Py_XDECREF(ref_bytes);
+    }
+    if (ref_header != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) PyList_SET_ITEM(headers, i, Py_NewRef(items[i]));
+        PyList_SET_ITEM(headers, n, Py_NewRef(PyTuple_GET_ITEM(plan->shield_headers, 0)));
+        PyList_SET_ITEM(headers, n + 1, Py_NewRef(PyTuple_GET_ITEM(plan->shield_headers, 1)));
+        PyList_SET_ITEM(headers, n + 2, Py_NewRef(ref_header));
+    }
     PyObject *state = PyDict_GetItemWithError(scope, S_state);
     if (ref_header == NULL)
         state = NULL;
@@ -1225,9 +1370,7 @@ static PyObject *app_scope(PyObject *scope, PyObject *decision, PlanSlot *plan, 
         state = PyDict_New();
         if (state != NULL && given != NULL && given != Py_None && PyDict_Update(state, given) < 0) Py_CLEAR(state);
     }
-    if (state == NULL || PyList_Append(headers, PyTuple_GET_ITEM(plan->shield_headers, 0)) < 0 ||
-        PyList_Append(headers, PyTuple_GET_ITEM(plan->shield_headers, 1)) < 0 || PyList_Append(headers, ref_header) < 0 ||
-        PyDict_SetItem(copy, S_headers, headers) < 0 || PyDict_SetItem(state, S_shield, decision) < 0 ||
+    if (state == NULL || PyDict_SetItem(copy, S_headers, headers) < 0 || PyDict_SetItem(state, S_shield, decision) < 0 ||
         PyDict_SetItem(copy, S_state, state) < 0) {
         Py_DECREF(copy);
         Py_XDECREF(headers);
@@ -1285,7 +1428,7 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
     plan->hits++;
     count_latency(self, started);
     if (plan->plain && !follows) { /* straight to the app: its scope, the decision in its state */
-        PyObject *answer = app_scope(scope, decision, plan, self->offsets[F_REF]);
+        PyObject *answer = app_scope(scope, scan.headers, decision, plan, self->offsets[F_REF]);
         Py_DECREF(decision);
         return answer;
     }
@@ -1959,15 +2102,15 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
         return -1;
     }
     self->default_group = default_group;
-    if ((self->n_value_free = copy_names(value_free, self->value_free, MAX_NAMES, "value_free")) < 0 ||
-        (self->n_bail_names = copy_names(bail_headers, self->bail_names, MAX_NAMES, "bail_headers")) < 0 ||
+    if (set_names(value_free, &self->value_free, "value_free") < 0 ||
+        set_names(bail_headers, &self->bail_names, "bail_headers") < 0 ||
         (self->n_bail_prefixes = copy_names(bail_prefixes, self->bail_prefixes, MAX_NAMES, "bail_prefixes")) < 0 ||
         (self->n_session_names = copy_names(session_cookies, self->session_names, MAX_NAMES, "session_cookies")) < 0 ||
         (self->n_absent_names = copy_names(absent_cookies, self->absent_names, MAX_NAMES, "absent_cookies")) < 0)
         return -1;
-    self->value_free_mask = names_mask(self->value_free, self->n_value_free);
-    self->bail_mask = names_mask(self->bail_names, self->n_bail_names);
     self->bail_paths = Py_NewRef(bail_paths);
+    self->bail_paths_size = -1;
+    self->last_peer_len = -1;
     self->bail_path_prefix = Py_NewRef(bail_path_prefix);
     if ((self->prefix = PyUnicode_AsUTF8AndSize(bail_path_prefix, &self->prefix_len)) == NULL) return -1;
     self->has_trusted = has_trusted;
@@ -1987,14 +2130,14 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
     while (sb * WAYS < shapes && sb < (1u << 20)) sb <<= 1;
     self->plan_buckets = pb;
     self->shape_buckets = sb;
-    self->plans = PyMem_Calloc((size_t)pb * WAYS, sizeof(PlanSlot));
-    self->shapes = PyMem_Calloc((size_t)sb * WAYS, sizeof(ShapeSlot));
+    self->plans = table_alloc((size_t)pb * WAYS, sizeof(PlanSlot), &self->plans_mapped);
+    self->shapes = table_alloc((size_t)sb * WAYS, sizeof(ShapeSlot), &self->shapes_mapped);
     self->plan_next = PyMem_Calloc(pb, 1);
     self->shape_next = PyMem_Calloc(sb, 1);
     uint32_t tb = 1;
     while (tb * WAYS < templates && tb < (1u << 16)) tb <<= 1;
     self->template_buckets = tb;
-    self->templates = PyMem_Calloc((size_t)tb * WAYS, sizeof(Template));
+    self->templates = table_alloc((size_t)tb * WAYS, sizeof(Template), &self->templates_mapped);
     self->template_next = PyMem_Calloc(tb, 1);
     if (!self->plans || !self->shapes || !self->plan_next || !self->shape_next || !self->templates ||
         !self->template_next) {
@@ -2076,11 +2219,11 @@ static void Lane_dealloc(Lane *self) {
     Lane_clear_refs(self);
     if (self->shapes != NULL)
         for (uint32_t i = 0; i < self->shape_buckets * WAYS; i++) PyMem_Free(self->shapes[i].bytes);
-    PyMem_Free(self->plans);
-    PyMem_Free(self->shapes);
+    table_free(self->plans, (size_t)self->plan_buckets * WAYS, sizeof(PlanSlot), self->plans_mapped);
+    table_free(self->shapes, (size_t)self->shape_buckets * WAYS, sizeof(ShapeSlot), self->shapes_mapped);
     PyMem_Free(self->plan_next);
     PyMem_Free(self->shape_next);
-    PyMem_Free(self->templates);
+    table_free(self->templates, (size_t)self->template_buckets * WAYS, sizeof(Template), self->templates_mapped);
     PyMem_Free(self->template_next);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }

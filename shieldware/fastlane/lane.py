@@ -47,7 +47,7 @@ except ImportError as exc:  # built without a C compiler: the Python path serves
     _why_not_native = str(exc)
 
 ENV_SWITCH = "SHIELDWARE_FAST_LANE"  # "0" turns the lane off (every request on the Python path)
-DEFAULT_PLANS = 65536
+DEFAULT_PLANS = 131072  # (shape, address, group) plans: two or three groups each for ~50,000 shoppers
 DEFAULT_SHAPES = 4096
 DEFAULT_TEMPLATES = 1024  # (shape, group) templates for plain addresses
 ADDRESS, PREFIX = 0, 1  # recipe parts spelled from the client (the C file's PART_*)

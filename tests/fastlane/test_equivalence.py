@@ -45,6 +45,7 @@ class Recorder:
             decision = scope["state"]["shield"]
             self.decisions.append(decision)
             assert decision.reporter is not None  # the app can report outcomes on every decision
+            assert [v for n, v in scope["headers"] if n == b"x-shield-ref"] == [decision.ref.encode()]
             seen = {k: v for k, v in scope.items() if k != "state"}
             seen["headers"] = [h for h in scope["headers"] if h[0] != b"x-shield-ref"]
             self.scopes.append(seen)

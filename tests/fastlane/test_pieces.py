@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from shieldware.engine import Engine
 from shieldware.facts import _is_canonical_ipv4, facts_from_scope
 from shieldware.fastlane.lane import native
+from shieldware.fastlane.plan import VALUE_FREE_HEADERS
 from shieldware.middleware import ShieldMiddleware
 from shieldware.policy import default_policy, glob_to_regex
 from shieldware.signals.base import Inspection
@@ -124,16 +125,22 @@ ADDRESSES = st.sampled_from(["198.51.100.7", " 198.51.100.7", "10.1.2.3", "10.0.
                              "010.1.1.1", "127.0.0.1"])
 
 
+# scope["client"] as servers give it, and as odd as it may come: the lane keeps the last peer's
+# reading, so a run of examples also checks that one peer's reading never stands for another's.
+CLIENTS = st.one_of(st.sampled_from(["127.0.0.1", "198.51.100.1", "::1", "testclient", "10.2.2.2", " 10.2.2.2",
+                                     "127.0.0.1 "]).map(lambda peer: (peer, 4000)),
+                    st.sampled_from([None, (), ["10.2.2.2", 1], ("127.0.0.1",), (5, 1), ("10.2.2.\u00e9", 1)]))
+
+
 @settings(max_examples=1500, deadline=None)  # the first example may build the middleware
-@given(st.lists(ADDRESSES, max_size=5), st.sampled_from(["127.0.0.1", "198.51.100.1", "::1", "testclient", "10.2.2.2"]),
-       st.booleans())
-def test_client_addresses_resolve_as_the_front_door_resolves_them(hops, peer, real_ip):
+@given(st.lists(ADDRESSES, max_size=5), CLIENTS, st.booleans())
+def test_client_addresses_resolve_as_the_front_door_resolves_them(hops, client, real_ip):
     middleware = lane_middleware()
     headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
     name = b"x-real-ip" if real_ip else b"x-forwarded-for"
     if hops:
         headers.append((name, ",".join(hops).encode()))
-    check_scan(middleware, scope_with(headers, client=(peer, 4000)))
+    check_scan(middleware, scope_with(headers, client=client))
 
 
 def scope_with(headers, path="/product/3", client=("127.0.0.1", 4000)) -> dict:
@@ -179,6 +186,43 @@ def test_header_values_past_ascii_are_handed_over(value, at, byte):
     headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION] + [(b"x-test", value)]
     outcome, _ = lane_middleware().lane.native.scan(scope_with(headers))
     assert (outcome == "headers") == any(b >= 0x7f for b in value), value
+
+
+def test_endpoints_added_after_the_lane_is_built_are_theirs():
+    async def health(scope, receive, send, facts):
+        return None
+
+    middleware = ShieldMiddleware(lambda scope, receive, send: None, policy=default_policy(mode="monitor"),
+                                  store=MemoryStore(capacity=64))
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    paths = ["/healthz", "/status/ready", "/h\u00e9alth", "/" + "x" * 70]  # new lengths, a non-ASCII one, a long one
+    assert [middleware.lane.native.scan(scope_with(headers, path=path))[0] for path in paths] == [
+        "lane", "lane", "path", "lane"]  # the non-ASCII path is never the lane's
+    for path in paths:
+        middleware.add_endpoint(path, health)
+        assert middleware.lane.native.scan(scope_with(headers, path=path))[0] == "path", path
+    assert middleware.lane.native.scan(scope_with(headers, path="/product/7"))[0] == "lane"
+
+
+# Names a value-free lookup could mistake for one of the list: near misses in length and letters.
+NEAR_NAMES = ["user-agent", "accept", "sec-fetch-mode", "x-forwarded-fo", "cookies", "referrer", "x-request-ids",
+              "pragma-", "priorit", "cache-contro", "if-match", "tracestat", "x-amzn-trace-ie", "content-lengtH"]
+
+
+@settings(max_examples=600, deadline=None)  # the first example may build the middleware
+@given(st.sampled_from(sorted(VALUE_FREE_HEADERS) + NEAR_NAMES), st.sampled_from(["a=1", "a=2", "b=1"]),
+       st.sampled_from(["a=1", "a=2", "b=1"]))
+def test_only_value_free_headers_leave_their_values_out_of_the_shape(name, first, second):
+    def shape(value: str) -> bytes:
+        headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION if n != name]
+        outcome, seen = lane_middleware().lane.native.scan(scope_with([*headers, (name.encode(), value.encode())],
+                                                                       client=("203.0.113.9", 4000)))
+        assert outcome == "lane", (name, value, outcome)
+        return seen["shape"]
+
+    if name.lower() != name:  # not a name a server hands over: never the lane's
+        return
+    assert (shape(first) == shape(second)) == (name in VALUE_FREE_HEADERS or first == second)
 
 
 async def test_a_held_window_lock_hands_the_request_over_and_observes_nothing():
