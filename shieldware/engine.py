@@ -417,13 +417,16 @@ class Engine:
 
     def _status_feedback(self, group_name: str) -> list[Any]:
         """The signals a response status can concern in a group, cached. One that does not apply
-        to the group never inspected its requests, so it has nothing a status could complete
-        (app events still go to every signal: the app may report them from any route)."""
+        to the group, or that the group skips, never inspected its requests, so it has nothing a
+        status could complete (app events still go to every signal: the app may report them from
+        any route). The group's plan and this list agree, so a group skipping a signal that hears
+        statuses can still be planned."""
         signals = self._status_signals.get(group_name)
         if signals is None:
             group = self.policy.group(group_name)
             signals = self._feedback_signals if group is None else [
-                s for s in self._feedback_signals if getattr(s, "applies_to", _everywhere)(group)]
+                s for s in self._feedback_signals
+                if s.name not in group.skip_signals and getattr(s, "applies_to", _everywhere)(group)]
             self._status_signals[group_name] = signals
         return signals
 
