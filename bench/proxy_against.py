@@ -1,0 +1,150 @@
+"""Question: does this checkout's proxy serve the crowd faster than a base revision's?
+
+bench/proxy.py compares setups (direct, bare forwarder, proxy, nginx) within one checkout. On this
+shared VM a round's CPU per request wanders by 5-20 µs, so two runs of it, one before a change and
+one after, cannot tell a 2-5 % change from the drift. Here the proxy of this checkout, the proxy
+of the base revision and this checkout's bare forwarder take turns within every round, on one
+upstream, so the drift hits all three alike and each round gives a paired ratio.
+
+    python bench/proxy_against.py [--base REV] [--rounds 4] [--seconds 4]
+
+The base is checked out as a git worktree in a temporary directory and its fast lane compiled
+(hatch_build.compile_extension); each server runs from its own tree, with its own Numba cache,
+and the bench says which file each imported shieldware from. The traffic is this checkout's
+bench/browser_crowd.lua (20,000 shoppers behind a trusted loopback edge) for all three.
+JSON out: per setup the median requests/s and CPU µs per request (user, system), every round's
+figures, and the paired ratios (head/base, head/bare forwarder, base/bare forwarder) per round
+with their medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from proxy import BARE, PROXY, UPSTREAM_APP, free_port, proxy_command, run_wrk, running
+
+from common import cpu_split
+
+ROOT = Path(__file__).resolve().parent.parent
+CROWD = ROOT / "bench" / "browser_crowd.lua"
+WARM_SECONDS = 2
+
+
+@contextlib.contextmanager
+def base_tree(revision: str) -> Iterator[Path]:
+    """The base revision as a worktree in a temporary directory, its fast lane compiled."""
+    from hatch_build import SOURCE, compile_extension
+
+    with tempfile.TemporaryDirectory(prefix="shieldware-base-") as name:
+        tree = Path(name) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), revision], check=True,
+                       capture_output=True, timeout=120)
+        try:
+            extension = tree / SOURCE.parent / ("_lane" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+            problem = compile_extension(tree / SOURCE, extension)
+            if problem is not None:
+                raise RuntimeError(f"the base's fast lane did not compile: {problem}")
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                           capture_output=True, timeout=120)
+
+
+def tree_env(tree: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(tree), "NUMBA_CACHE_DIR": str(tree / ".numba-cache")}
+
+
+def imported_from(tree: Path) -> str:
+    """Which shieldware a server started in `tree` imports (the check that each setup runs its own)."""
+    run = subprocess.run([sys.executable, "-c", "import shieldware; print(shieldware.__file__)"], cwd=tree,
+                         env=tree_env(tree), capture_output=True, text=True, timeout=60, check=True)
+    return run.stdout.strip()
+
+
+def one_round(upstream: int, setup: tuple[Path, tuple[str, ...]], seconds: float) -> dict:
+    """Start the setup's server, warm it with the crowd, then measure one wrk run of `seconds`."""
+    tree, extra = setup
+    port = free_port()
+    with running(proxy_command(upstream, port, *extra), port, env=tree_env(tree), cwd=tree) as server:
+        url = f"http://127.0.0.1:{port}/"
+        run_wrk(url, CROWD, WARM_SECONDS, 32)
+        user_before, system_before = cpu_split(server.pid)
+        result = run_wrk(url, CROWD, seconds, 32)
+        user_after, system_after = cpu_split(server.pid)
+    requests = result["requests"]
+    if not requests:
+        raise RuntimeError(f"wrk measured no requests against {tree} {extra}")
+    return {"requests_per_second": result["requests_per_second"], "requests": requests,
+            "non_2xx": result["non_2xx"],
+            "user_us_per_request": round(1e6 * (user_after - user_before) / requests, 1),
+            "system_us_per_request": round(1e6 * (system_after - system_before) / requests, 1)}
+
+
+def summary(runs: list[dict]) -> dict:
+    return {
+        "median_requests_per_second": round(statistics.median(r["requests_per_second"] for r in runs)),
+        "median_user_us_per_request": round(statistics.median(r["user_us_per_request"] for r in runs), 1),
+        "median_system_us_per_request": round(statistics.median(r["system_us_per_request"] for r in runs), 1),
+        "non_2xx": sum(r["non_2xx"] for r in runs),
+        "rounds": runs,
+    }
+
+
+def paired(runs: dict[str, list[dict]], top: str, bottom: str) -> dict:
+    ratios = [round(a["requests_per_second"] / b["requests_per_second"], 3)
+              for a, b in zip(runs[top], runs[bottom], strict=True)]
+    return {"per_round": ratios, "median": round(statistics.median(ratios), 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="HEAD~1", help="the revision to compare against (default HEAD~1)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured wrk run")
+    args = parser.parse_args()
+    base_commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.base], check=True,
+                                 capture_output=True, text=True, timeout=30).stdout.strip()
+    runs: dict[str, list[dict]] = {"head": [], "base": [], "bare": []}
+    with base_tree(args.base) as base, tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        (tmp / "upstream_app.py").write_text(UPSTREAM_APP)
+        setups = {"head": (ROOT, PROXY), "base": (base, PROXY), "bare": (ROOT, BARE)}
+        imports = {"head": imported_from(ROOT), "base": imported_from(base)}
+        upstream = free_port()
+        with running([sys.executable, "-m", "uvicorn", "upstream_app:app", "--port", str(upstream),
+                      "--log-level", "warning", "--no-access-log", "--lifespan", "off"], upstream,
+                     env={**os.environ, "PYTHONPATH": str(tmp)}, cwd=tmp):
+            for tree, extra in setups.values():  # once plainly first: Numba compiles each tree's kernels
+                port = free_port()
+                with running(proxy_command(upstream, port, *extra), port, env=tree_env(tree), cwd=tree):
+                    pass
+            for _ in range(args.rounds):
+                for name, setup in setups.items():
+                    runs[name].append(one_round(upstream, setup, args.seconds))
+    print(json.dumps({
+        "benchmark": "proxy_against",
+        "question": "crowd requests/s of this checkout's proxy against a base revision's, interleaved rounds",
+        "base": base_commit, "imports": imports, "seconds_per_run": args.seconds, "rounds": args.rounds,
+        "results": {name: summary(r) for name, r in runs.items()},
+        "paired_ratios": {"head_vs_base": paired(runs, "head", "base"),
+                          "head_vs_bare_forwarder": paired(runs, "head", "bare"),
+                          "base_vs_bare_forwarder": paired(runs, "base", "bare")},
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
