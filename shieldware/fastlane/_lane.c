@@ -95,7 +95,6 @@ typedef struct {
  * 1 + the first name whose name_slot() is s (0: none), next[i] 1 + the next name in i's slot, so
  * a name is compared with the one or two that could be it, not with the whole list. */
 typedef struct {
-    int n;
     Name names[MAX_NAMES];
     uint8_t first[64], next[MAX_NAMES];
 } NameSet;
@@ -401,7 +400,6 @@ static int in_names(const Name *names, int n, const char *data, Py_ssize_t len) 
 static int set_names(PyObject *seq, NameSet *set, const char *what) {
     int n = copy_names(seq, set->names, MAX_NAMES, what);
     if (n < 0) return -1;
-    set->n = n;
     memset(set->first, 0, sizeof set->first);
     for (int i = n - 1; i >= 0; i--) { /* backwards: each slot's chain keeps the list's order */
         if (set->names[i].len == 0) continue; /* no header name is empty */
