@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -44,16 +43,6 @@ Responder = Callable[[Decision, RequestFacts, Scope, Receive, Send], Awaitable[N
 async def send_simple(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def _asgi3(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """Mark a method that returns an awaitable as a coroutine function: uvicorn tells an ASGI 3 app
-    from an ASGI 2 one by asking, through inspect (Python 3.14 on) or asyncio (before)."""
-    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12 on
-    if mark is not None:
-        return mark(method)
-    method._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]  # 3.11's asyncio
-    return method
 
 
 class ShieldMiddleware:
@@ -117,13 +106,18 @@ class ShieldMiddleware:
         """Replace how a verdict is answered (the challenge feature answers CHALLENGE)."""
         self.responders[verdict] = responder
 
-    @_asgi3
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        """The ASGI app: not a coroutine function, but it returns the awaitable that serves the request
-        (and is marked as one, see `_asgi3`). A request the lane answers gets the app's own coroutine,
-        with no frame of ours around it: most requests come this way, and a frame between the server
-        and the app would cost every await the app makes. Its response watch tells the engine what
-        it must hear as the response starts (`_send_and_hear`)."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app. A coroutine function, as servers ask (uvicorn and hypercorn tell ASGI 3 apps
+        from others by `inspect`/`asyncio.iscoroutinefunction`); callers of our own that await
+        what they call use `handle`, a frame fewer."""
+        await self.handle(scope, receive, send)
+
+    def handle(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Serve one ASGI connection: the awaitable that does, with no frame of ours around it. A
+        request the lane answers gets the app's own coroutine: most requests come this way, and a
+        frame between the server and the app costs every await the app makes. Its response watch
+        tells the engine what it must hear as the response starts (`_send_and_hear`). The proxy
+        calls this directly (shieldware/proxy/app.py)."""
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             return self.app(scope, receive, send)

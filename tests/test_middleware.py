@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import httpx
 import pytest
@@ -133,11 +134,13 @@ def test_lifespan_passes_through():
 
 
 def test_servers_take_the_middleware_for_an_asgi3_app():
-    # Its __call__ returns the awaitable (the app's own coroutine for a planned request) rather
-    # than being a coroutine function; uvicorn would serve an unmarked one as ASGI 2.
-    config = uvicorn.Config(ShieldMiddleware(make_app()), log_level="warning")
+    # uvicorn asks asyncio, hypercorn asks inspect whether __call__ is a coroutine function: the
+    # frameless entry (handle) must stay beside it, never replace it.
+    middleware = ShieldMiddleware(make_app())
+    config = uvicorn.Config(middleware, log_level="warning")
     config.load()
     assert config.interface == "asgi3"
+    assert inspect.iscoroutinefunction(middleware.__call__)
 
 
 header_text = st.binary(max_size=300)

@@ -67,7 +67,7 @@ class ProxyApp:
             self.middleware.add_endpoint(settings.check_path,
                                          ForwardAuthEndpoint(self.middleware, auth_trusted))
             self.middleware.add_endpoint(settings.health_path, self.health)
-            inner = self.middleware
+            inner = self.middleware.handle  # the middleware without a frame of its own around the forwarder
         self.access_log = AccessLogWriter(settings.access_log) if settings.access_log else None
         self.front: Any = AccessLog(inner, self.access_log, trusted) if self.access_log else inner
 
