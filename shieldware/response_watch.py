@@ -6,8 +6,8 @@ X-Shield-Event headers (they are for shieldware, never for the client) and copie
 the route group's outcome rules read. Every message then goes on to the real `send`, except a
 start the engine must hear of when the watch was given `hear`: the app's events came with it, or
 its status is one of `hear_on`. That start goes to `hear(watch, start)` instead, once, which
-sends it and tells the engine (the middleware answers planned requests this way: it hands the
-app's own coroutine to the server, with no frame of its own around it to listen afterwards).
+sends it and tells the engine (the middleware answers planned requests this way: its `handle()`
+returns the app's own coroutine, with no frame of its own around it to listen afterwards).
 
 It runs twice per request, so the compiled lane's extension (shieldware/fastlane/_lane.c) has
 the same type in C and it is used when the extension is built. The C watch handles the usual
