@@ -1168,6 +1168,13 @@ static int str_hash_item(PyObject *text, int64_t *out) {
     return 1;
 }
 
+/* hash(str) of ASCII text, as str_hash_item gives it, without making the str: a str of one byte per
+ * character hashes exactly its bytes (CPython's unicode_hash), and the pid and session texts are ASCII. */
+static void ascii_hash_item(const char *data, Py_ssize_t len, int64_t *out) {
+    Py_hash_t h = _Py_HashBytes(data, len);
+    *out = h == 0 ? 1 : (int64_t)h;
+}
+
 /* Fill the plan's per-request holes into the scratch rows. 0 on a Python error. */
 static int fill_rows(Lane *self, PlanSlot *plan, Scan *scan, double now) {
     int iw = self->ev_int_width, fw = self->ev_float_width;
@@ -1180,11 +1187,8 @@ static int fill_rows(Lane *self, PlanSlot *plan, Scan *scan, double now) {
             char digits[24];
             int n = 0;
             for (int64_t rest = pid; n == 0 || rest > 0; rest /= 10) digits[23 - n++] = (char)('0' + rest % 10);
-            PyObject *text = PyUnicode_FromStringAndSize(digits + 24 - n, n); /* str(pid): no leading zeros */
-            if (text == NULL) return 0;
-            int ok = str_hash_item(text, &self->ev_int[plan->pid_row * iw + self->col_item]);
-            Py_DECREF(text);
-            if (!ok) return 0;
+            /* str(pid): no leading zeros */
+            ascii_hash_item(digits + 24 - n, n, &self->ev_int[plan->pid_row * iw + self->col_item]);
             self->ev_int[plan->pid_row * iw + self->col_step] = pid < self->max_step ? pid + 1 : 0;
             self->ev_int[plan->pid_row * iw + self->col_flags] |= plan->pid_seen;
         }
@@ -1192,11 +1196,9 @@ static int fill_rows(Lane *self, PlanSlot *plan, Scan *scan, double now) {
     if (plan->session_row >= 0) {
         Span s = scan->session;
         if (s.len > 0) {
-            PyObject *text = PyUnicode_DecodeASCII(s.data, s.len < MAX_SESSION ? s.len : MAX_SESSION, NULL);
-            if (text == NULL) return 0;
-            int ok = str_hash_item(text, &self->ev_int[plan->session_row * iw + self->col_item]);
-            Py_DECREF(text);
-            if (!ok) return 0;
+            /* header values reach here only if ASCII (scan_scope) */
+            ascii_hash_item(s.data, s.len < MAX_SESSION ? s.len : MAX_SESSION,
+                            &self->ev_int[plan->session_row * iw + self->col_item]);
         } else {
             self->ev_int[plan->session_row * iw + self->col_flags] |= plan->no_session_hits << 8;
         }
