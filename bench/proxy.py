@@ -1,12 +1,15 @@
-"""How much throughput does the proxy keep? wrk against four setups in one run, JSON out.
+"""How much throughput does the proxy keep? wrk against five setups in one run, JSON out.
 
-    python bench/proxy.py [--seconds 3] [--rounds 3] [--traffic one_client|crowd|both] [--profile out.raw]
+    python bench/proxy.py [--seconds 3] [--rounds 3] [--traffic one_client|crowd|both] [--busy-us 5]
+                          [--profile out.raw]
 
 Setups (all on loopback, each server a process of its own, one worker each):
   direct   wrk -> upstream
   bare     wrk -> the proxy's forwarder without the middleware (`shieldware proxy --bare`),
            trusting the same edge, so it forwards the same headers (X-Forwarded-For extended)
   proxy    wrk -> `shieldware proxy --monitor` (detection on every request, nothing blocked)
+  busy     wrk -> the bare forwarder spinning `--busy-us` µs before each request
+           (bench/busy_forwarder.py; 0 leaves it out): what plain added CPU work costs served
   nginx    wrk -> nginx proxy_pass (one worker, keep-alive to the upstream)
 
 The upstream is a minimal uvicorn ASGI app answering a 2 KB HTML page: a slow upstream
@@ -20,6 +23,11 @@ The proxy and the bare forwarder trust 127.0.0.1 as an edge in both, so one set 
 serves both.
 Absolute numbers depend on the machine and on what else runs on it; compare the ratios,
 which come from one run. `--profile FILE` samples the proxy with py-spy during its first run.
+
+The busy setup calibrates: here, with wrk and the upstream on the same two cores, a µs of work
+added to the serving process costs more than a µs of served time (its peers, idle more often,
+are woken for more of its writes). `busy_wait_calibration` says how much, and what busy wait
+would cost the bare forwarder as much throughput as detection does.
 """
 
 from __future__ import annotations
@@ -184,9 +192,12 @@ BARE = ("--bare", *EDGE)
 PROXY = ("--monitor", *EDGE)
 
 
+def proxy_options(upstream_port: int, port: int, *extra: str) -> list[str]:
+    return ["--upstream", f"http://127.0.0.1:{upstream_port}", "--listen", f"127.0.0.1:{port}", *extra]
+
+
 def proxy_command(upstream_port: int, port: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "shieldware.cli", "proxy", "--upstream", f"http://127.0.0.1:{upstream_port}",
-            "--listen", f"127.0.0.1:{port}", *extra]
+    return [sys.executable, "-m", "shieldware.cli", "proxy", *proxy_options(upstream_port, port, *extra)]
 
 
 def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespace) -> dict:
@@ -247,6 +258,12 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
             "bare": (f"http://127.0.0.1:{bare_port}", [bare.pid]),
             "proxy": (f"http://127.0.0.1:{proxy_port}", [proxy.pid]),
         }
+        if args.busy_us > 0:
+            busy_port = free_port()
+            command = [sys.executable, str(ROOT / "bench" / "busy_forwarder.py"), "--busy-us", str(args.busy_us),
+                       *proxy_options(upstream_port, busy_port, *EDGE)]
+            busy = stack.enter_context(running(command, busy_port, env=env, cwd=ROOT))
+            found["busy"] = (f"http://127.0.0.1:{busy_port}", [busy.pid])
         if nginx:
             conf = nginx_conf(tmp, nginx_port, upstream_port)
             edge = stack.enter_context(running([nginx, "-p", str(tmp), "-c", str(conf), "-e",
@@ -259,8 +276,10 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
 
 
 def detection_cost_us() -> dict:
-    """CPU cost of detection alone, in-process, for the bench's request scope: on the Python path
-    (facts, then decide) and in the fast lane (a planned request: one decide() of the lane).
+    """CPU cost of detection alone, in-process: for one Chrome request, on the Python path (facts,
+    then decide) and in the fast lane (a planned request: one decide() of the lane, its caches hot,
+    the best case); and the whole middleware over the served crowd (bench/asgi_costs.py: 20,000
+    shoppers, each request another's windows and plan, as in service).
 
     Best of five timed batches, so other load on the machine inflates it least. Compare it
     with the bare forwarder's server_cpu_us_per_request to see detection's share of the work.
@@ -306,8 +325,12 @@ def detection_cost_us() -> dict:
         moments = iter(range(10**9))
         best = min(timeit.repeat(lambda: [decide(scope, 2000.0 + next(moments)) for _ in range(count)],
                                  number=1, repeat=5))
-        result["fast_lane_decide_us_per_request"] = round(best / count * 1e6, 2)
+        result["fast_lane_decide_hot_us_per_request"] = round(best / count * 1e6, 2)
     loop.close()
+    import asgi_costs
+
+    crowd = asyncio.run(asgi_costs.measure(20_000, profile=False))
+    result["middleware_over_crowd_us_per_request"] = crowd["minimal"]["added_us"]
     return result
 
 
@@ -321,6 +344,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--paths", type=int, default=64, help="product URLs the one_client traffic cycles over")
     parser.add_argument("--traffic", choices=[*TRAFFIC, "both"], default="both")
+    parser.add_argument("--busy-us", type=float, default=5.0,
+                        help="busy wait of the calibration setup, µs per request (default 5; 0: no such setup)")
     parser.add_argument("--profile", help="write a py-spy profile (raw) of the proxy here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -355,7 +380,7 @@ def main() -> int:
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
         "connections": args.connections,
-        "traffic": {kind: traffic_report(kind_runs, in_process) for kind, kind_runs in runs.items()},
+        "traffic": {kind: traffic_report(kind_runs, in_process, args.busy_us) for kind, kind_runs in runs.items()},
         "in_process_detection": in_process,
         "goals": {"proxy_vs_bare_forwarder_at_least": 0.90, "proxy_vs_direct_at_least": 0.40},
         "note": ("one run on a shared 2-core machine: absolute numbers are noisy, compare the ratios. "
@@ -366,7 +391,7 @@ def main() -> int:
     return 0
 
 
-def traffic_report(runs: dict[str, list[dict]], in_process: dict) -> dict:
+def traffic_report(runs: dict[str, list[dict]], in_process: dict, busy_us: float) -> dict:
     results = {name: summarise(setup_runs) for name, setup_runs in runs.items()}
     best, cpu = "best_requests_per_second", "median_server_cpu_us_per_request"
     bare_cpu = results["bare"][cpu]
@@ -384,11 +409,32 @@ def traffic_report(runs: dict[str, list[dict]], in_process: dict) -> dict:
         },
         "added_server_cpu_us_per_request": (round(results["proxy"][cpu] - bare_cpu, 1)
                                             if bare_cpu and results["proxy"][cpu] else None),
-        "detection_share_of_bare_forwarder_cpu": (
+        "python_path_share_of_bare_forwarder_cpu": (
             round(in_process["facts_and_decide_us_per_request"] / bare_cpu, 3) if bare_cpu else None),
-        "fast_lane_share_of_bare_forwarder_cpu": (
-            round(in_process["fast_lane_decide_us_per_request"] / bare_cpu, 3)
-            if bare_cpu and "fast_lane_decide_us_per_request" in in_process else None),
+        "middleware_over_crowd_share_of_bare_forwarder_cpu": (
+            round(in_process["middleware_over_crowd_us_per_request"] / bare_cpu, 3) if bare_cpu else None),
+        "busy_wait_calibration": busy_wait_calibration(results, busy_us),
+    }
+
+
+def busy_wait_calibration(results: dict, busy_us: float) -> dict | None:
+    """What `busy_us` µs of plain work per request cost the bare forwarder in served time, and how
+    many µs of such work would cost it what detection costs (a straight line through the two
+    points: served time grows a little faster than that as the peers idle more)."""
+    if "busy" not in results:
+        return None
+    best = "best_requests_per_second"
+    served_us = {name: 1e6 / results[name][best] for name in ("bare", "busy", "proxy")}
+    lost_per_busy_us = (served_us["busy"] - served_us["bare"]) / busy_us
+    cpu = "median_server_cpu_us_per_request"
+    return {
+        "busy_us": busy_us,
+        "busy_vs_bare_forwarder": ratio(results, "busy", "bare", best),
+        "served_us_per_request": {name: round(value, 1) for name, value in served_us.items()},
+        "served_us_lost_per_busy_us": round(lost_per_busy_us, 2),
+        "busy_added_server_cpu_us_per_request": round(results["busy"][cpu] - results["bare"][cpu], 1),
+        "detection_costs_as_much_as_busy_us": (round((served_us["proxy"] - served_us["bare"]) / lost_per_busy_us, 1)
+                                               if lost_per_busy_us > 0 else None),
     }
 
 

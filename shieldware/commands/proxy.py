@@ -10,6 +10,7 @@ import secrets
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 from shieldware.actions.tokens import ENV_KEY_FILE, ENV_KEYS
 from shieldware.metrics_dir import METRICS_DIR_ENV
@@ -86,11 +87,26 @@ def settings_from_args(args: argparse.Namespace):
     )
 
 
+def uvicorn_options(host: str, port: int, shutdown_timeout: int) -> dict[str, Any]:
+    """How uvicorn serves the proxy (bench/busy_forwarder.py serves its baseline the same way)."""
+    from shieldware.proxy.serving import CoalescingHttpToolsProtocol
+
+    return dict(
+        host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+        # shieldware resolves client addresses itself, from --trusted-proxy only.
+        proxy_headers=False,
+        # The upstream's own Server and Date headers pass through; ours would duplicate them.
+        server_header=False, date_header=False,
+        timeout_graceful_shutdown=shutdown_timeout,
+        # Response head and body in one write (see proxy/serving.py): a fifth of the CPU per request.
+        http=CoalescingHttpToolsProtocol,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from shieldware.proxy.app import ProxyApp, proxy_policy
-    from shieldware.proxy.serving import CoalescingHttpToolsProtocol
     from shieldware.proxy.settings import SETTINGS_ENV
 
     if not args.upstream and not args.auth_only:
@@ -119,16 +135,7 @@ def run(args: argparse.Namespace) -> int:
           f"store {policy.store_uri}, workers {args.workers}); forward-auth at {settings.check_path}, "
           f"health at {settings.health_path}",
           file=sys.stderr, flush=True)
-    options = dict(
-        host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-        # shieldware resolves client addresses itself, from --trusted-proxy only.
-        proxy_headers=False,
-        # The upstream's own Server and Date headers pass through; ours would duplicate them.
-        server_header=False, date_header=False,
-        timeout_graceful_shutdown=args.shutdown_timeout,
-        # Response head and body in one write (see proxy/serving.py): a fifth of the CPU per request.
-        http=CoalescingHttpToolsProtocol,
-    )
+    options = uvicorn_options(host, port, args.shutdown_timeout)
     if args.workers == 1:
         uvicorn.run(ProxyApp(settings, policy), **options)
     else:
