@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from shieldware.proxy.app import ProxyApp
 
-    own = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0], add_help=False)
+    own = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
+                                  epilog="Every other option is `shieldware proxy`'s (see its --help).")
     own.add_argument("--busy-us", type=float, required=True, help="µs of busy wait per request")
     known, rest = own.parse_known_args(argv)
     proxy = argparse.ArgumentParser(prog="busy_forwarder")
