@@ -1,7 +1,7 @@
-"""How much throughput does the proxy keep? wrk against five setups in one run, JSON out.
+"""How much throughput does the proxy keep? wrk against six setups in one run, JSON out.
 
     python bench/proxy.py [--seconds 3] [--rounds 3] [--traffic one_client|crowd|both] [--busy-us 5]
-                          [--profile out.raw]
+                          [--no-minimal] [--profile out.raw]
 
 Setups (all on loopback, each server a process of its own, one worker each):
   direct   wrk -> upstream
@@ -11,6 +11,9 @@ Setups (all on loopback, each server a process of its own, one worker each):
   busy     wrk -> the bare forwarder spinning `--busy-us` µs before each request
            (bench/busy_forwarder.py; 0 leaves it out): what plain added CPU work costs served
   nginx    wrk -> nginx proxy_pass (one worker, keep-alive to the upstream)
+  minimal  wrk -> the goals' reference point, a minimal uvicorn + aiohttp forwarder with no
+           detection (`--no-minimal` leaves it out): what the proxy, detection included,
+           serves against the plainest forwarder one would write
 
 The upstream is a minimal uvicorn ASGI app answering a 2 KB HTML page: a slow upstream
 would hide the proxy's cost. Requests carry Chrome 120 navigation headers in Chrome's order,
@@ -66,6 +69,44 @@ async def app(scope, receive, send):
         return
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": PAGE})
+'''
+
+
+# The reference the goals were set against: the plainest forwarder, uvicorn in front of an aiohttp client session
+# (pooled, keep-alive), hop-by-hop headers dropped, the response streamed. Served with uvicorn's
+# defaults (httptools, uvloop).
+MINIMAL_FORWARDER_APP = '''
+import os
+import aiohttp
+
+UPSTREAM = os.environ["BENCH_UPSTREAM"]
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
+              "proxy-authenticate", "proxy-authorization"}
+session = None
+
+async def app(scope, receive, send):
+    global session
+    if scope["type"] != "http":
+        return
+    if session is None:
+        session = aiohttp.ClientSession(auto_decompress=False)
+    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"]
+               if n.decode("latin-1") not in HOP_BY_HOP and n != b"content-length"]
+    url = UPSTREAM + scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    async with session.request(scope["method"], url, headers=headers, data=body or None,
+                               allow_redirects=False) as response:
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": [(n.lower().encode(), v.encode()) for n, v in response.headers.items()
+                                if n.lower() not in HOP_BY_HOP]})
+        async for chunk in response.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 '''
 
 
@@ -258,6 +299,13 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
             "bare": (f"http://127.0.0.1:{bare_port}", [bare.pid]),
             "proxy": (f"http://127.0.0.1:{proxy_port}", [proxy.pid]),
         }
+        if args.minimal:
+            minimal_port = free_port()
+            command = [sys.executable, "-m", "uvicorn", "minimal_forwarder:app", "--port", str(minimal_port),
+                       "--log-level", "warning", "--no-access-log", "--lifespan", "off"]
+            minimal = stack.enter_context(running(command, minimal_port, cwd=tmp,
+                                                  env={**env, "BENCH_UPSTREAM": f"http://127.0.0.1:{upstream_port}"}))
+            found["minimal"] = (f"http://127.0.0.1:{minimal_port}", [minimal.pid])
         if args.busy_us > 0:
             busy_port = free_port()
             command = [sys.executable, str(ROOT / "bench" / "busy_forwarder.py"), "--busy-us", str(args.busy_us),
@@ -344,6 +392,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--paths", type=int, default=64, help="product URLs the one_client traffic cycles over")
     parser.add_argument("--traffic", choices=[*TRAFFIC, "both"], default="both")
+    parser.add_argument("--no-minimal", dest="minimal", action="store_false",
+                        help="leave out the minimal uvicorn + aiohttp forwarder")
     parser.add_argument("--busy-us", type=float, default=5.0,
                         help="busy wait of the calibration setup, µs per request (default 5; 0: no such setup)")
     parser.add_argument("--profile", help="write a py-spy profile (raw) of the proxy here")
@@ -357,6 +407,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "upstream_app.py").write_text(UPSTREAM_APP)
+        (tmp / "minimal_forwarder.py").write_text(MINIMAL_FORWARDER_APP)
         one_client = tmp / "browser.lua"
         one_client.write_text(browser_lua(args.paths))
         scripts = {kind: TRAFFIC[kind] or one_client for kind in kinds}
@@ -402,6 +453,8 @@ def traffic_report(runs: dict[str, list[dict]], in_process: dict, busy_us: float
             "bare_forwarder_vs_direct": ratio(results, "bare", "direct", best),
             "proxy_vs_bare_forwarder": ratio(results, "proxy", "bare", best),
             "nginx_vs_direct": ratio(results, "nginx", "direct", best),
+            "minimal_forwarder_vs_direct": ratio(results, "minimal", "direct", best),
+            "proxy_vs_minimal_forwarder": ratio(results, "proxy", "minimal", best),
         },
         "ratios_server_cpu_per_request": {
             "proxy_vs_bare_forwarder": ratio(results, "proxy", "bare", cpu),
