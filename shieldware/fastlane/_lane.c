@@ -1175,8 +1175,8 @@ static void ascii_hash_item(const char *data, Py_ssize_t len, int64_t *out) {
     *out = h == 0 ? 1 : (int64_t)h;
 }
 
-/* Fill the plan's per-request holes into the scratch rows. 0 on a Python error. */
-static int fill_rows(Lane *self, PlanSlot *plan, Scan *scan, double now) {
+/* Fill the plan's per-request holes into the scratch rows (nothing here can fail). */
+static void fill_rows(Lane *self, PlanSlot *plan, Scan *scan, double now) {
     int iw = self->ev_int_width, fw = self->ev_float_width;
     memcpy(self->ev_int, plan->ints, sizeof(int64_t) * (size_t)(plan->n_rows * iw));
     memcpy(self->ev_float, plan->floats, sizeof(double) * (size_t)(plan->n_rows * fw));
@@ -1203,7 +1203,6 @@ static int fill_rows(Lane *self, PlanSlot *plan, Scan *scan, double now) {
             self->ev_int[plan->session_row * iw + self->col_flags] |= plan->no_session_hits << 8;
         }
     }
-    return 1;
 }
 
 /* Run the rows through the window kernel, unless the table's lock is held. 1 done, 0 busy, -1 error.
@@ -1410,7 +1409,7 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
     if (plan->rule_globs != NULL && any_glob(plan->rule_globs, scan.path_data, scan.path_len))
         return outcome(self, OUT_RULE);
     if (plan->n_rows > 0) { /* no rows: the engine runs no window signal */
-        if (!fill_rows(self, plan, &scan, now)) return NULL;
+        fill_rows(self, plan, &scan, now);
         int done = observe(self, plan->n_rows);
         if (done < 0) return NULL;
         if (done == 0) return outcome(self, OUT_BUSY);
