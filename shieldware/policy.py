@@ -20,6 +20,7 @@ import yaml
 
 from shieldware.decision import Verdict
 from shieldware.evidence import Weights
+from shieldware.store import check_store_uri
 
 RULE_ACTIONS = ("allow", "block", "challenge", "throttle", "weigh")
 STORE_FAILURE_MODES = ("open", "challenge", "unavailable")
@@ -491,6 +492,11 @@ def policy_from_mapping(raw: Any, source: str = "<policy>") -> Policy:
     store_uri = raw.get("store", "memory://")
     if not isinstance(store_uri, str) or "://" not in store_uri:
         check.fail("store", "a store URI such as memory:// or redis://127.0.0.1:6379/0", store_uri)
+    else:
+        try:
+            check_store_uri(store_uri)
+        except ValueError as exc:
+            check.problems.append(f"store: {exc}")
 
     sections = {}
     for key, (parse, _default) in _SECTIONS.items():

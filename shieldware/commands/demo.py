@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from shieldware.policy import PolicyError, default_policy, load_policy
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy = demo_policy(args)
     except PolicyError as exc:
-        print(exc)
+        print(exc, file=sys.stderr)
         return 1
     print(TRY_THIS.format(host=args.host, port=args.port, policy=args.policy or "default",
                           store=policy.store_uri, log=args.log), flush=True)

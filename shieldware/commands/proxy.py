@@ -75,8 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace):
     from shieldware.facts import TrustedProxies
     from shieldware.proxy.settings import ProxySettings
+    from shieldware.store import check_store_uri
 
     TrustedProxies(args.trusted_proxy)  # raises ValueError naming a bad CIDR
+    if args.store:
+        check_store_uri(args.store)  # raises ValueError naming what is wrong with the URI
     return ProxySettings(
         upstream=None if args.auth_only else args.upstream,
         policy_path=args.policy, store_uri=args.store, monitor=args.monitor,

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 from shieldware.store.base import Store, StoreUnavailable
-from shieldware.store.memory import MemoryStore
+from shieldware.store.memory import MemoryStore, capacity_from_uri
 
 
 def open_store(uri: str = "memory://") -> Store:
     """Open the store a URI names. Unknown schemes are a clear error, not a silent fallback."""
-    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    scheme = check_store_uri(uri)
     if scheme == "memory":
         return MemoryStore(uri)
-    if scheme in _REDIS_SCHEMES:
-        from shieldware.store.redis import RedisStore
+    from shieldware.store.redis import RedisStore
 
-        return RedisStore(uri)
+    return RedisStore(uri)
+
+
+def check_store_uri(uri: str) -> str:
+    """The URI's scheme, once its form is checked; a ValueError that names the URI and what is wrong
+    otherwise. Nothing is connected to: a policy check or a command line can ask before serving, and
+    a typo never becomes a traceback in every worker, or a silent default."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme == "memory":
+        capacity_from_uri(uri, 1)
+        return scheme
+    if scheme in _REDIS_SCHEMES:
+        from shieldware.store.redis import parse_redis_uri
+
+        parse_redis_uri(uri)
+        return scheme
     raise ValueError(f"unknown store URI {uri!r}: expected memory://, redis://host:port/db, rediss://, "
                      "unix:///path, redis+cluster://host:port,… or redis+sentinel://host:port,…/service")
 
@@ -22,4 +36,4 @@ def open_store(uri: str = "memory://") -> Store:
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
 
 
-__all__ = ["MemoryStore", "Store", "StoreUnavailable", "open_store"]
+__all__ = ["MemoryStore", "Store", "StoreUnavailable", "check_store_uri", "open_store"]

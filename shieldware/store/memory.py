@@ -12,7 +12,7 @@ from shieldware.windows import WindowTable
 DEFAULT_WINDOW_CAPACITY = 100_000
 
 
-def _capacity_from_uri(uri: str, default: int) -> int:
+def capacity_from_uri(uri: str, default: int) -> int:
     """`memory://?capacity=500000` sets how many keys the window table holds."""
     query = parse_qs(urlsplit(uri).query)
     raw = query.get("capacity", [None])[0]
@@ -40,7 +40,7 @@ class MemoryStore:
     def __init__(self, uri: str = "memory://", max_records: int = 1_000_000, sweep_every: int = 4096,
                  capacity: int | None = None) -> None:
         self.uri = uri
-        self.windows = WindowTable(capacity or _capacity_from_uri(uri, DEFAULT_WINDOW_CAPACITY))
+        self.windows = WindowTable(capacity or capacity_from_uri(uri, DEFAULT_WINDOW_CAPACITY))
         self.max_records = max_records
         self._sweep_every = sweep_every
         self._writes = 0

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -377,7 +377,13 @@ def parse_redis_uri(uri: str) -> tuple[dict[str, str], str, Any]:
     for name in ("timeout", "breaker_cooldown"):
         if name in options:
             _positive_float(uri, name, options[name])
+    for name in ("ttl", "breaker_failures"):
+        if name in options:
+            _positive_int(uri, name, options[name])
+    if "db" in query:
+        _database(uri, query["db"][-1])
     if scheme in ("redis", "rediss", "unix"):
+        _check_single(uri, scheme, parts)
         plain = uri.split("?", 1)[0] + (f"?{passthrough}" if passthrough else "")
 
         def single(timeout: float) -> Any:
@@ -401,7 +407,7 @@ def parse_redis_uri(uri: str) -> tuple[dict[str, str], str, Any]:
         path = [p for p in parts.path.split("/") if p]
         if not path:
             raise ValueError(f"store URI {uri!r}: expected the sentinel service name as the path")
-        service, db = path[0], int(path[1]) if len(path) > 1 else 0
+        service, db = path[0], _database(uri, path[1]) if len(path) > 1 else 0
 
         def sentinel(timeout: float) -> Any:
             from redis.asyncio.sentinel import Sentinel
@@ -413,6 +419,32 @@ def parse_redis_uri(uri: str) -> tuple[dict[str, str], str, Any]:
         return options, "single", sentinel
     raise ValueError(f"unknown store URI scheme in {uri!r}: expected redis://, rediss://, unix://, "
                      "redis+cluster:// or redis+sentinel://")
+
+
+def _check_single(uri: str, scheme: str, parts: SplitResult) -> None:
+    """What redis-py would only find out on connecting, or would quietly read as database 0."""
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"store URI {uri!r}: expected the socket's path, as in unix:///run/redis.sock")
+        return
+    try:
+        parts.port  # noqa: B018 (urllib checks the port when it is read)
+    except ValueError:
+        raise ValueError(f"store URI {uri!r}: the port must be a number from 0 to 65535") from None
+    if parts.path.strip("/"):
+        _database(uri, parts.path.strip("/"))
+
+
+def _database(uri: str, text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"store URI {uri!r}: the database must be a number such as 0, got {text!r}")
+    return int(text)
+
+
+def _positive_int(uri: str, name: str, value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"store URI {uri!r}: {name} must be a whole number of at least 1, got {value!r}")
+    return int(value)
 
 
 def _host_port(uri: str, text: str) -> tuple[str, int]:
