@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -109,6 +111,60 @@ def test_oversized_body_is_413_and_never_reaches_upstream(upstream):
         assert streamed.status_code == 413
         small = requests.post(proxy.url + "/upload", data=b"z" * 1000, timeout=30)
         assert small.json() == {"received": 1000}
+
+
+def _exchange(port: int, pieces: list[bytes], pause: float = 0.0) -> bytes:
+    """Send `pieces` as separate writes (pausing between them so each is its own read), then read
+    until the proxy closes the connection; a write the closed connection refuses ends the sending."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for piece in pieces:
+            try:
+                sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(pause)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+        return received
+
+
+def test_oversized_request_heads_are_431_and_never_reach_upstream(upstream):
+    limit = 8 * 1024
+    with proxy_process("--upstream", upstream.url, "--monitor", "--max-head", "8k") as proxy:
+        hits = upstream.recorder.hits
+        # one read: a cookie just past the limit
+        cookie = b"sid=" + b"c" * limit
+        answer = _exchange(proxy.port, [b"GET /page HTTP/1.1\r\nHost: shop\r\nCookie: " + cookie + b"\r\n\r\n"])
+        assert answer.startswith(b"HTTP/1.1 431 ") and b"connection: close" in answer
+        # a header trickled in 1 KB writes, never finished: refused once the limit is passed, so the
+        # proxy never holds more than the limit and a read of it
+        trickle = [b"GET /page HTTP/1.1\r\nHost: shop\r\nX-Pad: "] + [b"p" * 1024] * 64
+        answer = _exchange(proxy.port, trickle, pause=0.005)
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        # a long request line, in pieces
+        answer = _exchange(proxy.port, [b"GET /" + b"q" * 4096, b"r" * 4096, b"s" * 4096 + b" HTTP/1.1\r\n\r\n"],
+                           pause=0.02)
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        assert upstream.recorder.hits == hits
+        printed = proxy.stop()
+    assert printed.count("refused a request head of over 8192 bytes") == 3
+
+
+def test_head_limit_counts_only_the_head(upstream):
+    """No false alarms: a head just under the limit split over reads, a body larger than the limit in
+    the head's own read, and pipelined requests after a large body all pass."""
+    with proxy_process("--upstream", upstream.url, "--monitor", "--max-head", "8k") as proxy:
+        head = b"GET /echo-headers HTTP/1.1\r\nHost: shop\r\nConnection: close\r\nX-Pad: " + b"p" * 7000
+        answer = _exchange(proxy.port, [head[:3000], head[3000:], b"\r\n\r\n"], pause=0.02)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"p" * 7000 in answer
+        body = b"b" * (64 * 1024)
+        upload = b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        answer = _exchange(proxy.port, [upload + b"GET /after HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"])
+        assert answer.startswith(b"HTTP/1.1 200 ") and b'{"received":65536}' in answer
+        assert answer.count(b"HTTP/1.1 200 ") == 2 and b"page /after" in answer
+        assert "refused a request head" not in proxy.stop()
 
 
 def test_upstream_down_is_502_with_a_plain_page():

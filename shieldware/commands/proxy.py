@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -15,6 +16,7 @@ from typing import Any
 from shieldware.actions.tokens import ENV_KEY_FILE, ENV_KEYS
 from shieldware.metrics_dir import METRICS_DIR_ENV
 from shieldware.policy import PolicyError
+from shieldware.proxy.settings import DEFAULT_MAX_HEAD_BYTES
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -58,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="send the upstream's host:port as Host (default: keep the client's Host)")
     parser.add_argument("--max-body", type=parse_size, default=10 * 1024**2, metavar="SIZE",
                         help="largest request body accepted, e.g. 10M (default); larger gets 413")
+    parser.add_argument("--max-head", type=parse_size, default=DEFAULT_MAX_HEAD_BYTES, metavar="SIZE",
+                        help="largest request line and headers accepted, e.g. 64k (default); larger gets 431")
     parser.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS")
     parser.add_argument("--read-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="longest wait for the upstream's next bytes (default 60); then 504")
@@ -90,7 +94,8 @@ def settings_from_args(args: argparse.Namespace):
     )
 
 
-def uvicorn_options(host: str, port: int, shutdown_timeout: int) -> dict[str, Any]:
+def uvicorn_options(host: str, port: int, shutdown_timeout: int,
+                    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES) -> dict[str, Any]:
     """How uvicorn serves the proxy (bench/busy_forwarder.py serves its baseline the same way)."""
     from shieldware.proxy.serving import CoalescingHttpToolsProtocol
 
@@ -102,7 +107,8 @@ def uvicorn_options(host: str, port: int, shutdown_timeout: int) -> dict[str, An
         server_header=False, date_header=False,
         timeout_graceful_shutdown=shutdown_timeout,
         # Response head and body in one write (see proxy/serving.py): a fifth of the CPU per request.
-        http=CoalescingHttpToolsProtocol,
+        # ... and request heads over max_head_bytes refused with 431.
+        http=functools.partial(CoalescingHttpToolsProtocol, max_head_bytes=max_head_bytes),
     )
 
 
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
           f"store {policy.store_uri}, workers {args.workers}); forward-auth at {settings.check_path}, "
           f"health at {settings.health_path}",
           file=sys.stderr, flush=True)
-    options = uvicorn_options(host, port, args.shutdown_timeout)
+    options = uvicorn_options(host, port, args.shutdown_timeout, args.max_head)
     if args.workers == 1:
         uvicorn.run(ProxyApp(settings, policy), **options)
     else:

@@ -12,6 +12,11 @@ SETTINGS_ENV = "SHIELDWARE_PROXY_SETTINGS"
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 
+# The largest request line and headers the proxy accepts (431 beyond it): generous for cookie-laden
+# shops, where nginx's default is four 8 KB buffers; small enough that a client cannot make the
+# proxy hold megabytes per connection.
+DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class ProxySettings:
