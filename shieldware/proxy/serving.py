@@ -87,17 +87,17 @@ class HeadLimitingParser:
     def __init__(self, parser: Any, protocol: CoalescingHttpToolsProtocol) -> None:
         self._parser = parser
         self._protocol = protocol
-        # The parser's own methods, bound once: uvicorn calls them on every request.
+        # The parser's methods uvicorn calls, bound once. No __getattr__ fallback: a class with one
+        # keeps CPython from specialising its attribute loads, which cost thousands of instructions
+        # per request here.
         self.get_http_version = parser.get_http_version
         self.get_method = parser.get_method
         self.should_upgrade = parser.should_upgrade
         self.should_keep_alive = parser.should_keep_alive
+        self.set_dangerous_leniencies = parser.set_dangerous_leniencies
         self.big_read = False  # this read is larger than the limit: the head that ends in it is measured
         self.open_scope: Any = None  # the scope whose head an earlier read ended inside
         self.open_bytes = 0  # how much of that head has arrived so far
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._parser, name)
 
     def feed_data(self, data: bytes) -> None:
         protocol = self._protocol
