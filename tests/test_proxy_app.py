@@ -14,7 +14,7 @@ from shieldware.commands.proxy import parse_listen, parse_size
 from shieldware.policy import default_policy_text
 from shieldware.proxy import ProxySettings, build_proxy_app
 from shieldware.proxy.access_log import escape_field
-from shieldware.proxy.headers import client_headers_for_upstream, response_headers_for_client
+from shieldware.proxy.headers import MalformedRequest, client_headers_for_upstream, response_headers_for_client
 from tests.challenge_support import page_config, solve
 from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
 from tests.redis_support import redis_server
@@ -160,6 +160,25 @@ def test_content_length_is_dropped_when_the_body_is_chunked():
     names = [name for name, _ in headers]
     assert "content-length" not in names and "transfer-encoding" not in names
     assert (length, chunked) == (None, True)
+
+
+@pytest.mark.parametrize("rewrite_host", [None, "upstream:8080"])
+def test_a_second_host_or_none_in_http_1_1_is_malformed(rewrite_host):
+    def forwarded(headers, version="1.1"):
+        scope = {**scope_with(headers), "http_version": version}
+        return client_headers_for_upstream(scope, peer_ip="127.0.0.1", client_ip="127.0.0.1", peer_trusted=False,
+                                           rewrite_host=rewrite_host)[0]
+
+    with pytest.raises(MalformedRequest, match="more than once"):
+        forwarded([(b"host", b"shop.example"), (b"accept", b"*/*"), (b"host", b"evil.example")])
+    with pytest.raises(MalformedRequest, match="more than once"):
+        forwarded([(b"host", b""), (b"host", b"evil.example")])
+    with pytest.raises(MalformedRequest, match="must name its host"):
+        forwarded([(b"accept", b"*/*")])
+    hosts = [value for name, value in forwarded([(b"accept", b"*/*")], version="1.0") if name == "host"]
+    assert hosts == ([] if rewrite_host is None else [rewrite_host])  # the forwarder names the upstream
+    hosts = [value for name, value in forwarded([(b"host", b"shop.example")]) if name == "host"]
+    assert hosts == [rewrite_host or "shop.example"]
 
 
 def test_response_headers_keep_repeats_and_drop_hop_by_hop():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import socket
@@ -111,6 +112,25 @@ def test_oversized_body_is_413_and_never_reaches_upstream(upstream):
         assert streamed.status_code == 413
         small = requests.post(proxy.url + "/upload", data=b"z" * 1000, timeout=30)
         assert small.json() == {"received": 1000}
+
+
+def test_a_host_missing_or_given_twice_is_400_and_never_reaches_upstream(monitor_proxy, upstream):
+    """RFC 9112 §3.2: the shop and the edge could each read a different host from such a request."""
+    hits = upstream.recorder.hits
+    twice = _exchange(monitor_proxy.port,
+                      [b"GET /page HTTP/1.1\r\nHost: shop\r\nHost: evil\r\nConnection: close\r\n\r\n"])
+    assert twice.startswith(b"HTTP/1.1 400 ") and b"more than once" in twice
+    missing = _exchange(monitor_proxy.port, [b"GET /page HTTP/1.1\r\nConnection: close\r\n\r\n"])
+    assert missing.startswith(b"HTTP/1.1 400 ") and b"must name its host" in missing
+    handshake = (b"GET /ws HTTP/1.1\r\nHost: shop\r\nHost: evil\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    refused = _exchange(monitor_proxy.port, [handshake])
+    assert refused.startswith(b"HTTP/1.1 400 ") and b"more than once" in refused
+    assert upstream.recorder.hits == hits
+    # HTTP/1.0 may leave the host out: the upstream's own name is sent for it
+    old = _exchange(monitor_proxy.port, [b"GET /echo-headers HTTP/1.0\r\n\r\n"])
+    assert old.startswith(b"HTTP/1.1 200 ") and upstream.recorder.hits == hits + 1
+    assert json.loads(old.split(b"\r\n\r\n", 1)[1])["headers"].count(["host", upstream.url.split("//")[1]]) == 1
 
 
 def _exchange(port: int, pieces: list[bytes], pause: float = 0.0) -> bytes:

@@ -12,7 +12,7 @@ import aiohttp
 from yarl import URL
 
 from shieldware.facts import TrustedProxies, normalise_ip
-from shieldware.proxy.headers import response_headers_for_client, upstream_request_headers
+from shieldware.proxy.headers import MalformedRequest, response_headers_for_client, upstream_request_headers
 from shieldware.proxy.pages import error_page
 from shieldware.proxy.settings import ProxySettings
 from shieldware.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamPool
@@ -150,8 +150,12 @@ class Forwarder:
 
     async def forward_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         peer, client_ip = self.peer_and_client(scope)
-        headers, body_length, chunked = upstream_request_headers(
-            scope, peer, client_ip, self.trusted.trusts(peer), self.rewrite_host)
+        try:
+            headers, body_length, chunked = upstream_request_headers(
+                scope, peer, client_ip, self.trusted.trusts(peer), self.rewrite_host)
+        except MalformedRequest as exc:
+            await error_page(send, 400, "Bad request", str(exc))
+            return
         if body_length is not None and body_length > self.max_body:
             await error_page(send, 413, "Request body too large",
                              f"This server accepts request bodies up to {self.max_body} bytes.")

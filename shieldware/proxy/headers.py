@@ -20,6 +20,11 @@ FORWARDING_HEADERS = frozenset({
 _LOOKED_AT = REQUEST_HEADERS_DROPPED | FORWARDING_HEADERS | {b"content-length", b"host"}
 
 
+class MalformedRequest(ValueError):
+    """A request no server may pass on (RFC 9112 §3.2: its Host is missing or given twice); the
+    message says what was wrong, for the 400 page."""
+
+
 def _forwarded_node(ip: str) -> str:
     """RFC 7239 node syntax: IPv6 addresses are bracketed and the whole value quoted."""
     return f'"[{ip}]"' if ":" in ip else ip
@@ -46,10 +51,14 @@ def client_headers_for_upstream(
 def upstream_request_headers(
     scope: dict[str, Any], peer_ip: str, client_ip: str, peer_trusted: bool, rewrite_host: str | None,
 ) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
-    """`client_headers_for_upstream` as raw bytes: what the forwarder writes, with nothing re-encoded."""
+    """`client_headers_for_upstream` as raw bytes: what the forwarder writes, with nothing re-encoded.
+
+    Raises MalformedRequest for a request with two Host headers, or an HTTP/1.1 one with none: the
+    shop and whatever decided on the request could read different hosts from it.
+    """
     out: list[tuple[bytes, bytes]] = []
     earlier: dict[bytes, bytes] = {}
-    host = b""
+    host: bytes | None = None
     body_length: int | None = None
     chunked = False
     named_by_connection: list[bytes] = []
@@ -76,10 +85,16 @@ def upstream_request_headers(
             except ValueError:
                 body_length = None
         elif name == b"host":
+            if host is not None:
+                raise MalformedRequest("The request named its host more than once.")
             host = value
             if rewrite_host is not None:
                 continue
         out.append(header)
+    if host is None:
+        if scope.get("http_version", "1.1") != "1.0":  # HTTP/1.0 clients may leave it out
+            raise MalformedRequest("An HTTP/1.1 request must name its host.")
+        host = b""
     if named_by_connection:
         dropped = set(named_by_connection)
         out = [(name, value) for name, value in out if name not in dropped]

@@ -1,4 +1,4 @@
-"""The proxy's own plain pages (502, 504, 413): small, self-contained, never cached."""
+"""The proxy's own plain pages (400, 413, 502, 504): small, self-contained, never cached."""
 
 from __future__ import annotations
 

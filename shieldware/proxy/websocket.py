@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from shieldware.proxy.headers import client_headers_for_upstream
+from shieldware.proxy.headers import MalformedRequest, client_headers_for_upstream
+from shieldware.proxy.pages import render_error
 
 if TYPE_CHECKING:
     from shieldware.proxy.forwarding import Forwarder
@@ -29,8 +30,12 @@ async def relay_websocket(forwarder: Forwarder, scope: dict[str, Any], receive: 
     if first["type"] != "websocket.connect":
         return
     peer, client_ip = forwarder.peer_and_client(scope)
-    headers, _, _ = client_headers_for_upstream(scope, peer, client_ip, forwarder.trusted.trusts(peer),
-                                                forwarder.rewrite_host)
+    try:
+        headers, _, _ = client_headers_for_upstream(scope, peer, client_ip, forwarder.trusted.trusts(peer),
+                                                    forwarder.rewrite_host)
+    except MalformedRequest as exc:
+        await refuse_handshake(scope, send, 400, "Bad request", str(exc))
+        return
     headers = [(name, value) for name, value in headers if name not in _HANDSHAKE_HEADERS]
     session = forwarder.session or forwarder.open_session()
     url = forwarder.upstream_url(scope)
@@ -57,6 +62,17 @@ async def relay_websocket(forwarder: Forwarder, scope: dict[str, Any], receive: 
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 log.warning("websocket relay ended with %r", task.exception())
+
+
+async def refuse_handshake(scope: dict[str, Any], send: Any, status: int, title: str, message: str) -> None:
+    """Answer the handshake with an error page where the server can send one (the ASGI
+    websocket.http.response extension); elsewhere closing before accepting makes it a 403."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008, "reason": title})
+        return
+    headers, body = render_error(status, title, message)
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _client_to_upstream(receive: Any, upstream: aiohttp.ClientWebSocketResponse) -> None:
