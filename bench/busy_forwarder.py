@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     app = ProxyApp(settings_from_args(args))
     app.front = busy_first(app.front, known.busy_us / 1e6)
     host, port = args.listen
-    uvicorn.run(app, **uvicorn_options(host, port, args.shutdown_timeout, args.max_head))
+    uvicorn.run(app, **uvicorn_options(host, port, args.shutdown_timeout, app.settings.max_head_bytes))
     return 0
 
 

@@ -117,6 +117,10 @@ def build_upstream(recorder: UpstreamRecorder) -> Starlette:
         response.headers.append("set-cookie", "theme=dark, with-comma; Path=/")
         return response
 
+    async def big_header(request: Request) -> Response:
+        recorder.count(request)
+        return PlainTextResponse("padded", headers={"x-pad": "p" * int(request.query_params["bytes"])})
+
     async def status(request: Request) -> Response:
         recorder.count(request)
         return PlainTextResponse("status", status_code=int(request.path_params["code"]))
@@ -145,6 +149,7 @@ def build_upstream(recorder: UpstreamRecorder) -> Starlette:
         Route("/thinking", thinking),
         Route("/cookies", cookies),
         Route("/status/{code:int}", status),
+        Route("/big-header", big_header),
         WebSocketRoute("/ws", echo_socket),
         Route("/{path:path}", page, methods=["GET", "POST", "HEAD"]),
     ])

@@ -187,6 +187,17 @@ def test_head_limit_counts_only_the_head(upstream):
         assert "refused a request head" not in proxy.stop()
 
 
+def test_an_upstream_response_head_over_max_head_is_502(upstream):
+    with proxy_process("--upstream", upstream.url, "--monitor", "--max-head", "8k") as proxy:
+        refused = requests.get(proxy.url + "/big-header?bytes=20000", timeout=30)
+        passed = requests.get(proxy.url + "/big-header?bytes=7000", timeout=30)
+        printed = proxy.stop()
+    assert refused.status_code == 502 and "could not be reached" in refused.text
+    assert "x-pad" not in refused.headers
+    assert passed.status_code == 200 and len(passed.headers["x-pad"]) == 7000
+    assert "response head of over 8192 bytes" in printed
+
+
 def test_upstream_down_is_502_with_a_plain_page():
     with proxy_process("--upstream", f"http://127.0.0.1:{free_port()}", "--monitor") as proxy:
         response = requests.get(proxy.url + "/product/1", timeout=30)

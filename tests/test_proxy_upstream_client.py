@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -35,11 +36,11 @@ class RawServer:
         assert self.server is not None
         self.server.close()
 
-    def pool(self, read_timeout: float = 5.0) -> UpstreamPool:
+    def pool(self, read_timeout: float = 5.0, max_head: int = 64 * 1024) -> UpstreamPool:
         assert self.server is not None
         port = self.server.sockets[0].getsockname()[1]
         return UpstreamPool("127.0.0.1", port, ssl_context=None, connect_timeout=5.0,
-                            read_timeout=read_timeout, max_idle=8)
+                            read_timeout=read_timeout, max_idle=8, max_head=max_head)
 
 
 async def read_request_head(reader: asyncio.StreamReader) -> bytes:
@@ -126,6 +127,43 @@ async def test_malformed_response_is_an_upstream_error():
     async with RawServer(handler) as server:
         with pytest.raises(UpstreamError):
             await exchange(server.pool())
+
+
+async def test_a_response_head_over_the_limit_is_an_upstream_error_as_soon_as_it_is():
+    """A shop gone wrong that sends a header without end: refused once the limit has arrived, not
+    held until the read timeout (nor for ever, while bytes keep coming)."""
+    sent = []
+
+    async def handler(reader, writer):
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-pad: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(200):
+                writer.write(b"p" * 1024)
+                await writer.drain()
+                sent.append(1024)
+                await asyncio.sleep(0.005)
+
+    async with RawServer(handler) as server:
+        with pytest.raises(UpstreamError, match="response head of over 8192 bytes"):
+            await exchange(server.pool(read_timeout=30, max_head=8192))
+    assert sum(sent) < 100 * 1024  # refused long before the upstream ran out of padding
+
+
+async def test_the_head_limit_counts_only_the_head():
+    head = b"HTTP/1.1 200 OK\r\nx-pad: " + b"p" * 7000 + b"\r\ncontent-length: 65536\r\n\r\n"
+
+    async def handler(reader, writer):
+        await read_request_head(reader)
+        writer.write(head[:3000])  # split over reads, just under the limit
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(head[3000:] + b"b" * 65536)  # the head's end and a body larger than the limit, at once
+        await writer.drain()
+
+    async with RawServer(handler) as server:
+        status, body, _ = await exchange(server.pool(max_head=8192))
+    assert (status, len(body)) == (200, 65536)
 
 
 async def test_silent_upstream_times_out_and_its_connection_is_dropped():

@@ -88,7 +88,8 @@ def settings_from_args(args: argparse.Namespace):
         upstream=None if args.auth_only else args.upstream,
         policy_path=args.policy, store_uri=args.store, monitor=args.monitor,
         trusted_proxies=tuple(args.trusted_proxy), preserve_host=not args.rewrite_host,
-        max_body_bytes=args.max_body, connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
+        max_body_bytes=args.max_body, max_head_bytes=args.max_head,
+        connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
         check_path=args.check_path, health_path=args.health_path, access_log=args.access_log,
         decision_log=args.decision_log, detection=not args.bare,
     )
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
           f"store {policy.store_uri}, workers {args.workers}); forward-auth at {settings.check_path}, "
           f"health at {settings.health_path}",
           file=sys.stderr, flush=True)
-    options = uvicorn_options(host, port, args.shutdown_timeout, args.max_head)
+    options = uvicorn_options(host, port, args.shutdown_timeout, settings.max_head_bytes)
     if args.workers == 1:
         uvicorn.run(ProxyApp(settings, policy), **options)
     else:

@@ -78,7 +78,7 @@ class Forwarder:
             parts.host or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80),
             ssl_context=ssl.create_default_context() if parts.scheme == "https" else None,
             connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
-            max_idle=settings.pool_size)
+            max_idle=settings.pool_size, max_head=settings.max_head_bytes)
 
     def open_session(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:

@@ -12,8 +12,9 @@ SETTINGS_ENV = "SHIELDWARE_PROXY_SETTINGS"
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 
-# The largest request line and headers the proxy accepts (431 beyond it): generous for cookie-laden
-# shops, where nginx's default is four 8 KB buffers; small enough that a client cannot make the
+# The largest request line and headers the proxy accepts (431 beyond it), and the largest response
+# head it takes from the upstream (502 beyond it): generous for cookie-laden shops, where nginx's
+# default is four 8 KB buffers; small enough that a client, or a shop gone wrong, cannot make the
 # proxy hold megabytes per connection.
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 
@@ -24,7 +25,8 @@ class ProxySettings:
 
     `upstream` is the shop's base URL (None for a forward-auth-only server). `preserve_host`
     keeps the client's Host header; otherwise the upstream's host:port is sent. Timeouts are
-    seconds; `max_body_bytes` bounds request bodies (413 beyond it). `pool_size` caps the idle
+    seconds; `max_body_bytes` bounds request bodies (413 beyond it), `max_head_bytes` request heads
+    (431) and the upstream's response heads (502). `pool_size` caps the idle
     keep-alive connections kept to the upstream (like nginx's `keepalive N`, it does not cap
     concurrent requests).
     """
@@ -36,6 +38,7 @@ class ProxySettings:
     trusted_proxies: tuple[str, ...] = ()
     preserve_host: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
+    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     pool_size: int = 512

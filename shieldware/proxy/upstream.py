@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 
 import httptools
 
+from shieldware.proxy.settings import DEFAULT_MAX_HEAD_BYTES
+
 # Pause reading from the upstream while this much of its body waits for the client to take it.
 READ_BUFFER_HIGH = 256 * 1024
 # Idle connections older than this are not reused: the upstream has probably closed them.
@@ -31,12 +33,19 @@ def _expire(waiter: asyncio.Future) -> None:
         waiter.set_exception(TimeoutError("the upstream did not answer within the read timeout"))
 
 
+def _head_size(headers: list[tuple[bytes, bytes]]) -> int:
+    """The bytes a response's header lines took ("name: value\\r\\n" each)."""
+    return sum(len(name) + len(value) + 4 for name, value in headers)
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection; carries one exchange at a time and parses its response."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float,
+                 max_head: int = DEFAULT_MAX_HEAD_BYTES) -> None:
         self.loop = loop
         self.read_timeout = read_timeout
+        self.max_head = max_head
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -47,6 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _reset(self) -> None:
         self.in_use = False
         self.status = 0
+        self.head_bytes = 0  # read while the response head is incomplete
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
         self.informational = False
@@ -73,12 +83,18 @@ class UpstreamConnection(asyncio.Protocol):
             self.keep_alive = False
             self.close()
             return
+        if not self.headers_done:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError("the upstream switched protocols on a plain HTTP request"))
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"the upstream sent a malformed response: {exc}"))
+        if not self.headers_done and self.head_bytes > self.max_head:
+            # httptools keeps a header however long it grows: a head still open after max_head
+            # bytes is refused, so the proxy holds at most that and one read of it.
+            self._head_too_large()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -113,6 +129,9 @@ class UpstreamConnection(asyncio.Protocol):
             # 100 Continue / 103 Early Hints: not the response; the real one follows.
             self.informational = True
             self.headers = []
+            return
+        if self.head_bytes > self.max_head and _head_size(self.headers) > self.max_head:
+            self._head_too_large()  # it came in one read: measured now that it is whole
             return
         self.status = status
         self.headers_done = True
@@ -152,6 +171,9 @@ class UpstreamConnection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _head_too_large(self) -> None:
+        self._fail(UpstreamError(f"the upstream sent a response head of over {self.max_head} bytes"))
 
     def _fail(self, error: BaseException) -> None:
         if self.error is None:
@@ -257,13 +279,14 @@ class UpstreamPool:
     """Keep-alive connections to one upstream host; the most recently used one is reused first."""
 
     def __init__(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None, connect_timeout: float,
-                 read_timeout: float, max_idle: int) -> None:
+                 read_timeout: float, max_idle: int, max_head: int = DEFAULT_MAX_HEAD_BYTES) -> None:
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_idle = max_idle
+        self.max_head = max_head
         self.idle: list[UpstreamConnection] = []
 
     async def connect(self) -> UpstreamConnection:
@@ -271,7 +294,7 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: UpstreamConnection(loop, self.read_timeout), self.host, self.port,
+                    lambda: UpstreamConnection(loop, self.read_timeout, self.max_head), self.host, self.port,
                     ssl=self.ssl_context)
         except OSError as exc:
             raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
