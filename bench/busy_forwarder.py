@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     app = ProxyApp(settings_from_args(args))
     app.front = busy_first(app.front, known.busy_us / 1e6)
     host, port = args.listen
-    uvicorn.run(app, **uvicorn_options(host, port, args.shutdown_timeout, app.settings.max_head_bytes))
+    settings = app.settings
+    options = uvicorn_options(host, port, args.shutdown_timeout, settings.max_head_bytes, settings.head_timeout)
+    uvicorn.run(app, **options)
     return 0
 
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 import yaml
 
-from shieldware.commands.proxy import parse_listen, parse_size
+from shieldware.commands.proxy import parse_listen, parse_seconds, parse_size
 from shieldware.policy import default_policy_text
 from shieldware.proxy import ProxySettings, build_proxy_app
 from shieldware.proxy.access_log import escape_field
@@ -201,6 +201,10 @@ def test_command_line_values():
             parse_size(bad)
     with pytest.raises(argparse.ArgumentTypeError):
         parse_listen("localhost")
+    assert parse_seconds("0.5") == 0.5 and parse_seconds("30") == 30.0
+    for bad in ("0", "-3", "soon", "nan", "inf"):  # a timeout of none, or never, is a mistake
+        with pytest.raises(argparse.ArgumentTypeError, match="seconds above 0"):
+            parse_seconds(bad)
     with pytest.raises(ValueError):
         ProxySettings(upstream="ftp://shop")
 

@@ -198,6 +198,46 @@ def test_an_upstream_response_head_over_max_head_is_502(upstream):
     assert "response head of over 8192 bytes" in printed
 
 
+def _closed_by_proxy(sock: socket.socket, wait: float = 15.0) -> bytes:
+    """Everything the proxy sends until it closes the connection (a socket timeout fails the test)."""
+    sock.settimeout(wait)
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_late_request_heads_get_408_and_silent_connections_are_closed(upstream):
+    """Slowloris: a header trickled a byte at a time, or a connection that never speaks, would
+    otherwise hold a file descriptor for ever. A slow upstream is no late head."""
+    with proxy_process("--upstream", upstream.url, "--monitor", "--head-timeout", "1") as proxy:
+        hits = upstream.recorder.hits
+        with socket.create_connection(("127.0.0.1", proxy.port)) as silent, \
+                socket.create_connection(("127.0.0.1", proxy.port)) as trickle:
+            trickle.sendall(b"GET /page HTTP/1.1\r\nHost: shop\r\nX-Slow: ")
+            answered = b""
+            for _ in range(100):  # a byte every 0.1 s: 10 s at most, far past the timeout
+                try:
+                    trickle.sendall(b"a")
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                time.sleep(0.1)
+                trickle.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    answered += trickle.recv(65536)
+                trickle.setblocking(True)
+                if answered:
+                    break
+            assert answered.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answered
+            assert _closed_by_proxy(silent) == b""  # nothing sent, nothing answered: just closed
+        # the timeout is for the head alone: a request the upstream takes 2 s over is served
+        slow = requests.get(proxy.url + "/slow?seconds=2", timeout=30)
+        assert slow.status_code == 200
+        assert upstream.recorder.hits == hits + 1
+        printed = proxy.stop()
+    assert re.search(r"closed \d connection\(s\) with no request head after 1 s \(\d mid-head", printed)
+
+
 def test_upstream_down_is_502_with_a_plain_page():
     with proxy_process("--upstream", f"http://127.0.0.1:{free_port()}", "--monitor") as proxy:
         response = requests.get(proxy.url + "/product/1", timeout=30)

@@ -16,7 +16,7 @@ from typing import Any
 from shieldware.actions.tokens import ENV_KEY_FILE, ENV_KEYS
 from shieldware.metrics_dir import METRICS_DIR_ENV
 from shieldware.policy import PolicyError
-from shieldware.proxy.settings import DEFAULT_MAX_HEAD_BYTES
+from shieldware.proxy.settings import DEFAULT_HEAD_TIMEOUT, DEFAULT_MAX_HEAD_BYTES
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -28,6 +28,17 @@ def parse_size(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"expected a size such as 10M, 512k or 1048576, got {text!r}")
     return int(float(match.group(1)) * _SCALE[match.group(2).lower()])
+
+
+def parse_seconds(text: str) -> float:
+    """A timeout: a number of seconds above zero (`0.5`, `30`)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, such as 30 or 0.5, got {text!r}")
+    return seconds
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -62,8 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="largest request body accepted, e.g. 10M (default); larger gets 413")
     parser.add_argument("--max-head", type=parse_size, default=DEFAULT_MAX_HEAD_BYTES, metavar="SIZE",
                         help="largest request line and headers accepted, e.g. 64k (default); larger gets 431")
-    parser.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS")
-    parser.add_argument("--read-timeout", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--head-timeout", type=parse_seconds, default=DEFAULT_HEAD_TIMEOUT, metavar="SECONDS",
+                        help="longest a client may take to send a request head (default 30); then 408 "
+                        "(a connection that sends nothing is closed)")
+    parser.add_argument("--connect-timeout", type=parse_seconds, default=5.0, metavar="SECONDS")
+    parser.add_argument("--read-timeout", type=parse_seconds, default=60.0, metavar="SECONDS",
                         help="longest wait for the upstream's next bytes (default 60); then 504")
     parser.add_argument("--shutdown-timeout", type=int, default=30, metavar="SECONDS",
                         help="on SIGTERM, how long in-flight requests may take to finish (default 30)")
@@ -88,15 +102,15 @@ def settings_from_args(args: argparse.Namespace):
         upstream=None if args.auth_only else args.upstream,
         policy_path=args.policy, store_uri=args.store, monitor=args.monitor,
         trusted_proxies=tuple(args.trusted_proxy), preserve_host=not args.rewrite_host,
-        max_body_bytes=args.max_body, max_head_bytes=args.max_head,
+        max_body_bytes=args.max_body, max_head_bytes=args.max_head, head_timeout=args.head_timeout,
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
         check_path=args.check_path, health_path=args.health_path, access_log=args.access_log,
         decision_log=args.decision_log, detection=not args.bare,
     )
 
 
-def uvicorn_options(host: str, port: int, shutdown_timeout: int,
-                    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES) -> dict[str, Any]:
+def uvicorn_options(host: str, port: int, shutdown_timeout: int, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
+                    head_timeout: float = DEFAULT_HEAD_TIMEOUT) -> dict[str, Any]:
     """How uvicorn serves the proxy (bench/busy_forwarder.py serves its baseline the same way)."""
     from shieldware.proxy.serving import CoalescingHttpToolsProtocol
 
@@ -108,8 +122,9 @@ def uvicorn_options(host: str, port: int, shutdown_timeout: int,
         server_header=False, date_header=False,
         timeout_graceful_shutdown=shutdown_timeout,
         # Response head and body in one write (see proxy/serving.py): a fifth of the CPU per request.
-        # ... and request heads over max_head_bytes refused with 431.
-        http=functools.partial(CoalescingHttpToolsProtocol, max_head_bytes=max_head_bytes),
+        # ... request heads over max_head_bytes refused with 431, and late ones with 408.
+        http=functools.partial(CoalescingHttpToolsProtocol, max_head_bytes=max_head_bytes,
+                               head_timeout=head_timeout),
     )
 
 
@@ -145,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
           f"store {policy.store_uri}, workers {args.workers}); forward-auth at {settings.check_path}, "
           f"health at {settings.health_path}",
           file=sys.stderr, flush=True)
-    options = uvicorn_options(host, port, args.shutdown_timeout, settings.max_head_bytes)
+    options = uvicorn_options(host, port, args.shutdown_timeout, settings.max_head_bytes, settings.head_timeout)
     if args.workers == 1:
         uvicorn.run(ProxyApp(settings, policy), **options)
     else:

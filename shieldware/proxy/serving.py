@@ -12,6 +12,13 @@ client could make the proxy hold megabytes per connection. A head larger than `m
 (request line and header fields) is answered 431 and the connection closed, as nginx refuses
 with its `large_client_header_buffers`. Measuring costs one call per read: the size is added up
 only when a head spans reads or arrives in a read larger than the limit.
+
+uvicorn has no timeout for a request head either: a connection that sends nothing, or trickles a
+header a byte at a time (slowloris), is held for ever, and enough of them take every file
+descriptor the proxy has. A head that has not arrived `head_timeout` seconds after the connection
+opened, or after its first bytes came, is answered 408 (a silent connection is just closed), as
+nginx's `client_header_timeout` does. One sweep a second looks at the open connections; nothing
+is added to a request that arrives whole in one read.
 """
 
 from __future__ import annotations
@@ -23,12 +30,16 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shieldware.proxy.settings import DEFAULT_MAX_HEAD_BYTES
+from shieldware.proxy.settings import DEFAULT_HEAD_TIMEOUT, DEFAULT_MAX_HEAD_BYTES
 
 log = logging.getLogger("shieldware.proxy")
 
 _RESPONSE_HEAD = b"HTTP/1.1 "
 _INTERIM = b"HTTP/1.1 1"  # 100 Continue must go out at once: the client waits for it
+SWEEP_SECONDS = 1.0  # how often open connections are looked at for late heads
+_LATE_BODY = b"The request head took too long.\n"
+_TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+              b"connection: close\r\n\r\n%b" % (len(_LATE_BODY), _LATE_BODY))
 
 
 class HeadHoldingTransport:
@@ -98,6 +109,7 @@ class HeadLimitingParser:
         self.big_read = False  # this read is larger than the limit: the head that ends in it is measured
         self.open_scope: Any = None  # the scope whose head an earlier read ended inside
         self.open_bytes = 0  # how much of that head has arrived so far
+        self.open_since = 0.0  # when the read that left it open came (the loop's clock)
 
     def feed_data(self, data: bytes) -> None:
         protocol = self._protocol
@@ -115,6 +127,7 @@ class HeadLimitingParser:
                 self.open_bytes += len(data)  # all of it belongs to the head
             else:
                 self.open_scope, self.open_bytes = scope, protocol.head_size()
+                self.open_since = protocol.loop.time()
             if self.open_bytes > protocol.max_head_bytes:
                 protocol.refuse_head(self.open_bytes)
 
@@ -123,13 +136,36 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol whose response writes go through a HeadHoldingTransport, and whose request
     heads are bounded (431 beyond `max_head_bytes`)."""
 
-    def __init__(self, *args: Any, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
+                 head_timeout: float = DEFAULT_HEAD_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_head_bytes = max_head_bytes
+        self.head_timeout = head_timeout
         self.parser = HeadLimitingParser(self.parser, self)  # type: ignore[assignment]
+        self.connected_at = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeadHoldingTransport(transport))  # type: ignore[arg-type]
+        self.connected_at = self.loop.time()
+        HeadDeadlines.of(self).watch()
+
+    def head_late(self, now: float) -> bool | None:
+        """Whether the request head is overdue: None when none is awaited, False when it is on time,
+        True when it is late (a head that has begun), or when the connection never sent a byte."""
+        if self.transport.is_closing():
+            return None
+        scope = self.scope
+        if scope is None:  # nothing has arrived since the connection opened
+            return now - self.connected_at > self.head_timeout or None
+        parser = self.parser
+        if parser.open_scope is not scope or "method" in scope:  # type: ignore[attr-defined]
+            return None  # the head came whole, or the request is past it (keep-alive has its own timer)
+        return now - parser.open_since > self.head_timeout  # type: ignore[attr-defined]
+
+    def refuse_late_head(self, begun: bool) -> None:
+        if begun:
+            self.transport.write(_TIMED_OUT)
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -154,4 +190,42 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-__all__ = ["CoalescingHttpToolsProtocol", "HeadHoldingTransport", "HeadTooLarge"]
+class HeadDeadlines:
+    """One per server: every SWEEP_SECONDS, closes its connections whose request head is late, and
+    says so in one log line however many there were (a slowloris attack opens thousands)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, protocol: CoalescingHttpToolsProtocol) -> HeadDeadlines:
+        state = protocol.server_state
+        deadlines = getattr(state, "head_deadlines", None)
+        if deadlines is None:
+            deadlines = state.head_deadlines = cls(protocol.loop, protocol.connections)  # type: ignore[attr-defined]
+        return deadlines
+
+    def watch(self) -> None:
+        if self.handle is None:
+            self.handle = self.loop.call_later(SWEEP_SECONDS, self.sweep)
+
+    def sweep(self) -> None:
+        self.handle = None
+        now = self.loop.time()
+        late = [(c, c.scope is not None) for c in self.connections
+                if isinstance(c, CoalescingHttpToolsProtocol) and c.head_late(now)]
+        for connection, begun in late:
+            connection.refuse_late_head(begun)
+        if late:
+            clients = sorted({c.client[0] if c.client else "unknown" for c, _ in late})
+            begun = sum(b for _, b in late)
+            others = f" and {len(clients) - 5} other addresses" if len(clients) > 5 else ""
+            log.warning("closed %d connection(s) with no request head after %g s (%d mid-head, answered 408) "
+                        "from %s%s", len(late), late[0][0].head_timeout, begun, ", ".join(clients[:5]), others)
+        if self.connections:
+            self.watch()
+
+
+__all__ = ["CoalescingHttpToolsProtocol", "HeadDeadlines", "HeadHoldingTransport", "HeadTooLarge"]

@@ -17,6 +17,9 @@ LOOPBACK = ("127.0.0.0/8", "::1/128")
 # default is four 8 KB buffers; small enough that a client, or a shop gone wrong, cannot make the
 # proxy hold megabytes per connection.
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+# Seconds a client has to send a whole request head (408 beyond it): nginx allows 60, Apache's
+# mod_reqtimeout 20-40; a browser needs well under one.
+DEFAULT_HEAD_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,8 @@ class ProxySettings:
     `upstream` is the shop's base URL (None for a forward-auth-only server). `preserve_host`
     keeps the client's Host header; otherwise the upstream's host:port is sent. Timeouts are
     seconds; `max_body_bytes` bounds request bodies (413 beyond it), `max_head_bytes` request heads
-    (431) and the upstream's response heads (502). `pool_size` caps the idle
+    (431) and the upstream's response heads (502); `head_timeout` is how long a client may take
+    to send a request head (408). `pool_size` caps the idle
     keep-alive connections kept to the upstream (like nginx's `keepalive N`, it does not cap
     concurrent requests).
     """
@@ -39,6 +43,7 @@ class ProxySettings:
     preserve_host: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
     max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     pool_size: int = 512
