@@ -238,6 +238,27 @@ def test_late_request_heads_get_408_and_silent_connections_are_closed(upstream):
     assert re.search(r"closed \d connection\(s\) with no request head after 1 s \(\d mid-head", printed)
 
 
+def test_a_request_body_that_stalls_gets_408(upstream):
+    """A body that stops arriving (a slow-body attack, or a client gone quiet) would hold the upstream
+    connection as well; a body that keeps coming, however slowly overall, is taken whole."""
+    with proxy_process("--upstream", upstream.url, "--monitor", "--body-timeout", "1") as proxy:
+        head = b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", proxy.port)) as stalled:
+            stalled.sendall(head + b"x" * 10)  # and then nothing
+            answer = _closed_by_proxy(stalled)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"stopped arriving for 1 seconds" in answer
+        with socket.create_connection(("127.0.0.1", proxy.port)) as steady:
+            steady.sendall(head)
+            for _ in range(4):  # 1.6 s in all, never 1 s without bytes
+                time.sleep(0.4)
+                steady.sendall(b"y" * 250)
+            steady.settimeout(15)
+            answer = b""
+            while b"received" not in answer and (chunk := steady.recv(65536)):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ") and b'{"received":1000}' in answer
+
+
 def test_upstream_down_is_502_with_a_plain_page():
     with proxy_process("--upstream", f"http://127.0.0.1:{free_port()}", "--monitor") as proxy:
         response = requests.get(proxy.url + "/product/1", timeout=30)

@@ -16,7 +16,7 @@ from typing import Any
 from shieldware.actions.tokens import ENV_KEY_FILE, ENV_KEYS
 from shieldware.metrics_dir import METRICS_DIR_ENV
 from shieldware.policy import PolicyError
-from shieldware.proxy.settings import DEFAULT_HEAD_TIMEOUT, DEFAULT_MAX_HEAD_BYTES
+from shieldware.proxy.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_MAX_HEAD_BYTES
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -76,6 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--head-timeout", type=parse_seconds, default=DEFAULT_HEAD_TIMEOUT, metavar="SECONDS",
                         help="longest a client may take to send a request head (default 30); then 408 "
                         "(a connection that sends nothing is closed)")
+    parser.add_argument("--body-timeout", type=parse_seconds, default=DEFAULT_BODY_TIMEOUT, metavar="SECONDS",
+                        help="longest pause in a request body (default 60); then 408")
     parser.add_argument("--connect-timeout", type=parse_seconds, default=5.0, metavar="SECONDS")
     parser.add_argument("--read-timeout", type=parse_seconds, default=60.0, metavar="SECONDS",
                         help="longest wait for the upstream's next bytes (default 60); then 504")
@@ -103,6 +105,7 @@ def settings_from_args(args: argparse.Namespace):
         policy_path=args.policy, store_uri=args.store, monitor=args.monitor,
         trusted_proxies=tuple(args.trusted_proxy), preserve_host=not args.rewrite_host,
         max_body_bytes=args.max_body, max_head_bytes=args.max_head, head_timeout=args.head_timeout,
+        body_timeout=args.body_timeout,
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
         check_path=args.check_path, health_path=args.health_path, access_log=args.access_log,
         decision_log=args.decision_log, detection=not args.bare,

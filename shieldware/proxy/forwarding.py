@@ -38,11 +38,15 @@ class ClientGone(Exception):
     """The client disconnected before the exchange finished."""
 
 
+class BodyStalled(Exception):
+    """The client's body stopped arriving for body_timeout seconds (a slow-body attack or a dead client)."""
+
+
 class _Exchange:
     """Per-request flags shared by the body streamer, the disconnect watcher and the relay."""
 
-    __slots__ = ("body_done", "client_gone", "finished", "receive", "relay_task", "started", "too_large",
-                 "watcher")
+    __slots__ = ("body_done", "client_gone", "finished", "receive", "relay_task", "stalled", "started",
+                 "too_large", "watcher")
 
     def __init__(self, receive: Any) -> None:
         self.receive = receive
@@ -52,6 +56,7 @@ class _Exchange:
         self.body_done = False
         self.client_gone = False
         self.too_large = False
+        self.stalled = False
         self.finished = False
 
 
@@ -69,6 +74,7 @@ class Forwarder:
         self.rewrite_host = None if settings.preserve_host else settings.upstream_netloc
         self.trusted = TrustedProxies(settings.trusted_proxies)
         self.max_body = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout
         self.session: aiohttp.ClientSession | None = None
         self._urls: dict[tuple[bytes, bytes], URL] = {}
         parts = URL(self.base)
@@ -168,7 +174,7 @@ class Forwarder:
             exchange.body_done = True
         try:
             await self.relay(scope, send, self.request_head(scope, headers, chunked), body, chunked, exchange)
-        except (BodyTooLarge, ClientGone, TimeoutError, UpstreamError) as exc:
+        except (BodyTooLarge, BodyStalled, ClientGone, TimeoutError, UpstreamError) as exc:
             if not exchange.started:
                 await self.answer_failure(send, exc, exchange)
                 return
@@ -179,16 +185,19 @@ class Forwarder:
             log.warning("upstream %s failed mid-response: %s: %s", self.base, type(exc).__name__, exc)
 
     async def answer_failure(self, send: Any, exc: BaseException, exchange: _Exchange) -> None:
-        """Answer a failure before the response started: 413, 502 or 504 (nothing if the client left)."""
+        """Answer a failure before the response started: 408, 413, 502 or 504 (nothing if the client left)."""
         if isinstance(exc, BodyTooLarge):
             await error_page(send, 413, "Request body too large",
                              f"This server accepts request bodies up to {self.max_body} bytes.")
         elif isinstance(exc, ClientGone) or exchange.client_gone:
             return
         elif exchange.too_large:
-            # The upstream may fail first when the body is cut short; the flag says what really happened.
+            # The upstream may fail first when the body is cut short; the flags say what really happened.
             await error_page(send, 413, "Request body too large",
                              f"This server accepts request bodies up to {self.max_body} bytes.")
+        elif isinstance(exc, BodyStalled) or exchange.stalled:
+            await error_page(send, 408, "Request timeout",
+                             f"The request body stopped arriving for {self.body_timeout:g} seconds.")
         elif isinstance(exc, TimeoutError):
             await error_page(send, 504, "Gateway timeout",
                              "The shop did not answer in time. Please try again.")
@@ -200,7 +209,13 @@ class Forwarder:
     async def stream_request_body(self, receive: Any, exchange: _Exchange) -> AsyncIterator[bytes]:
         received = 0
         while True:
-            message = await receive()
+            try:
+                # Each wait is bounded: a body trickled or stalled would hold the upstream connection too.
+                async with asyncio.timeout(self.body_timeout):
+                    message = await receive()
+            except TimeoutError:
+                exchange.stalled = True
+                raise BodyStalled() from None
             if message["type"] == "http.disconnect":
                 exchange.client_gone = True
                 raise ClientGone()

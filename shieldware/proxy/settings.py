@@ -20,6 +20,8 @@ DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 # Seconds a client has to send a whole request head (408 beyond it): nginx allows 60, Apache's
 # mod_reqtimeout 20-40; a browser needs well under one.
 DEFAULT_HEAD_TIMEOUT = 30.0
+# Seconds a request body may stop arriving (408 beyond it): nginx's client_body_timeout.
+DEFAULT_BODY_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class ProxySettings:
     keeps the client's Host header; otherwise the upstream's host:port is sent. Timeouts are
     seconds; `max_body_bytes` bounds request bodies (413 beyond it), `max_head_bytes` request heads
     (431) and the upstream's response heads (502); `head_timeout` is how long a client may take
-    to send a request head (408). `pool_size` caps the idle
+    to send a request head and `body_timeout` the longest pause in a request body (408 both).
+    `pool_size` caps the idle
     keep-alive connections kept to the upstream (like nginx's `keepalive N`, it does not cap
     concurrent requests).
     """
@@ -44,6 +47,7 @@ class ProxySettings:
     max_body_bytes: int = 10 * 1024 * 1024
     max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
     head_timeout: float = DEFAULT_HEAD_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     pool_size: int = 512
