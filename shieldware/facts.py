@@ -83,6 +83,48 @@ def with_client(facts: RequestFacts, client_ip: str, now: float, path: str | Non
     return clone
 
 
+# A path segment that URL parsers (browsers', servers') read as "." or "..", percent-encoded or not.
+_DOT = frozenset((".", "%2e"))
+_DOT_DOT = frozenset(("..", ".%2e", "%2e.", "%2e%2e"))
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 for an absolute path: "." and ".." segments (also spelled %2e) resolved,
+    never above the root. "/a/../login" is "/login" to most shops, so it must be to us too."""
+    if not path.startswith("/"):
+        return path  # "*" (OPTIONS) and the like have no segments
+    kept: list[str] = []
+    segments = path.split("/")
+    last = len(segments) - 1
+    for i in range(1, last + 1):
+        segment = segments[i]
+        spelled = segment.lower() if "%" in segment else segment
+        if spelled in _DOT_DOT:
+            if kept:
+                kept.pop()
+        elif spelled not in _DOT:
+            kept.append(segment)
+            continue
+        if i == last:  # "/a/b/.." names the directory "/a/"
+            kept.append("")
+    return "/" + "/".join(kept)
+
+
+def route_path(path: str, notes: list[str]) -> str:
+    """The path as routes are matched and signals read it: repeated slashes merged (nginx's
+    merge_slashes) and dot segments resolved, so "//login" and "/x/../login" are "/login". Dot
+    segments add a note: browsers resolve them before sending, so a client that sends them is
+    crafting its URLs. (The fast lane leaves any such path to Python.)"""
+    if "/." not in path and "//" not in path:
+        return path  # nearly every request: nothing to resolve
+    while "//" in path:
+        path = path.replace("//", "/")
+    resolved = remove_dot_segments(path)
+    if resolved != path:
+        notes.append("path.dot_segments")
+    return resolved
+
+
 def parse_cookies(raw: str) -> tuple[dict[str, str], list[str]]:
     """Parse a Cookie header leniently; return the cookies and notes about what was odd.
 
@@ -325,13 +367,14 @@ def facts_from_scope(
     if not ascii_only:
         notes.append("header.non_ascii")
     raw_query = scope.get("query_string") or b""
+    path = route_path(scope.get("path", "/") or "/", notes)
     tls_fingerprint = None
     if tls_header and trusted and trusted.trusts(peer_ip):
         tls_fingerprint = header_map.get(tls_header) or None
     return RequestFacts(
         client_ip=client_ip,
         method=scope.get("method", "GET"),
-        path=scope.get("path", "/") or "/",
+        path=path,
         now=now,
         headers=headers,
         header_map=header_map,
@@ -362,6 +405,7 @@ def facts_from_headers(
     notes: list[str] = []
     if "cookie" in header_map:
         cookies, notes = parse_cookies(header_map["cookie"])
+    path = route_path(path or "/", notes)
     return RequestFacts(
         client_ip=normalise_ip(client_ip) or client_ip,
         method=method,

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from shieldware.facts import TrustedProxies, facts_from_scope, normalise_ip, parse_cookies
+import pytest
+
+from shieldware.facts import (
+    TrustedProxies,
+    facts_from_scope,
+    normalise_ip,
+    parse_cookies,
+    remove_dot_segments,
+    route_path,
+)
 
 
 def scope(headers, client=("198.51.100.9", 5555), path="/"):
@@ -95,3 +104,29 @@ def test_invalid_utf8_bytes_are_kept_and_noted():
 def test_missing_client_does_not_raise():
     facts = facts_from_scope({"type": "http", "headers": []}, 0.0)
     assert facts.client_ip == "0.0.0.0" and facts.path == "/" and facts.method == "GET"
+
+
+@pytest.mark.parametrize("path, resolved", [
+    ("/login", "/login"),
+    ("/static/../login", "/login"),
+    ("/a/./b/../c", "/a/c"),
+    ("/../../etc/passwd", "/etc/passwd"),  # never above the root
+    ("/a/b/..", "/a/"),
+    ("/a/.", "/a/"),
+    ("/a/%2e%2E/b", "/b"),  # as URL parsers read an encoded dot
+    ("/a/.%2e/b", "/b"),
+    ("/.well-known/x", "/.well-known/x"),  # a name that starts with a dot is no dot segment
+    ("/a/...", "/a/..."),
+    ("*", "*"),
+])
+def test_dot_segments_are_resolved(path, resolved):
+    assert remove_dot_segments(path) == resolved
+
+
+def test_route_paths_merge_slashes_and_note_dot_segments():
+    notes = []
+    assert route_path("/product/7", notes) == "/product/7" and notes == []
+    assert route_path("//login", notes) == "/login" and notes == []  # browsers do send these as linked
+    assert route_path("/x//..//login", notes) == "/login" and notes == ["path.dot_segments"]
+    facts = facts_from_scope({"type": "http", "path": "/static/../login", "headers": []}, 0.0)
+    assert facts.path == "/login" and "path.dot_segments" in facts.notes

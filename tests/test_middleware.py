@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from shieldware.engine import Engine
 from shieldware.metrics import Metrics
-from shieldware.middleware import ShieldMiddleware
+from shieldware.middleware import ShieldMiddleware, send_simple
 from shieldware.policy import default_policy, policy_from_text
 from tests.support import CHROME_NAVIGATION
 
@@ -187,3 +187,34 @@ async def test_large_cookie_and_duplicate_headers_over_real_http():
     assert response.status_code == 200
     # The oversized cookie and the broken Forwarded header became evidence, not an error.
     assert response.json()["score"] >= 25
+
+
+async def test_dot_segments_and_doubled_slashes_cannot_move_a_request_out_of_its_route_group():
+    """"/static/../login" is "/login" to most shops: routed as the login it is, on the Python path
+    (the lane leaves such paths alone), and noted as no browser's URL. The server has already
+    decoded %2e, so the scope's path shows plain dots."""
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(scope["state"]["shield"])
+        await send_simple(send, 200, [], b"ok")
+
+    middleware = ShieldMiddleware(app, engine=Engine(default_policy(mode="monitor"), metrics=Metrics()))
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    headers = [(name.lower().encode(), value.encode()) for name, value in CHROME_NAVIGATION]
+    for path in ["/product/1", "/static/../login", "//login", "/static/./..//login"] * 3:
+        scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "headers": headers, "client": ("203.0.113.7", 5000), "scheme": "http", "http_version": "1.1"}
+        await middleware.handle(scope, receive, send)
+    groups = [(decision.path, decision.route_group, "req.malformed" in decision.reason_codes) for decision in seen]
+    assert groups[:4] == [("/product/1", "product", False), ("/login", "login", True), ("/login", "login", False),
+                          ("/login", "login", True)]
+    assert groups[4:8] == groups[8:] == groups[:4]  # the same again once the lane has plans
+    if middleware.lane is not None:
+        assert middleware.lane.counts()["path"] >= 9  # every dotted or doubled path was left to Python

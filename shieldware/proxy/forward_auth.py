@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from shieldware.actions.pages import decision_response, html_escape
 from shieldware.decision import Decision, Verdict
-from shieldware.facts import RequestFacts, TrustedProxies, resolve_client_ip
+from shieldware.facts import RequestFacts, TrustedProxies, resolve_client_ip, route_path
 from shieldware.middleware import ShieldMiddleware, send_simple
 
 log = logging.getLogger("shieldware.proxy.forward_auth")
@@ -70,7 +70,8 @@ def original_request(facts: RequestFacts, trusted: TrustedProxies) -> tuple[Requ
     if host:
         kept["host"] = host
         headers = tuple((name, host if name == "host" else value) for name, value in headers)
-    rebuilt = replace(facts, client_ip=client_ip, method=method, path=unquote(raw_path) or "/", query=query,
+    path = route_path(unquote(raw_path) or "/", notes)
+    rebuilt = replace(facts, client_ip=client_ip, method=method, path=path, query=query,
                       host=host, scheme=scheme if scheme in ("http", "https") else "http", headers=headers,
                       header_map=kept, notes=tuple(notes))
     return rebuilt, uri

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from shieldware.facts import TrustedProxies, normalise_ip
+from shieldware.facts import TrustedProxies, normalise_ip, remove_dot_segments
 from shieldware.proxy.headers import MalformedRequest, response_headers_for_client, upstream_request_headers
 from shieldware.proxy.pages import error_page
 from shieldware.proxy.settings import ProxySettings
@@ -110,7 +110,7 @@ class Forwarder:
             self.session = None
 
     def upstream_url(self, scope: dict[str, Any]) -> URL:
-        key = (scope.get("raw_path") or scope["path"].encode(), scope.get("query_string") or b"")
+        key = (forward_path(scope), scope.get("query_string") or b"")
         url = self._urls.get(key)
         if url is None:
             raw_path, query = key
@@ -232,7 +232,7 @@ class Forwarder:
 
     def request_head(self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]], chunked: bool) -> bytes:
         """Request line and headers as the bytes that go on the wire (the client's bytes, not re-quoted)."""
-        target = self.base_path + (scope.get("raw_path") or scope["path"].encode())
+        target = self.base_path + forward_path(scope)
         query = scope.get("query_string")
         if query:
             target += b"?" + query
@@ -331,6 +331,15 @@ class Forwarder:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         exchange.finished = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def forward_path(scope: dict[str, Any]) -> bytes:
+    """The path to ask the upstream for: the client's bytes, never re-quoted, with dot segments
+    resolved (as shieldware decided on them), so no request reaches above the upstream URL's path."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    if b"/." in raw or b"/%2" in raw:  # "/../", "/%2e%2e/" and the like; rare
+        raw = remove_dot_segments(raw.decode("latin-1")).encode("latin-1")
+    return raw
 
 
 def start_watching(exchange: _Exchange) -> None:

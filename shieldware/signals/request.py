@@ -6,8 +6,8 @@ from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
 from shieldware.signals.base import Inspection
 
-register_reason("req.malformed", 15, "Parts of the request were malformed (cookies, forwarding headers or "
-                "non-ASCII header bytes); browsers do not send these.")
+register_reason("req.malformed", 15, "Parts of the request were malformed (cookies, forwarding headers, "
+                "non-ASCII header bytes or dot segments in the path); browsers do not send these.")
 register_reason("req.oversized_cookie", 25, "The Cookie header is far larger than a shop's cookies ever are.")
 
 
