@@ -232,7 +232,10 @@ class Forwarder:
 
     def request_head(self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]], chunked: bool) -> bytes:
         """Request line and headers as the bytes that go on the wire (the client's bytes, not re-quoted)."""
-        target = self.base_path + forward_path(scope)
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        if b"/." in raw_path or b"/%2" in raw_path:  # forward_path's test, here without a call per request
+            raw_path = forward_path(scope)
+        target = self.base_path + raw_path
         query = scope.get("query_string")
         if query:
             target += b"?" + query

@@ -17,8 +17,8 @@ uvicorn has no timeout for a request head either: a connection that sends nothin
 header a byte at a time (slowloris), is held for ever, and enough of them take every file
 descriptor the proxy has. A head that has not arrived `head_timeout` seconds after the connection
 opened, or after its first bytes came, is answered 408 (a silent connection is just closed), as
-nginx's `client_header_timeout` does. One sweep a second looks at the open connections; nothing
-is added to a request that arrives whole in one read.
+nginx's `client_header_timeout` does. A sweep every quarter of the timeout (5 s at most) looks at
+the open connections; nothing is added to a request that arrives whole in one read.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ log = logging.getLogger("shieldware.proxy")
 
 _RESPONSE_HEAD = b"HTTP/1.1 "
 _INTERIM = b"HTTP/1.1 1"  # 100 Continue must go out at once: the client waits for it
-SWEEP_SECONDS = 1.0  # how often open connections are looked at for late heads
+# How often open connections are looked at for late heads: a quarter of the timeout, within these
+# bounds (a head is refused at most that much after its time is up).
+SWEEP_SECONDS = (0.25, 5.0)
 _LATE_BODY = b"The request head took too long.\n"
 _TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
               b"connection: close\r\n\r\n%b" % (len(_LATE_BODY), _LATE_BODY))
@@ -82,7 +84,21 @@ class HeadHoldingTransport:
         self.flush()  # a websocket upgrade takes the connection over: the 101 head must be out first
         self._transport.set_protocol(protocol)
 
-    def __getattr__(self, name: str) -> Any:
+    # What uvicorn calls per request or per connection (and the head sweep per connection), passed
+    # on directly rather than found by way of __getattr__ after the normal lookup fails.
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def __getattr__(self, name: str) -> Any:  # the rest (the websocket protocols'), rarely called
         return getattr(self._transport, name)
 
 
@@ -93,11 +109,19 @@ class HeadTooLarge(Exception):
 
 
 class HeadLimitingParser:
-    """Stands in for the protocol's httptools parser: feeds it, and measures heads that span reads."""
+    """Stands in for the protocol's httptools parser: feeds it, measures heads that span reads, and
+    keeps the connection's head limits. They live here, not on the protocol: uvicorn's protocol
+    already has close to the 30 attributes for which CPython 3.11 shares one key table among
+    instances, and past it every attribute load of uvicorn's per-request code costs more (three
+    more there cost some 3,400 instructions per request, counted by bench/proxy_instructions.py)."""
 
-    def __init__(self, parser: Any, protocol: CoalescingHttpToolsProtocol) -> None:
+    def __init__(self, parser: Any, protocol: CoalescingHttpToolsProtocol, max_head_bytes: int,
+                 head_timeout: float) -> None:
         self._parser = parser
         self._protocol = protocol
+        self.max_head_bytes = max_head_bytes
+        self.head_timeout = head_timeout
+        self.connected_at = 0.0  # when the connection opened (the loop's clock)
         # The parser's methods uvicorn calls, bound once. No __getattr__ fallback: a class with one
         # keeps CPython from specialising its attribute loads, which cost thousands of instructions
         # per request here.
@@ -113,7 +137,7 @@ class HeadLimitingParser:
 
     def feed_data(self, data: bytes) -> None:
         protocol = self._protocol
-        self.big_read = len(data) > protocol.max_head_bytes
+        self.big_read = len(data) > self.max_head_bytes
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -128,7 +152,7 @@ class HeadLimitingParser:
             else:
                 self.open_scope, self.open_bytes = scope, protocol.head_size()
                 self.open_since = protocol.loop.time()
-            if self.open_bytes > protocol.max_head_bytes:
+            if self.open_bytes > self.max_head_bytes:
                 protocol.refuse_head(self.open_bytes)
 
 
@@ -139,14 +163,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
                  head_timeout: float = DEFAULT_HEAD_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.max_head_bytes = max_head_bytes
-        self.head_timeout = head_timeout
-        self.parser = HeadLimitingParser(self.parser, self)  # type: ignore[assignment]
-        self.connected_at = 0.0
+        self.parser = HeadLimitingParser(self.parser, self, max_head_bytes, head_timeout)  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeadHoldingTransport(transport))  # type: ignore[arg-type]
-        self.connected_at = self.loop.time()
+        self.parser.connected_at = self.loop.time()  # type: ignore[attr-defined]
         HeadDeadlines.of(self).watch()
 
     def head_late(self, now: float) -> bool | None:
@@ -154,13 +175,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         True when it is late (a head that has begun), or when the connection never sent a byte."""
         if self.transport.is_closing():
             return None
+        parser: HeadLimitingParser = self.parser  # type: ignore[assignment]
         scope = self.scope
         if scope is None:  # nothing has arrived since the connection opened
-            return now - self.connected_at > self.head_timeout or None
-        parser = self.parser
-        if parser.open_scope is not scope or "method" in scope:  # type: ignore[attr-defined]
+            return now - parser.connected_at > parser.head_timeout or None
+        if parser.open_scope is not scope or "method" in scope:
             return None  # the head came whole, or the request is past it (keep-alive has its own timer)
-        return now - parser.open_since > self.head_timeout  # type: ignore[attr-defined]
+        return now - parser.open_since > parser.head_timeout
 
     def refuse_late_head(self, begun: bool) -> None:
         if begun:
@@ -171,7 +192,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         parser = self.parser
         if parser.big_read or parser.open_scope is self.scope:  # type: ignore[attr-defined]
             size = self.head_size()
-            if size > self.max_head_bytes:
+            if size > parser.max_head_bytes:  # type: ignore[attr-defined]
                 raise HeadTooLarge(size)  # the parser stops; HeadLimitingParser answers 431
         super().on_headers_complete()
 
@@ -181,8 +202,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def refuse_head(self, size: int) -> None:
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
-        log.warning("refused a request head of over %d bytes (%d so far) from %s: 431", self.max_head_bytes,
-                    size, client)
+        log.warning("refused a request head of over %d bytes (%d so far) from %s: 431",
+                    self.parser.max_head_bytes, size, client)  # type: ignore[attr-defined]
         body = b"Request header fields too large.\n"
         self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; "
                              b"charset=utf-8\r\ncontent-length: " + str(len(body)).encode() +
@@ -191,12 +212,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
 
 class HeadDeadlines:
-    """One per server: every SWEEP_SECONDS, closes its connections whose request head is late, and
-    says so in one log line however many there were (a slowloris attack opens thousands)."""
+    """One per server: a few times per timeout, closes its connections whose request head is late,
+    and says so in one log line however many there were (a slowloris attack opens thousands)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any], head_timeout: float) -> None:
         self.loop = loop
         self.connections = connections
+        low, high = SWEEP_SECONDS
+        self.period = min(high, max(low, head_timeout / 4))
         self.handle: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -204,12 +227,13 @@ class HeadDeadlines:
         state = protocol.server_state
         deadlines = getattr(state, "head_deadlines", None)
         if deadlines is None:
-            deadlines = state.head_deadlines = cls(protocol.loop, protocol.connections)  # type: ignore[attr-defined]
+            deadlines = cls(protocol.loop, protocol.connections, protocol.parser.head_timeout)  # type: ignore[attr-defined]
+            state.head_deadlines = deadlines  # type: ignore[attr-defined]
         return deadlines
 
     def watch(self) -> None:
         if self.handle is None:
-            self.handle = self.loop.call_later(SWEEP_SECONDS, self.sweep)
+            self.handle = self.loop.call_later(self.period, self.sweep)
 
     def sweep(self) -> None:
         self.handle = None
@@ -223,7 +247,7 @@ class HeadDeadlines:
             begun = sum(b for _, b in late)
             others = f" and {len(clients) - 5} other addresses" if len(clients) > 5 else ""
             log.warning("closed %d connection(s) with no request head after %g s (%d mid-head, answered 408) "
-                        "from %s%s", len(late), late[0][0].head_timeout, begun, ", ".join(clients[:5]), others)
+                        "from %s%s", len(late), late[0][0].parser.head_timeout, begun, ", ".join(clients[:5]), others)
         if self.connections:
             self.watch()
 
