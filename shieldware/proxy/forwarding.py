@@ -233,8 +233,8 @@ class Forwarder:
     def request_head(self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]], chunked: bool) -> bytes:
         """Request line and headers as the bytes that go on the wire (the client's bytes, not re-quoted)."""
         raw_path = scope.get("raw_path") or scope["path"].encode()
-        if b"/." in raw_path or b"/%2" in raw_path:  # forward_path's test, here without a call per request
-            raw_path = forward_path(scope)
+        if b"/." in raw_path or b"/%2" in raw_path:  # as forward_path, without a call per request
+            raw_path = without_dot_segments(raw_path)
         target = self.base_path + raw_path
         query = scope.get("query_string")
         if query:
@@ -340,9 +340,11 @@ def forward_path(scope: dict[str, Any]) -> bytes:
     """The path to ask the upstream for: the client's bytes, never re-quoted, with dot segments
     resolved (as shieldware decided on them), so no request reaches above the upstream URL's path."""
     raw = scope.get("raw_path") or scope["path"].encode()
-    if b"/." in raw or b"/%2" in raw:  # "/../", "/%2e%2e/" and the like; rare
-        raw = remove_dot_segments(raw.decode("latin-1")).encode("latin-1")
-    return raw
+    return without_dot_segments(raw) if b"/." in raw or b"/%2" in raw else raw  # "/../", "/%2e%2e/": rare
+
+
+def without_dot_segments(raw_path: bytes) -> bytes:
+    return remove_dot_segments(raw_path.decode("latin-1")).encode("latin-1")
 
 
 def start_watching(exchange: _Exchange) -> None:
