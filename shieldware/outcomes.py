@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from shieldware.facts import RequestFacts
-from shieldware.policy import glob_to_regex, register_group_field
+from shieldware.policy import compile_globs, register_group_field
 
 # ---- the event vocabulary -----------------------------------------------------------------------
 
@@ -142,14 +142,14 @@ NO_WATCH = ActionWatch(None, ())
 def _parse_watch(raw: Any, where: str, check: Any) -> ActionWatch:
     raw = check.mapping(raw, where)
     check.unknown_keys(raw, WATCHED_ACTIONS, where)
-    parts, actions = [], []
+    patterns, actions = [], []
     for action in WATCHED_ACTIONS:
         for pattern in check.string_list(raw.get(action), f"{where}.{action}"):
-            parts.append(f"(?P<a{len(actions)}>{glob_to_regex(pattern)}\\Z)")
+            patterns.append(pattern)
             actions.append(action)
-    if not parts:
+    if not patterns:
         return NO_WATCH
-    return ActionWatch(re.compile("|".join(parts)), tuple(actions))
+    return ActionWatch(compile_globs(patterns, name="a"), tuple(actions))
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +214,7 @@ def _parse_outcomes(raw: Any, where: str, check: Any) -> tuple[OutcomeRule, ...]
         rules.append(OutcomeRule(
             event=event, statuses=frozenset(statuses),
             methods=frozenset(m.upper() for m in methods) if methods else None,
-            paths=re.compile("|".join(f"(?:{glob_to_regex(p)})\\Z" for p in paths)) if paths else None,
+            paths=compile_globs(paths) if paths else None,
             header=header))
     return tuple(rules)
 

@@ -218,3 +218,34 @@ async def test_dot_segments_and_doubled_slashes_cannot_move_a_request_out_of_its
     assert groups[4:8] == groups[8:] == groups[:4]  # the same again once the lane has plans
     if middleware.lane is not None:
         assert middleware.lane.counts()["path"] >= 9  # every dotted or doubled path was left to Python
+
+
+async def test_a_path_spelled_in_capitals_or_with_a_trailing_slash_stays_in_its_route_group():
+    """Express, ASP.NET, IIS and Spring serve "/LOGIN" and "/login/" as "/login": both route as the
+    login, in the lane and in Python alike, and the lane keeps them (no path of these is odd)."""
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(scope["state"]["shield"])
+        await send_simple(send, 200, [], b"ok")
+
+    middleware = ShieldMiddleware(app, engine=Engine(default_policy(mode="monitor"), metrics=Metrics()))
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    headers = [(name.lower().encode(), value.encode()) for name, value in CHROME_NAVIGATION]
+    paths = ["/product/1", "/LOGIN", "/login/", "/Account/Login/", "/Static/App.CSS", "/loginx"]
+    for path in paths * 3:
+        scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "headers": headers, "client": ("203.0.113.7", 5000), "scheme": "http", "http_version": "1.1"}
+        await middleware.handle(scope, receive, send)
+    groups = [(decision.path, decision.route_group) for decision in seen]
+    expected = [("/product/1", "product"), ("/LOGIN", "login"), ("/login/", "login"),
+                ("/Account/Login/", "login"), ("/Static/App.CSS", "static"), ("/loginx", "browse")]
+    assert groups == expected * 3  # the lane, once it has plans, groups as Python did
+    if middleware.lane is not None:
+        assert middleware.lane.counts()["path"] == 0

@@ -26,6 +26,32 @@ def test_default_policy_groups_a_shop():
     assert table.group_for("POST", "/static/app.js").name == "browse"
 
 
+def test_every_path_glob_folds_case_and_allows_one_trailing_slash():
+    """Groups, rule paths, outcome paths and watched actions all read a path as Express, ASP.NET,
+    IIS or Spring route it: "/LOGIN" and "/login/" are "/login", "/login//" and "/loginx" are not."""
+    policy = policy_from_text(
+        "groups:\n"
+        "  - name: login\n"
+        "    paths: [/login]\n"
+        "    watch: {login: [/login]}\n"
+        "    outcomes: [{method: POST, path: /login, status: 401, event: login_failed}]\n"
+        "  - name: browse\n"
+        "    paths: ['/*']\n"
+        "rules:\n"
+        "  - name: probe\n"
+        "    when: {path: /WP-Admin*}\n"
+        "    action: block\n")
+    login = policy.route_table.by_name("login")
+    (failed,) = login.setting("outcomes")
+    (probe,) = policy.rules
+    for path, same in [("/login", True), ("/LOGIN", True), ("/Login/", True), ("/login//", False), ("/loginx", False)]:
+        assert (policy.route_table.group_for("POST", path) is login) is same, path
+        assert (login.setting("watch").action_for("POST", path) == "login") is same, path
+        assert failed.matches("POST", path, 401) is same, path
+    assert probe.paths.match("/wp-admin/") and probe.paths.match("/WP-ADMIN/setup.php")
+    assert not probe.paths.match("/blog/wp-admin")
+
+
 def test_route_answers_are_cached_within_bounds(monkeypatch):
     import shieldware.policy as policy_module
 

@@ -434,15 +434,26 @@ static inline int bytes_eq(const char *a, Py_ssize_t alen, const char *b, Py_ssi
 /* ---- globs (route groups and rule paths) ---------------------------------------------------- */
 
 /* The policy's globs: '*' spans any characters (slashes too), '?' is one character, the rest is
- * literal, anchored at both ends; the same language shieldware.policy.glob_to_regex compiles.
- * The lane only matches ASCII paths without line breaks, where the two agree exactly. */
+ * literal, anchored at both ends; ASCII letters match in either case and the path may carry one
+ * trailing slash more: the language shieldware.policy.compile_globs compiles to a regex. Patterns
+ * are stored lower-cased, so only the path's bytes are folded here. The lane only matches ASCII
+ * paths without line breaks, where the two agree exactly. */
+static inline char fold(char c) { return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c; }
+
+/* `n` bytes of the path equal the lower-cased pattern's, letters in either case. */
+static inline int folded_eq(const char *pat, const char *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (pat[i] != fold(s[i])) return 0;
+    return 1;
+}
+
 static int glob_match(const char *pat, Py_ssize_t plen, const char *s, Py_ssize_t slen) {
     Py_ssize_t p = 0, i = 0, star = -1, mark = 0;
     while (i < slen) {
         if (p < plen && pat[p] == '*') { /* remember where to resume if what follows fails */
             star = p++;
             mark = i;
-        } else if (p < plen && (pat[p] == '?' || pat[p] == s[i])) {
+        } else if (p < plen && (pat[p] == '?' || pat[p] == fold(s[i]))) {
             p++;
             i++;
         } else if (star >= 0) { /* let the last star take one character more */
@@ -457,7 +468,7 @@ static int glob_match(const char *pat, Py_ssize_t plen, const char *s, Py_ssize_
 }
 
 /* Globs compiled once: most are a literal, a prefix ("/static/ *"), a suffix ("*.css") or both
- * around one star, matched with memcmp; the rest go through glob_match. */
+ * around one star, compared byte by byte; the rest go through glob_match. */
 enum { GLOB_EXACT, GLOB_PREFIX, GLOB_SUFFIX, GLOB_AROUND, GLOB_GENERAL };
 
 typedef struct {
@@ -510,7 +521,7 @@ static GlobSet *compile_globs(PyObject *patterns) {
             PyErr_NoMemory();
             return NULL;
         }
-        memcpy(glob->text, text, (size_t)len);
+        for (Py_ssize_t k = 0; k < len; k++) glob->text[k] = fold(text[k]);
         glob->len = len;
         set->n = i + 1;
         int stars = 0, questions = 0;
@@ -536,22 +547,22 @@ static GlobSet *compile_globs(PyObject *patterns) {
     return set;
 }
 
-static int any_glob(const GlobSet *set, const char *path, Py_ssize_t len) {
+static int glob_set_match(const GlobSet *set, const char *path, Py_ssize_t len) {
     for (Py_ssize_t i = 0; i < set->n; i++) {
         const Glob *g = &set->globs[i];
         switch (g->kind) {
         case GLOB_EXACT:
-            if (g->len == len && memcmp(g->text, path, (size_t)len) == 0) return 1;
+            if (g->len == len && folded_eq(g->text, path, len)) return 1;
             break;
         case GLOB_PREFIX:
-            if (g->head <= len && memcmp(g->text, path, (size_t)g->head) == 0) return 1;
+            if (g->head <= len && folded_eq(g->text, path, g->head)) return 1;
             break;
         case GLOB_SUFFIX:
-            if (g->tail <= len && memcmp(g->text + 1, path + len - g->tail, (size_t)g->tail) == 0) return 1;
+            if (g->tail <= len && folded_eq(g->text + 1, path + len - g->tail, g->tail)) return 1;
             break;
         case GLOB_AROUND:
-            if (g->head + g->tail <= len && memcmp(g->text, path, (size_t)g->head) == 0 &&
-                memcmp(g->text + g->head + 1, path + len - g->tail, (size_t)g->tail) == 0)
+            if (g->head + g->tail <= len && folded_eq(g->text, path, g->head) &&
+                folded_eq(g->text + g->head + 1, path + len - g->tail, g->tail))
                 return 1;
             break;
         default:
@@ -559,6 +570,11 @@ static int any_glob(const GlobSet *set, const char *path, Py_ssize_t len) {
         }
     }
     return 0;
+}
+
+/* Any glob of the set matches the path, or the path less its one trailing slash. */
+static int any_glob(const GlobSet *set, const char *path, Py_ssize_t len) {
+    return glob_set_match(set, path, len) || (len > 0 && path[len - 1] == '/' && glob_set_match(set, path, len - 1));
 }
 
 /* ---- product ids ---------------------------------------------------------------------------- */
@@ -2515,7 +2531,7 @@ static PyObject *mod_canonical_ipv4(PyObject *Py_UNUSED(m), PyObject *arg) {
 }
 
 static PyMethodDef module_methods[] = {
-    {"glob_match", mod_glob_match, METH_VARARGS, "glob_match(pattern, path) -> bool"},
+    {"glob_match", mod_glob_match, METH_VARARGS, "glob_match(lower-cased pattern, path) -> bool: one glob, no trailing-slash allowance"},
     {"globs_match", mod_globs_match, METH_VARARGS, "globs_match(patterns, path) -> bool, as route groups match"},
     {"product_id", mod_product_id, METH_O, "product_id(path) -> int | None"},
     {"canonical_ipv4", mod_canonical_ipv4, METH_O, "canonical_ipv4(text) -> bool"},

@@ -20,7 +20,7 @@ from shieldware.facts import _is_canonical_ipv4, facts_from_scope
 from shieldware.fastlane.lane import native
 from shieldware.fastlane.plan import VALUE_FREE_HEADERS
 from shieldware.middleware import ShieldMiddleware
-from shieldware.policy import default_policy, glob_to_regex
+from shieldware.policy import compile_globs, default_policy, glob_to_regex
 from shieldware.signals.base import Inspection
 from shieldware.signals.traffic import TrafficSignal
 from shieldware.signals.traffic_keys import product_id
@@ -32,18 +32,26 @@ from tests.support import CHROME_NAVIGATION
 
 pytestmark = pytest.mark.skipif(native is None, reason="the fast lane's C extension is not compiled here")
 
-PATH_CHARS = "ab/.-_*?0129%"
-GLOB_CHARS = "ab/.-_*?0129"
+PATH_CHARS = "aAbB/.-_*?0129%"
+GLOB_CHARS = "aAbB/.-_*?0129"
 
 
 @settings(max_examples=3000)
 @given(st.lists(st.text(GLOB_CHARS, max_size=8), min_size=1, max_size=4),
        st.text(PATH_CHARS.replace("*", "").replace("?", ""), max_size=12))
 def test_globs_match_as_the_policy_regex_does(patterns, path):
-    regex = re.compile("|".join(f"(?:{glob_to_regex(p)})\\Z" for p in patterns))
-    assert native.globs_match(tuple(patterns), path) == (regex.match(path) is not None)
-    assert native.glob_match(patterns[0], path) == (re.compile(glob_to_regex(patterns[0]) + r"\Z").match(path)
-                                                   is not None)
+    assert native.globs_match(tuple(patterns), path) == (compile_globs(patterns).match(path) is not None)
+    one = re.compile(glob_to_regex(patterns[0]) + r"\Z", re.IGNORECASE | re.ASCII)
+    assert native.glob_match(patterns[0].lower(), path) == (one.match(path) is not None)
+
+
+@pytest.mark.parametrize(("path", "matched"), [
+    ("/login", True), ("/LOGIN", True), ("/Login/", True), ("/login//", False), ("/loginx", False),
+    ("/Static/app.JS", True), ("/static", False), ("/a/b.CSS/", True), ("/", False), ("/CHECKOUT/", True)])
+def test_globs_fold_case_and_allow_one_trailing_slash(path, matched):
+    patterns = ("/login", "/static/*", "*.css", "/Checkout")
+    assert native.globs_match(patterns, path) is matched
+    assert (compile_globs(patterns).match(path) is not None) is matched
 
 
 @settings(max_examples=3000)
