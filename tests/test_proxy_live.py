@@ -249,6 +249,35 @@ def test_late_request_heads_get_408_and_silent_connections_are_closed(upstream):
     assert re.search(r"closed \d connection\(s\) with no request head after 1 s \(\d mid-head", printed)
 
 
+def test_requests_refused_before_the_app_are_in_the_access_log(upstream, tmp_path):
+    """Heads too large, too slow or unparsable never reach the app, yet they are the traffic of an
+    attack on the proxy itself: each gets an access-log line with what had arrived of it. A
+    connection that never spoke gets none (browsers open connections ahead and leave them idle)."""
+    log = tmp_path / "access.log"
+    with proxy_process("--upstream", upstream.url, "--monitor", "--max-head", "8k", "--head-timeout", "1",
+                       "--access-log", str(log)) as proxy:
+        big = b"GET /big HTTP/1.1\r\nHost: shop\r\nUser-Agent: Cookie-Monster/1\r\nCookie: " + b"c" * 9000
+        assert _exchange(proxy.port, [big + b"\r\n\r\n"]).startswith(b"HTTP/1.1 431 ")
+        trickled = [b"GET /slow-head?x=1 HTTP/1.1\r\nHost: shop\r\nX-Slow: "] + [b"a"] * 30
+        assert _exchange(proxy.port, trickled, pause=0.1).startswith(b"HTTP/1.1 408 ")
+        assert _exchange(proxy.port, [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"]).startswith(b"HTTP/1.1 400 ")
+        with socket.create_connection(("127.0.0.1", proxy.port)) as silent:
+            assert _closed_by_proxy(silent) == b""
+        assert requests.get(proxy.url + "/after", timeout=10).status_code == 200
+        proxy.stop()
+    lines = [line for line in log.read_text().splitlines() if "/.shieldware/health" not in line]  # readiness
+    combined = re.compile(r'^127\.0\.0\.1 - - \[[^]]+\] "([^"]*)" (\d{3}) (\d+) "([^"]*)" "([^"]*)"$')
+    parsed = [combined.match(line) for line in lines]
+    assert all(parsed), lines
+    assert [m.group(1, 2, 5) for m in parsed] == [
+        ("GET /big HTTP/1.1", "431", "Cookie-Monster/1"),
+        ("GET /slow-head?x=1 HTTP/1.1", "408", "-"),
+        ("-", "400", "-"),
+        ("GET /after HTTP/1.1", "200", f"python-requests/{requests.__version__}"),
+    ]
+    assert all(int(m.group(3)) > 0 for m in parsed)  # the bytes of each answer
+
+
 def test_a_request_body_that_stalls_gets_408(upstream):
     """A body that stops arriving (a slow-body attack, or a client gone quiet) would hold the upstream
     connection as well; a body that keeps coming, however slowly overall, is taken whole."""

@@ -141,6 +141,17 @@ class AccessLog:
         if query:
             target += "?" + query.decode("latin-1")
         request_line = f"{scope['method']} {target} HTTP/{scope.get('http_version', '1.1')}"
+        return self._line(scope, request_line, status, sent, started)
+
+    def log_refusal(self, client: Any, status: int, sent: int, request_line: str,
+                    headers: list[tuple[bytes, bytes]]) -> None:
+        """A request the serving layer answered before any app saw it (a head too large, too slow
+        or unparsable): logged like the rest, with what had arrived of it ("-" for no request
+        line), so an attack on the server itself shows in the log `shieldware analyze` reads."""
+        scope = {"client": client, "headers": headers}
+        self.writer.append(self._line(scope, request_line, status, sent, self.clock()))
+
+    def _line(self, scope: dict[str, Any], request_line: str, status: int, sent: int, started: float) -> str:
         referer = user_agent = "-"
         for name, value in scope["headers"]:
             if name == b"referer":

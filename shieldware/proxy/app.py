@@ -77,6 +77,12 @@ class ProxyApp:
             return
         await self.front(scope, receive, send)
 
+    def log_refusal(self, client: Any, status: int, sent: int, request_line: str,
+                    headers: list[tuple[bytes, bytes]]) -> None:
+        """The serving layer (proxy/serving.py) refused a request before it became one for the app."""
+        if isinstance(self.front, AccessLog):
+            self.front.log_refusal(client, status, sent, request_line, headers)
+
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()

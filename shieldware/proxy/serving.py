@@ -184,8 +184,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         return now - parser.open_since > parser.head_timeout
 
     def refuse_late_head(self, begun: bool) -> None:
-        if begun:
+        if begun:  # a connection that never sent a byte is not logged: browsers preconnect and stay quiet
             self.transport.write(_TIMED_OUT)
+            self.log_refusal(408, len(_LATE_BODY))
         self.transport.close()
 
     def on_headers_complete(self) -> None:
@@ -209,6 +210,33 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                              b"charset=utf-8\r\ncontent-length: " + str(len(body)).encode() +
                              b"\r\nconnection: close\r\n\r\n" + body)
         self.transport.close()
+        self.log_refusal(431, len(body))
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse, also told to the access log, unless a
+        request the app is still answering will be logged by the app (a broken body)."""
+        cycle = self.cycle
+        in_flight = cycle is not None and not cycle.response_complete and self.scope is not None \
+            and "method" in self.scope
+        super().send_400_response(msg)
+        if not in_flight:
+            self.log_refusal(400, len(msg))
+
+    def log_refusal(self, status: int, sent: int) -> None:
+        """Tell the app's access log (ProxyApp.log_refusal) of a request refused here, with what had
+        arrived of its head: the request line so far ("-" if none) and the header fields so far."""
+        log_refusal = getattr(self.app, "log_refusal", None)
+        if log_refusal is None:
+            return
+        scope = self.scope
+        request_line, headers = "-", []
+        if scope is not None and "method" not in scope:  # a head was in progress: this is what it said
+            headers = list(self.headers)
+            if self.url:
+                request_line = f"{self.parser.get_method().decode('latin-1')} {self.url.decode('latin-1')}"
+                if headers:  # the request line is complete
+                    request_line += f" HTTP/{self.parser.get_http_version()}"
+        log_refusal(self.client, status, sent, request_line, headers)
 
 
 class HeadDeadlines:
