@@ -162,6 +162,24 @@ def test_content_length_is_dropped_when_the_body_is_chunked():
     assert (length, chunked) == (None, True)
 
 
+@pytest.mark.parametrize("named", [b"Content-Length", b"host", b"keep-alive, content-length"])
+def test_a_connection_header_naming_the_length_or_host_is_malformed(named):
+    """Honoured, "Connection: content-length" would send the body on as a request of its own."""
+    scope = scope_with([(b"host", b"shop.example"), (b"connection", named), (b"content-length", b"39")])
+    with pytest.raises(MalformedRequest, match="frames or routes"):
+        client_headers_for_upstream(scope, peer_ip="127.0.0.1", client_ip="127.0.0.1", peer_trusted=False,
+                                    rewrite_host=None)
+
+
+def test_a_connection_header_cannot_take_off_shieldware_headers():
+    scope = scope_with([(b"host", b"shop.example"), (b"connection", b"close, X-Shield-Verdict, x-shield-score, x-a"),
+                        (b"x-a", b"1"), (b"x-shield-score", b"91"), (b"x-shield-verdict", b"block")])
+    headers, _, _ = client_headers_for_upstream(scope, peer_ip="127.0.0.1", client_ip="127.0.0.1",
+                                                peer_trusted=False, rewrite_host=None)
+    assert ("x-shield-score", "91") in headers and ("x-shield-verdict", "block") in headers
+    assert "x-a" not in dict(headers)
+
+
 @pytest.mark.parametrize("rewrite_host", [None, "upstream:8080"])
 def test_a_second_host_or_none_in_http_1_1_is_malformed(rewrite_host):
     def forwarded(headers, version="1.1"):

@@ -150,6 +150,26 @@ def _exchange(port: int, pieces: list[bytes], pause: float = 0.0) -> bytes:
         return received
 
 
+def test_a_connection_header_cannot_smuggle_a_body_past_the_proxy(monitor_proxy, upstream):
+    """"Connection: content-length", honoured, would send the POST on without its length, and its
+    body, a request of its own, would reach the shop on the pooled connection without any decision
+    (and its answer would go to the next client). Refused, nothing reaches the shop; the shop's own
+    x-shield headers cannot be named away either."""
+    hits = upstream.recorder.hits
+    inner = b"GET /smuggled HTTP/1.1\r\nHost: shop\r\n\r\n"
+    for named in (b"content-length", b"Host"):
+        outer = (b"POST /page HTTP/1.1\r\nHost: shop\r\nConnection: keep-alive, " + named +
+                 b"\r\nContent-Length: %d\r\n\r\n" % len(inner) + inner)
+        after = b"GET /after HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"
+        answer = _exchange(monitor_proxy.port, [outer + after])
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"frames or routes" in answer, answer
+    assert upstream.recorder.hits == hits
+    named_away = _exchange(monitor_proxy.port, [b"GET /echo-headers HTTP/1.1\r\nHost: shop\r\n"
+                                                b"Connection: close, X-Shield-Score, X-Shield-Verdict\r\n\r\n"])
+    seen = dict(json.loads(named_away.split(b"\r\n\r\n", 1)[1])["headers"])
+    assert seen["x-shield-score"].isdigit() and seen["x-shield-verdict"] in ("allow", "challenge", "block")
+
+
 def test_oversized_request_heads_are_431_and_never_reach_upstream(upstream):
     limit = 8 * 1024
     with proxy_process("--upstream", upstream.url, "--monitor", "--max-head", "8k") as proxy:

@@ -16,6 +16,13 @@ REQUEST_HEADERS_DROPPED = HOP_BY_HOP | {b"expect"}
 FORWARDING_HEADERS = frozenset({
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip",
 })
+# What a Connection header may not take off a request (RFC 9110 §7.6.1 lets it name fields to drop):
+# without its Content-Length the body would reach the shop as the next request on a pooled
+# connection (request smuggling, past every decision), and without its Host the shop would route
+# it to a host nobody judged. Such a request is refused (400).
+NEVER_CONNECTION_SPECIFIC = frozenset({b"content-length", b"host"})
+# Headers shieldware adds for the shop start so: a client cannot name them away either.
+SHIELD_PREFIX = b"x-shield-"
 # Every request header the loop below does more with than pass it on.
 _LOOKED_AT = REQUEST_HEADERS_DROPPED | FORWARDING_HEADERS | {b"content-length", b"host"}
 
@@ -54,7 +61,8 @@ def upstream_request_headers(
     """`client_headers_for_upstream` as raw bytes: what the forwarder writes, with nothing re-encoded.
 
     Raises MalformedRequest for a request with two Host headers, or an HTTP/1.1 one with none: the
-    shop and whatever decided on the request could read different hosts from it.
+    shop and whatever decided on the request could read different hosts from it. Likewise for one
+    whose Connection header names its Host or Content-Length (NEVER_CONNECTION_SPECIFIC).
     """
     out: list[tuple[bytes, bytes]] = []
     earlier: dict[bytes, bytes] = {}
@@ -97,7 +105,9 @@ def upstream_request_headers(
         host = b""
     if named_by_connection:
         dropped = set(named_by_connection)
-        out = [(name, value) for name, value in out if name not in dropped]
+        if not dropped.isdisjoint(NEVER_CONNECTION_SPECIFIC):
+            raise MalformedRequest("The Connection header named a field that frames or routes the request.")
+        out = [(name, value) for name, value in out if name not in dropped or name.startswith(SHIELD_PREFIX)]
     if chunked and body_length is not None:
         # Both framings at once is how request smuggling starts: Transfer-Encoding wins (RFC 9112
         # §6.3) and the body is re-framed by us, so the client's Content-Length must not go on.
