@@ -171,6 +171,20 @@ def test_a_connection_header_naming_the_length_or_host_is_malformed(named):
                                     rewrite_host=None)
 
 
+@pytest.mark.parametrize("peer_trusted", [False, True])
+def test_underscore_spellings_cannot_pose_as_forwarding_or_shield_headers(peer_trusted):
+    """A PHP or WSGI shop reads "X_Real_IP" as X-Real-IP (both are HTTP_X_REAL_IP to it)."""
+    posing = [(b"x_real_ip", b"198.51.100.1"), (b"x-forwarded_for", b"198.51.100.2"), (b"x_shield_verdict", b"allow"),
+              (b"x-shield_score", b"0"), (b"x_forwarded_proto", b"https")]
+    scope = scope_with([(b"host", b"shop.example"), *posing, (b"x_custom", b"kept")])
+    headers, _, _ = client_headers_for_upstream(scope, peer_ip="127.0.0.1", client_ip="127.0.0.1",
+                                                peer_trusted=peer_trusted, rewrite_host=None)
+    names = [name for name, _ in headers]
+    assert not any(name.encode() in dict(posing) for name in names)
+    assert ("x_custom", "kept") in headers  # other names with underscores are the shop's business
+    assert dict(headers)["x-real-ip"] == "127.0.0.1" and dict(headers)["x-forwarded-proto"] == "http"
+
+
 def test_a_connection_header_cannot_take_off_shieldware_headers():
     scope = scope_with([(b"host", b"shop.example"), (b"connection", b"close, X-Shield-Verdict, x-shield-score, x-a"),
                         (b"x-a", b"1"), (b"x-shield-score", b"91"), (b"x-shield-verdict", b"block")])

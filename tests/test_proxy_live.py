@@ -154,7 +154,7 @@ def test_a_connection_header_cannot_smuggle_a_body_past_the_proxy(monitor_proxy,
     """"Connection: content-length", honoured, would send the POST on without its length, and its
     body, a request of its own, would reach the shop on the pooled connection without any decision
     (and its answer would go to the next client). Refused, nothing reaches the shop; the shop's own
-    x-shield headers cannot be named away either."""
+    x-shield headers cannot be named away either, nor posed as with underscores."""
     hits = upstream.recorder.hits
     inner = b"GET /smuggled HTTP/1.1\r\nHost: shop\r\n\r\n"
     for named in (b"content-length", b"Host"):
@@ -165,9 +165,11 @@ def test_a_connection_header_cannot_smuggle_a_body_past_the_proxy(monitor_proxy,
         assert answer.startswith(b"HTTP/1.1 400 ") and b"frames or routes" in answer, answer
     assert upstream.recorder.hits == hits
     named_away = _exchange(monitor_proxy.port, [b"GET /echo-headers HTTP/1.1\r\nHost: shop\r\n"
-                                                b"Connection: close, X-Shield-Score, X-Shield-Verdict\r\n\r\n"])
+                                                b"Connection: close, X-Shield-Score, X-Shield-Verdict\r\n"
+                                                b"X_Shield_Verdict: allow\r\nX_Real_IP: 198.51.100.1\r\n\r\n"])
     seen = dict(json.loads(named_away.split(b"\r\n\r\n", 1)[1])["headers"])
     assert seen["x-shield-score"].isdigit() and seen["x-shield-verdict"] in ("allow", "challenge", "block")
+    assert "x_shield_verdict" not in seen and "x_real_ip" not in seen  # CGI servers read them as ours
 
 
 def test_oversized_request_heads_are_431_and_never_reach_upstream(upstream):

@@ -23,8 +23,28 @@ FORWARDING_HEADERS = frozenset({
 NEVER_CONNECTION_SPECIFIC = frozenset({b"content-length", b"host"})
 # Headers shieldware adds for the shop start so: a client cannot name them away either.
 SHIELD_PREFIX = b"x-shield-"
+
+
+def _underscore_spellings(names: frozenset[bytes]) -> frozenset[bytes]:
+    """Every spelling of these names with some of their dashes as underscores."""
+    spellings: set[bytes] = set()
+    for name in names:
+        variants = [b""]
+        for byte in name:
+            char = bytes((byte,))
+            variants = [v + c for v in variants for c in ((char, b"_") if char == b"-" else (char,))]
+        spellings.update(variants)
+    return frozenset(spellings - names)
+
+
+# CGI-style servers (PHP, WSGI and Rack servers) read "X_Real_IP" as the X-Real-IP we set, since
+# both become HTTP_X_REAL_IP, and Django would take whichever came last. nginx and Apache drop
+# headers with underscores by default for this reason; we drop the spellings that could pose as
+# the headers the shop trusts us for.
+POSING_HEADERS = _underscore_spellings(FORWARDING_HEADERS | {b"x-shield-score", b"x-shield-verdict", b"x-shield-ref",
+                                                             b"x-shield-event"})
 # Every request header the loop below does more with than pass it on.
-_LOOKED_AT = REQUEST_HEADERS_DROPPED | FORWARDING_HEADERS | {b"content-length", b"host"}
+_LOOKED_AT = REQUEST_HEADERS_DROPPED | FORWARDING_HEADERS | POSING_HEADERS | {b"content-length", b"host"}
 
 
 class MalformedRequest(ValueError):
@@ -82,6 +102,8 @@ def upstream_request_headers(
                 named_by_connection.extend(
                     token.strip().lower() for token in value.split(b",")
                     if token.strip().lower() not in (b"close", b"keep-alive", b"upgrade"))
+            continue
+        if name in POSING_HEADERS:
             continue
         if name in FORWARDING_HEADERS:
             if peer_trusted:
