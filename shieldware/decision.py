@@ -20,6 +20,14 @@ class Verdict(StrEnum):
     BLOCK = "block"
 
 
+# The headers shieldware sets on a request for the app to trust start "x-shield-". A CGI-style
+# server (PHP, WSGI, Rack) also reads "X_Shield_Verdict" as HTTP_X_SHIELD_VERDICT, so a client's
+# header in any of these spellings is taken off before ours go on (and the fast lane leaves such
+# requests to Python).
+SHIELD_HEADER_PREFIXES = (b"x-shield-", b"x_shield-", b"x-shield_", b"x_shield_")
+SHIELD_HEADER_NAMES = frozenset(prefix.decode() + name for prefix in SHIELD_HEADER_PREFIXES
+                                for name in ("score", "verdict", "ref", "event"))
+
 # Severity order, used when several findings want different verdicts.
 SEVERITY = {Verdict.ALLOW: 0, Verdict.TARPIT: 1, Verdict.THROTTLE: 2, Verdict.CHALLENGE: 3, Verdict.UNAVAILABLE: 4,
             Verdict.BLOCK: 5}

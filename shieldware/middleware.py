@@ -12,7 +12,7 @@ from typing import Any
 from shieldware.actions.challenge import install_challenges
 from shieldware.actions.pages import decision_response
 from shieldware.biometrics.endpoint import install_telemetry
-from shieldware.decision import Decision, Verdict
+from shieldware.decision import SHIELD_HEADER_NAMES, SHIELD_HEADER_PREFIXES, Decision, Verdict
 from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope
 from shieldware.fastlane.lane import HELD, MISS, FastLane
@@ -26,7 +26,6 @@ from shieldware.windows.layout import OUT_WIDTH
 
 log = logging.getLogger("shieldware.middleware")
 
-_SHIELD_HEADERS = frozenset(("x-shield-score", "x-shield-verdict", "x-shield-ref", "x-shield-event"))
 _VERDICT_BYTES = {verdict: verdict.value.encode() for verdict in Verdict}
 
 # ASGI's own shapes, as Starlette and uvicorn type them (mutable mappings), so any ASGI app and
@@ -221,7 +220,7 @@ class ShieldMiddleware:
         if decision.action is not Verdict.ALLOW:
             await self._refuse(decision, facts, scope, receive, send)
             return
-        await self._pass(decision, scope, receive, send, now, _SHIELD_HEADERS.isdisjoint(facts.header_map), None)
+        await self._pass(decision, scope, receive, send, now, SHIELD_HEADER_NAMES.isdisjoint(facts.header_map), None)
 
     async def _pass(self, decision: Decision, scope: Scope, receive: Receive, send: Send, now: float,
                     headers_clean: bool, feedback_on: frozenset[int] | None) -> None:
@@ -235,7 +234,7 @@ class ShieldMiddleware:
         if headers_clean:
             headers = list(scope["headers"])
         else:  # the client sent X-Shield-* itself: drop them, the app must be able to trust these
-            headers = [h for h in scope["headers"] if not h[0].lower().startswith(b"x-shield-")]
+            headers = [h for h in scope["headers"] if not h[0].lower().startswith(SHIELD_HEADER_PREFIXES)]
         headers.append((b"x-shield-score", b"%d" % round(decision.bot_score)))
         headers.append((b"x-shield-verdict", _VERDICT_BYTES[decision.verdict]))
         headers.append((b"x-shield-ref", decision.ref.encode()))

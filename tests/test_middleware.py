@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import warnings
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 
+from shieldware.decision import Verdict
 from shieldware.engine import Engine
 from shieldware.metrics import Metrics
 from shieldware.middleware import ShieldMiddleware, send_simple
@@ -61,6 +63,26 @@ def test_forged_shield_headers_from_the_client_are_dropped():
                                                  "x-shield-score": "0"}).json()
     assert response["headers"]["x-shield-verdict"] == "block"
     assert response["headers"]["x-shield-score"] == str(round(response["score"])) != "0"
+
+
+def test_underscore_spellings_of_shield_headers_cannot_pose_to_a_wsgi_shop():
+    """A WSGI (or PHP, or Rack) shop reads "X_Shield_Verdict" as X-Shield-Verdict: both are
+    HTTP_X_SHIELD_VERDICT. The client's spellings are taken off, on the lane's path as on Python's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated in favour of a2wsgi; the mapping is the same
+        from starlette.middleware.wsgi import WSGIMiddleware
+
+    def wsgi_shop(environ, start_response):
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [environ.get("HTTP_X_SHIELD_VERDICT", "").encode()]
+
+    client = TestClient(ShieldMiddleware(WSGIMiddleware(wsgi_shop), policy=default_policy(mode="monitor")))
+    forged = {"x_shield_verdict": "allow", "X-Shield_Score": "0"}
+    for headers in [dict(CHROME_NAVIGATION)] * 3 + [{**dict(CHROME_NAVIGATION), **forged}] * 3:
+        seen = client.get("/product/1", headers=headers).text
+        assert seen in {verdict.value for verdict in Verdict}  # ours alone: two would be joined, "allow,allow"
+    for _ in range(3):
+        assert client.get("/product/1", headers={"user-agent": "curl/8.0", **forged}).text == "block"
 
 
 def test_monitor_mode_evaluates_but_lets_through():

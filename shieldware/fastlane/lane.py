@@ -53,7 +53,7 @@ DEFAULT_TEMPLATES = 1024  # (shape, group) templates for plain addresses
 ADDRESS, PREFIX = 0, 1  # recipe parts spelled from the client (the C file's PART_*)
 MAX_MODELS = 4096  # (shape, group) models kept to draft new clients' plans from
 # Names whose presence sends a request to Python: the middleware strips client-sent X-Shield-*.
-BAIL_PREFIXES = (b"x-shield-",)
+BAIL_PREFIXES = decisions.SHIELD_HEADER_PREFIXES
 MISS, FLAGGED, HELD = 0, 1, 2  # the tags of decide()'s tuple answers
 # Decision's fields in the order the C file fills their slots (its F_* values).
 DECISION_FIELDS = ("ref", "verdict", "bot_score", "reasons", "route_group", "time", "client_ip", "method", "path",

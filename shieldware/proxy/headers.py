@@ -40,9 +40,8 @@ def _underscore_spellings(names: frozenset[bytes]) -> frozenset[bytes]:
 # CGI-style servers (PHP, WSGI and Rack servers) read "X_Real_IP" as the X-Real-IP we set, since
 # both become HTTP_X_REAL_IP, and Django would take whichever came last. nginx and Apache drop
 # headers with underscores by default for this reason; we drop the spellings that could pose as
-# the headers the shop trusts us for.
-POSING_HEADERS = _underscore_spellings(FORWARDING_HEADERS | {b"x-shield-score", b"x-shield-verdict", b"x-shield-ref",
-                                                             b"x-shield-event"})
+# the forwarding headers (the middleware does the same for X-Shield-*: decision.SHIELD_HEADER_PREFIXES).
+POSING_HEADERS = _underscore_spellings(FORWARDING_HEADERS)
 # Every request header the loop below does more with than pass it on.
 _LOOKED_AT = REQUEST_HEADERS_DROPPED | FORWARDING_HEADERS | POSING_HEADERS | {b"content-length", b"host"}
 
