@@ -172,6 +172,56 @@ def test_a_connection_header_cannot_smuggle_a_body_past_the_proxy(monitor_proxy,
     assert "x_shield_verdict" not in seen and "x_real_ip" not in seen  # CGI servers read them as ours
 
 
+@contextlib.contextmanager
+def raw_upstream(answers: dict[bytes, bytes]):
+    """A loopback upstream that answers each request path with fixed raw bytes, keeping connections
+    open: for answers no well-behaved server library would write."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            pending = b""
+            while chunk := conn.recv(65536):
+                pending += chunk
+                while b"\r\n\r\n" in pending:
+                    head, pending = pending.split(b"\r\n\r\n", 1)
+                    conn.sendall(answers[head.split(b" ")[1]])
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_awkward_but_lawful_upstream_answers_keep_the_client_connection():
+    """A 304 that names the length it does not send (RFC 9110 §8.6) and a 204 with a length are
+    relayed without a body and the client's keep-alive connection goes on; a response followed by
+    bytes nobody asked for (a Content-Length too small) is relayed as its length says."""
+    answers = {b"/304": b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\ncontent-length: 1234\r\n\r\n",
+               b"/204": b"HTTP/1.1 204 No Content\r\ncontent-length: 3\r\n\r\n",
+               b"/short": b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nx-planted: 1\r\n\r\n",
+               b"/page": b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\npage"}
+    with raw_upstream(answers) as upstream_url, proxy_process("--upstream", upstream_url, "--monitor") as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as client:
+            for path in (b"/304", b"/204", b"/short", b"/page"):
+                client.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: shop\r\n\r\n")
+            client.sendall(b"GET /page HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+            answered = _closed_by_proxy(client)
+        printed = proxy.stop()
+    statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answered)
+    assert statuses == [b"304", b"204", b"200", b"200", b"200"], answered
+    assert b"etag: \"v1\"" in answered and b"x-planted" not in answered
+    assert answered.count(b"\r\n\r\nok") == 1 and answered.endswith(b"page")
+    assert "Exception in ASGI application" not in printed
+    assert "sent bytes after its response" in printed
+
+
 def test_oversized_request_heads_are_431_and_never_reach_upstream(upstream):
     limit = 8 * 1024
     with proxy_process("--upstream", upstream.url, "--monitor", "--max-head", "8k") as proxy:

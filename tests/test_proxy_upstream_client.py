@@ -117,6 +117,36 @@ async def test_interim_responses_are_skipped():
         pool.release(connection)
 
 
+async def test_bytes_after_the_response_are_dropped_with_the_connection(caplog):
+    """A shop whose Content-Length is too small sends more than its response; parsed, the rest
+    would become part of this answer (a header, more body) or the next request's. In one read
+    with the response, or in a read of their own, they are dropped and the connection closed."""
+    extra = b"HTTP/1.1 200 OK\r\nset-cookie: session=planted\r\ncontent-length: 6\r\n\r\nPOISON"
+
+    async def handler(reader, writer):
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-first: 1\r\n\r\nok" + extra)
+        await writer.drain()
+        await read_request_head(reader)  # the pool must not send a second request on it
+
+    async with RawServer(handler) as server:
+        pool = server.pool()
+        connection = await pool.acquire()
+        await connection.send_request(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", None, False)
+        await connection.read_head()
+        body = b""
+        while chunk := await connection.read_body():
+            body += chunk
+        assert (connection.status, body) == (200, b"ok")
+        assert connection.headers == [(b"content-length", b"2"), (b"x-first", b"1")]
+        assert not connection.reusable()
+        pool.release(connection)
+        assert await exchange(pool) == (200, b"ok", False)  # a new connection, answered the same
+        pool.close()
+    assert server.connections == 2
+    assert "sent bytes after its response" in caplog.text
+
+
 async def test_malformed_response_is_an_upstream_error():
     async def handler(reader, writer):
         await read_request_head(reader)

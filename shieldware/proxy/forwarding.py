@@ -293,6 +293,10 @@ class Forwarder:
                 raise BodyTooLarge()
             status = connection.status
             response_headers, length = response_headers_for_client(connection.headers)
+            if length and (status == 304 or status == 204) and method != "HEAD":
+                # A 304 may name the length of what it does not send (RFC 9110 §8.6); uvicorn would
+                # wait for that many bytes, fail, and cut the connection.
+                response_headers = [header for header in response_headers if header[0] != b"content-length"]
             exchange.started = True
             await send({"type": "http.response.start", "status": status, "headers": response_headers})
             if method == "HEAD" or length == 0 or status in (204, 304):

@@ -9,6 +9,7 @@ only that, with back-pressure both ways and a read timeout on every wait.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections import deque
@@ -18,6 +19,8 @@ import httptools
 
 from shieldware.proxy.settings import DEFAULT_MAX_HEAD_BYTES
 
+log = logging.getLogger("shieldware.proxy")
+
 # Pause reading from the upstream while this much of its body waits for the client to take it.
 READ_BUFFER_HIGH = 256 * 1024
 # Idle connections older than this are not reused: the upstream has probably closed them.
@@ -26,6 +29,10 @@ IDLE_SECONDS = 30.0
 
 class UpstreamError(Exception):
     """The upstream could not be reached, or broke the exchange (answered with 502)."""
+
+
+class _Unasked(Exception):
+    """Another response began after the one that was asked for (raised to stop the parser)."""
 
 
 def _expire(waiter: asyncio.Future) -> None:
@@ -79,9 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self.in_use or self.complete:
-            # Bytes nobody asked for (an idle connection, or more after the response): unusable.
-            self.keep_alive = False
-            self.close()
+            self._unasked()
             return
         if not self.headers_done:
             self.head_bytes += len(data)
@@ -90,7 +95,10 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError("the upstream switched protocols on a plain HTTP request"))
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"the upstream sent a malformed response: {exc}"))
+            if isinstance(exc.__context__, _Unasked):
+                self._unasked()
+            else:
+                self._fail(UpstreamError(f"the upstream sent a malformed response: {exc}"))
         if not self.headers_done and self.head_bytes > self.max_head:
             # httptools keeps a header however long it grows: a head still open after max_head
             # bytes is refused, so the proxy holds at most that and one read of it.
@@ -118,7 +126,20 @@ class UpstreamConnection(asyncio.Protocol):
         if drain is not None and not drain.done():
             drain.set_result(None)
 
+    def _unasked(self) -> None:
+        """Bytes nobody asked for: on an idle connection, or after the response's end (a shop
+        whose Content-Length is too small sends them). They are dropped and the connection with
+        them: parsed, they would be the next request's answer, or part of this one's."""
+        log.warning("the upstream sent bytes after its response (a Content-Length too small?) or while "
+                    "idle: they were dropped and the connection closed")
+        self.keep_alive = False
+        self.close()
+
     # ---- httptools callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # in the same read as the response asked for: stop parsing there
+            raise _Unasked()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
