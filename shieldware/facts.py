@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -111,18 +112,29 @@ def remove_dot_segments(path: str) -> str:
 
 
 def route_path(path: str, notes: list[str]) -> str:
-    """The path as routes are matched and signals read it: repeated slashes merged (nginx's
-    merge_slashes) and dot segments resolved, so "//login" and "/x/../login" are "/login". Dot
-    segments add a note: browsers resolve them before sending, so a client that sends them is
-    crafting its URLs. (The fast lane leaves any such path to Python.)"""
-    if "/." not in path and "//" not in path:
+    """The path as routes are matched and signals read it, spelled as the shops that read it most
+    loosely route it: backslashes as slashes (IIS and ASP.NET), path parameters dropped (Java
+    servlet containers route "/login;jsessionid=1" and "/static/..;/login" to "/login"), repeated
+    slashes merged (nginx's merge_slashes) and dot segments resolved. On a shop that routes
+    strictly these spellings are 404s, which lose nothing by being grouped with their look-alike.
+    Dot segments add a note: browsers resolve them (and turn backslashes into slashes) before
+    sending, so a client that sends them is crafting its URLs. (The fast lane leaves any such
+    path to Python.)"""
+    if "/." not in path and "//" not in path and ";" not in path and "\\" not in path:
         return path  # nearly every request: nothing to resolve
+    if "\\" in path:
+        path = path.replace("\\", "/")
+    if ";" in path:
+        path = _PATH_PARAMETERS.sub("", path)
     while "//" in path:
         path = path.replace("//", "/")
     resolved = remove_dot_segments(path)
     if resolved != path:
         notes.append("path.dot_segments")
     return resolved
+
+
+_PATH_PARAMETERS = re.compile(r";[^/]*")
 
 
 def parse_cookies(raw: str) -> tuple[dict[str, str], list[str]]:

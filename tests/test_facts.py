@@ -130,3 +130,17 @@ def test_route_paths_merge_slashes_and_note_dot_segments():
     assert route_path("/x//..//login", notes) == "/login" and notes == ["path.dot_segments"]
     facts = facts_from_scope({"type": "http", "path": "/static/../login", "headers": []}, 0.0)
     assert facts.path == "/login" and "path.dot_segments" in facts.notes
+
+
+@pytest.mark.parametrize("path, routed, crafted", [
+    ("/login;jsessionid=A1B2", "/login", False),  # Java servlet containers drop path parameters
+    ("/static/..;/login", "/login", True),  # ... so "..;" climbs like ".."
+    ("/account;x/login;y", "/account/login", False),
+    ("/static\\..\\login", "/login", True),  # IIS and ASP.NET read a backslash as a slash
+    ("\\login", "/login", False),
+    ("/product/42;v=2", "/product/42", False),
+])
+def test_route_paths_read_path_parameters_and_backslashes_as_loose_servers_do(path, routed, crafted):
+    notes = []
+    assert route_path(path, notes) == routed
+    assert notes == (["path.dot_segments"] if crafted else [])

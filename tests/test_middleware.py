@@ -211,7 +211,7 @@ async def test_large_cookie_and_duplicate_headers_over_real_http():
     assert response.json()["score"] >= 25
 
 
-async def test_dot_segments_and_doubled_slashes_cannot_move_a_request_out_of_its_route_group():
+async def test_crafted_paths_cannot_move_a_request_out_of_its_route_group():
     """"/static/../login" is "/login" to most shops: routed as the login it is, on the Python path
     (the lane leaves such paths alone), and noted as no browser's URL. The server has already
     decoded %2e, so the scope's path shows plain dots."""
@@ -240,6 +240,19 @@ async def test_dot_segments_and_doubled_slashes_cannot_move_a_request_out_of_its
     assert groups[4:8] == groups[8:] == groups[:4]  # the same again once the lane has plans
     if middleware.lane is not None:
         assert middleware.lane.counts()["path"] >= 9  # every dotted or doubled path was left to Python
+
+    # Java servlet containers drop path parameters ("..;" climbs), IIS reads "\\" as "/"
+    seen.clear()
+    # ("/about" gives the lane a plan for the browse group, where a lane reading these paths as
+    # written would put them)
+    for path in ["/product/1", "/about", "/login;jsessionid=7", "/static/..;/login", "/static\\..\\login"] * 3:
+        scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "headers": headers, "client": ("203.0.113.8", 5000), "scheme": "http", "http_version": "1.1"}
+        await middleware.handle(scope, receive, send)
+    groups = [(decision.path, decision.route_group, "req.malformed" in decision.reason_codes) for decision in seen]
+    assert groups[:5] == [("/product/1", "product", False), ("/about", "browse", False), ("/login", "login", False),
+                          ("/login", "login", True), ("/login", "login", True)]
+    assert groups[5:10] == groups[10:] == groups[:5]
 
 
 async def test_a_path_spelled_in_capitals_or_with_a_trailing_slash_stays_in_its_route_group():

@@ -272,13 +272,20 @@ def test_an_upstream_response_head_over_max_head_is_502(upstream):
 
 def test_dot_segments_cannot_reach_above_the_upstream_path(upstream):
     """With --upstream http://shop/base, "/../admin" must not become the shop's "/admin": the
-    proxy resolves dot segments (plain or %2e) before it appends the path, as nginx does."""
+    proxy resolves dot segments (plain or %2e) before it appends the path, as nginx does, and
+    refuses the spellings only a looser server climbs with."""
     with proxy_process("--upstream", upstream.url + "/base", "--monitor") as proxy:
         for target, seen in [(b"/a/../../../etc/passwd", b"page /base/etc/passwd"),
                              (b"/a/%2e%2e/%2E%2e/admin?x=1", b"page /base/admin"),
                              (b"/.well-known/security.txt", b"page /base/.well-known/security.txt")]:
             answer = _exchange(proxy.port, [b"GET " + target + b" HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"])
             assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(seen), (target, answer)
+        # what only a looser server climbs with (Tomcat's "..;", IIS's backslash) is refused
+        for target in (b"/a/..;/..;/admin", b"/a/..%5c..%5cadmin", b"/a/..%2f..%2fadmin"):
+            answer = _exchange(proxy.port, [b"GET " + target + b" HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"])
+            assert answer.startswith(b"HTTP/1.1 400 ") and b"loosely" in answer, (target, answer)
+        answer = _exchange(proxy.port, [b"GET /cart;jsessionid=7 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"])
+        assert answer.endswith(b"page /base/cart;jsessionid=7")  # path parameters alone pass as they came
 
 
 def _closed_by_proxy(sock: socket.socket, wait: float = 15.0) -> bytes:

@@ -957,12 +957,13 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
         PyErr_Clear();
         return;
     }
-    /* Control bytes, and "/." or "//" anywhere: Python resolves dot segments and merges slashes
-     * before it matches routes (facts.route_path), and the lane's groups must be the same. */
+    /* Control bytes, and "/." or "//", ';' or '\\' anywhere: Python resolves dot segments, merges
+     * slashes, drops path parameters and reads backslashes as slashes before it matches routes
+     * (facts.route_path), and the lane's groups must be the same. */
     unsigned char previous = 0;
     for (Py_ssize_t i = 0; i < plen; i++) {
         unsigned char c = (unsigned char)pdata[i];
-        if (c < 0x20 || c == 0x7f || (previous == '/' && (c == '.' || c == '/'))) return;
+        if (c < 0x20 || c == 0x7f || c == ';' || c == '\\' || (previous == '/' && (c == '.' || c == '/'))) return;
         previous = c;
     }
     if (plen >= self->prefix_len && memcmp(pdata, self->prefix, (size_t)self->prefix_len) == 0) return;

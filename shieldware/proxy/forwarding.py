@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -157,6 +158,8 @@ class Forwarder:
     async def forward_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         peer, client_ip = self.peer_and_client(scope)
         try:
+            if self.base_path:
+                refuse_loose_climbs(scope)
             headers, body_length, chunked = upstream_request_headers(
                 scope, peer, client_ip, self.trusted.trusts(peer), self.rewrite_host)
         except MalformedRequest as exc:
@@ -349,6 +352,23 @@ def forward_path(scope: dict[str, Any]) -> bytes:
 
 def without_dot_segments(raw_path: bytes) -> bytes:
     return remove_dot_segments(raw_path.decode("latin-1")).encode("latin-1")
+
+
+_SEPARATOR = rb"(?:/|\\|%5[cC]|%2[fF])"
+_DOT = rb"(?:\.|%2[eE])"
+# A ".." that the standard resolution leaves alone but some servers climb with: "..;" (Java
+# servlet containers drop path parameters), "..\\" and "..%5c" (IIS reads a backslash as a
+# slash), "..%2f" (servers that decode encoded slashes before they resolve).
+_LOOSE_CLIMB = re.compile(rb"(?:^|" + _SEPARATOR + rb")" + _DOT + _DOT + rb"(?:;|" + _SEPARATOR + rb"|$)")
+
+
+def refuse_loose_climbs(scope: dict[str, Any]) -> None:
+    """With a base path in --upstream (http://shop/base), no request may reach above it: the
+    standard dot segments are resolved (forward_path); a path that climbs only as a looser server
+    reads it is refused with MalformedRequest, since no browser sends one."""
+    if _LOOSE_CLIMB.search(forward_path(scope)):
+        raise MalformedRequest("The path climbs above its root in a way some servers read loosely "
+                               "(\"..;\", a backslash or an encoded slash next to \"..\").")
 
 
 def start_watching(exchange: _Exchange) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from shieldware.proxy.forwarding import refuse_loose_climbs
 from shieldware.proxy.headers import MalformedRequest, client_headers_for_upstream
 from shieldware.proxy.pages import render_error
 
@@ -31,6 +32,8 @@ async def relay_websocket(forwarder: Forwarder, scope: dict[str, Any], receive: 
         return
     peer, client_ip = forwarder.peer_and_client(scope)
     try:
+        if forwarder.base_path:
+            refuse_loose_climbs(scope)
         headers, _, _ = client_headers_for_upstream(scope, peer, client_ip, forwarder.trusted.trusts(peer),
                                                     forwarder.rewrite_host)
     except MalformedRequest as exc:
