@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from shieldware.decision import SHIELD_HEADER_PREFIXES
+
 # RFC 9110 §7.6.1 connection-specific fields, plus the pre-standard ones still seen in the wild.
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
@@ -21,8 +23,6 @@ FORWARDING_HEADERS = frozenset({
 # connection (request smuggling, past every decision), and without its Host the shop would route
 # it to a host nobody judged. Such a request is refused (400).
 NEVER_CONNECTION_SPECIFIC = frozenset({b"content-length", b"host"})
-# Headers shieldware adds for the shop start so: a client cannot name them away either.
-SHIELD_PREFIX = b"x-shield-"
 
 
 def _underscore_spellings(names: frozenset[bytes]) -> frozenset[bytes]:
@@ -128,7 +128,8 @@ def upstream_request_headers(
         dropped = set(named_by_connection)
         if not dropped.isdisjoint(NEVER_CONNECTION_SPECIFIC):
             raise MalformedRequest("The Connection header named a field that frames or routes the request.")
-        out = [(name, value) for name, value in out if name not in dropped or name.startswith(SHIELD_PREFIX)]
+        # shieldware's own headers for the shop: a client cannot name them away
+        out = [(name, value) for name, value in out if name not in dropped or name.startswith(SHIELD_HEADER_PREFIXES)]
     if chunked and body_length is not None:
         # Both framings at once is how request smuggling starts: Transfer-Encoding wins (RFC 9112
         # §6.3) and the body is re-framed by us, so the client's Content-Length must not go on.
