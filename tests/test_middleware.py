@@ -211,18 +211,19 @@ async def test_large_cookie_and_duplicate_headers_over_real_http():
     assert response.json()["score"] >= 25
 
 
-async def test_crafted_paths_cannot_move_a_request_out_of_its_route_group():
-    """"/static/../login" is "/login" to most shops: routed as the login it is, on the Python path
-    (the lane leaves such paths alone), and noted as no browser's URL. The server has already
-    decoded %2e, so the scope's path shows plain dots."""
-    seen = []
+def routing_middleware() -> tuple[ShieldMiddleware, list]:
+    """A monitor-mode middleware in front of an app that keeps the decision of each request."""
+    seen: list = []
 
     async def app(scope, receive, send):
         seen.append(scope["state"]["shield"])
         await send_simple(send, 200, [], b"ok")
 
-    middleware = ShieldMiddleware(app, engine=Engine(default_policy(mode="monitor"), metrics=Metrics()))
+    return ShieldMiddleware(app, engine=Engine(default_policy(mode="monitor"), metrics=Metrics())), seen
 
+
+async def get_paths(middleware: ShieldMiddleware, paths: list[str], client_ip: str) -> None:
+    """Each path, as one Chrome client's GET, through the middleware as a server would call it."""
     async def receive():
         return {"type": "http.request", "body": b"", "more_body": False}
 
@@ -230,10 +231,19 @@ async def test_crafted_paths_cannot_move_a_request_out_of_its_route_group():
         pass
 
     headers = [(name.lower().encode(), value.encode()) for name, value in CHROME_NAVIGATION]
-    for path in ["/product/1", "/static/../login", "//login", "/static/./..//login"] * 3:
+    for path in paths:
         scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
-                 "headers": headers, "client": ("203.0.113.7", 5000), "scheme": "http", "http_version": "1.1"}
+                 "headers": headers, "client": (client_ip, 5000), "scheme": "http", "http_version": "1.1"}
         await middleware.handle(scope, receive, send)
+
+
+async def test_crafted_paths_cannot_move_a_request_out_of_its_route_group():
+    """"/static/../login" is "/login" to most shops: routed as the login it is, on the Python path
+    (the lane leaves such paths alone), and noted as no browser's URL. The server has already
+    decoded %2e, so the scope's path shows plain dots."""
+    middleware, seen = routing_middleware()
+    await get_paths(middleware, ["/product/1", "/static/../login", "//login", "/static/./..//login"] * 3,
+                    "203.0.113.7")
     groups = [(decision.path, decision.route_group, "req.malformed" in decision.reason_codes) for decision in seen]
     assert groups[:4] == [("/product/1", "product", False), ("/login", "login", True), ("/login", "login", False),
                           ("/login", "login", True)]
@@ -241,14 +251,12 @@ async def test_crafted_paths_cannot_move_a_request_out_of_its_route_group():
     if middleware.lane is not None:
         assert middleware.lane.counts()["path"] >= 9  # every dotted or doubled path was left to Python
 
-    # Java servlet containers drop path parameters ("..;" climbs), IIS reads "\\" as "/"
+    # Java servlet containers drop path parameters ("..;" climbs), IIS reads "\\" as "/". ("/about"
+    # gives the lane a plan for the browse group, where a lane reading these paths as written
+    # would put them.)
     seen.clear()
-    # ("/about" gives the lane a plan for the browse group, where a lane reading these paths as
-    # written would put them)
-    for path in ["/product/1", "/about", "/login;jsessionid=7", "/static/..;/login", "/static\\..\\login"] * 3:
-        scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
-                 "headers": headers, "client": ("203.0.113.8", 5000), "scheme": "http", "http_version": "1.1"}
-        await middleware.handle(scope, receive, send)
+    await get_paths(middleware, ["/product/1", "/about", "/login;jsessionid=7", "/static/..;/login",
+                                 "/static\\..\\login"] * 3, "203.0.113.8")
     groups = [(decision.path, decision.route_group, "req.malformed" in decision.reason_codes) for decision in seen]
     assert groups[:5] == [("/product/1", "product", False), ("/about", "browse", False), ("/login", "login", False),
                           ("/login", "login", True), ("/login", "login", True)]
@@ -258,26 +266,9 @@ async def test_crafted_paths_cannot_move_a_request_out_of_its_route_group():
 async def test_a_path_spelled_in_capitals_or_with_a_trailing_slash_stays_in_its_route_group():
     """Express, ASP.NET, IIS and Spring serve "/LOGIN" and "/login/" as "/login": both route as the
     login, in the lane and in Python alike, and the lane keeps them (no path of these is odd)."""
-    seen = []
-
-    async def app(scope, receive, send):
-        seen.append(scope["state"]["shield"])
-        await send_simple(send, 200, [], b"ok")
-
-    middleware = ShieldMiddleware(app, engine=Engine(default_policy(mode="monitor"), metrics=Metrics()))
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        pass
-
-    headers = [(name.lower().encode(), value.encode()) for name, value in CHROME_NAVIGATION]
+    middleware, seen = routing_middleware()
     paths = ["/product/1", "/LOGIN", "/login/", "/Account/Login/", "/Static/App.CSS", "/loginx"]
-    for path in paths * 3:
-        scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
-                 "headers": headers, "client": ("203.0.113.7", 5000), "scheme": "http", "http_version": "1.1"}
-        await middleware.handle(scope, receive, send)
+    await get_paths(middleware, paths * 3, "203.0.113.7")
     groups = [(decision.path, decision.route_group) for decision in seen]
     expected = [("/product/1", "product"), ("/LOGIN", "login"), ("/login/", "login"),
                 ("/Account/Login/", "login"), ("/Static/App.CSS", "static"), ("/loginx", "browse")]
