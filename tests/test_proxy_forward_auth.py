@@ -17,6 +17,7 @@ import requests
 from shieldware.decision import Decision, Verdict
 from shieldware.facts import TrustedProxies, facts_from_headers
 from shieldware.middleware import ShieldMiddleware
+from shieldware.policy import default_policy
 from shieldware.proxy.forward_auth import ForwardAuthEndpoint, original_request
 from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
 from tests.support import CHROME_NAVIGATION, free_port, live_server
@@ -136,6 +137,17 @@ def test_original_request_is_rebuilt_from_edge_headers():
     assert names[0] == "host" and original.header_map["host"] == "shop.example"
     # Headers that are not the edge's keep their arrival order.
     assert names[1:] == [name for name, _ in CHROME_NAVIGATION if name != "connection"]
+
+
+@pytest.mark.parametrize("uri", ["HTTP://shop.example/Login/?next=1", "https://shop.example/static/..;/login?next=1",
+                                 "/static%2F..%2Flogin?next=1", "/login;jsessionid=9?next=1"])
+def test_an_original_uri_in_any_spelling_of_the_login_routes_as_the_login(uri):
+    """nginx's $request_uri keeps a client's absolute-form target and its percent-encoding."""
+    headers = [(k.lower(), v) for k, v in edge_headers(CHROME_NAVIGATION, uri=uri, method="post").items()]
+    facts = facts_from_headers("127.0.0.1", "GET", "/.shieldware/check", 1000.0, headers, peer_ip="127.0.0.1")
+    original, _ = original_request(facts, TrustedProxies(["127.0.0.0/8"]))
+    assert default_policy().route_table.group_for(original.method, original.path).name == "login"
+    assert original.query == "next=1"
 
 
 def test_nginx_style_turns_throttle_into_403_and_keeps_the_verdict():

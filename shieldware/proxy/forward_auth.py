@@ -52,7 +52,7 @@ def original_request(facts: RequestFacts, trusted: TrustedProxies) -> tuple[Requ
     if not uri:
         raise ForwardAuthError("no X-Original-URI or X-Forwarded-Uri header: configure the edge to send the "
                                "original request URI")
-    if uri.startswith(("http://", "https://")):
+    if uri[:8].lower().startswith(("http://", "https://")):  # absolute-form, the scheme in any case
         parts = urlsplit(uri)
         uri = parts.path + ("?" + parts.query if parts.query else "")
     raw_path, _, query = uri.partition("?")
