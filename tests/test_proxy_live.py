@@ -15,6 +15,7 @@ import httpx
 import pytest
 import requests
 
+from shieldware.analyze.pipeline import analyze_sources
 from tests.proxy_support import MIB, UpstreamRecorder, build_upstream, memory_kib, proxy_process
 from tests.support import CHROME_NAVIGATION, free_port, live_server
 
@@ -355,6 +356,33 @@ def test_requests_refused_before_the_app_are_in_the_access_log(upstream, tmp_pat
         ("GET /after HTTP/1.1", "200", f"python-requests/{requests.__version__}"),
     ]
     assert all(int(m.group(3)) > 0 for m in parsed)  # the bytes of each answer
+
+
+def test_the_analyzer_names_a_slowloris_run_from_the_proxys_access_log(upstream, tmp_path):
+    """The refusals in the access log are evidence: `shieldware analyze` names the address that
+    held the proxy's connections with heads it never finished, and not the client beside it."""
+    log = tmp_path / "access.log"
+    with proxy_process("--upstream", upstream.url, "--monitor", "--head-timeout", "1",
+                       "--access-log", str(log)) as proxy:
+        held = [socket.create_connection(("127.0.0.1", proxy.port), source_address=("127.0.0.2", 0))
+                for _ in range(70)]
+        try:
+            for sock in held:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: shop\r\nX-Slow: ")
+            answers = [_closed_by_proxy(sock) for sock in held]
+        finally:
+            for sock in held:
+                sock.close()
+        assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers)
+        assert requests.get(proxy.url + "/page", headers=dict(CHROME_NAVIGATION), timeout=10).status_code == 200
+        proxy.stop()
+    result = analyze_sources([str(log)])
+    by_ip = {finding.ip: finding for finding in result.ips}
+    slowloris = by_ip["127.0.0.2"]
+    assert slowloris.category == "bad-bot", slowloris.reason_codes
+    refused = next(e for e in slowloris.reasons if e.code == "conn.refused_requests")
+    assert refused.detail["refused"] == 70 and refused.detail["without_request_line"] == 0
+    assert "conn.refused_requests" not in by_ip["127.0.0.1"].reason_codes
 
 
 def test_a_request_body_that_stalls_gets_408(upstream):

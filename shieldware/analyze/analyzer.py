@@ -45,7 +45,7 @@ from shieldware.analyze.findings import (
     Tally,
     categorise,
 )
-from shieldware.decision import Decision
+from shieldware.decision import Decision, Verdict
 from shieldware.decision_log import DecisionLog
 from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, normalise_ip, resolve_client_ip
@@ -233,6 +233,9 @@ class LogAnalysis:
         ip_ids = self._client_ips(batch)
         clients = self._clients(batch, ip_ids)
         groups = self._groups(batch)
+        # A line without a request line ("-") has neither method nor path: a connection that asked
+        # for nothing (a browser's unused spare, or a slowloris socket).
+        bare = (batch.method == self.vocab.method.id_of("")) & (batch.path == self.vocab.path.id_of(""))
         self._extend_product_ids()
         order = np.argsort(batch.time, kind="stable")
         post = self.vocab.method.id_of("POST")
@@ -249,6 +252,7 @@ class LogAnalysis:
                 batch.path,
                 batch.status,
                 batch.has_referer,
+                bare,
                 self._product_ids,
                 self.static_groups,
                 self.login_group,
@@ -300,8 +304,9 @@ class LogAnalysis:
     def _facts(
         self, ip: str, ua: str, method_id: int, path_id: int, first: tuple, now: float
     ) -> RequestFacts:
-        method = self.vocab.method.strings[method_id] or "GET"
-        path = self.vocab.path.strings[path_id] or "/"
+        # A client of refused lines only has no representative request (-1): it stands as "GET /".
+        method = (self.vocab.method.strings[method_id] if method_id >= 0 else "") or "GET"
+        path = (self.vocab.path.strings[path_id] if path_id >= 0 else "") or "/"
         _, _, referer, xff, status = first
         headers = []
         if ua:
@@ -383,14 +388,18 @@ class LogAnalysis:
         methods, paths = methods.tolist(), paths.tolist()
         clients: list[tuple[int, ClientFinding]] = []
         per_ip: dict[int, list[tuple[int, ClientFinding]]] = {}
+        bare = client_summary.bare.tolist()
         for row in client_rows.tolist():
             ip, ua = ips[self.client_ip[row]], uas[self.client_ua[row]]
             findings = (
                 behaviour_evidence(client_summary, row, site_static, self.thresholds) if busy[row] else []
             )
-            facts = self._facts(ip, ua, methods[row], paths[row], self.client_first[row], counts[row][4])
-            decision, attrs = await self._decide(facts, findings)
-            finding = self._finding(decision, attrs, counts[row], ip, ua)
+            if not findings and bare[row] == counts[row][0]:
+                finding = _connections_only(counts[row], ip, ua, self.policy.route_table.default_group.name)
+            else:
+                facts = self._facts(ip, ua, methods[row], paths[row], self.client_first[row], counts[row][4])
+                decision, attrs = await self._decide(facts, findings)
+                finding = self._finding(decision, attrs, counts[row], ip, ua)
             clients.append((row, finding))
             per_ip.setdefault(self.client_ip[row], []).append((row, finding))
         ip_methods, ip_paths = self._representatives(self.ip_state)
@@ -401,7 +410,8 @@ class LogAnalysis:
                 only = members[0][1]
                 by_ip[ip_id] = ClientFinding(**{**only.__dict__, "user_agent": None})
                 continue
-            main_row = max(members, key=lambda m: m[1].requests)[0]
+            # The address's face is its busiest client that asked for pages, not its spare connections.
+            main_row = max(members, key=lambda m: (m[1].pages + m[1].assets, m[1].requests))[0]
             findings = behaviour_evidence(ip_summary, ip_id, site_static, self.thresholds)
             facts = self._facts(
                 ips[ip_id],
@@ -495,7 +505,7 @@ class LogAnalysis:
         ):
             finding = findings[row]
             if len(finding.top_paths) < per_client:
-                finding.top_paths.append((paths[path_id] or "/", int(count)))
+                finding.top_paths.append((paths[path_id] or "-", int(count)))
 
     def _forget(self, retire_client: np.ndarray, retire_ip: np.ndarray) -> None:
         """Drop retired clients and addresses from every table, renumbering those still watched."""
@@ -553,7 +563,7 @@ class LogAnalysis:
             return []
         floor = np.sort(hits)[-min(count, hits.shape[0])]
         paths = self.vocab.path.strings
-        candidates = [(paths[p] or "/", int(hits[p])) for p in np.flatnonzero(hits >= max(floor, 1)).tolist()]
+        candidates = [(paths[p] or "-", int(hits[p])) for p in np.flatnonzero(hits >= max(floor, 1)).tolist()]
         return sorted(candidates, key=lambda item: (-item[1], item[0]))[:count]
 
     def finish(self) -> AnalysisResult:
@@ -588,6 +598,16 @@ class LogAnalysis:
             score_histogram=tally.score_histogram,
             humans_not_listed=tally.humans_not_kept,
         )
+
+
+def _connections_only(counts: tuple[int, int, int, float, float], ip: str, ua: str, group: str) -> ClientFinding:
+    """A client whose every line is a connection without a request (what Chrome's unused spare
+    connections leave in nginx's log), too few to be an attack: nothing was asked, so there is
+    nothing to hold against it (no user agent, no referer, no assets are no evidence here)."""
+    requests, pages, assets, first_seen, last_seen = counts
+    return ClientFinding(ip=ip, user_agent=ua, verdict=str(Verdict.ALLOW), category="human", bot_score=0.0,
+                         reasons=[], route_group=group, requests=requests, pages=pages, assets=assets,
+                         first_seen=first_seen, last_seen=last_seen)
 
 
 def _counts(summary: BehaviourSummary) -> list[tuple[int, int, int, float, float]]:

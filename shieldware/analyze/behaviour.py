@@ -5,8 +5,9 @@ chunks, so memory grows with the number of clients, never with the number of lin
 kernel keeps, per client: counts by route group, sliding-window peaks (10 s and 60 s of page
 requests, 10 min of failed logins; weighted previous/current bucket, as the live windows do),
 inter-arrival regularity (Welford mean/variance of page gaps within a visit), small
-HyperLogLog sketches of distinct paths and product ids, sequential product-id steps, and the
-asset / referer / error shares. `observe_reference` is the plain-Python twin the tests check.
+HyperLogLog sketches of distinct paths and product ids, sequential product-id steps, the
+asset / referer / error shares, and the connections refused before the shop saw a request
+(a 60 s window: slowloris and header floods). `observe_reference` is the plain-Python twin the tests check.
 
 When the live windows (shieldware/windows, issue 3) land, their batch kernels replace this one
 and their reason codes and weights take precedence (codes below are only registered if absent).
@@ -49,6 +50,12 @@ _REASONS = {
         90,
         "Many failed logins from one client in a short window: credential stuffing or password guessing.",
     ),
+    "conn.refused_requests": (
+        80,
+        "Many of the client's connections were refused before any page was served: requests that came "
+        "too slowly (408), heads too large (431/414) or no request at all. Slowloris and header floods "
+        "attack the server itself.",
+    ),
 }
 for _code, (_weight, _text) in _REASONS.items():
     if _code not in reason_catalogue():
@@ -57,6 +64,7 @@ for _code, (_weight, _text) in _REASONS.items():
 HLL_REGISTERS = 64
 WINDOWS = (10.0, 60.0)  # page-rate horizons, seconds
 LOGIN_WINDOW = 600.0  # failed-login horizon, seconds
+REFUSED_WINDOW = 60.0  # refused-connection horizon, seconds
 VISIT_GAP = 120.0  # longer pauses start a new visit and do not count for regularity
 
 
@@ -78,12 +86,16 @@ class Thresholds:
     probing_min: int = 30
     probing_min_share: float = 0.3
     login_failures_per_window: int = 20
+    # Chrome opens spare connections and closes them unused (1-6 a page); nginx logs each as
+    # "-" 400 or 408. Slowloris holds 150 by default, all refused within one timeout.
+    refused_per_60s: float = 60
 
 
 # Column indexes of the float and int state tables.
 F_FIRST, F_LAST, F_LAST_PAGE, F_GAP_MEAN, F_GAP_M2, F_PEAK10, F_PEAK60, F_PEAK_LOGIN = range(8)
 F_W10_PREV, F_W10_CUR, F_W60_PREV, F_W60_CUR, F_WL_PREV, F_WL_CUR = range(8, 14)
-N_FLOAT = 14
+F_WR_PREV, F_WR_CUR, F_PEAK_REFUSED = range(14, 17)
+N_FLOAT = 17
 (
     I_COUNT,
     I_PAGES,
@@ -100,8 +112,11 @@ N_FLOAT = 14
     I_W10_IDX,
     I_W60_IDX,
     I_WL_IDX,
-) = range(15)
-N_INT = 15
+    I_REFUSED,
+    I_BARE,
+    I_WR_IDX,
+) = range(18)
+N_INT = 18
 
 
 class ClientState:
@@ -209,6 +224,7 @@ def observe(
     paths,
     statuses,
     has_referer,
+    bare,
     product_ids,
     is_static_group,
     login_group,
@@ -221,7 +237,9 @@ def observe(
     rep_path,
     rep_method,
 ):
-    """Feed events (visited in `order`, which sorts them by time) into the per-client state."""
+    """Feed events (visited in `order`, which sorts them by time) into the per-client state.
+
+    `bare[i]`: event i had no request line (logged as "-"), a connection that asked for nothing."""
     for j in range(order.shape[0]):
         i = order[j]
         row = keys[i]
@@ -232,6 +250,14 @@ def observe(
         if ints[row, I_COUNT] == 1:
             floats[row, F_FIRST] = t
         floats[row, F_LAST] = max(floats[row, F_LAST], t)
+        if bare[i] or status == 408 or status == 414 or status == 431:
+            # Refused by the server before the shop saw a request: no page, no visit, no group.
+            ints[row, I_REFUSED] += 1
+            if bare[i]:
+                ints[row, I_BARE] += 1
+            est = _slide(floats, ints, row, t, REFUSED_WINDOW, I_WR_IDX, F_WR_PREV, F_WR_CUR)
+            floats[row, F_PEAK_REFUSED] = max(floats[row, F_PEAK_REFUSED], est)
+            continue
         group_counts[row, group] += 1
         if rep_path[row, group] < 0:
             rep_path[row, group] = paths[i]
@@ -312,6 +338,9 @@ class BehaviourSummary:
     login_posts: np.ndarray
     login_failures: np.ndarray
     peak_login_failures: np.ndarray
+    refused: np.ndarray
+    bare: np.ndarray
+    peak_refused: np.ndarray
 
 
 def summarise(state: ClientState) -> BehaviourSummary:
@@ -343,6 +372,9 @@ def summarise(state: ClientState) -> BehaviourSummary:
         login_posts=i[:, I_LOGIN_POST].copy(),
         login_failures=i[:, I_LOGIN_FAIL].copy(),
         peak_login_failures=f[:, F_PEAK_LOGIN].copy(),
+        refused=i[:, I_REFUSED].copy(),
+        bare=i[:, I_BARE].copy(),
+        peak_refused=f[:, F_PEAK_REFUSED].copy(),
     )
 
 
@@ -412,6 +444,17 @@ def behaviour_evidence(
                 },
             )
         )
+    if s.peak_refused[row] >= limits.refused_per_60s:
+        found.append(
+            (
+                "conn.refused_requests",
+                {
+                    "refused": int(s.refused[row]),
+                    "without_request_line": int(s.bare[row]),
+                    "peak_per_60s": round(float(s.peak_refused[row]), 1),
+                },
+            )
+        )
     return found
 
 
@@ -430,19 +473,42 @@ def observe_reference(
     static_groups: set[int],
     login_group: int,
     post_method: int,
+    bare_method: int = -1,
 ) -> dict[str, list]:
     """Plain-Python twin of `observe` for the counters and windows the tests compare (no sketches).
 
-    `events`: (client, time, group, method, path, status, has_referer, product_id) in time order.
+    `events`: (client, time, group, method, path, status, has_referer, product_id) in time order;
+    events whose method is `bare_method` are lines without a request line.
     """
-    out = {
-        name: [0] * n_clients for name in ("count", "pages", "static", "no_ref", "probe", "login_fail", "seq")
-    }
+    names = ("count", "pages", "static", "no_ref", "probe", "login_fail", "seq", "refused", "bare")
+    out = {name: [0] * n_clients for name in names}
     peaks = {w: [0.0] * n_clients for w in (10.0, 60.0)}
+    peak_refused = [0.0] * n_clients
     buckets: dict[tuple[int, float], list] = {}
     last_pid = [-1] * n_clients
+
+    def slide(client: int, width: float, t: float, key: object) -> float:
+        idx, prev, cur = buckets.get((client, key), [0, 0.0, 0.0])
+        b = int(t // width)
+        if b == idx:
+            cur += 1
+        elif b == idx + 1:
+            prev, cur, idx = cur, 1.0, b
+        elif b > idx:
+            prev, cur, idx = 0.0, 1.0, b
+        else:
+            cur += 1
+        buckets[(client, key)] = [idx, prev, cur]
+        frac = min(max((t - idx * width) / width, 0.0), 1.0)
+        return prev * (1 - frac) + cur
+
     for client, t, group, method, _path, status, has_ref, pid in events:
         out["count"][client] += 1
+        if method == bare_method or status in (408, 414, 431):
+            out["refused"][client] += 1
+            out["bare"][client] += method == bare_method
+            peak_refused[client] = max(peak_refused[client], slide(client, REFUSED_WINDOW, t, "refused"))
+            continue
         if status in (403, 404):
             out["probe"][client] += 1
         if group == login_group and method == post_method and status in (401, 403, 429):
@@ -453,25 +519,14 @@ def observe_reference(
         out["pages"][client] += 1
         out["no_ref"][client] += 0 if has_ref else 1
         for width in (10.0, 60.0):
-            idx, prev, cur = buckets.get((client, width), [0, 0.0, 0.0])
-            b = int(t // width)
-            if b == idx:
-                cur += 1
-            elif b == idx + 1:
-                prev, cur, idx = cur, 1.0, b
-            elif b > idx:
-                prev, cur, idx = 0.0, 1.0, b
-            else:
-                cur += 1
-            buckets[(client, width)] = [idx, prev, cur]
-            frac = min(max((t - idx * width) / width, 0.0), 1.0)
-            peaks[width][client] = max(peaks[width][client], prev * (1 - frac) + cur)
+            peaks[width][client] = max(peaks[width][client], slide(client, width, t, width))
         if pid >= 0:
             if last_pid[client] >= 0 and abs(pid - last_pid[client]) == 1:
                 out["seq"][client] += 1
             last_pid[client] = pid
     out["peak10"] = peaks[10.0]
     out["peak60"] = peaks[60.0]
+    out["peak_refused"] = peak_refused
     return out
 
 
@@ -489,4 +544,5 @@ def may_have_evidence(summary: BehaviourSummary, limits: Thresholds = Thresholds
         | (s.pages >= min(limits.no_assets_min_pages, limits.no_referer_min_pages))
         | (s.probes >= limits.probing_min)
         | (s.peak_login_failures >= limits.login_failures_per_window)
+        | (s.peak_refused >= limits.refused_per_60s)
     )

@@ -7,11 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shieldware.analyze.behaviour import (
+    I_BARE,
     I_COUNT,
     I_LOGIN_FAIL,
     I_NO_REF,
     I_PAGES,
     I_PROBE,
+    I_REFUSED,
     I_SEQ,
     I_STATIC,
     ClientState,
@@ -21,15 +23,15 @@ from shieldware.analyze.behaviour import (
     summarise,
 )
 
-N_GROUPS, STATIC, LOGIN, POST = 4, 0, 1, 1
+N_GROUPS, STATIC, LOGIN, POST, BARE = 4, 0, 1, 1, 2
 
 event = st.tuples(
     st.integers(0, 5),  # client
     st.floats(0, 5000, allow_nan=False),  # time offset
     st.integers(0, N_GROUPS - 1),  # group
-    st.integers(0, 1),  # method (0 GET, 1 POST)
+    st.integers(0, 2),  # method (0 GET, 1 POST, 2 none: a line without a request line)
     st.integers(0, 30),  # path id
-    st.sampled_from([200, 200, 301, 401, 403, 404, 500]),
+    st.sampled_from([200, 200, 301, 400, 401, 403, 404, 408, 414, 431, 500]),
     st.booleans(),  # has referer
 )
 
@@ -54,6 +56,7 @@ def run_kernel(events, chunks):
             np.array([r[4] for r in rows], dtype=np.int32),
             np.array([r[5] for r in rows], dtype=np.int32),
             np.array([r[6] for r in rows], dtype=np.bool_),
+            np.array([r[3] == BARE for r in rows], dtype=np.bool_),
             product_ids,
             static,
             LOGIN,
@@ -82,6 +85,7 @@ def test_kernel_matches_reference(raw_events, chunks):
         {STATIC},
         LOGIN,
         POST,
+        BARE,
     )
     size = state.size
     for name, column in (
@@ -92,11 +96,14 @@ def test_kernel_matches_reference(raw_events, chunks):
         ("probe", I_PROBE),
         ("login_fail", I_LOGIN_FAIL),
         ("seq", I_SEQ),
+        ("refused", I_REFUSED),
+        ("bare", I_BARE),
     ):
         assert state.ints[:size, column].tolist() == reference[name][:size], name
     summary = summarise(state)
     assert np.allclose(summary.peak10, reference["peak10"][:size])
     assert np.allclose(summary.peak60, reference["peak60"][:size])
+    assert np.allclose(summary.peak_refused, reference["peak_refused"][:size])
 
 
 def test_sketch_counts_distinct_values_within_hyperloglog_error():
@@ -116,6 +123,7 @@ def test_sketch_counts_distinct_values_within_hyperloglog_error():
             rows,
             np.full(n, 200, dtype=np.int32),
             np.ones(n, dtype=np.bool_),
+            np.zeros(n, dtype=np.bool_),
             np.full(n, -1, dtype=np.int64),
             np.zeros(1, dtype=np.bool_),
             -1,
