@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     app.front = busy_first(app.front, known.busy_us / 1e6)
     host, port = args.listen
     settings = app.settings
-    options = uvicorn_options(host, port, args.shutdown_timeout, settings.max_head_bytes, settings.head_timeout)
+    options = uvicorn_options(host, port, args.shutdown_timeout, settings)
     uvicorn.run(app, **options)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 
 import httpx
@@ -10,11 +11,13 @@ import pytest
 import requests
 import yaml
 
-from shieldware.commands.proxy import parse_listen, parse_seconds, parse_size
+from shieldware.commands.proxy import parse_count, parse_listen, parse_seconds, parse_size
 from shieldware.policy import default_policy_text
 from shieldware.proxy import ProxySettings, build_proxy_app
 from shieldware.proxy.access_log import escape_field
 from shieldware.proxy.headers import MalformedRequest, client_headers_for_upstream, response_headers_for_client
+from shieldware.proxy.serving import AddressLimits
+from shieldware.proxy.settings import LOOPBACK
 from tests.challenge_support import page_config, solve
 from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
 from tests.redis_support import redis_server
@@ -238,8 +241,29 @@ def test_command_line_values():
     for bad in ("0", "-3", "soon", "nan", "inf"):  # a timeout of none, or never, is a mistake
         with pytest.raises(argparse.ArgumentTypeError, match="seconds above 0"):
             parse_seconds(bad)
+    assert parse_count("256") == 256 and parse_count("0") == 0
+    for bad in ("-1", "many", "2.5", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="whole number"):
+            parse_count(bad)
     with pytest.raises(ValueError):
         ProxySettings(upstream="ftp://shop")
+
+
+async def test_address_limits_count_open_connections_and_spare_the_exempt(caplog):
+    limits = AddressLimits(asyncio.get_running_loop(), 2, LOOPBACK)
+    assert limits.admit("203.0.113.7") and limits.admit("203.0.113.7")
+    assert not limits.admit("203.0.113.7") and not limits.admit("203.0.113.7")
+    assert limits.admit("198.51.100.1")  # another address has its own count
+    assert all(limits.admit("127.0.0.1") for _ in range(5)) and limits.admit("::1")  # a local edge
+    limits.release("203.0.113.7")
+    assert limits.admit("203.0.113.7") and not limits.admit("203.0.113.7")
+    for _ in range(3):
+        limits.release("203.0.113.7")
+    assert "203.0.113.7" not in limits.open  # an address with nothing open is forgotten
+    # the first refusal was logged at once; the two after it wait for the period's line
+    assert [r.getMessage().split(": ")[-1] for r in caplog.records] == ["203.0.113.7 (1)"]
+    assert limits.report() and caplog.records[-1].getMessage().startswith("closed 2 new connection(s)")
+    assert not limits.report()
 
 
 def test_log_fields_are_escaped_like_nginx():

@@ -385,6 +385,68 @@ def test_the_analyzer_names_a_slowloris_run_from_the_proxys_access_log(upstream,
     assert "conn.refused_requests" not in by_ip["127.0.0.1"].reason_codes
 
 
+def _connect_from(address: str, port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(address, 0))
+
+
+def _served(sock: socket.socket) -> bool:
+    """One keep-alive request on an open connection: True when it is answered 200."""
+    try:
+        sock.sendall(b"GET /page HTTP/1.1\r\nHost: shop\r\n\r\n")
+        return sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+
+
+def _closed_at_once(sock: socket.socket) -> bool:
+    """The proxy closed the connection without a byte (a reset counts as closed too)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_one_address_holds_at_most_max_connections_per_ip(upstream):
+    """A socket flood from one address gets --max-connections-per-ip connections and the next is
+    closed at once, with a log line naming the address. Other addresses, and the same one once it
+    lets a connection go, are served; a WebSocket the engine let through leaves the count.
+    (Loopback is exempt only while no --trusted-proxy is given.)"""
+    with proxy_process("--upstream", upstream.url, "--monitor", "--trusted-proxy", "10.9.0.0/16",
+                       "--max-connections-per-ip", "3") as proxy:
+        held = [_connect_from("127.0.0.3", proxy.port) for _ in range(3)]
+        try:
+            with _connect_from("127.0.0.3", proxy.port) as over:
+                assert _closed_at_once(over)
+            with _connect_from("127.0.0.4", proxy.port) as other:
+                assert _served(other)
+            assert all(_served(sock) for sock in held)  # the held connections are served as ever
+            held.pop().close()
+            for _ in range(50):  # the proxy counts the close once it has seen it
+                with _connect_from("127.0.0.3", proxy.port) as again:
+                    if _served(again):
+                        break
+                time.sleep(0.1)
+            else:
+                pytest.fail("a connection let go did not make room for another")
+        finally:
+            for sock in held:
+                sock.close()
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.5", 0))
+        async with aiohttp.ClientSession(connector=connector) as session, session.ws_connect(
+                proxy.url.replace("http", "ws") + "/ws") as websocket:
+            await websocket.send_str("hello")
+            assert (await websocket.receive()).data.endswith("hello")
+            beside = [_connect_from("127.0.0.5", proxy.port) for _ in range(3)]
+            try:
+                assert all(_served(sock) for sock in beside)
+            finally:
+                for sock in beside:
+                    sock.close()
+        printed = proxy.stop()
+    assert re.search(r"closed 1 new connection\(s\) at once from addresses holding 3 open already "
+                     r"\(--max-connections-per-ip\): 127\.0\.0\.3 \(1\)", printed), printed
+
+
 def test_a_request_body_that_stalls_gets_408(upstream):
     """A body that stops arriving (a slow-body attack, or a client gone quiet) would hold the upstream
     connection as well; a body that keeps coming, however slowly overall, is taken whole."""

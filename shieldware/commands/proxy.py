@@ -16,7 +16,13 @@ from typing import Any
 from shieldware.actions.tokens import ENV_KEY_FILE, ENV_KEYS
 from shieldware.metrics_dir import METRICS_DIR_ENV
 from shieldware.policy import PolicyError
-from shieldware.proxy.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_MAX_HEAD_BYTES
+from shieldware.proxy.settings import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_HEAD_BYTES,
+    LOOPBACK,
+)
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -39,6 +45,13 @@ def parse_seconds(text: str) -> float:
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, such as 30 or 0.5, got {text!r}")
     return seconds
+
+
+def parse_count(text: str) -> int:
+    """A whole number, 0 or more (`256`; 0 turns the limit it sets off)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 256 (0 for no limit), got {text!r}")
+    return int(text)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -76,6 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--head-timeout", type=parse_seconds, default=DEFAULT_HEAD_TIMEOUT, metavar="SECONDS",
                         help="longest a client may take to send a request head (default 30); then 408 "
                         "(a connection that sends nothing is closed)")
+    parser.add_argument("--max-connections-per-ip", type=parse_count, default=DEFAULT_MAX_CONNECTIONS_PER_IP,
+                        metavar="N", help="connections one client address may hold open (default "
+                        f"{DEFAULT_MAX_CONNECTIONS_PER_IP}, 0 for no limit); more are closed at once. The "
+                        "trusted proxies, or loopback when none is given, are exempt. Counted per worker")
     parser.add_argument("--body-timeout", type=parse_seconds, default=DEFAULT_BODY_TIMEOUT, metavar="SECONDS",
                         help="longest pause in a request body (default 60); then 408")
     parser.add_argument("--connect-timeout", type=parse_seconds, default=5.0, metavar="SECONDS")
@@ -105,16 +122,16 @@ def settings_from_args(args: argparse.Namespace):
         policy_path=args.policy, store_uri=args.store, monitor=args.monitor,
         trusted_proxies=tuple(args.trusted_proxy), preserve_host=not args.rewrite_host,
         max_body_bytes=args.max_body, max_head_bytes=args.max_head, head_timeout=args.head_timeout,
-        body_timeout=args.body_timeout,
+        body_timeout=args.body_timeout, max_connections_per_ip=args.max_connections_per_ip,
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
         check_path=args.check_path, health_path=args.health_path, access_log=args.access_log,
         decision_log=args.decision_log, detection=not args.bare,
     )
 
 
-def uvicorn_options(host: str, port: int, shutdown_timeout: int, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
-                    head_timeout: float = DEFAULT_HEAD_TIMEOUT) -> dict[str, Any]:
-    """How uvicorn serves the proxy (bench/busy_forwarder.py serves its baseline the same way)."""
+def uvicorn_options(host: str, port: int, shutdown_timeout: int, settings: Any) -> dict[str, Any]:
+    """How uvicorn serves the proxy with these ProxySettings (bench/busy_forwarder.py serves its
+    baseline the same way)."""
     from shieldware.proxy.serving import CoalescingHttpToolsProtocol
 
     return dict(
@@ -125,9 +142,12 @@ def uvicorn_options(host: str, port: int, shutdown_timeout: int, max_head_bytes:
         server_header=False, date_header=False,
         timeout_graceful_shutdown=shutdown_timeout,
         # Response head and body in one write (see proxy/serving.py): a fifth of the CPU per request.
-        # ... request heads over max_head_bytes refused with 431, and late ones with 408.
-        http=functools.partial(CoalescingHttpToolsProtocol, max_head_bytes=max_head_bytes,
-                               head_timeout=head_timeout),
+        # ... request heads over max_head_bytes refused with 431, late ones with 408, and connections
+        # over an address's cap closed.
+        http=functools.partial(CoalescingHttpToolsProtocol, max_head_bytes=settings.max_head_bytes,
+                               head_timeout=settings.head_timeout,
+                               max_connections_per_ip=settings.max_connections_per_ip,
+                               exempt_networks=settings.trusted_proxies or LOOPBACK),
     )
 
 
@@ -163,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
           f"store {policy.store_uri}, workers {args.workers}); forward-auth at {settings.check_path}, "
           f"health at {settings.health_path}",
           file=sys.stderr, flush=True)
-    options = uvicorn_options(host, port, args.shutdown_timeout, settings.max_head_bytes, settings.head_timeout)
+    options = uvicorn_options(host, port, args.shutdown_timeout, settings)
     if args.workers == 1:
         uvicorn.run(ProxyApp(settings, policy), **options)
     else:

@@ -19,18 +19,31 @@ descriptor the proxy has. A head that has not arrived `head_timeout` seconds aft
 opened, or after its first bytes came, is answered 408 (a silent connection is just closed), as
 nginx's `client_header_timeout` does. A sweep every quarter of the timeout (5 s at most) looks at
 the open connections; nothing is added to a request that arrives whole in one read.
+
+Nor does uvicorn bound how many connections one client address holds. A browser opens at most
+six to a host; one address with hundreds open is a slowloris run or a socket flood, and each
+costs a file descriptor until its timeout. Past `max_connections_per_ip` open connections, a new
+one from that address is closed at once, as nginx's `limit_conn` would refuse it. The addresses
+that speak for many clients are exempt: the trusted proxies, or loopback when none is given.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shieldware.proxy.settings import DEFAULT_HEAD_TIMEOUT, DEFAULT_MAX_HEAD_BYTES
+from shieldware.facts import TrustedProxies
+from shieldware.proxy.settings import (
+    DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_HEAD_BYTES,
+    LOOPBACK,
+)
 
 log = logging.getLogger("shieldware.proxy")
 
@@ -39,6 +52,9 @@ _INTERIM = b"HTTP/1.1 1"  # 100 Continue must go out at once: the client waits f
 # How often open connections are looked at for late heads: a quarter of the timeout, within these
 # bounds (a head is refused at most that much after its time is up).
 SWEEP_SECONDS = (0.25, 5.0)
+# Connections refused over an address's cap are told in one log line per this many seconds: a
+# flood opens thousands a second.
+REFUSALS_LOGGED_EVERY = 10.0
 _LATE_BODY = b"The request head took too long.\n"
 _TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
               b"connection: close\r\n\r\n%b" % (len(_LATE_BODY), _LATE_BODY))
@@ -134,6 +150,8 @@ class HeadLimitingParser:
         self.open_scope: Any = None  # the scope whose head an earlier read ended inside
         self.open_bytes = 0  # how much of that head has arrived so far
         self.open_since = 0.0  # when the read that left it open came (the loop's clock)
+        self.addresses: AddressLimits | None = None  # the server's per-address cap (None: no cap)
+        self.counted: str | None = None  # the client address this connection counts against
 
     def feed_data(self, data: bytes) -> None:
         protocol = self._protocol
@@ -161,14 +179,42 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     heads are bounded (431 beyond `max_head_bytes`)."""
 
     def __init__(self, *args: Any, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
-                 head_timeout: float = DEFAULT_HEAD_TIMEOUT, **kwargs: Any) -> None:
+                 head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+                 max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP,
+                 exempt_networks: Iterable[str] = LOOPBACK, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.parser = HeadLimitingParser(self.parser, self, max_head_bytes, head_timeout)  # type: ignore[assignment]
+        parser = HeadLimitingParser(self.parser, self, max_head_bytes, head_timeout)
+        if max_connections_per_ip > 0:
+            parser.addresses = AddressLimits.of(self.server_state, self.loop, max_connections_per_ip,
+                                                exempt_networks)
+        self.parser = parser  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeadHoldingTransport(transport))  # type: ignore[arg-type]
-        self.parser.connected_at = self.loop.time()  # type: ignore[attr-defined]
+        parser: HeadLimitingParser = self.parser  # type: ignore[assignment]
+        parser.connected_at = self.loop.time()
+        addresses = parser.addresses
+        if addresses is not None and self.client:
+            address = self.client[0]
+            if not addresses.admit(address):
+                self.transport.close()
+                return
+            parser.counted = address
         HeadDeadlines.of(self).watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._uncount()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        self._uncount()  # a WebSocket is a request the engine decided, not a connection waiting for one
+        super().handle_websocket_upgrade()
+
+    def _uncount(self) -> None:
+        parser: HeadLimitingParser | None = self.parser  # type: ignore[assignment]
+        if parser is not None and parser.counted is not None:
+            parser.addresses.release(parser.counted)  # type: ignore[union-attr]
+            parser.counted = None
 
     def head_late(self, now: float) -> bool | None:
         """Whether the request head is overdue: None when none is awaited, False when it is on time,
@@ -280,4 +326,62 @@ class HeadDeadlines:
             self.watch()
 
 
-__all__ = ["CoalescingHttpToolsProtocol", "HeadDeadlines", "HeadHoldingTransport", "HeadTooLarge"]
+class AddressLimits:
+    """One per server: the connections each client address holds open, at most `limit` each
+    (the exempt networks aside). The first refusal is logged at once, the ones after it in one
+    line per REFUSALS_LOGGED_EVERY seconds, with the addresses that were refused."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, exempt: Iterable[str]) -> None:
+        self.loop = loop
+        self.limit = limit
+        self.exempt = TrustedProxies(exempt)
+        self.open: dict[str, int] = {}
+        self.refused: dict[str, int] = {}  # since the last log line
+        self._report: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, server_state: Any, loop: asyncio.AbstractEventLoop, limit: int,
+           exempt: Iterable[str]) -> AddressLimits:
+        limits = getattr(server_state, "address_limits", None)
+        if limits is None:
+            limits = server_state.address_limits = cls(loop, limit, exempt)
+        return limits
+
+    def admit(self, address: str) -> bool:
+        """Count a new connection from `address`; False (not counted) when it is over the cap."""
+        held = self.open.get(address, 0)
+        if held >= self.limit and not self.exempt.trusts(address):
+            self.refused[address] = self.refused.get(address, 0) + 1
+            if self._report is None:  # told at once, then at most once a period
+                self.report()
+                self._report = self.loop.call_later(REFUSALS_LOGGED_EVERY, self._period_over)
+            return False
+        self.open[address] = held + 1
+        return True
+
+    def release(self, address: str) -> None:
+        held = self.open.get(address, 0) - 1
+        if held > 0:
+            self.open[address] = held
+        else:
+            self.open.pop(address, None)
+
+    def _period_over(self) -> None:
+        self._report = None
+        if self.report():  # refusals went on: the next period starts now
+            self._report = self.loop.call_later(REFUSALS_LOGGED_EVERY, self._period_over)
+
+    def report(self) -> bool:
+        """Log the refusals since the last line, if any (True when there were)."""
+        refused, self.refused = self.refused, {}
+        if not refused:
+            return False
+        worst = sorted(refused.items(), key=lambda item: -item[1])
+        shown = ", ".join(f"{address} ({count})" for address, count in worst[:5])
+        others = f" and {len(worst) - 5} other addresses" if len(worst) > 5 else ""
+        log.warning("closed %d new connection(s) at once from addresses holding %d open already "
+                    "(--max-connections-per-ip): %s%s", sum(refused.values()), self.limit, shown, others)
+        return True
+
+
+__all__ = ["AddressLimits", "CoalescingHttpToolsProtocol", "HeadDeadlines", "HeadHoldingTransport", "HeadTooLarge"]

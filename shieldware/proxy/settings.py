@@ -22,6 +22,10 @@ DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_HEAD_TIMEOUT = 30.0
 # Seconds a request body may stop arriving (408 beyond it): nginx's client_body_timeout.
 DEFAULT_BODY_TIMEOUT = 60.0
+# Connections one client address may hold open at once (more are closed at once). A browser opens
+# at most six to a host, so this leaves room for some forty busy people behind one NAT, and
+# holds a single-address flood to this many file descriptors.
+DEFAULT_MAX_CONNECTIONS_PER_IP = 256
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class ProxySettings:
     seconds; `max_body_bytes` bounds request bodies (413 beyond it), `max_head_bytes` request heads
     (431) and the upstream's response heads (502); `head_timeout` is how long a client may take
     to send a request head and `body_timeout` the longest pause in a request body (408 both).
+    `max_connections_per_ip` caps the connections one client address holds open (0: no cap; the
+    trusted proxies, or loopback when none is given, are exempt).
     `pool_size` caps the idle
     keep-alive connections kept to the upstream (like nginx's `keepalive N`, it does not cap
     concurrent requests).
@@ -48,6 +54,7 @@ class ProxySettings:
     max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
     head_timeout: float = DEFAULT_HEAD_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     pool_size: int = 512
