@@ -117,6 +117,7 @@ class ParseStats:
     lines: int = 0
     malformed: int = 0
     samples: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # sources that broke off part-way, and why
 
     def note_malformed(self, text: str) -> None:
         self.malformed += 1

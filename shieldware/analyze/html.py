@@ -291,11 +291,12 @@ def _paths_table(result: AnalysisResult, top: int) -> str:
 
 def _malformed(result: AnalysisResult) -> str:
     stats = result.stats
+    damaged = "".join(f"<p class=note>Warning: {escape(d)}.</p>" for d in stats.damaged)
     if not stats.malformed:
-        return ""
+        return f"<section><h2>Damaged input</h2>{damaged}</section>" if damaged else ""
     samples = "".join(f"<li><code>{escape(s[:200])}</code></li>" for s in stats.samples)
     return (
-        f"<section><h2>Malformed lines</h2><p class=note>{stats.malformed:,} of {stats.lines:,} lines "
+        f"<section><h2>Malformed lines</h2>{damaged}<p class=note>{stats.malformed:,} of {stats.lines:,} lines "
         "could not "
         f"be read and were skipped. Examples:</p><ul>{samples}</ul></section>"
     )

@@ -8,7 +8,7 @@ from shieldware.analyze.analyzer import DEFAULT_TRUSTED_PROXIES, AnalysisResult,
 from shieldware.analyze.behaviour import Thresholds
 from shieldware.analyze.columns import parse_chunk
 from shieldware.analyze.formats import FormatError, LogLayout, compile_format, detect_format
-from shieldware.analyze.reader import CHUNK_BYTES, Source, read_chunks
+from shieldware.analyze.reader import CHUNK_BYTES, DamagedInput, Source, read_chunks
 from shieldware.policy import Policy, default_policy
 
 ChunkHook = Callable[[int, int], None]  # (bytes consumed, lines parsed so far)
@@ -61,14 +61,17 @@ def analyze_sources(
             consumed += delta
 
         layout: LogLayout | None = None
-        for chunk in read_chunks(source, chunk_bytes, progress):
-            if layout is None:
-                layout = layout_for(format_text, chunk, name)
-                formats_seen.append(layout.name)
-            analysis.feed(parse_chunk(chunk, layout, analysis.vocab, analysis.stats))
-            if on_chunk is not None:
-                on_chunk(consumed, analysis.stats.lines)
-                consumed = 0
+        try:
+            for chunk in read_chunks(source, chunk_bytes, progress):
+                if layout is None:
+                    layout = layout_for(format_text, chunk, name)
+                    formats_seen.append(layout.name)
+                analysis.feed(parse_chunk(chunk, layout, analysis.vocab, analysis.stats))
+                if on_chunk is not None:
+                    on_chunk(consumed, analysis.stats.lines)
+                    consumed = 0
+        except DamagedInput as exc:  # what came before the break counts; the next sources too
+            analysis.stats.damaged.append(str(exc))
         analysis.sources.append(name)
     analysis.format_name = ", ".join(dict.fromkeys(formats_seen)) or "(empty input)"
     return analysis.finish()

@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shieldware.analyze.findings import CATEGORIES, AnalysisResult, ClientFinding
@@ -129,6 +130,8 @@ def print_summary(result: AnalysisResult, console: Console | None = None, top: i
         f"{stats.lines:,} lines, {stats.malformed:,} malformed, "
         f"from {when(result.first_time)} to {when(result.last_time)}"
     )
+    for damage in stats.damaged:
+        console.print(f"[yellow]warning: {escape(damage)}[/]")
     if stats.samples:
         console.print("[yellow]malformed lines were skipped; for example:[/]")
         for sample in stats.samples[:3]:

@@ -135,6 +135,9 @@ def _write_outputs(args: argparse.Namespace, result) -> int:
 
     if not args.quiet:
         print_summary(result, top=args.top)
+    else:  # the summary carries them otherwise
+        for damage in result.stats.damaged:
+            print(f"analyze: warning: {damage}", file=sys.stderr)
     try:
         if args.html:
             write_html(result, args.html, top=max(args.top, 20))

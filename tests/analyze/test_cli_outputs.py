@@ -92,6 +92,31 @@ def test_stdin_and_gzip_give_the_same_report(tmp_path):
     assert gz["lines"] == stdin["lines"] == EXPECTED["lines"]
 
 
+def test_a_gzip_that_breaks_off_keeps_what_came_before_and_says_so(tmp_path):
+    """A rotation or copy cut short leaves a .gz without its end: the lines before the break are
+    analysed, the sources after it too, and the report says which file broke and how."""
+    packed = gzip.compress(GOLDEN.read_bytes())
+    cut = tmp_path / "access.log.1.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    corrupt = tmp_path / "access.log.2.gz"
+    corrupt.write_bytes(packed[:4000] + bytes(b ^ 0x5A for b in packed[4000:8000]) + packed[8000:])
+    run = shieldware(str(cut), str(corrupt), str(GOLDEN), "--quiet", "--json", str(tmp_path / "report.json"),
+                     "--html", str(tmp_path / "report.html"))
+    assert run.returncode == 0, run.stderr
+    warnings = run.stderr.decode().splitlines()
+    assert len(warnings) == 2 and all("the lines before the break were analysed" in w for w in warnings)
+    assert "access.log.1.gz: the compressed data is damaged (Compressed file ended" in warnings[0]
+    assert "access.log.2.gz: the compressed data is damaged" in warnings[1]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["damaged_sources"]) == 2
+    assert (tmp_path / "report.html").read_text().count("Warning: ") == 2
+    # the half before the cut was read (all but the last line it broke off in), and the golden log whole
+    before_cut = analyze_sources([str(cut)]).stats
+    assert EXPECTED["lines"] // 3 < before_cut.lines < EXPECTED["lines"] and before_cut.malformed <= 4
+    assert report["lines"] > EXPECTED["lines"] + before_cut.lines
+    assert ROLE_IP["scraper"] in {ip["ip"] for ip in report["ips"]}
+
+
 def test_unreadable_inputs_fail_with_a_clear_message(tmp_path):
     junk = tmp_path / "junk.log"
     junk.write_text("hello\nworld\n")

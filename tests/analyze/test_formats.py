@@ -12,7 +12,7 @@ import pytest
 
 from shieldware.analyze.columns import ParseStats, Vocabulary, parse_chunk
 from shieldware.analyze.formats import Field, FormatError, JsonLayout, compile_format, detect_format
-from shieldware.analyze.reader import Source, read_chunks
+from shieldware.analyze.reader import MAX_LINE_BYTES, Source, read_chunks
 from tests.analyze.conftest import LOGS
 
 COMBINED_RE = re.compile(
@@ -171,6 +171,15 @@ def test_hostile_lines_are_counted_never_raised(tmp_path):
     assert [r[7] for r in rows] == ["ok", ""]
     assert stats.malformed == len(lines) - 2
     assert np.all([len(s) <= 300 for s in stats.samples])
+
+
+def test_a_line_longer_than_the_limit_is_one_malformed_line_however_many_chunks_it_spans(tmp_path):
+    good = '1.2.3.4 - - [20/Nov/2026:09:00:00 +0100] "GET / HTTP/1.1" 200 12 "-" "ok"\n'
+    path = tmp_path / "long.log"
+    path.write_text(good * 3 + "1.2.3.4 - - [" + "x" * (3 * MAX_LINE_BYTES + 5) + "\n" + good * 2)
+    for chunk_bytes in (64 * 1024, MAX_LINE_BYTES + 7, 4 * MAX_LINE_BYTES):
+        rows, stats = parse_file(path, compile_format("combined"), chunk_bytes=chunk_bytes)
+        assert (stats.lines, stats.malformed, len(rows)) == (6, 1, 5), chunk_bytes
 
 
 def test_shieldware_decision_log_lines_are_read(tmp_path):
