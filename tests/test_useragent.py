@@ -7,8 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import shieldware
+from shieldware.decision import Verdict
+from shieldware.engine import Engine
 from shieldware.evidence import Weights
 from shieldware.facts import facts_from_headers
+from shieldware.policy import default_policy
 from shieldware.signals.base import Inspection
 from shieldware.signals.useragent import UserAgentSignal, classify_user_agent
 
@@ -198,6 +201,35 @@ def test_native_app_stacks_are_apps_not_bots():
     ):
         info = classify_user_agent(ua)
         assert not info.is_bot and info.category == "app", ua
+
+
+@pytest.mark.parametrize("ua", ["Mozilla/5.0", "Mozilla/5.0 (compatible)", "Mozilla/4.0",
+                                "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "Mozilla/5.0 (X11; Linux x86_64)"])
+def test_a_bare_mozilla_user_agent_is_a_disguise(ua):
+    """What scripts set to pass for a browser: it names no browser and no engine, as none does."""
+    info = classify_user_agent(ua)
+    assert info.is_bot and info.category == "disguised", ua
+    assert [(e.code, e.weight) for e in _inspect(ua).evidence] == [("ua.disguised", 60.0)]
+
+
+@pytest.mark.parametrize("ua", [
+    # iOS WKWebView in a shop's app, a console, old IE and old Opera: browsers that name their engine
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+    "Mozilla/5.0 (PlayStation; PlayStation 5/2.26) AppleWebKit/605.1.15 (KHTML, like Gecko)",
+    "Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 6.1; Trident/4.0)",
+    "Opera/9.80 (Windows NT 6.1) Presto/2.12.388 Version/12.16",
+])
+def test_browsers_that_name_only_their_engine_are_not_disguised(ua):
+    info = classify_user_agent(ua)
+    assert not info.is_bot and info.category != "disguised", ua
+
+
+async def test_the_shipped_policy_challenges_a_script_in_that_disguise():
+    engine = Engine(default_policy())
+    headers = [("host", "shop"), ("user-agent", "Mozilla/5.0"), ("accept", "*/*"), ("accept-encoding", "gzip")]
+    decision = await engine.decide(facts_from_headers("203.0.113.50", "GET", "/product/1", 1.79e9, headers))
+    await engine.close()
+    assert decision.verdict is Verdict.CHALLENGE and decision.reason_codes == ("ua.disguised",)
 
 
 def test_empty_user_agent_is_a_bot_with_unknown_category():

@@ -26,12 +26,19 @@ register_reason(
     "shop with browsers and apps, so an unnamed client like this is almost always a script.",
 )
 register_reason("ua.scanner", 80, "The User-Agent names a vulnerability or port scanner.")
+register_reason(
+    "ua.disguised",
+    60,
+    "The User-Agent begins as a browser's does (\"Mozilla/5.0\") but names no browser and no rendering "
+    "engine. No browser sends that; scripts do, to pass for one.",
+)
 
 register_attribute(
     "ua.category",
     "what the user agent is: browser, app, http-library, scraper-framework, "
     "headless-browser, search-engine, ai-crawler, ai-assistant, seo, monitoring, feed-fetcher, "
-    "social-preview, scanner, advertising, archiver, research, bot, or unknown",
+    "social-preview, scanner, advertising, archiver, research, bot, disguised (a bare \"Mozilla/5.0\"), "
+    "non-browser, or unknown",
 )
 register_attribute("ua.name", "the tool or bot name the user agent declares (curl, Googlebot, GPTBot, ...)")
 register_attribute(
@@ -100,6 +107,9 @@ class UserAgentInfo:
 
 
 _EMPTY = UserAgentInfo(True, "unknown", "", "", 0, device="other")
+# A token every browser's UA carries, whichever browser it is (WebViews, consoles and TVs name
+# no browser but do name their engine): without one, a "Mozilla/" UA is a script's disguise.
+_ENGINE_MARK = re.compile(r"AppleWebKit/|Gecko/|Trident/|MSIE |Presto/|KHTML|Goanna/|Edge/|EdgeHTML")
 
 
 def _engine(ua: str) -> str:
@@ -155,6 +165,8 @@ class UserAgentClassifier:
                 return UserAgentInfo(False, "app", _bot_name(ua), "", 0, os_family, _device(ua, os_family))
             return UserAgentInfo(True, "non-browser", _bot_name(ua), "", 0, os_family, "bot")
         browser, version, os_family = parse_browser(ua)
+        if not browser and not _ENGINE_MARK.search(ua):  # "Mozilla/5.0", "Mozilla/5.0 (Windows NT 10.0)"
+            return UserAgentInfo(True, "disguised", "Mozilla", "", 0, os_family, "bot")
         if browser == "edge" and version and version < _EDGE_LEGACY_BEFORE:
             browser = "edge-legacy"
         return UserAgentInfo(
@@ -221,6 +233,7 @@ _CATEGORY_REASONS = {
     "scraper-framework": "ua.tool",
     "scanner": "ua.scanner",
     "non-browser": "ua.not_browser",
+    "disguised": "ua.disguised",
 }
 
 
