@@ -204,7 +204,9 @@ def test_native_app_stacks_are_apps_not_bots():
 
 
 @pytest.mark.parametrize("ua", ["Mozilla/5.0", "Mozilla/5.0 (compatible)", "Mozilla/4.0",
-                                "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "Mozilla/5.0 (X11; Linux x86_64)"])
+                                "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "Mozilla/5.0 (X11; Linux x86_64)",
+                                "mozilla/5.0 (windows nt 10.0; win64; x64) applewebkit/537.36 (khtml, like gecko) "
+                                "chrome/131.0.0.0 safari/537.36", "MOZILLA/5.0"])
 def test_a_bare_mozilla_user_agent_is_a_disguise(ua):
     """What scripts set to pass for a browser: it names no browser and no engine, as none does."""
     info = classify_user_agent(ua)

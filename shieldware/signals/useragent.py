@@ -161,6 +161,8 @@ class UserAgentClassifier:
             return UserAgentInfo(True, "bot", _bot_name(ua), "", 0, operating_system(ua), "bot")
         if not ua.startswith(_BROWSER_PREFIX):
             os_family = operating_system(ua)
+            if ua[:8].lower() == "mozilla/":  # "mozilla/5.0 (windows ...": no browser respells its name
+                return UserAgentInfo(True, "disguised", "Mozilla", "", 0, os_family, "bot")
             if _MOBILE_APP.search(ua):
                 return UserAgentInfo(False, "app", _bot_name(ua), "", 0, os_family, _device(ua, os_family))
             return UserAgentInfo(True, "non-browser", _bot_name(ua), "", 0, os_family, "bot")
