@@ -16,7 +16,7 @@ from shieldware.policy import default_policy_text
 from shieldware.proxy import ProxySettings, build_proxy_app
 from shieldware.proxy.access_log import escape_field
 from shieldware.proxy.headers import MalformedRequest, client_headers_for_upstream, response_headers_for_client
-from shieldware.proxy.serving import AddressLimits
+from shieldware.proxy.serving import AddressLimits, counted_as
 from shieldware.proxy.settings import LOOPBACK
 from tests.challenge_support import page_config, solve
 from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
@@ -249,12 +249,16 @@ def test_command_line_values():
         ProxySettings(upstream="ftp://shop")
 
 
-async def test_address_limits_count_open_connections_and_spare_the_exempt(caplog):
+async def test_address_limits_count_open_connections_per_address_or_ipv6_64(caplog):
     limits = AddressLimits(asyncio.get_running_loop(), 2, LOOPBACK)
     assert limits.admit("203.0.113.7") and limits.admit("203.0.113.7")
     assert not limits.admit("203.0.113.7") and not limits.admit("203.0.113.7")
     assert limits.admit("198.51.100.1")  # another address has its own count
-    assert all(limits.admit("127.0.0.1") for _ in range(5)) and limits.admit("::1")  # a local edge
+    assert limits.exempt.trusts("127.0.0.1") and limits.exempt.trusts("::1")  # a local edge: not counted
+    # an IPv6 subscriber's whole /64 is one share; an IPv4 address mapped into IPv6 is itself
+    assert counted_as("2001:db8:0:1::5") == counted_as("2001:db8:0:1:ffff::9") == "2001:db8:0:1::/64"
+    assert counted_as("2001:db8:0:2::5") == "2001:db8:0:2::/64"
+    assert counted_as("::ffff:203.0.113.7") == counted_as("203.0.113.7") == "203.0.113.7"
     limits.release("203.0.113.7")
     assert limits.admit("203.0.113.7") and not limits.admit("203.0.113.7")
     for _ in range(3):

@@ -37,13 +37,14 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shieldware.facts import TrustedProxies
+from shieldware.facts import TrustedProxies, normalise_ip
 from shieldware.proxy.settings import (
     DEFAULT_HEAD_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_MAX_HEAD_BYTES,
     LOOPBACK,
 )
+from shieldware.signals.traffic_keys import ip_prefix
 
 log = logging.getLogger("shieldware.proxy")
 
@@ -151,7 +152,7 @@ class HeadLimitingParser:
         self.open_bytes = 0  # how much of that head has arrived so far
         self.open_since = 0.0  # when the read that left it open came (the loop's clock)
         self.addresses: AddressLimits | None = None  # the server's per-address cap (None: no cap)
-        self.counted: str | None = None  # the client address this connection counts against
+        self.counted: str | None = None  # the address (or IPv6 /64) this connection counts against
 
     def feed_data(self, data: bytes) -> None:
         protocol = self._protocol
@@ -194,12 +195,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         parser: HeadLimitingParser = self.parser  # type: ignore[assignment]
         parser.connected_at = self.loop.time()
         addresses = parser.addresses
-        if addresses is not None and self.client:
-            address = self.client[0]
-            if not addresses.admit(address):
+        if addresses is not None and self.client and not addresses.exempt.trusts(self.client[0]):
+            share = counted_as(self.client[0])
+            if not addresses.admit(share):
                 self.transport.close()
                 return
-            parser.counted = address
+            parser.counted = share
         HeadDeadlines.of(self).watch()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -326,10 +327,20 @@ class HeadDeadlines:
             self.watch()
 
 
+def counted_as(address: str) -> str:
+    """Whose share of connections a peer address counts against: the address itself, or for IPv6
+    its /64. One subscriber is given a /64, so a new address for every connection costs an
+    attacker nothing. (An IPv4 address mapped into IPv6 counts as itself.)"""
+    if ":" not in address:
+        return address
+    plain = normalise_ip(address) or address
+    return plain if ":" not in plain else ip_prefix(plain)
+
+
 class AddressLimits:
-    """One per server: the connections each client address holds open, at most `limit` each
-    (the exempt networks aside). The first refusal is logged at once, the ones after it in one
-    line per REFUSALS_LOGGED_EVERY seconds, with the addresses that were refused."""
+    """One per server: the connections each client address (IPv6: each /64) holds open, at most
+    `limit` each; peers in the `exempt` networks are not counted. The first refusal is logged at
+    once, the ones after it in one line per REFUSALS_LOGGED_EVERY seconds, with the addresses."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, exempt: Iterable[str]) -> None:
         self.loop = loop
@@ -348,9 +359,10 @@ class AddressLimits:
         return limits
 
     def admit(self, address: str) -> bool:
-        """Count a new connection from `address`; False (not counted) when it is over the cap."""
+        """Count a new connection against `address` (see counted_as); False (not counted) when it
+        holds `limit` already."""
         held = self.open.get(address, 0)
-        if held >= self.limit and not self.exempt.trusts(address):
+        if held >= self.limit:
             self.refused[address] = self.refused.get(address, 0) + 1
             if self._report is None:  # told at once, then at most once a period
                 self.report()
@@ -384,4 +396,5 @@ class AddressLimits:
         return True
 
 
-__all__ = ["AddressLimits", "CoalescingHttpToolsProtocol", "HeadDeadlines", "HeadHoldingTransport", "HeadTooLarge"]
+__all__ = ["AddressLimits", "CoalescingHttpToolsProtocol", "HeadDeadlines", "HeadHoldingTransport", "HeadTooLarge",
+           "counted_as"]
