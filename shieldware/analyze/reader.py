@@ -24,7 +24,6 @@ class DamagedInput(Exception):
 
     def __init__(self, source: str, why: str) -> None:
         super().__init__(f"{source}: {why}; the lines before the break were analysed")
-        self.source = source
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from shieldware.proxy.settings import (
     DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_MAX_HEAD_BYTES,
     LOOPBACK,
+    ProxySettings,
 )
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
@@ -109,9 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace) -> ProxySettings:
     from shieldware.facts import TrustedProxies
-    from shieldware.proxy.settings import ProxySettings
     from shieldware.store import check_store_uri
 
     TrustedProxies(args.trusted_proxy)  # raises ValueError naming a bad CIDR
@@ -129,7 +129,7 @@ def settings_from_args(args: argparse.Namespace):
     )
 
 
-def uvicorn_options(host: str, port: int, shutdown_timeout: int, settings: Any) -> dict[str, Any]:
+def uvicorn_options(host: str, port: int, shutdown_timeout: int, settings: ProxySettings) -> dict[str, Any]:
     """How uvicorn serves the proxy with these ProxySettings (bench/busy_forwarder.py serves its
     baseline the same way)."""
     from shieldware.proxy.serving import CoalescingHttpToolsProtocol
