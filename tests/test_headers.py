@@ -193,6 +193,7 @@ def _chrome_with(**replace):
         ({"sec_ch_ua_platform": '"macOS"'}, "sec-ch-ua-platform is macOS"),
         ({"sec_ch_ua_mobile": "?1"}, "says mobile"),
         ({"sec_ch_ua": '"Not_A Brand";v="8", "Chromium";v="119", "Google Chrome";v="119"'}, "Chromium 119"),
+        ({"sec_ch_ua": '"Microsoft Edge";v="120", "Chromium";v="120", "Not_A Brand";v="8"'}, "names no Edge"),
     ],
 )
 def test_client_hints_contradicting_the_ua_are_flagged(changes, fragment):

@@ -404,6 +404,8 @@ class HeaderSignal:
         edge = brands.get("Microsoft Edge")
         if edge and edge_major and edge != edge_major:
             problems.append(f"sec-ch-ua says Edge {edge}, the UA says {edge_major}")
+        elif edge and not edge_major:  # Brave and Vivaldi send a Chrome UA, but never Edge's brand
+            problems.append(f"sec-ch-ua says Edge {edge}, the UA names no Edge")
         platform = header_map.get("sec-ch-ua-platform", "").strip('" ')
         allowed = _PLATFORMS.get(info.os)
         if platform and allowed is not None and platform not in allowed and platform != "Unknown":
