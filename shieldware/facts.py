@@ -336,6 +336,12 @@ def _decode_headers(
     return tuple(zip(names, values, strict=True)), header_map, ascii_only
 
 
+def header_map_of(raw_headers: list[tuple[bytes, bytes]] | tuple) -> dict[str, str]:
+    """The headers of an ASGI scope by name, repeats folded, as RequestFacts.header_map has them
+    (for a refusal page, which reads a header or two and needs no other fact)."""
+    return _decode_headers(raw_headers)[1]
+
+
 _NO_COOKIES: Mapping[str, str] = MappingProxyType({})
 _CACHED_COOKIE_HEADER = 1024  # longer Cookie headers are parsed every time, never kept
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from shieldware.actions.challenge import install_challenges
-from shieldware.actions.pages import decision_response
+from shieldware.actions.pages import decision_response, wants_json
 from shieldware.biometrics.endpoint import install_telemetry
 from shieldware.decision import SHIELD_HEADER_NAMES, SHIELD_HEADER_PREFIXES, Decision, Verdict
 from shieldware.engine import Engine
-from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope
+from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope, header_map_of
 from shieldware.fastlane.lane import HELD, MISS, FastLane
 from shieldware.metrics import PROMETHEUS_CONTENT_TYPE
 from shieldware.outcomes import capture_account, header_rule_names, mark_reported
@@ -182,8 +182,7 @@ class ShieldMiddleware:
                 await self._pass(decision, scope, receive, send, now, True, None if follows else
                                  self.lane.feedback_statuses)
             else:
-                await self._refuse(decision, facts_from_scope(scope, now, self.trusted, self.tls_header),
-                                   scope, receive, send)
+                await self._refuse(decision, None, scope, receive, send)
             return
         if tag == MISS and self.lane.derive(answer, now):
             again = self._lane_decide(scope, now)  # a new client of a planned shape: planned now
@@ -207,8 +206,7 @@ class ShieldMiddleware:
             if decision.action is Verdict.ALLOW:
                 await self._pass(decision, scope, receive, send, now, True, None)
             else:
-                await self._refuse(decision, facts_from_scope(scope, now, self.trusted, self.tls_header),
-                                   scope, receive, send)
+                await self._refuse(decision, None, scope, receive, send)
             return
         facts = facts_from_scope(scope, now, self.trusted, self.tls_header)
         decision = await self.engine.decide(facts, observed=stats_of(observed))
@@ -277,17 +275,23 @@ class ShieldMiddleware:
         _pending.add(task)
         task.add_done_callback(_pending.discard)
 
-    async def _refuse(self, decision: Decision, facts: RequestFacts, scope: Scope, receive: Receive,
+    async def _refuse(self, decision: Decision, facts: RequestFacts | None, scope: Scope, receive: Receive,
                       send: Send) -> None:
+        """Answer a refused request. `facts` None: the lane decided it and no facts were built; they
+        are built here only for a responder (a challenge page reads many), since the plain page
+        reads a header or two and a flood is refused thousands of times a second."""
         if scope["type"] == "websocket":
             # Closing before accept makes the server answer the handshake with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": f"shieldware {decision.ref}"})
             return
         responder = self.responders.get(decision.action)
         if responder is not None:
+            if facts is None:
+                facts = facts_from_scope(scope, decision.time, self.trusted, self.tls_header)
             await responder(decision, facts, scope, receive, send)
             return
-        status, headers, body = decision_response(decision, facts)
+        header_map = facts.header_map if facts is not None else header_map_of(scope["headers"])
+        status, headers, body = decision_response(decision, wants_json(header_map))
         await send_simple(send, status, headers, body)
 
     async def _serve_metrics(self, scope: Scope, receive: Receive, send: Send, facts: RequestFacts) -> None:

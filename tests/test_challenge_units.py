@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 
 import httpx
 import pytest
@@ -183,6 +184,36 @@ def test_https_cookies_are_secure():
     probe, clearance = asyncio.run(run())
     assert probe.endswith("Secure") and "Path=/.shieldware/challenge" in probe
     assert clearance.startswith("shield_clearance=") and "Secure" in clearance and "HttpOnly" in clearance
+
+
+def test_challenge_pages_keep_their_language_and_each_its_own_nonce_and_token():
+    # The page is filled in from parts kept per language: pages in two languages, asked for in
+    # turn, must not bleed into each other, and what is each request's own must stay its own.
+    app = build_demo_app(policy=default_policy(rules=[PRODUCT_RULE], challenge={"difficulty": 8}))
+    install_challenges(app, keyring=keyring("k1"))
+
+    async def pages() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop.example",
+                                     headers=CHROME_NAVIGATION) as client:
+            return [await client.get(f"/product/{n}", headers={"accept-language": lang})
+                    for n, lang in enumerate(("de-DE,de;q=0.9", "en-GB,en;q=0.9", "de", "fr-FR,en;q=0.5"), 1)]
+
+    answers = asyncio.run(pages())
+    assert [a.status_code for a in answers] == [403] * 4
+    langs = [re.search(r'<html lang="(\w+)">', a.text).group(1) for a in answers]
+    assert langs == ["de", "en", "de", "en"]
+    assert "Ihr Browser wird geprüft" in answers[0].text and "Ihr Browser wird geprüft" not in answers[1].text
+    nonces = []
+    for answer in answers:
+        nonce = re.search(r"script-src 'nonce-([^']+)'", answer.headers["content-security-policy"]).group(1)
+        assert answer.text.count(f'nonce="{nonce}"') == 2  # the style and the script
+        assert answer.headers["x-shield-ref"] in answer.text
+        nonces.append(nonce)
+    assert len(set(nonces)) == 4
+    configs = [page_config(a.text) for a in answers]
+    assert len({c["token"] for c in configs}) == 4
+    assert [c["url"] for c in configs] == [f"/product/{n}" for n in range(1, 5)]
 
 
 def test_return_urls_and_telemetry_are_sanitised():

@@ -22,7 +22,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from shieldware.actions.challenge_policy import ChallengeSettings
-from shieldware.actions.pages import decision_response, html_escape, template, wants_json
+from shieldware.actions.page_template import PageTemplate, template
+from shieldware.actions.pages import decision_response, html_escape, wants_json
 from shieldware.actions.proof import (
     Binding,
     Rejected,
@@ -156,6 +157,7 @@ class Challenges:
         self.pixel_path = f"{self.prefix}/challenge/pixel"
         self.check_path = f"{self.prefix}/challenge/check"
         self.probe_cookie = f"{self.settings.cookie_name}_probe"
+        self._pages: tuple[ChallengeSettings | None, dict[tuple[str, str], PageTemplate]] = (None, {})
 
     @property
     def store(self) -> Any:
@@ -166,7 +168,7 @@ class Challenges:
     async def respond(self, decision: Decision, facts: RequestFacts, scope: Any, receive: Any,
                       send: Any) -> None:
         settings = self.settings
-        if wants_json(facts):
+        if wants_json(facts.header_map):
             await self._json_challenge(decision, facts, send)
             return
         binding = client_binding(facts, settings)
@@ -239,13 +241,8 @@ class Challenges:
             "check": self.check_path,
             "texts": {key: texts[key] for key in ("done", "failed", "cookies")},
         }
-        body = template("challenge.html").substitute(
-            lang=html_escape(lang), title=html_escape(texts["title"]), message=html_escape(texts["message"]),
-            working=html_escape(texts["working"]), nojs_text=html_escape(nojs_text), nojs_refresh=refresh,
-            nojs_pixel=pixel, reference_label=html_escape(texts["reference"]), ref=html_escape(ref),
-            help=html_escape(texts["help"]), config=json_for_html(config), nonce=nonce,
-            script=challenge_script(),
-        ).encode()
+        body = self._challenge_page(settings, lang, texts, nojs_text).fill(
+            nojs_refresh=refresh, nojs_pixel=pixel, ref=html_escape(ref), config=json_for_html(config), nonce=nonce)
         csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self'; "
                "connect-src 'self'; base-uri 'none'; form-action 'none'")
         headers = [
@@ -260,6 +257,22 @@ class Challenges:
         self.metrics.issued("page")
         await _send(send, status, headers, body)
 
+    def _challenge_page(self, settings: ChallengeSettings, lang: str, texts: dict[str, str],
+                        nojs_text: str) -> PageTemplate:
+        """The challenge page in `lang`, all but each request's own holes filled in: kept per
+        language and no-JS text for the settings in force (the languages are the policy's)."""
+        if self._pages[0] is not settings:
+            self._pages = (settings, {})
+        pages = self._pages[1]
+        page = pages.get((lang, nojs_text))
+        if page is None:
+            page = pages[(lang, nojs_text)] = template("challenge.html").bind(
+                lang=html_escape(lang), title=html_escape(texts["title"]), message=html_escape(texts["message"]),
+                working=html_escape(texts["working"]), nojs_text=html_escape(nojs_text),
+                reference_label=html_escape(texts["reference"]), help=html_escape(texts["help"]),
+                script=challenge_script())
+        return page
+
     async def _notice(self, ref: str, facts: RequestFacts, title_key: str, message: str, target: str | None,
                       status: int, send: Any, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
         lang, texts = self.settings.texts_for(facts.header_map.get("accept-language", ""))
@@ -267,11 +280,11 @@ class Challenges:
         if target is not None:
             link = html_escape(self.page_url(target))
             action = f'<p><a href="{link}">{html_escape(texts["try_again"])}</a></p>'
-        body = template("challenge_notice.html").substitute(
+        body = template("challenge_notice.html").fill(
             lang=html_escape(lang), title=html_escape(texts[title_key]), message=html_escape(message),
             action=action, reference_label=html_escape(texts["reference"]), ref=html_escape(ref),
             help=html_escape(texts["help"]),
-        ).encode()
+        )
         headers = [(b"content-type", _HTML), (b"x-shield-ref", ref.encode()), *extra_headers]
         await _send(send, status, headers, body)
 
@@ -284,7 +297,7 @@ class Challenges:
         path, _, query = target.partition("?")
         decision = await self.engine.decide(replace(facts, path=path, query=query))
         if decision.action is Verdict.BLOCK:
-            status, headers, body = decision_response(decision, facts)
+            status, headers, body = decision_response(decision, wants_json(facts.header_map))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from functools import lru_cache
-from importlib import resources
-from string import Template
 
+from shieldware.actions.page_template import PageTemplate, template
 from shieldware.decision import Decision, Verdict
-from shieldware.facts import RequestFacts
 
 HELP_TEXT = ("If you are a customer and think this is a mistake, contact the shop's support and quote the "
              "reference above; it lets them see exactly why this happened.")
@@ -28,25 +27,20 @@ _STATUS = {Verdict.BLOCK: 403, Verdict.THROTTLE: 429, Verdict.CHALLENGE: 403, Ve
            Verdict.UNAVAILABLE: 503}
 
 
-@lru_cache(maxsize=8)
-def template(name: str) -> Template:
-    return Template(resources.files("shieldware.web").joinpath(name).read_text(encoding="utf-8"))
-
-
 def html_escape(text: str) -> str:
     return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("'", "&#39;"))
 
 
-def wants_json(facts: RequestFacts) -> bool:
+def wants_json(header_map: Mapping[str, str]) -> bool:
     """Scripts get JSON: an Accept that prefers JSON over HTML, or a fetch/XHR request."""
-    accept = facts.header_map.get("accept", "")
+    accept = header_map.get("accept", "")
     if "application/json" in accept and "text/html" not in accept:
         return True
-    mode = facts.header_map.get("sec-fetch-mode")
+    mode = header_map.get("sec-fetch-mode")
     if mode in ("cors", "same-origin") and "text/html" not in accept:
         return True
-    return facts.header_map.get("x-requested-with", "").lower() == "xmlhttprequest"
+    return header_map.get("x-requested-with", "").lower() == "xmlhttprequest"
 
 
 def retry_after_header(seconds: float | None) -> str:
@@ -54,11 +48,20 @@ def retry_after_header(seconds: float | None) -> str:
     return str(max(1, math.ceil(seconds or 1)))
 
 
-def decision_response(decision: Decision, facts: RequestFacts) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """The status, headers and body that answer a non-allow decision."""
+@lru_cache(maxsize=16)
+def block_page(verdict: Verdict) -> PageTemplate:
+    """The page that answers `verdict`, all but its reference filled in."""
+    title, message = _TEXTS.get(verdict, _TEXTS[Verdict.BLOCK])
+    return template("block.html").bind(title=html_escape(title), message=html_escape(message),
+                                       help=html_escape(HELP_TEXT))
+
+
+def decision_response(decision: Decision, as_json: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The status, headers and body that answer a non-allow decision (JSON for scripts: see
+    `wants_json`)."""
     verdict = decision.action
     status = _STATUS.get(verdict, 403)
-    title, message = _TEXTS.get(verdict, _TEXTS[Verdict.BLOCK])
+    _, message = _TEXTS.get(verdict, _TEXTS[Verdict.BLOCK])
     headers = [
         (b"cache-control", b"no-store"),
         (b"x-shield-ref", decision.ref.encode()),
@@ -66,7 +69,7 @@ def decision_response(decision: Decision, facts: RequestFacts) -> tuple[int, lis
     ]
     if verdict is Verdict.THROTTLE or verdict is Verdict.UNAVAILABLE:
         headers.append((b"retry-after", retry_after_header(decision.retry_after).encode()))
-    if wants_json(facts):
+    if as_json:
         payload = {
             "error": verdict.value,
             "message": message,
@@ -78,10 +81,7 @@ def decision_response(decision: Decision, facts: RequestFacts) -> tuple[int, lis
         body = json.dumps(payload).encode()
         headers.append((b"content-type", b"application/json"))
     else:
-        body = template("block.html").substitute(
-            title=html_escape(title), message=html_escape(message), ref=html_escape(decision.ref),
-            help=html_escape(HELP_TEXT),
-        ).encode()
+        body = block_page(verdict).fill(ref=html_escape(decision.ref))
         headers.append((b"content-type", b"text/html; charset=utf-8"))
     headers.append((b"content-length", str(len(body)).encode()))
     return status, headers, body

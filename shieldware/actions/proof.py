@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +26,7 @@ CHALLENGE_PURPOSE = "chl"
 CLEARANCE_PURPOSE = "clr"
 MAX_URL_LENGTH = 2048
 MAX_COUNTER_DIGITS = 16
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no control character may ride along in a return URL
 
 # Challenge refusals (answers of the verify endpoint; logged and counted, not request evidence).
 for _code, _text in (
@@ -120,7 +122,7 @@ def client_binding(facts: RequestFacts, settings: ChallengeSettings) -> Binding:
 def safe_return_url(url: str, prefix: str) -> str:
     """A same-site path to send the browser back to; anything else (or our own endpoints) becomes '/'."""
     if (not url or len(url) > MAX_URL_LENGTH or not url.startswith("/") or url.startswith("//")
-            or "\\" in url or any(ord(ch) < 32 or ord(ch) == 127 for ch in url)
+            or "\\" in url or _CONTROL.search(url)
             or url == prefix or url.startswith(prefix + "/") or url.startswith(prefix + "?")):
         return "/"
     return url

@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from shieldware.actions.pages import decision_response, html_escape
+from shieldware.actions.pages import decision_response, html_escape, wants_json
 from shieldware.decision import Decision, Verdict
 from shieldware.facts import RequestFacts, TrustedProxies, resolve_client_ip, route_path
 from shieldware.middleware import ShieldMiddleware, send_simple
@@ -130,7 +130,7 @@ class ForwardAuthEndpoint:
                          (b"x-shield-challenge", target.encode()),
                          (b"content-type", b"text/html; charset=utf-8"),
                          (b"content-length", b"%d" % len(body))], body
-        status, page_headers, body = decision_response(decision, original)
+        status, page_headers, body = decision_response(decision, wants_json(original.header_map))
         if nginx_style and status not in (401, 403):
             status = 403
         page_headers = [h for h in page_headers if h[0] not in (b"x-shield-ref", b"x-shield-verdict",

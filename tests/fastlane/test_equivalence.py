@@ -26,7 +26,7 @@ from shieldware.signals.headers import HeaderSignal
 from shieldware.signals.request import RequestSanitySignal
 from shieldware.signals.useragent import UserAgentSignal
 from shieldware.store import MemoryStore
-from tests.fastlane.traffic import stream
+from tests.fastlane.traffic import KINDS, WITH_SCRIPTS, stream
 from tests.support import SimulatedClock
 
 pytestmark = pytest.mark.skipif(native is None, reason="the fast lane's C extension is not compiled here")
@@ -98,22 +98,23 @@ async def run(middleware: ShieldMiddleware, clock: SimulatedClock, requests) -> 
 
         await middleware(dict(scope), receive, send)
         start = next(m for m in sent if m["type"] == "http.response.start")
-        shield = {k.decode(): v.decode() for k, v in start.get("headers", []) if k.startswith(b"x-shield-")}
+        shield = {k.decode(): v.decode() for k, v in start.get("headers", [])
+                  if k.startswith(b"x-shield-") or k == b"content-type"}
         shield.pop("x-shield-ref", None)
         answers.append((start["status"], shield))
     return answers
 
 
 def compare(mode: str, seed: int, requests: int = 3000, log_all: bool = False, rules: list | None = None,
-            signals: Any = None, skip: tuple[str, ...] = ()) -> dict:
-    traffic = stream(seed, requests)
+            signals: Any = None, skip: tuple[str, ...] = (), kinds: dict[str, int] = KINDS) -> dict:
+    traffic = stream(seed, requests, kinds=kinds)
     clocks = SimulatedClock(1_800_000_000.0), SimulatedClock(1_800_000_000.0)
     (lane_app, lane_seen), (python_app, python_seen) = (protected(mode, fast, clock, log_all, rules, signals, skip)
                                                         for fast, clock in zip((True, False), clocks, strict=True))
     assert lane_app.lane is not None and python_app.lane is None
     lane_answers = asyncio.run(run(lane_app, clocks[0], traffic))
     python_answers = asyncio.run(run(python_app, clocks[1], traffic))
-    assert lane_answers == python_answers
+    assert lane_answers == python_answers  # statuses, X-Shield-* and content types (JSON for scripts)
     assert len(lane_seen.decisions) == len(python_seen.decisions)
     assert lane_seen.scopes == python_seen.scopes  # the app sees the same scope, X-Shield-* headers included
     refs = [d.ref for d in lane_seen.decisions]
@@ -146,6 +147,12 @@ def test_rules_that_name_networks_keep_their_addresses_off_the_templates(mode, s
 def test_enforce_mode_refusals_and_windows_match_the_python_path(seed):
     counts = compare("enforce", seed)
     assert counts["hit"] > 500, counts
+
+
+def test_refusals_the_lane_decides_answer_scripts_in_json_as_the_python_path_does():
+    # The lane's refusals build no request facts: the page reads Accept and Sec-Fetch-Mode itself.
+    counts = compare("enforce", 11, requests=2000, kinds=WITH_SCRIPTS)
+    assert counts["hit"] + counts["flagged"] > 300, counts
 
 
 def test_every_decision_logged_still_matches(seed=6):

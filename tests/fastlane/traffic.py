@@ -25,7 +25,14 @@ GOOGLEBOT = [("user-agent", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www
              ("accept", "*/*"), ("accept-encoding", "gzip, deflate, br")]
 # Chrome's headers in another order, with a header claiming to be shieldware's own.
 SHUFFLED = [CHROME_NAVIGATION[i] for i in (5, 0, 2, 1, 3, 4, 6, 7, 8, 9, 10, 11, 12)]
-KINDS = ("chrome", "firefox", "curl", "requests", "googlebot", "shuffled", "nameless")
+# Scripts that ask for JSON, whose refusals must be JSON too: a page's fetch() and a tool.
+FETCH = [*(h for h in CHROME_SUBRESOURCE if not h[0].startswith(("accept", "sec-fetch"))),
+         ("accept", "application/json"), ("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "cors"),
+         ("sec-fetch-dest", "empty"), ("accept-encoding", "gzip, deflate, br"), ("accept-language", "en-GB,en;q=0.9")]
+JSON_TOOL = [("user-agent", "python-requests/2.31.0"), ("accept", "application/json"),
+             ("accept-encoding", "gzip, deflate")]
+KINDS = {"chrome": 10, "firefox": 3, "curl": 2, "requests": 2, "googlebot": 1, "shuffled": 1, "nameless": 1}
+WITH_SCRIPTS = {**KINDS, "fetch": 3, "json-tool": 3}
 
 
 @dataclass
@@ -40,7 +47,7 @@ def _headers(kind: str, asset: bool) -> list[tuple[str, str]]:
     if kind == "chrome":
         return list(CHROME_SUBRESOURCE if asset else CHROME_NAVIGATION)
     return list({"firefox": FIREFOX, "curl": CURL, "requests": REQUESTS, "googlebot": GOOGLEBOT,
-                 "shuffled": SHUFFLED, "nameless": [("accept", "*/*")]}[kind])
+                 "shuffled": SHUFFLED, "nameless": [("accept", "*/*")], "fetch": FETCH, "json-tool": JSON_TOOL}[kind])
 
 
 def _address(rng: random.Random) -> str:
@@ -52,8 +59,9 @@ def _address(rng: random.Random) -> str:
     return f"198.18.{rng.randrange(40)}.{rng.randrange(1, 250)}"
 
 
-def clients(rng: random.Random, count: int) -> list[Client]:
-    return [Client(rng.choices(KINDS, (10, 3, 2, 2, 1, 1, 1))[0], _address(rng),
+def clients(rng: random.Random, count: int, kinds: dict[str, int] = KINDS) -> list[Client]:
+    """`count` clients, of each kind in proportion to its weight."""
+    return [Client(rng.choices(list(kinds), list(kinds.values()))[0], _address(rng),
                    f"s{rng.randrange(10**6)}" if rng.random() < 0.8 else None, rng.random() < 0.1)
             for _ in range(count)]
 
@@ -103,10 +111,11 @@ def _odd(rng: random.Random, headers: list[tuple[str, str]]) -> list[tuple[bytes
     return raw
 
 
-def stream(seed: int, requests: int, clients_count: int = 60) -> list[tuple[float, dict]]:
+def stream(seed: int, requests: int, clients_count: int = 60,
+           kinds: dict[str, int] = KINDS) -> list[tuple[float, dict]]:
     """`requests` (delay before it, scope) pairs from `clients_count` clients behind a trusted edge."""
     rng = random.Random(seed)
-    crowd = clients(rng, clients_count)
+    crowd = clients(rng, clients_count, kinds)
     out = []
     steps = [0] * len(crowd)
     for _ in range(requests):
