@@ -216,6 +216,41 @@ def test_navigation_without_text_html_in_accept():
     assert header_codes(inspect(_chrome_with(accept="*/*"))) == ["hdr.accept_not_browser"]
 
 
+def _navigation(family: str, user_agent: str) -> list[tuple[str, str]]:
+    """The newest captured navigation of `family`, its User-Agent replaced."""
+    headers = [nav for f, _, nav in NAVIGATIONS if f == family][-1]
+    return [(n, user_agent if n == "user-agent" else v) for n, v in headers]
+
+
+@pytest.mark.parametrize(("family", "old_ua"), [
+    ("chrome", CHROME_UA.replace("120.0.0.0", "49.0.2623.112")),
+    ("chrome", CHROME_UA.replace("120.0.0.0", "75.0.3770.142")),
+    ("firefox", FIREFOX_UA.replace("121.0", "60.0")),
+    ("firefox", FIREFOX_UA.replace("121.0", "89.0")),
+])
+def test_sec_fetch_under_a_browser_older_than_sec_fetch_is_a_newer_client_in_disguise(family, old_ua):
+    # A modern engine's header set under a UA from a list: the browser named never sent Sec-Fetch-*.
+    headers = _navigation(family, old_ua)
+    if family == "chrome":  # an old Chrome UA sends no hints either; only Sec-Fetch-* gives it away
+        headers = [(n, v) for n, v in headers if not n.startswith("sec-ch-ua")]
+    mismatch = [e for e in inspect(headers).evidence if e.code == "hdr.version_mismatch"]
+    assert len(mismatch) == 1 and "Sec-Fetch" in mismatch[0].detail["problem"]
+
+
+def test_sec_fetch_from_the_first_versions_that_sent_it_and_old_browsers_without_it_pass():
+    chrome_76 = [(n, v) for n, v in _navigation("chrome", CHROME_UA.replace("120.0.0.0", "76.0.3809.100"))
+                 if not n.startswith("sec-ch-ua")]
+    firefox_90 = _navigation("firefox", FIREFOX_UA.replace("121.0", "90.0"))
+    old_chrome = [(n, v) for n, v in chrome_76 if not n.startswith("sec-fetch")]
+    old_chrome = [(n, CHROME_UA.replace("120.0.0.0", "49.0.2623.112") if n == "user-agent" else v)
+                  for n, v in old_chrome]
+    for headers in (chrome_76, firefox_90, old_chrome):
+        assert "hdr.version_mismatch" not in header_codes(inspect(headers))
+    safari = [nav for f, _, nav in NAVIGATIONS if f == "safari"][-1]  # Safari 15 sends none
+    with_fetch = [*safari, ("sec-fetch-site", "none"), ("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "document")]
+    assert "hdr.version_mismatch" in header_codes(inspect(with_fetch))
+
+
 def test_bots_and_tools_get_no_browser_checks_but_a_fingerprint():
     inspection = inspect([("user-agent", "curl/8.4.0"), ("accept", "*/*")])
     assert header_codes(inspection) == []

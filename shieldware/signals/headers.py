@@ -45,6 +45,13 @@ register_reason(
     "mobile flag or browser version), or a browser that never sends client hints sent them.",
 )
 register_reason(
+    "hdr.version_mismatch",
+    # As the hint mismatch: a UA-switcher extension set to an old browser produces it for a person.
+    45,
+    "The request sent headers the claimed browser version never sent (Sec-Fetch-* from a browser "
+    "older than them): a newer client under an older browser's User-Agent, as UA lists give.",
+)
+register_reason(
     "hdr.headless_hint",
     70,
     "The sec-ch-ua client hint names HeadlessChrome although the User-Agent claims an ordinary browser.",
@@ -192,6 +199,7 @@ class HeaderProfiles:
     orders: dict[str, tuple[dict[str, int], ...]]
     fetch_metadata_since: dict[str, int]
     client_hints_since: dict[str, int]
+    fetch_metadata_first: dict[str, int]
 
     @classmethod
     def from_json(cls, document: dict) -> HeaderProfiles:
@@ -203,7 +211,8 @@ class HeaderProfiles:
             for family, profile in document["families"].items()
         }
         facts = document["facts"]
-        return cls(orders, dict(facts["fetch_metadata_since"]), dict(facts["client_hints_since"]))
+        return cls(orders, dict(facts["fetch_metadata_since"]), dict(facts["client_hints_since"]),
+                   dict(facts["fetch_metadata_first"]))
 
 
 @cache
@@ -352,16 +361,21 @@ class HeaderSignal:
     def _check_fetch_metadata(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
         header_map = facts.header_map
         mode = header_map.get("sec-fetch-mode")
+        browser, version = info.browser, info.browser_version
+        if info.engine == "blink":
+            browser, version = "chrome", _claimed_versions(facts.user_agent)[0]
         if mode is None:
             if not _secure_context(facts):
                 return
-            browser, version = info.browser, info.browser_version
-            if info.engine == "blink":
-                browser, version = "chrome", _claimed_versions(facts.user_agent)[0]
             since = self.profiles.fetch_metadata_since.get(browser)
             if since is not None and version >= since:
                 inspection.add("hdr.no_fetch_metadata", browser=info.browser, version=version)
             return
+        first = self.profiles.fetch_metadata_first.get(browser)
+        if first is not None and 0 < version < first:
+            # A browser cannot send a header it predates: a newer client wearing an older UA.
+            inspection.add("hdr.version_mismatch", browser=info.browser, version=version,
+                           problem=f"Sec-Fetch-* headers, which {browser} first sent in version {first}")
         if mode == "navigate" and header_map.get("sec-fetch-dest", "document") == "document":
             accept = header_map.get("accept", "")
             if "text/html" not in accept:
