@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shieldware.decision_log import read_records
+from shieldware.decision_log import read_log
+from shieldware.logfile import rotated_files
 from shieldware.outcomes import normalise_account
 from shieldware.store.base import Observation
 
@@ -21,10 +22,11 @@ def _attempt_from_decision(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def login_attempts(log_path: str | Path, account: str, limit: int = 50) -> list[dict[str, Any]]:
-    """The account's last `limit` login attempts from a decision log, oldest first."""
+    """The account's last `limit` login attempts from a decision log (and the files rotated from
+    it), oldest first."""
     account = normalise_account(account) or ""
     rows: list[dict[str, Any]] = []
-    for record in read_records(log_path):
+    for record in read_log(log_path):
         if record.get("type") == "login":
             if record.get("account") == account:
                 rows.append({k: record.get(k) for k in ("time", "ref", "client_ip", "fingerprint", "outcome",
@@ -43,7 +45,7 @@ async def account_report(name: str, store: Any, log_path: str | Path | None, now
                          limit: int = 50) -> dict[str, Any]:
     account = normalise_account(name) or ""
     report: dict[str, Any] = {"account": account, "attempts": [], "log": str(log_path) if log_path else None}
-    if log_path and Path(log_path).exists():
+    if log_path and rotated_files(log_path):  # the log, or what was rotated from it
         report["attempts"] = login_attempts(log_path, account, limit)
     report["takeover_suspected"] = await store.get_record("ato.suspect", account, now)
     try:

@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+import errno
+import gzip
 import json
 import logging
+import os
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from shieldware.decision import Decision, Verdict
+from shieldware.logfile import DEFAULT_KEEP, LogFile, rotated_files
 
 log = logging.getLogger("shieldware.decisions")
 
 
 class DecisionLog:
-    """Appends decisions as JSON lines to a file (line-buffered, so nothing sits in a buffer when a
-    process dies) and/or to the `shieldware.decisions` logger. By default only non-allow decisions
-    and monitor-mode verdicts that would have acted are kept; `log_all` keeps every decision.
+    """Appends decisions as JSON lines to a file (one write per line, so nothing sits in a buffer
+    when a process dies) and/or to the `shieldware.decisions` logger. By default only non-allow
+    decisions and monitor-mode verdicts that would have acted are kept; `log_all` keeps every
+    decision. The file follows logrotate and, past `max_bytes`, rotates itself (`keep` files
+    before it; see shieldware/logfile.py): a flood refused thousands of times a second writes as
+    many lines, and must not fill the disk.
     """
 
-    def __init__(self, path: str | Path | None = None, log_all: bool = False) -> None:
+    def __init__(self, path: str | Path | None = None, log_all: bool = False, max_bytes: int = 0,
+                 keep: int = DEFAULT_KEEP) -> None:
         self.path = Path(path) if path else None
         self.log_all = log_all
-        self._file: IO[str] | None = None
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self._file: LogFile | None = None
         self._lock = threading.Lock()
         self._extra_sinks: list[Any] = []
 
@@ -49,11 +60,11 @@ class DecisionLog:
             log.info(line)
         if self.path is None:
             return
+        data = (line + "\n").encode("utf-8", "replace")
         with self._lock:
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8", buffering=1)
-            self._file.write(line + "\n")
+                self._file = LogFile(self.path, self.max_bytes, self.keep)
+            self._file.write(data)
 
     def close(self) -> None:
         with self._lock:
@@ -63,23 +74,48 @@ class DecisionLog:
 
 
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield the records of a decision log, skipping (not failing on) lines that are not JSON."""
-    with Path(path).open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
+    """Yield the records of one decision log file (gzip-compressed if it ends in .gz), skipping
+    (not failing on) lines that are not JSON."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+        try:
+            for line in handle:
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a .gz cut short: keep what came before
+            log.warning("decision log %s is damaged after some records (%s); the rest of it is skipped",
+                        path, exc)
+
+
+def log_files(path: str | Path) -> list[Path]:
+    """A decision log and the files rotated from it, newest first; FileNotFoundError when none exists."""
+    files = rotated_files(path)
+    if not files:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    return files
+
+
+def read_log(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The records of a decision log and of the files rotated from it, oldest first."""
+    for file in reversed(log_files(path)):
+        yield from read_records(file)
 
 
 def find_decision(path: str | Path, ref: str) -> dict[str, Any] | None:
-    """The last record with this reference id (ids are unique; the last wins if a log was replayed)."""
+    """The record with this reference id, in the log or a file rotated from it (ids are unique; the
+    newest wins if a log was replayed)."""
     ref = ref.strip().lower()
-    found = None
-    for record in read_records(path):
-        if str(record.get("ref", "")).lower() == ref:
-            found = record
-    return found
+    for file in log_files(path):
+        found = None
+        for record in read_records(file):
+            if str(record.get("ref", "")).lower() == ref:
+                found = record
+        if found is not None:
+            return found
+    return None

@@ -54,8 +54,10 @@ class Engine:
         self.policy = policy or default_policy()
         self.store = store or open_store(self.policy.store_uri)
         self.signals = list(signals) if signals is not None else default_signals()
-        self.decision_log = decision_log or DecisionLog(self.policy.decision_log_path,
-                                                        log_all=self.policy.decision_log_all)
+        policy = self.policy
+        self.decision_log = decision_log or DecisionLog(policy.decision_log_path, log_all=policy.decision_log_all,
+                                                        max_bytes=policy.decision_log_max_bytes,
+                                                        keep=policy.decision_log_keep)
         self.metrics = metrics or Metrics.shared()
         self._plans: dict[str, tuple[list[Signal], list[Any], tuple[Any, ...]]] = {}
         self._rules_by_category: dict[tuple[str, Any], tuple[Any, ...]] = {}

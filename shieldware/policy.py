@@ -20,11 +20,15 @@ import yaml
 
 from shieldware.decision import Verdict
 from shieldware.evidence import Weights
+from shieldware.logfile import DEFAULT_KEEP
 from shieldware.store import check_store_uri
 
 RULE_ACTIONS = ("allow", "block", "challenge", "throttle", "weigh")
 STORE_FAILURE_MODES = ("open", "challenge", "unavailable")
 MODES = ("enforce", "monitor")
+# A flood refused thousands of times a second writes as many decision lines: past this the log
+# rotates (keeping DEFAULT_KEEP files), so the log cannot fill the disk.
+DEFAULT_DECISION_LOG_MB = 100
 
 
 class PolicyError(ValueError):
@@ -383,6 +387,8 @@ class Policy:
     store_uri: str = "memory://"
     decision_log_path: str | None = None
     decision_log_all: bool = False
+    decision_log_max_bytes: int = DEFAULT_DECISION_LOG_MB * 2**20
+    decision_log_keep: int = DEFAULT_KEEP
     metrics_path: str | None = "/.shieldware/metrics"
     metrics_allow: tuple = ()
     sections: dict[str, Any] = field(default_factory=dict)
@@ -498,7 +504,15 @@ def policy_from_mapping(raw: Any, source: str = "<policy>") -> Policy:
             weights[str(code)] = float(value)
 
     log = check.mapping(raw.get("decision_log"), "decision_log")
-    check.unknown_keys(log, ("path", "all"), "decision_log")
+    check.unknown_keys(log, ("path", "all", "max_mb", "keep"), "decision_log")
+    max_mb = log.get("max_mb", DEFAULT_DECISION_LOG_MB)
+    if isinstance(max_mb, bool) or not isinstance(max_mb, (int, float)) or max_mb < 0:
+        check.fail("decision_log.max_mb", "megabytes before the log rotates (0: never)", max_mb)
+        max_mb = DEFAULT_DECISION_LOG_MB
+    keep = log.get("keep", DEFAULT_KEEP)
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= 1000:
+        check.fail("decision_log.keep", "how many rotated files to keep, 1 to 1000", keep)
+        keep = DEFAULT_KEEP
     metrics = raw.get("metrics", {})
     metrics = {"path": None} if metrics is False else check.mapping(metrics, "metrics")
     check.unknown_keys(metrics, ("path", "allow_from"), "metrics")
@@ -539,6 +553,8 @@ def policy_from_mapping(raw: Any, source: str = "<policy>") -> Policy:
         store_uri=store_uri,
         decision_log_path=log.get("path"),
         decision_log_all=bool(log.get("all", False)),
+        decision_log_max_bytes=int(max_mb * 2**20),
+        decision_log_keep=keep,
         metrics_path=metrics.get("path", "/.shieldware/metrics"),
         metrics_allow=metrics_allow,
         sections=sections,

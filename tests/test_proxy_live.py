@@ -358,6 +358,42 @@ def test_requests_refused_before_the_app_are_in_the_access_log(upstream, tmp_pat
     assert all(int(m.group(3)) > 0 for m in parsed)  # the bytes of each answer
 
 
+def _wait_for_line(path, fragment: str, seconds: float = 10) -> str:
+    """The log's text once it holds `fragment` (lines are flushed in batches, at least once a second)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if fragment in text:
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"{fragment!r} never reached {path}")
+
+
+def test_the_access_log_follows_logrotate_and_caps_itself(upstream, tmp_path):
+    """logrotate renames the log and expects a new one: the proxy notices within a second, with no
+    signal. With --access-log-max it rotates the file itself."""
+    log = tmp_path / "access.log"
+    with proxy_process("--upstream", upstream.url, "--monitor", "--access-log", str(log)) as proxy:
+        requests.get(proxy.url + "/before-rotation", timeout=10)
+        _wait_for_line(log, "/before-rotation")
+        log.rename(tmp_path / "access.log.1")
+        time.sleep(1.2)
+        requests.get(proxy.url + "/after-rotation", timeout=10)
+        assert "/before-rotation" not in _wait_for_line(log, "/after-rotation")
+        assert "/after-rotation" not in (tmp_path / "access.log.1").read_text()
+    capped = tmp_path / "capped" / "access.log"
+    capped.parent.mkdir()
+    with proxy_process("--upstream", upstream.url, "--monitor", "--access-log", str(capped),
+                       "--access-log-max", "1k", "--access-log-keep", "2") as proxy:
+        for n in range(3):  # each line longer than the cap: each flush fills a file
+            requests.get(f"{proxy.url}/page-{n}-{'x' * 1200}", timeout=10)
+            _wait_for_line(capped.parent / "access.log.1", f"/page-{n}-")
+    assert sorted(p.name for p in capped.parent.glob("access.log*")) == [
+        "access.log", "access.log.1", "access.log.2", "access.log.lock"]
+    kept = "".join((capped.parent / name).read_text() for name in ("access.log.2", "access.log.1", "access.log"))
+    assert "/page-1-" in kept and "/page-2-" in kept and "/page-0-" not in kept  # the oldest file dropped
+
+
 def test_the_analyzer_names_a_slowloris_run_from_the_proxys_access_log(upstream, tmp_path):
     """The refusals in the access log are evidence: `shieldware analyze` names the address that
     held the proxy's connections with heads it never finished, and not the client beside it."""

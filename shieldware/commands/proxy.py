@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from shieldware.actions.tokens import ENV_KEY_FILE, ENV_KEYS
+from shieldware.logfile import DEFAULT_KEEP
 from shieldware.metrics_dir import METRICS_DIR_ENV
 from shieldware.policy import PolicyError
 from shieldware.proxy.settings import (
@@ -103,7 +104,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="on SIGTERM, how long in-flight requests may take to finish (default 30)")
     parser.add_argument("--access-log", metavar="FILE",
                         help="combined-format access log file ('-' for stdout)")
-    parser.add_argument("--decision-log", metavar="FILE", help="JSON-lines decision log file")
+    parser.add_argument("--access-log-max", type=parse_size, default=0, metavar="SIZE",
+                        help="rotate the access log past this size (e.g. 100M; default 0: never, logrotate's "
+                             "renames are followed either way)")
+    parser.add_argument("--access-log-keep", type=parse_count, default=DEFAULT_KEEP, metavar="N",
+                        help=f"rotated access logs kept (default {DEFAULT_KEEP})")
+    parser.add_argument("--decision-log", metavar="FILE",
+                        help="JSON-lines decision log file (rotated as the policy's decision_log says)")
     parser.add_argument("--check-path", default="/.shieldware/check", help="forward-auth endpoint path")
     parser.add_argument("--health-path", default="/.shieldware/health", help="health endpoint path")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)  # benchmarks: no detection
@@ -117,6 +124,8 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
     TrustedProxies(args.trusted_proxy)  # raises ValueError naming a bad CIDR
     if args.store:
         check_store_uri(args.store)  # raises ValueError naming what is wrong with the URI
+    if args.access_log_keep < 1:
+        raise ValueError("--access-log-keep must be 1 or more: the rotated files kept")
     return ProxySettings(
         upstream=None if args.auth_only else args.upstream,
         policy_path=args.policy, store_uri=args.store, monitor=args.monitor,
@@ -125,6 +134,7 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         body_timeout=args.body_timeout, max_connections_per_ip=args.max_connections_per_ip,
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
         check_path=args.check_path, health_path=args.health_path, access_log=args.access_log,
+        access_log_max_bytes=args.access_log_max, access_log_keep=args.access_log_keep,
         decision_log=args.decision_log, detection=not args.bare,
     )
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from shieldware.facts import TrustedProxies, normalise_ip, resolve_client_ip
+from shieldware.logfile import DEFAULT_KEEP, LogFile
 
 # Lines are written in batches: one write() per batch keeps the hot path free of syscalls, and
 # O_APPEND makes each batch land whole even when several workers share the file.
@@ -48,14 +49,13 @@ class _TimeFormatter:
 
 
 class AccessLogWriter:
-    """Buffers formatted lines and writes them to a file (or stdout for "-") in batches."""
+    """Buffers formatted lines and writes them to a file (or stdout for "-") in batches. The file
+    follows logrotate and, with `max_bytes`, rotates itself (shieldware/logfile.py)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_bytes: int = 0, keep: int = DEFAULT_KEEP) -> None:
         self.path = path
-        if path == "-":
-            self._fd = os.dup(1)
-        else:
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._file = None if path == "-" else LogFile(path, max_bytes, keep)
+        self._fd = os.dup(1) if self._file is None else -1
         self._lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
 
@@ -77,14 +77,19 @@ class AccessLogWriter:
             return
         payload = "".join(self._lines).encode("utf-8", "replace")
         self._lines.clear()
+        if self._file is not None:
+            self._file.write(payload)
+            return
         view = memoryview(payload)
         while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+            view = view[os.write(self._fd, view):]
 
     def close(self) -> None:
         self.flush()
-        os.close(self._fd)
+        if self._file is not None:
+            self._file.close()
+        else:
+            os.close(self._fd)
 
 
 class AccessLog:

@@ -68,7 +68,8 @@ class ProxyApp:
                                          ForwardAuthEndpoint(self.middleware, auth_trusted))
             self.middleware.add_endpoint(settings.health_path, self.health)
             inner = self.middleware.handle  # the middleware without a frame of its own around the forwarder
-        self.access_log = AccessLogWriter(settings.access_log) if settings.access_log else None
+        self.access_log = (AccessLogWriter(settings.access_log, settings.access_log_max_bytes, settings.access_log_keep)
+                           if settings.access_log else None)
         self.front: Any = AccessLog(inner, self.access_log, trusted) if self.access_log else inner
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

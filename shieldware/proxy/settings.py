@@ -7,6 +7,8 @@ import os
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
+from shieldware.logfile import DEFAULT_KEEP
+
 # Several uvicorn workers each build their app from this variable (they cannot share objects).
 SETTINGS_ENV = "SHIELDWARE_PROXY_SETTINGS"
 
@@ -61,6 +63,8 @@ class ProxySettings:
     check_path: str = "/.shieldware/check"
     health_path: str = "/.shieldware/health"
     access_log: str | None = None
+    access_log_max_bytes: int = 0  # 0: the file grows until logrotate moves it
+    access_log_keep: int = DEFAULT_KEEP
     decision_log: str | None = None
     detection: bool = True  # False serves the bare forwarder (benchmarks use it as the baseline)
 
