@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
-import io
 import json
 import os
-import pstats
 import random
 import sys
 import time
@@ -35,6 +32,7 @@ from shieldware.middleware import ShieldMiddleware
 from tests.support import CHROME_NAVIGATION
 
 import apps
+from common import print_profile
 
 SHOPPERS = 20_000
 CHROME_IMAGE = [*(h for h in CHROME_NAVIGATION if h[0] not in ("upgrade-insecure-requests", "sec-fetch-user")
@@ -119,13 +117,7 @@ async def measure(requests: int, profile: bool, signals: str = "all", pace: floa
                         "ratio_if_cpu_bound": round(bare_s / protected_s, 3),
                         "lane": protected.lane.counts() if protected.lane else None}
         if profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-            await run(protected, scopes)
-            profiler.disable()
-            out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(35)
-            print(f"== {name}, protected\n{out.getvalue()}", file=sys.stderr)
+            await print_profile(f"{name}, protected", run(protected, scopes), top=35)
     return result
 
 

@@ -103,3 +103,18 @@ def have_wrk() -> bool:
 
 def emit(result: dict) -> None:
     print(json.dumps(result, indent=2))
+
+
+async def print_profile(title: str, awaitable, top: int = 30) -> None:
+    """Await `awaitable` under cProfile and print its `top` functions by own time to stderr."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await awaitable
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    print(f"== {title}\n{out.getvalue()}", file=sys.stderr)

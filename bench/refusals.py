@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import cProfile
-import io
 import json
-import pstats
 import sys
 import time
 from pathlib import Path
@@ -44,6 +41,7 @@ from shieldware.policy import default_policy
 from tests.support import CHROME_NAVIGATION
 
 import apps
+from common import print_profile
 
 JSON_FETCH = [*(h for h in CHROME_NAVIGATION if not h[0].startswith(("accept", "sec-fetch", "upgrade-insecure"))),
               ("accept", "application/json"), ("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "cors"),
@@ -120,13 +118,7 @@ async def measure(count: int, pace: float, profile: str | None) -> dict:
         if profile == name:  # a middleware of its own, profiled on what the first timed pass met
             middleware = protected(mode, pace)
             await run(middleware, requests[:2000], Statuses())
-            profiler = cProfile.Profile()
-            profiler.enable()
-            await run(middleware, requests, Statuses())
-            profiler.disable()
-            out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
-            print(f"== {name}\n{out.getvalue()}", file=sys.stderr)
+            await print_profile(name, run(middleware, requests, Statuses()))
     return result
 
 
