@@ -19,12 +19,14 @@ Every `write` is one write() with O_APPEND, so lines of different workers never 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_KEEP = 5
+log = logging.getLogger("shieldware.logfile")
 
 
 class LogFile:
@@ -40,21 +42,34 @@ class LogFile:
         self.clock = clock
         self.check_every = check_every
         self.rotations = 0  # rotations this writer made itself
+        self.failed_writes = 0
+        self._warned = float("-inf")
         self._fd = -1
         self._checked = clock()
         self._open()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> bool:
+        """Append `data`; False when the disk refused it (full, gone, no permission). A log
+        must never fail the request it describes: the failure is counted and said in a
+        warning at most once a minute instead of raised."""
         now = self.clock()
-        if now - self._checked >= self.check_every:
-            self._checked = now
-            self._follow()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-        # The file's own size, other workers' lines included (one fstat, only when capped).
-        if self.max_bytes and os.fstat(self._fd).st_size >= self.max_bytes:
-            self._rotate()
+        try:
+            if now - self._checked >= self.check_every:
+                self._checked = now
+                self._follow()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            # The file's own size, other workers' lines included (one fstat, only when capped).
+            if self.max_bytes and os.fstat(self._fd).st_size >= self.max_bytes:
+                self._rotate()
+        except OSError as exc:
+            self.failed_writes += 1
+            if now - self._warned >= 60.0:
+                self._warned = now
+                log.warning("cannot write log %s (%s); %d writes lost so far", self.path, exc, self.failed_writes)
+            return False
+        return True
 
     def close(self) -> None:
         if self._fd >= 0:

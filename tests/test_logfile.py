@@ -143,3 +143,21 @@ def test_the_access_log_rotates_past_its_cap(tmp_path):
     assert [p.name for p in rotated_files(path)] == ["access.log", "access.log.1", "access.log.2"]
     kept = lines_of(path)
     assert kept[-1].endswith('"GET /product/99 HTTP/1.1" 200 5 "-" "-"') and len(kept) >= 20
+
+
+def test_a_full_disk_loses_the_lines_but_never_fails_the_request(caplog):
+    # /dev/full refuses every write with ENOSPC, as a full disk does.
+    clock = Clock()
+    log = LogFile("/dev/full", clock=clock)
+    with caplog.at_level(logging.WARNING, logger="shieldware.logfile"):
+        assert log.write(b"one\n") is False
+        assert log.write(b"two\n") is False
+        clock.now += 61
+        assert log.write(b"three\n") is False
+    log.close()
+    assert log.failed_writes == 3
+    warnings = [r.getMessage() for r in caplog.records if r.name == "shieldware.logfile"]
+    assert len(warnings) == 2 and "3 writes lost" in warnings[1]  # said once a minute, not per line
+    decisions = DecisionLog("/dev/full")
+    decisions.write(_decision(1))  # no exception: the refusal it records is still answered
+    decisions.close()
