@@ -194,6 +194,9 @@ def _chrome_with(**replace):
         ({"sec_ch_ua_mobile": "?1"}, "says mobile"),
         ({"sec_ch_ua": '"Not_A Brand";v="8", "Chromium";v="119", "Google Chrome";v="119"'}, "Chromium 119"),
         ({"sec_ch_ua": '"Microsoft Edge";v="120", "Chromium";v="120", "Not_A Brand";v="8"'}, "names no Edge"),
+        # hints forged to match an old UA: that Chrome never sent any
+        ({"user_agent": CHROME_UA.replace("120.0.0.0", "79.0.3945.130"),
+          "sec_ch_ua": '"Chromium";v="79", "Google Chrome";v="79"'}, "older than client hints (Chrome 84)"),
     ],
 )
 def test_client_hints_contradicting_the_ua_are_flagged(changes, fragment):

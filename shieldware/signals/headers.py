@@ -200,6 +200,7 @@ class HeaderProfiles:
     fetch_metadata_since: dict[str, int]
     client_hints_since: dict[str, int]
     fetch_metadata_first: dict[str, int]
+    client_hints_first: dict[str, int]
 
     @classmethod
     def from_json(cls, document: dict) -> HeaderProfiles:
@@ -212,7 +213,7 @@ class HeaderProfiles:
         }
         facts = document["facts"]
         return cls(orders, dict(facts["fetch_metadata_since"]), dict(facts["client_hints_since"]),
-                   dict(facts["fetch_metadata_first"]))
+                   dict(facts["fetch_metadata_first"]), dict(facts["client_hints_first"]))
 
 
 @cache
@@ -412,6 +413,9 @@ class HeaderSignal:
         if any("headless" in brand.lower() for brand in brands):
             findings.append(("hdr.headless_hint", {"sec_ch_ua": sec_ch_ua[:120]}))
         problems = []
+        first = self.profiles.client_hints_first.get(info.browser, self.profiles.client_hints_first["chrome"])
+        if 0 < chrome_major < first:  # even with brands forged to match: that Chrome never sent them
+            problems.append(f"sec-ch-ua from Chrome {chrome_major}, older than client hints (Chrome {first})")
         chromium = brands.get("Chromium") or brands.get("Google Chrome")
         if chromium and chrome_major and chromium != chrome_major:
             problems.append(f"sec-ch-ua says Chromium {chromium}, the UA says {chrome_major}")
