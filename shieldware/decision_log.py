@@ -35,6 +35,7 @@ class DecisionLog:
         self.max_bytes = max_bytes
         self.keep = keep
         self._file: LogFile | None = None
+        self.lost = 0  # records the file could not be opened for
         self._lock = threading.Lock()
         self._extra_sinks: list[Any] = []
 
@@ -63,7 +64,14 @@ class DecisionLog:
         data = (line + "\n").encode("utf-8", "replace")
         with self._lock:
             if self._file is None:
-                self._file = LogFile(self.path, self.max_bytes, self.keep)
+                try:
+                    self._file = LogFile(self.path, self.max_bytes, self.keep)
+                except OSError as exc:  # a log must never fail the request it records
+                    self.lost += 1
+                    if self.lost == 1 or self.lost % 1000 == 0:
+                        log.error("cannot open decision log %s (%s); %d records lost so far", self.path, exc,
+                                  self.lost)
+                    return
             self._file.write(data)
 
     def close(self) -> None:

@@ -111,6 +111,15 @@ class LogFile:
         self._checked = self.clock()
 
 
+def check_writable(path: str | Path, what: str = "log") -> None:
+    """Open (or create) the log once, so a path that cannot be written is said at start-up, not
+    found out on the first request; ValueError naming the path and the reason."""
+    try:
+        LogFile(path).close()
+    except OSError as exc:
+        raise ValueError(f"cannot write the {what} {path}: {exc.strerror or exc}") from exc
+
+
 def rotated_files(path: str | Path) -> list[Path]:
     """A log and the files rotated from it (ours: `path.1` ...; logrotate's may end in `.gz`),
     newest first, those that exist."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from shieldware.cli import main
 from shieldware.decision import Decision, Verdict
 from shieldware.decision_log import DecisionLog, find_decision, read_log, read_records
 from shieldware.logfile import LogFile, rotated_files
@@ -161,3 +162,18 @@ def test_a_full_disk_loses_the_lines_but_never_fails_the_request(caplog):
     decisions = DecisionLog("/dev/full")
     decisions.write(_decision(1))  # no exception: the refusal it records is still answered
     decisions.close()
+    unopenable = DecisionLog("/proc/no-such-dir/decisions.jsonl")
+    with caplog.at_level(logging.ERROR, logger="shieldware.decisions"):
+        unopenable.write(_decision(2))
+        unopenable.write(_decision(3))
+    assert unopenable.lost == 2 and caplog.text.count("cannot open decision log") == 1
+
+
+@pytest.mark.parametrize(("option", "kind"), [("--access-log", "access log"), ("--decision-log", "decision log")])
+def test_the_proxy_refuses_a_log_it_cannot_write_before_serving(option, kind, capsys, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # a file where a directory should be: nothing can be made under it
+    assert main(["proxy", "--upstream", "http://127.0.0.1:9", option, str(blocked / "shieldware.log")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"shieldware proxy: cannot write the {kind} {blocked / 'shieldware.log'}: ")
+    assert "Traceback" not in err and "shieldware proxy on" not in err

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from shieldware.actions.tokens import ENV_KEY_FILE, ENV_KEYS
-from shieldware.logfile import DEFAULT_KEEP
+from shieldware.logfile import DEFAULT_KEEP, check_writable
 from shieldware.metrics_dir import METRICS_DIR_ENV
 from shieldware.policy import PolicyError
 from shieldware.proxy.settings import (
@@ -177,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
         policy = proxy_policy(settings)  # load once here so policy mistakes are reported before serving
+        for kind, path in (("access log", settings.access_log), ("decision log", policy.decision_log_path)):
+            if path and path != "-":
+                check_writable(path, kind)
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         return 1
