@@ -30,7 +30,7 @@ log = logging.getLogger("shieldware.logfile")
 
 
 class LogFile:
-    """One append-only log file (see the module docstring)."""
+    """One append-only log file (see the module docstring); "-" is standard output."""
 
     def __init__(self, path: str | Path, max_bytes: int = 0, keep: int = DEFAULT_KEEP,
                  clock: Callable[[], float] = time.monotonic, check_every: float = 1.0) -> None:
@@ -46,7 +46,11 @@ class LogFile:
         self._warned = float("-inf")
         self._fd = -1
         self._checked = clock()
-        self._open()
+        if str(path) == "-":  # standard output: nothing to follow or rotate
+            self.max_bytes, self.check_every = 0, float("inf")
+            self._fd = os.dup(1)
+        else:
+            self._open()
 
     def write(self, data: bytes) -> bool:
         """Append `data`; False when the disk refused it (full, gone, no permission). A log

@@ -7,6 +7,8 @@ import json
 import logging
 import multiprocessing
 import multiprocessing.synchronize
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,20 @@ def test_the_proxy_refuses_a_log_it_cannot_write_before_serving(option, kind, ca
     err = capsys.readouterr().err
     assert err.startswith(f"shieldware proxy: cannot write the {kind} {blocked / 'shieldware.log'}: ")
     assert "Traceback" not in err and "shieldware proxy on" not in err
+
+
+def test_an_access_log_on_a_closed_stdout_loses_lines_but_the_proxy_goes_on():
+    # `--access-log -` piped into a reader that went away: every write meets EPIPE.
+    script = ("import sys, time; time.sleep(0.5)\n"
+              "from shieldware.proxy.access_log import AccessLogWriter\n"
+              "writer = AccessLogWriter('-')\n"
+              "for n in range(3):\n"
+              "    writer.append(f'line {n}\\n'); writer.flush()\n"
+              "writer.close()\n"
+              "print('served on', writer._file.failed_writes, file=sys.stderr)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             cwd=Path(__file__).resolve().parent.parent)
+    child.stdout.close()  # the reader goes away before the first line
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err.decode()
+    assert b"served on 3" in err and err.count(b"cannot write log -") == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
@@ -50,12 +49,12 @@ class _TimeFormatter:
 
 class AccessLogWriter:
     """Buffers formatted lines and writes them to a file (or stdout for "-") in batches. The file
-    follows logrotate and, with `max_bytes`, rotates itself (shieldware/logfile.py)."""
+    follows logrotate and, with `max_bytes`, rotates itself; a write the disk or a closed stdout
+    refuses is counted, never raised into a request (shieldware/logfile.py)."""
 
     def __init__(self, path: str, max_bytes: int = 0, keep: int = DEFAULT_KEEP) -> None:
         self.path = path
-        self._file = None if path == "-" else LogFile(path, max_bytes, keep)
-        self._fd = os.dup(1) if self._file is None else -1
+        self._file = LogFile(path, max_bytes, keep)
         self._lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
 
@@ -77,19 +76,11 @@ class AccessLogWriter:
             return
         payload = "".join(self._lines).encode("utf-8", "replace")
         self._lines.clear()
-        if self._file is not None:
-            self._file.write(payload)
-            return
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(self._fd, view):]
+        self._file.write(payload)
 
     def close(self) -> None:
         self.flush()
-        if self._file is not None:
-            self._file.close()
-        else:
-            os.close(self._fd)
+        self._file.close()
 
 
 class AccessLog:
