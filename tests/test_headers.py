@@ -254,6 +254,82 @@ def test_sec_fetch_from_the_first_versions_that_sent_it_and_old_browsers_without
     assert "hdr.version_mismatch" in header_codes(inspect(with_fetch))
 
 
+def _replaced(headers, **values):
+    """Headers with Sec-Fetch-* values replaced (None drops one), in place, order kept."""
+    names = {f"sec-fetch-{key}": value for key, value in values.items()}
+    return [(n, names.get(n, v)) for n, v in headers if names.get(n, v) is not None]
+
+
+CHROME_IMAGE = [(n, "image/avif,image/webp,*/*" if n == "accept" else v) for n, v in CHROME_SUBRESOURCE]
+
+
+@pytest.mark.parametrize(("headers", "method", "fragment"), [
+    (_replaced(CHROME_NAVIGATION, mode="Navigate"), "GET", "Sec-Fetch-Mode is 'Navigate'"),
+    (_replaced(CHROME_NAVIGATION, dest="document, image"), "GET", "Sec-Fetch-Dest is 'document, image'"),
+    (_replaced(CHROME_NAVIGATION, user="?0"), "GET", "browsers send ?1 or nothing"),
+    (_replaced(CHROME_NAVIGATION, dest="image"), "GET", "a navigation for a sub-resource (image)"),
+    (_replaced(CHROME_NAVIGATION, dest="empty"), "GET", "a navigation for a sub-resource (empty)"),
+    (CHROME_NAVIGATION, "HEAD", "a navigation with HEAD"),
+    (CHROME_NAVIGATION, "PUT", "a navigation with PUT"),
+    (_replaced(CHROME_NAVIGATION, dest=None), "GET", "no Sec-Fetch-Dest"),
+    (_replaced(CHROME_NAVIGATION, site=None, mode=None), "GET", "no Sec-Fetch-Site, Sec-Fetch-Mode"),
+    # the navigation template pasted onto every request, the user flag with it
+    ([*CHROME_SUBRESOURCE[:8], ("sec-fetch-user", "?1"), *CHROME_SUBRESOURCE[8:]], "GET",
+     "Sec-Fetch-User on a no-cors request"),
+])
+def test_sec_fetch_headers_no_browser_sends_together_are_named(headers, method, fragment):
+    forged = [e for e in inspect(headers, method=method).evidence if e.code == "hdr.fetch_metadata_forged"]
+    assert len(forged) == 1, header_codes(inspect(headers, method=method))
+    assert any(fragment in problem for problem in forged[0].detail["problems"]), forged[0].detail
+
+
+def test_sec_fetch_sets_real_browsers_send_pass():
+    nested = _replaced(CHROME_NAVIGATION, mode="nested-navigate", dest="iframe", user=None)
+    chrome_79 = [(n, CHROME_UA.replace("120.0.0.0", "79.0.3945.130") if n == "user-agent" else v)
+                 for n, v in _replaced(CHROME_NAVIGATION, dest=None) if not n.startswith("sec-ch-ua")]
+    safari = [nav for f, _, nav in NAVIGATIONS if f == "safari"][-1]
+    safari_17 = [(n, SAFARI_UA if n == "user-agent" else v) for n, v in safari]
+    cases = [
+        (CHROME_NAVIGATION, "POST"),  # a form submitted by a click
+        (_replaced(CHROME_NAVIGATION, user=None, site="same-origin"), "GET"),  # a scripted navigation
+        (_replaced(CHROME_NAVIGATION, dest="iframe", user=None), "GET"),
+        (nested, "GET"),  # Chrome 76-79 named frame navigations so
+        (chrome_79, "GET"),  # Site, Mode and User: Dest came with Chrome 80
+        (CHROME_IMAGE, "GET"),
+        (_replaced(CHROME_SUBRESOURCE, mode="cors", dest="empty"), "HEAD"),  # fetch(url, {method: "HEAD"})
+        ([*safari_17, ("sec-fetch-site", "none"), ("sec-fetch-mode", "navigate")], "GET"),  # no set held
+    ]
+    for headers, method in cases:
+        assert "hdr.fetch_metadata_forged" not in header_codes(inspect(headers, method=method)), headers
+
+
+# Chromium 156 fetching a worker's and a service worker's script (captured; UA made Windows Chrome).
+WORKER_SCRIPT = [
+    ("accept", "*/*"), ("user-agent", CHROME_UA), ("sec-fetch-site", "same-origin"),
+    ("sec-fetch-mode", "same-origin"), ("sec-fetch-dest", "worker"), ("referer", "https://shop.example/"),
+    ("accept-encoding", "gzip, deflate, br, zstd"), ("accept-language", "en-US,en;q=0.9"), ("cookie", "s=1"),
+]
+SERVICE_WORKER_SCRIPT = [
+    ("cache-control", "max-age=0"), ("accept", "*/*"), ("service-worker", "script"),
+    ("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "same-origin"), ("sec-fetch-dest", "serviceworker"),
+    ("referer", "https://shop.example/"), ("user-agent", CHROME_UA), ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("accept-language", "en-US,en;q=0.9"), ("cookie", "s=1"),
+]
+
+
+def test_worker_scripts_without_client_hints_in_their_own_order_pass():
+    assert header_codes(inspect(WORKER_SCRIPT, path="/static/worker.js")) == []
+    assert header_codes(inspect(_replaced(WORKER_SCRIPT, dest="sharedworker"), path="/static/w.js")) == []
+    assert header_codes(inspect(SERVICE_WORKER_SCRIPT, path="/sw.js")) == []
+
+
+def test_worker_orders_apply_to_worker_scripts_only():
+    as_page = _replaced(WORKER_SCRIPT, mode="no-cors", dest="script")
+    assert {"hdr.no_client_hints", "hdr.order_mismatch"} <= set(header_codes(inspect(as_page)))
+    reordered = [WORKER_SCRIPT[1], WORKER_SCRIPT[0], *WORKER_SCRIPT[2:]]  # user-agent before accept
+    assert header_codes(inspect(reordered)) == ["hdr.order_mismatch"]
+
+
 def test_bots_and_tools_get_no_browser_checks_but_a_fingerprint():
     inspection = inspect([("user-agent", "curl/8.4.0"), ("accept", "*/*")])
     assert header_codes(inspection) == []

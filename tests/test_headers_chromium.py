@@ -67,3 +67,48 @@ def test_a_ua_claiming_another_chrome_version_than_the_client_hints_is_named(bro
     product = next(r for r in records if r["path"] == "/product/4")
     mismatch = next(r for r in product["reasons"] if r["code"] == "hdr.client_hint_mismatch")
     assert any(f"Chromium {major}" in problem for problem in mismatch["detail"]["problems"])
+
+
+# Every kind of request a shop page makes, each tagged by its path so the log says which it was.
+REQUEST_KINDS = """
+fetch('/kind/fetch-head', {method: 'HEAD'});
+navigator.sendBeacon('/kind/beacon', 'x');
+new Image().src = '/kind/image';
+const frame = document.createElement('iframe'); frame.src = '/kind/iframe'; document.body.append(frame);
+try { new Worker('/kind/worker'); new SharedWorker('/kind/shared-worker'); } catch (e) {}
+navigator.serviceWorker.register('/kind/service-worker').catch(() => {});
+const link = document.createElement('a'); link.id = 'go'; link.href = '/kind/link'; link.textContent = 'go';
+document.body.append(link);
+"""
+
+
+def test_chromium_requests_of_every_kind_pass_the_fetch_metadata_checks(browser, tmp_path):
+    """Frames, beacons, workers (no client hints, an order of their own), HEAD fetches, clicked
+    links and posted forms: Sec-Fetch-* as a real browser sends them never reads as forged, and no
+    other header check fires on any of them."""
+    log = tmp_path / "decisions.jsonl"
+    policy = default_policy(decision_log={"path": str(log), "all": True})
+    major = browser.version.split(".")[0]
+    with live_server(build_demo_app(policy=policy)) as server:
+        context = browser.new_context(user_agent=_user_agent(major))
+        page = context.new_page()
+        page.goto(f"{server.url}/product/4")
+        page.evaluate(REQUEST_KINDS)
+        page.wait_for_timeout(500)
+        with page.expect_navigation():
+            page.click("#go")
+        page.set_content('<form method="post" action="/kind/form"><input name="q" value="x">'
+                         '<button id="send">send</button></form>')
+        with page.expect_navigation():
+            page.click("#send")
+        context.close()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    seen = {(r["method"], r["path"]) for r in records}
+    wanted = {("HEAD", "/kind/fetch-head"), ("POST", "/kind/beacon"), ("GET", "/kind/image"),
+              ("GET", "/kind/iframe"), ("GET", "/kind/worker"), ("GET", "/kind/shared-worker"),
+              ("GET", "/kind/service-worker"), ("GET", "/kind/link"), ("POST", "/kind/form")}
+    assert wanted <= seen, wanted - seen
+    for record in records:
+        codes = [reason["code"] for reason in record["reasons"]]
+        assert "hdr.fetch_metadata_forged" not in codes, (record["method"], record["path"], record["reasons"])
+        assert not [c for c in codes if c.startswith("hdr.")], (record["method"], record["path"], codes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING
@@ -50,6 +50,14 @@ register_reason(
     45,
     "The request sent headers the claimed browser version never sent (Sec-Fetch-* from a browser "
     "older than them): a newer client under an older browser's User-Agent, as UA lists give.",
+)
+register_reason(
+    "hdr.fetch_metadata_forged",
+    # As hdr.browser_missing: no browser sends these together, yet a challenge, not a block, is
+    # the answer, since a privacy extension could in principle rewrite them for a person.
+    55,
+    "The Sec-Fetch-* headers contradict each other or the request (a user flag on a fetch, a "
+    "navigation for an image or with a HEAD, a partial or malformed set): a script wrote them.",
 )
 register_reason(
     "hdr.headless_hint",
@@ -147,6 +155,25 @@ _PLATFORMS = {
     "Fedora": {"Linux"},
 }
 _DESKTOP_OS = ("Windows", "Mac OS X")
+# Fetch Metadata as browsers send it (W3C Fetch Metadata and the Fetch standard): values are
+# lowercase tokens; Sec-Fetch-User is sent only as ?1 and only on a navigation; a navigation is a
+# GET or POST for a document (frame, object, embed), never for a sub-resource. Sec-Fetch-Site's
+# value is not read: it changes per request of one client, so plan shapes leave it out.
+_FETCH_TOKEN = re.compile(r"[a-z][a-z-]*\Z")
+_NAVIGATION_MODES = frozenset({"navigate", "nested-navigate"})  # nested-: frames, Chrome 76-79
+_SUBRESOURCE_DESTS = frozenset({
+    "empty", "image", "script", "style", "font", "audio", "video", "track", "manifest", "worker",
+    "sharedworker", "serviceworker", "audioworklet", "paintworklet", "report", "xslt", "json",
+})
+_NAVIGATION_METHODS = ("GET", "POST")
+_FETCH_OTHERS = ("sec-fetch-site", "sec-fetch-dest", "sec-fetch-user")
+# A worker's script is fetched without client hints and in an order of its own (captured from
+# Chromium: fingerprints/sources/curated.yaml, worker_orders).
+_WORKER_DESTS = frozenset({"worker", "sharedworker", "serviceworker"})
+
+
+def _is_worker_script(header_map: Mapping[str, str]) -> bool:
+    return header_map.get("sec-fetch-dest") in _WORKER_DESTS
 
 
 def _is_infrastructure(name: str) -> bool:
@@ -201,6 +228,8 @@ class HeaderProfiles:
     client_hints_since: dict[str, int]
     fetch_metadata_first: dict[str, int]
     client_hints_first: dict[str, int]
+    fetch_metadata_full_set_since: dict[str, int]
+    worker_orders: dict[str, tuple[dict[str, int], ...]]
 
     @classmethod
     def from_json(cls, document: dict) -> HeaderProfiles:
@@ -212,8 +241,11 @@ class HeaderProfiles:
             for family, profile in document["families"].items()
         }
         facts = document["facts"]
+        worker_orders = {family: tuple({name: i for i, name in enumerate(order)} for order in family_orders)
+                         for family, family_orders in facts["worker_orders"].items()}
         return cls(orders, dict(facts["fetch_metadata_since"]), dict(facts["client_hints_since"]),
-                   dict(facts["fetch_metadata_first"]), dict(facts["client_hints_first"]))
+                   dict(facts["fetch_metadata_first"]), dict(facts["client_hints_first"]),
+                   dict(facts["fetch_metadata_full_set_since"]), worker_orders)
 
 
 @cache
@@ -245,6 +277,33 @@ def order_violation(names: Sequence[str], references: Sequence[dict[str, int]]) 
         if first_problem is None:
             first_problem = problem
     return first_problem
+
+
+def fetch_metadata_problems(header_map: Mapping[str, str], method: str, full_set: bool) -> list[str]:
+    """What in a request's Sec-Fetch-* headers no browser sends (empty when nothing): `full_set`
+    when the claimed browser version always sends Site, Mode and Dest together."""
+    problems = []
+    mode = header_map.get("sec-fetch-mode")
+    dest = header_map.get("sec-fetch-dest")
+    user = header_map.get("sec-fetch-user")
+    for name, value in (("Mode", mode), ("Dest", dest)):
+        if value is not None and not _FETCH_TOKEN.match(value):
+            problems.append(f"Sec-Fetch-{name} is {value[:40]!r}, not a token a browser sends")
+    if full_set:
+        missing = [name for name in ("site", "mode", "dest") if f"sec-fetch-{name}" not in header_map]
+        if missing:
+            problems.append("no Sec-Fetch-" + ", Sec-Fetch-".join(n.title() for n in missing)
+                            + ", which this browser sends with the others on every request")
+    navigation = mode in _NAVIGATION_MODES
+    if user is not None and user != "?1":
+        problems.append(f"Sec-Fetch-User is {user[:40]!r}; browsers send ?1 or nothing")
+    if user is not None and mode is not None and not navigation:
+        problems.append(f"Sec-Fetch-User on a {mode} request; browsers send it on navigations only")
+    if navigation and dest in _SUBRESOURCE_DESTS:
+        problems.append(f"a navigation for a sub-resource ({dest})")
+    if navigation and method not in _NAVIGATION_METHODS:
+        problems.append(f"a navigation with {method[:20]}; browsers navigate with GET or POST")
+    return problems
 
 
 @lru_cache(maxsize=8192)
@@ -329,7 +388,7 @@ class HeaderSignal:
         if missing:
             inspection.add("hdr.browser_missing", browser=info.browser, missing=missing)
         engine = info.engine
-        self._check_order(names, inspection, info.browser, engine)
+        self._check_order(names, inspection, info.browser, engine, _is_worker_script(header_map))
         if engine == "blink":
             self._check_client_hints(facts, inspection, info)
         elif "sec-ch-ua" in header_map and engine in ("gecko", "webkit"):
@@ -340,17 +399,21 @@ class HeaderSignal:
             )
         self._check_fetch_metadata(facts, inspection, info)
 
-    def _check_order(self, names: tuple[str, ...], inspection: Inspection, browser: str, engine: str) -> None:
+    def _check_order(self, names: tuple[str, ...], inspection: Inspection, browser: str, engine: str,
+                     worker: bool) -> None:
         families = _PROFILE_OF_ENGINE.get(engine)
         if families is None:
             return
-        key = (names, engine)
+        key = (names, engine, worker)
         if key in self._order_problems:
             problem = self._order_problems[key]
         else:
-            references = [ref for family in families for ref in self.profiles.orders.get(family, ())]
+            # A worker's script is held to the worker orders captured for the family, if any: an
+            # order the data lacks is not judged.
+            orders = self.profiles.worker_orders if worker else self.profiles.orders
+            references = [ref for family in families for ref in orders.get(family, ())]
             # HTTP/2 may split cookie into several headers: keep the first
-            problem = order_violation(list(dict.fromkeys(key[0])), references)
+            problem = order_violation(list(dict.fromkeys(names)), references) if references else None
             if len(self._order_problems) >= 4096:
                 self._order_problems.clear()
             self._order_problems[key] = problem
@@ -365,7 +428,7 @@ class HeaderSignal:
         browser, version = info.browser, info.browser_version
         if info.engine == "blink":
             browser, version = "chrome", _claimed_versions(facts.user_agent)[0]
-        if mode is None:
+        if mode is None and not any(name in header_map for name in _FETCH_OTHERS):
             if not _secure_context(facts):
                 return
             since = self.profiles.fetch_metadata_since.get(browser)
@@ -377,6 +440,10 @@ class HeaderSignal:
             # A browser cannot send a header it predates: a newer client wearing an older UA.
             inspection.add("hdr.version_mismatch", browser=info.browser, version=version,
                            problem=f"Sec-Fetch-* headers, which {browser} first sent in version {first}")
+        since = self.profiles.fetch_metadata_full_set_since.get(browser)
+        problems = fetch_metadata_problems(header_map, facts.method, since is not None and version >= since)
+        if problems:
+            inspection.add("hdr.fetch_metadata_forged", browser=info.browser, problems=problems)
         if mode == "navigate" and header_map.get("sec-fetch-dest", "document") == "document":
             accept = header_map.get("accept", "")
             if "text/html" not in accept:
@@ -389,7 +456,7 @@ class HeaderSignal:
         sec_ch_ua = header_map.get("sec-ch-ua")
         key = (facts.user_agent, sec_ch_ua, header_map.get("sec-ch-ua-platform"),
                header_map.get("sec-ch-ua-mobile"), info.browser, info.os, info.device,
-               sec_ch_ua is None and _secure_context(facts))
+               sec_ch_ua is None and _secure_context(facts) and not _is_worker_script(header_map))
         findings = self._hint_findings.get(key)
         if findings is None:
             findings = self._client_hint_findings(facts, info)
@@ -405,7 +472,8 @@ class HeaderSignal:
         sec_ch_ua = header_map.get("sec-ch-ua")
         if sec_ch_ua is None:
             since = self.profiles.client_hints_since.get(info.browser)
-            if since is not None and chrome_major >= since and _secure_context(facts):
+            if (since is not None and chrome_major >= since and _secure_context(facts)
+                    and not _is_worker_script(header_map)):
                 return (("hdr.no_client_hints", {"browser": info.browser, "version": chrome_major}),)
             return ()
         findings: list[tuple[str, dict]] = []
