@@ -330,6 +330,45 @@ def test_worker_orders_apply_to_worker_scripts_only():
     assert header_codes(inspect(reordered)) == ["hdr.order_mismatch"]
 
 
+# Chromium 156's WebSocket handshake and a page prerendered by speculation rules (captured).
+WEBSOCKET_HANDSHAKE = [
+    ("connection", "Upgrade"), ("pragma", "no-cache"), ("cache-control", "no-cache"), ("user-agent", CHROME_UA),
+    ("upgrade", "websocket"), ("origin", "https://shop.example"), ("sec-websocket-version", "13"),
+    ("accept-encoding", "gzip, deflate, br, zstd"), ("accept-language", "en-US,en;q=0.9"), ("cookie", "s=1"),
+    ("sec-websocket-key", "S6lncAgqvVHg3thyiqvvHQ=="),
+    ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+]
+PRERENDER = [
+    ("upgrade-insecure-requests", "1"), ("sec-purpose", "prefetch;prerender"), ("sec-speculation-tags", "null"),
+    ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    *[h for h in CHROME_NAVIGATION if h[0].startswith("sec-ch-ua")], ("user-agent", CHROME_UA),
+    ("sec-fetch-site", "none"), ("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "document"),
+    ("referer", "https://shop.example/"), ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("accept-language", "en-US,en;q=0.9"), ("cookie", "s=1"),
+]
+
+
+@pytest.mark.parametrize("scheme", ["wss", "ws", "https"])  # https: a forward-auth check of a handshake
+def test_a_browser_websocket_handshake_passes(scheme):
+    assert header_codes(inspect(WEBSOCKET_HANDSHAKE, scheme=scheme, path="/live")) == []
+
+
+def test_a_library_websocket_handshake_under_a_browser_ua_is_named():
+    # the order the Python websockets library sends, with a Chrome UA pasted in
+    library = [("upgrade", "websocket"), ("connection", "Upgrade"), ("sec-websocket-key", "x"),
+               ("sec-websocket-version", "13"), ("sec-websocket-extensions", "permessage-deflate"),
+               ("user-agent", CHROME_UA)]
+    codes = header_codes(inspect(library, scheme="wss", path="/live"))
+    assert "hdr.browser_missing" in codes and "hdr.order_mismatch" in codes
+
+
+def test_speculative_prerender_passes_and_its_order_is_kept_to_speculation():
+    assert header_codes(inspect(PRERENDER)) == []
+    assert header_codes(inspect(_replaced(PRERENDER, mode="navigate"), method="GET")) == []
+    without_purpose = [h for h in PRERENDER if h[0] not in ("sec-purpose", "sec-speculation-tags")]
+    assert header_codes(inspect(without_purpose)) == ["hdr.order_mismatch"]
+
+
 def test_bots_and_tools_get_no_browser_checks_but_a_fingerprint():
     inspection = inspect([("user-agent", "curl/8.4.0"), ("accept", "*/*")])
     assert header_codes(inspection) == []

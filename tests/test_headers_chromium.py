@@ -77,15 +77,20 @@ new Image().src = '/kind/image';
 const frame = document.createElement('iframe'); frame.src = '/kind/iframe'; document.body.append(frame);
 try { new Worker('/kind/worker'); new SharedWorker('/kind/shared-worker'); } catch (e) {}
 navigator.serviceWorker.register('/kind/service-worker').catch(() => {});
+const rules = document.createElement('script'); rules.type = 'speculationrules';
+rules.textContent = JSON.stringify({prefetch: [{source: 'list', urls: ['/kind/prefetch']}],
+                                    prerender: [{source: 'list', urls: ['/kind/prerender']}]});
+document.head.append(rules);
+try { new WebSocket('ws://' + location.host + '/kind/websocket'); } catch (e) {}
 const link = document.createElement('a'); link.id = 'go'; link.href = '/kind/link'; link.textContent = 'go';
 document.body.append(link);
 """
 
 
 def test_chromium_requests_of_every_kind_pass_the_fetch_metadata_checks(browser, tmp_path):
-    """Frames, beacons, workers (no client hints, an order of their own), HEAD fetches, clicked
-    links and posted forms: Sec-Fetch-* as a real browser sends them never reads as forged, and no
-    other header check fires on any of them."""
+    """Frames, beacons, workers and WebSocket handshakes (no client hints, an order of their own),
+    speculative prefetches and prerenders, HEAD fetches, clicked links and posted forms: Sec-Fetch-*
+    as a real browser sends them never reads as forged, and no other header check fires on any."""
     log = tmp_path / "decisions.jsonl"
     policy = default_policy(decision_log={"path": str(log), "all": True})
     major = browser.version.split(".")[0]
@@ -106,7 +111,8 @@ def test_chromium_requests_of_every_kind_pass_the_fetch_metadata_checks(browser,
     seen = {(r["method"], r["path"]) for r in records}
     wanted = {("HEAD", "/kind/fetch-head"), ("POST", "/kind/beacon"), ("GET", "/kind/image"),
               ("GET", "/kind/iframe"), ("GET", "/kind/worker"), ("GET", "/kind/shared-worker"),
-              ("GET", "/kind/service-worker"), ("GET", "/kind/link"), ("POST", "/kind/form")}
+              ("GET", "/kind/service-worker"), ("GET", "/kind/prefetch"), ("GET", "/kind/prerender"),
+              ("GET", "/kind/websocket"), ("GET", "/kind/link"), ("POST", "/kind/form")}
     assert wanted <= seen, wanted - seen
     for record in records:
         codes = [reason["code"] for reason in record["reasons"]]

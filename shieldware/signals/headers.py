@@ -167,13 +167,27 @@ _SUBRESOURCE_DESTS = frozenset({
 })
 _NAVIGATION_METHODS = ("GET", "POST")
 _FETCH_OTHERS = ("sec-fetch-site", "sec-fetch-dest", "sec-fetch-user")
-# A worker's script is fetched without client hints and in an order of its own (captured from
-# Chromium: fingerprints/sources/curated.yaml, worker_orders).
 _WORKER_DESTS = frozenset({"worker", "sharedworker", "serviceworker"})
+# Request kinds a browser sends in an order of its own (fingerprints/sources/curated.yaml,
+# kind_orders, captured from Chromium): a worker's script and a WebSocket handshake also come
+# without client hints, a handshake without Accept or Sec-Fetch-* too.
+WEBSOCKET, WORKER, SPECULATION = "websocket", "worker", "speculation"
+_WITHOUT_HINTS = (WEBSOCKET, WORKER)
+_BROWSER_HEADERS = ("accept", "accept-language", "accept-encoding")
+_HANDSHAKE_HEADERS = ("accept-language", "accept-encoding")
 
 
-def _is_worker_script(header_map: Mapping[str, str]) -> bool:
-    return header_map.get("sec-fetch-dest") in _WORKER_DESTS
+def request_kind(facts: RequestFacts) -> str | None:
+    """The kind of a request whose headers follow their own rules, None for pages, sub-resources
+    and fetches (the family's ordinary orders)."""
+    header_map = facts.header_map
+    if facts.scheme in ("ws", "wss") or header_map.get("upgrade", "").lower() == "websocket":
+        return WEBSOCKET
+    if header_map.get("sec-fetch-dest") in _WORKER_DESTS:
+        return WORKER
+    if "sec-purpose" in header_map and header_map.get("sec-fetch-mode") == "navigate":
+        return SPECULATION  # a prefetch or prerender of a page the user may open next
+    return None
 
 
 def _is_infrastructure(name: str) -> bool:
@@ -229,23 +243,22 @@ class HeaderProfiles:
     fetch_metadata_first: dict[str, int]
     client_hints_first: dict[str, int]
     fetch_metadata_full_set_since: dict[str, int]
-    worker_orders: dict[str, tuple[dict[str, int], ...]]
+    kind_orders: dict[str, dict[str, tuple[dict[str, int], ...]]]
 
     @classmethod
     def from_json(cls, document: dict) -> HeaderProfiles:
-        orders = {
-            family: tuple(
-                {name: i for i, name in enumerate(order) if not _is_infrastructure(name)}
-                for order in profile["orders"]
-            )
-            for family, profile in document["families"].items()
-        }
+        orders = {family: _references(profile["orders"]) for family, profile in document["families"].items()}
         facts = document["facts"]
-        worker_orders = {family: tuple({name: i for i, name in enumerate(order)} for order in family_orders)
-                         for family, family_orders in facts["worker_orders"].items()}
+        kind_orders = {kind: {family: _references(family_orders) for family, family_orders in families.items()}
+                       for kind, families in facts["kind_orders"].items()}
         return cls(orders, dict(facts["fetch_metadata_since"]), dict(facts["client_hints_since"]),
                    dict(facts["fetch_metadata_first"]), dict(facts["client_hints_first"]),
-                   dict(facts["fetch_metadata_full_set_since"]), worker_orders)
+                   dict(facts["fetch_metadata_full_set_since"]), kind_orders)
+
+
+def _references(orders: list[list[str]]) -> tuple[dict[str, int], ...]:
+    """Header orders as name → position, minus the names proxies add or move."""
+    return tuple({name: i for i, name in enumerate(order) if not _is_infrastructure(name)} for order in orders)
 
 
 @cache
@@ -382,35 +395,35 @@ class HeaderSignal:
             return
         self._check_tls(facts, inspection, info)
         header_map = facts.header_map
-        missing = [
-            name for name in ("accept", "accept-language", "accept-encoding") if name not in header_map
-        ]
+        kind = request_kind(facts)
+        expected = _HANDSHAKE_HEADERS if kind == WEBSOCKET else _BROWSER_HEADERS
+        missing = [name for name in expected if name not in header_map]
         if missing:
             inspection.add("hdr.browser_missing", browser=info.browser, missing=missing)
         engine = info.engine
-        self._check_order(names, inspection, info.browser, engine, _is_worker_script(header_map))
+        self._check_order(names, inspection, info.browser, engine, kind)
         if engine == "blink":
-            self._check_client_hints(facts, inspection, info)
+            self._check_client_hints(facts, inspection, info, kind)
         elif "sec-ch-ua" in header_map and engine in ("gecko", "webkit"):
             inspection.add(
                 "hdr.client_hint_mismatch",
                 browser=info.browser,
                 problem=f"{info.browser} never sends sec-ch-ua",
             )
-        self._check_fetch_metadata(facts, inspection, info)
+        self._check_fetch_metadata(facts, inspection, info, kind)
 
     def _check_order(self, names: tuple[str, ...], inspection: Inspection, browser: str, engine: str,
-                     worker: bool) -> None:
+                     kind: str | None) -> None:
         families = _PROFILE_OF_ENGINE.get(engine)
         if families is None:
             return
-        key = (names, engine, worker)
+        key = (names, engine, kind)
         if key in self._order_problems:
             problem = self._order_problems[key]
         else:
-            # A worker's script is held to the worker orders captured for the family, if any: an
-            # order the data lacks is not judged.
-            orders = self.profiles.worker_orders if worker else self.profiles.orders
+            # A request of its own kind is held to that kind's orders for the family, if the data
+            # has any: an order the data lacks is not judged.
+            orders = self.profiles.orders if kind is None else self.profiles.kind_orders.get(kind, {})
             references = [ref for family in families for ref in orders.get(family, ())]
             # HTTP/2 may split cookie into several headers: keep the first
             problem = order_violation(list(dict.fromkeys(names)), references) if references else None
@@ -422,14 +435,15 @@ class HeaderSignal:
                 "hdr.order_mismatch", browser=browser, sent_first=problem[1], expected_first=problem[0]
             )
 
-    def _check_fetch_metadata(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
+    def _check_fetch_metadata(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo,
+                              kind: str | None) -> None:
         header_map = facts.header_map
         mode = header_map.get("sec-fetch-mode")
         browser, version = info.browser, info.browser_version
         if info.engine == "blink":
             browser, version = "chrome", _claimed_versions(facts.user_agent)[0]
         if mode is None and not any(name in header_map for name in _FETCH_OTHERS):
-            if not _secure_context(facts):
+            if kind == WEBSOCKET or not _secure_context(facts):  # Chromium's handshakes send none
                 return
             since = self.profiles.fetch_metadata_since.get(browser)
             if since is not None and version >= since:
@@ -440,7 +454,7 @@ class HeaderSignal:
             # A browser cannot send a header it predates: a newer client wearing an older UA.
             inspection.add("hdr.version_mismatch", browser=info.browser, version=version,
                            problem=f"Sec-Fetch-* headers, which {browser} first sent in version {first}")
-        since = self.profiles.fetch_metadata_full_set_since.get(browser)
+        since = None if kind == WEBSOCKET else self.profiles.fetch_metadata_full_set_since.get(browser)
         problems = fetch_metadata_problems(header_map, facts.method, since is not None and version >= since)
         if problems:
             inspection.add("hdr.fetch_metadata_forged", browser=info.browser, problems=problems)
@@ -449,31 +463,34 @@ class HeaderSignal:
             if "text/html" not in accept:
                 inspection.add("hdr.accept_not_browser", browser=info.browser, accept=accept[:100])
 
-    def _check_client_hints(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
+    def _check_client_hints(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo,
+                            kind: str | None) -> None:
         # Cached by everything the findings depend on: a browser sends the same UA and hints on
         # every request, so parsing them again per request is wasted work.
         header_map = facts.header_map
         sec_ch_ua = header_map.get("sec-ch-ua")
         key = (facts.user_agent, sec_ch_ua, header_map.get("sec-ch-ua-platform"),
                header_map.get("sec-ch-ua-mobile"), info.browser, info.os, info.device,
-               sec_ch_ua is None and _secure_context(facts) and not _is_worker_script(header_map))
+               sec_ch_ua is None and _secure_context(facts) and kind not in _WITHOUT_HINTS)
         findings = self._hint_findings.get(key)
         if findings is None:
-            findings = self._client_hint_findings(facts, info)
+            findings = self._client_hint_findings(facts, info, key[-1])
             if len(self._hint_findings) >= 4096:
                 self._hint_findings.clear()
             self._hint_findings[key] = findings
         for code, detail in findings:
             inspection.add(code, **detail)
 
-    def _client_hint_findings(self, facts: RequestFacts, info: UserAgentInfo) -> tuple[tuple[str, dict], ...]:
+    def _client_hint_findings(self, facts: RequestFacts, info: UserAgentInfo,
+                              hints_expected: bool) -> tuple[tuple[str, dict], ...]:
+        """`hints_expected`: a secure context and a request kind that carries them (the cache key's
+        last part, so both read it the same way)."""
         header_map = facts.header_map
         chrome_major, edge_major = _claimed_versions(facts.user_agent)
         sec_ch_ua = header_map.get("sec-ch-ua")
         if sec_ch_ua is None:
             since = self.profiles.client_hints_since.get(info.browser)
-            if (since is not None and chrome_major >= since and _secure_context(facts)
-                    and not _is_worker_script(header_map)):
+            if hints_expected and since is not None and chrome_major >= since:
                 return (("hdr.no_client_hints", {"browser": info.browser, "version": chrome_major}),)
             return ()
         findings: list[tuple[str, dict]] = []
