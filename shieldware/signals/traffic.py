@@ -78,9 +78,10 @@ register_attribute("traffic.fingerprint", "the client-software key the traffic s
 
 
 def _observation(kind: str, key: str, count: float = 1.0, timing: bool = False, distinct: tuple = (),
-                 seen: int = 0, hits: int = 0, limits: tuple = (), step: int | None = None) -> Observation:
+                 seen: int = 0, hits: int = 0, limits: tuple = (), step: int | None = None,
+                 follow_hits: int = 0) -> Observation:
     """An Observation built without NamedTuple's keyword-parsing __new__ (several per request)."""
-    return _new_tuple(Observation, (kind, key, count, timing, distinct, seen, hits, limits, step))
+    return _new_tuple(Observation, (kind, key, count, timing, distinct, seen, hits, limits, step, follow_hits))
 
 
 _new_tuple = tuple.__new__

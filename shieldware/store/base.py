@@ -29,7 +29,9 @@ ratios            bit i of ``seen`` adds 1 to ratio channel i's denominator, bit
                   ``hits`` adds 1 to its numerator; both decay (``RATIO_HALF_LIVES``)  ``ratio_weight[c][s]``
 steps             ``step`` (an integer 0 ≤ step < ``MAX_STEP``, e.g. a product id) is  ``follows``
                   remembered among the key's last ``STEP_MEMORY`` steps of the visit;
-                  the answer says whether ``step - 1`` was among them before it
+                  the answer says whether ``step - 1`` was among them before it; when
+                  it was, bit i of ``follow_hits`` adds 1 to ratio channel i's
+                  numerator (a share of steps that followed, counted in the same call)
 ================  ==================================================================  =====================
 
 Which ratio channel or sketch means what is the *caller's* convention per key kind (traffic
@@ -158,10 +160,12 @@ class Observation(NamedTuple):
     hits: int = 0
     limits: tuple[Rate, ...] = ()
     step: int | None = None
+    follow_hits: int = 0
 
     def as_row(self) -> list[Any]:
         """The flat form a Lua script takes: kind, key, count, timing, seen, hits, step marker, then
-        DISTINCT_SKETCHES items ("" for none), then MAX_LIMITS (count, period) pairs (0, 0 for none)."""
+        DISTINCT_SKETCHES items ("" for none), then MAX_LIMITS (count, period) pairs (0, 0 for none),
+        then follow_hits."""
         items = [(d or "") for d in self.distinct[:DISTINCT_SKETCHES]]
         items += [""] * (DISTINCT_SKETCHES - len(items))
         limits: list[Any] = []
@@ -169,7 +173,7 @@ class Observation(NamedTuple):
             limits += [rate.count, rate.period]
         limits += [0, 0] * (MAX_LIMITS - len(self.limits[:MAX_LIMITS]))
         return [self.kind, self.key, self.count, int(self.timing), self.seen, self.hits, step_marker(self.step),
-                *items, *limits]
+                *items, *limits, self.follow_hits]
 
 
 def step_marker(step: int | None) -> int:

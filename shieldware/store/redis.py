@@ -216,7 +216,8 @@ class RedisStore:
             limits += [repr(rate.period / rate.count), rate.count]
         limits += [0, 0] * (MAX_LIMITS - len(observation.limits[:MAX_LIMITS]))
         return [repr(float(now)), int(answer), repr(float(observation.count)), int(observation.timing),
-                observation.seen & 0xFF, observation.hits & 0xFF, step_marker(observation.step), *items, *limits]
+                observation.seen & 0xFF, observation.hits & 0xFF, step_marker(observation.step), *items, *limits,
+                observation.follow_hits & 0xFF]
 
     def _calls_for(self, batch: list[tuple[Observation, float, bool]]) -> list[tuple[list, list, list[int]]]:
         """One script call for everything on a single server; one per hash slot on a cluster.

@@ -5,8 +5,10 @@
 -- KEYS: for each observation i (0-based), three keys sharing one hash tag:
 --   KEYS[3i+1] state, KEYS[3i+2] sketch 0, KEYS[3i+3] sketch 1
 -- ARGV: ttl_seconds, then per observation
---   now, answer, count, timing, seen, hits, step, item0, item1, interval0, burst0, interval1, burst1
--- (step is the step marker: step + 1, 0 for none)
+--   now, answer, count, timing, seen, hits, step, item0, item1, interval0, burst0, interval1, burst1,
+--   follow_hits
+-- (step is the step marker: step + 1, 0 for none; follow_hits the ratio channels whose numerator
+-- counts the step when it follows one remembered)
 -- (answer 1 = return its stats row; 0 = feedback applied without an answer, piggybacked on a
 -- request's call so that feedback costs no round trip of its own)
 -- Returns: one binary string of little-endian doubles, STATS_FIELDS per answered observation.
@@ -18,7 +20,7 @@
 -- The window layout constants are written here by shieldware/store/redis.py from
 -- shieldware/store/base.py, so Python and Lua cannot drift apart:
 -- @CONSTANTS@
-local PER_OBS = 13
+local PER_OBS = 14
 local NH, NS, NK = #HORIZONS, #ALPHAS, #HALF_LIVES
 
 -- positions in the packed state (1-based)
@@ -176,12 +178,13 @@ for i = 0, n - 1 do
     local interval = tonumber(ARGV[base + 8 + 2 * j])
     if interval > 0 then limits[#limits + 1] = {interval, tonumber(ARGV[base + 9 + 2 * j])} end
   end
+  local follow_hits = tonumber(ARGV[base + 8 + 2 * LIMITS])
 
   local w = load(state_key)
   local at = now
   -- A pure lookup (no count, flags, step, items or limits) of a key without state answers an empty
   -- key's stats and writes nothing, as the kernels leave such a key without a slot.
-  local lookup_only = w == nil and count == 0 and not timing and seen == 0 and hits == 0
+  local lookup_only = w == nil and count == 0 and not timing and seen == 0 and hits == 0 and follow_hits == 0
     and marker == 0 and items[1] == "" and items[2] == "" and #limits == 0
   if lookup_only then
     w = fresh(now)
@@ -217,6 +220,14 @@ for i = 0, n - 1 do
   w[MASK] = mask
   local follows = 0.0
   if marker > 0 then follows = take_step(w, marker) end
+  if follows > 0 and follow_hits ~= 0 then
+    decay_ratios(w, at)
+    for c = 0, CHANNELS - 1 do
+      if bit(follow_hits, c) then
+        for k = 0, NK - 1 do w[NUM + c * NK + k] = w[NUM + c * NK + k] + 1.0 end
+      end
+    end
+  end
   decay_ratios(w, at)  -- the answer (and what is kept) is decayed to this event's time
   if not lookup_only then
     redis.call("SET", state_key, struct.pack(STATE_FORMAT, unpack(w, 1, WIDTH)), "EX", ttl)

@@ -441,6 +441,10 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
                 _add_item(state, registers, slot, i, item)
         marker = ev_int[e, EV_STEP]
         follows = _take_step(state, slot, marker) if marker > 0 else 0.0
+        follow_hits = (flags >> 24) & 0xFF
+        if follows > 0.0 and follow_hits != 0:
+            _decay_ratios(state, slot, now)
+            _count_ratio_bits(state, slot, 0, follow_hits)
         if want_stats:
             _write_stats(state, slot, now, wait, follows, out, e)
     return evictions

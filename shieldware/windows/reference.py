@@ -55,6 +55,7 @@ class Event:
     timing: bool = False
     limits: tuple[tuple[float, float], ...] = ()  # (interval, burst)
     step: int | None = None  # a position in a sequence (a product id); None = none
+    follow_hits: int = 0  # ratio channels whose numerator counts the step when it follows
 
 
 @dataclass
@@ -173,12 +174,17 @@ class ReferenceTable:
         if step is not None and step_marker(step):
             follows = step - 1 in w.steps
             w.steps = [*w.steps, step][-STEP_MEMORY:]
+        if follows and event.follow_hits:
+            decay_ratios(w, now)
+            for c in range(RATIO_CHANNELS):
+                for k in range(N_HALF_LIVES):
+                    w.num[c][k] += 1.0 if (event.follow_hits >> c) & 1 else 0.0
         return stats(w, now, wait, follows)
 
 
 def is_lookup(event: Event) -> bool:
     """An event that changes nothing but the key's clock: no count, timing, items, ratios, limits or step."""
-    return (event.count == 0.0 and not event.timing and not event.seen and not event.hits
+    return (event.count == 0.0 and not event.timing and not event.seen and not event.hits and not event.follow_hits
             and not any(event.items) and not event.limits and not step_marker(event.step))
 
 

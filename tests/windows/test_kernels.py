@@ -50,6 +50,7 @@ def event_streams(draw):
             timing=draw(st.booleans()),
             limits=draw(st.sampled_from(LIMIT_CHOICES)),
             step=draw(STEPS),
+            follow_hits=draw(st.integers(0, 15)),
         ))
     return events
 
@@ -58,7 +59,8 @@ def as_arrays(events: list[Event]) -> tuple[np.ndarray, np.ndarray]:
     ints = np.zeros((len(events), EV_INT_WIDTH), dtype=np.int64)
     floats = np.zeros((len(events), EV_FLOAT_WIDTH), dtype=np.float64)
     for i, ev in enumerate(events):
-        ints[i] = [ev.key_hash, *ev.items, ev.seen | ev.hits << 8 | int(ev.timing) << 16, step_marker(ev.step)]
+        flags = ev.seen | ev.hits << 8 | int(ev.timing) << 16 | ev.follow_hits << 24
+        ints[i] = [ev.key_hash, *ev.items, flags, step_marker(ev.step)]
         limits = [x for pair in ev.limits for x in pair] + [0.0, 0.0] * (MAX_LIMITS - len(ev.limits))
         floats[i] = [ev.time, ev.count, *limits]
     return ints, floats
