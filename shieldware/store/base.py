@@ -29,7 +29,8 @@ ratios            bit i of ``seen`` adds 1 to ratio channel i's denominator, bit
                   ``hits`` adds 1 to its numerator; both decay (``RATIO_HALF_LIVES``)  ``ratio_weight[c][s]``
 steps             ``step`` (an integer 0 ≤ step < ``MAX_STEP``, e.g. a product id) is  ``follows``
                   remembered among the key's last ``STEP_MEMORY`` steps of the visit;
-                  the answer says whether ``step - 1`` was among them before it; when
+                  the answer says whether ``step - 1`` was among them before it and
+                  ``step`` was not (a step forward, not a revisit); when
                   it was, bit i of ``follow_hits`` adds 1 to ratio channel i's
                   numerator (a share of steps that followed, counted in the same call)
 ================  ==================================================================  =====================
@@ -197,7 +198,8 @@ STATS_FIELDS: tuple[str, ...] = (
     "follows",
 )
 """The flat answer row, in order. ``total`` is the sum of ``count`` since the key got its slot;
-``follows`` is 1.0 when the event's step came right after one the key remembered, else 0.0."""
+``follows`` is 1.0 when the event's step came right after one the key remembered and was not itself
+remembered (a step forward), else 0.0."""
 
 _N_COUNTS = len(COUNTER_HORIZONS)
 _N_SPANS = len(TIMING_SPANS)

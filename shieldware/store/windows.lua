@@ -145,13 +145,17 @@ local function bit(mask, i)
   return math.floor(mask / (2 ^ i)) % 2 == 1
 end
 
--- Remember a step marker in the ring; 1.0 when the step before it was already remembered.
+-- Remember a step marker in the ring; 1.0 when the step before it was already remembered and
+-- this one was not (a step forward, not a revisit).
 local function take_step(w, marker)
   local wanted = marker - 1
   local follows = 0.0
   if wanted > 0 then
     for i = 0, STEP_MEMORY - 1 do
       if w[STEPS + i] == wanted then follows = 1.0 end
+    end
+    for i = 0, STEP_MEMORY - 1 do
+      if w[STEPS + i] == marker then follows = 0.0 end
     end
   end
   local position = w[NEXT]

@@ -314,13 +314,17 @@ def _add_item(state, registers, slot, sketch, item):
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _take_step(state, slot, marker):
     """Remember step marker `marker` (step + 1) in the key's ring; 1.0 when the step before it
-    (marker - 1, itself a marker only when >= 1) was already there."""
+    (marker - 1, itself a marker only when >= 1) was already there and this one was not: a step
+    forward, not a return to a page already seen (a crowd landing on a few neighbouring ids)."""
     wanted = float(marker - 1)
     follows = 0.0
     if wanted > 0.0:
         for i in range(STEP_MEMORY):
             if state[slot, STEPS + i] == wanted:
                 follows = 1.0
+        for i in range(STEP_MEMORY):
+            if state[slot, STEPS + i] == float(marker):
+                follows = 0.0
     position = int(state[slot, STEP_NEXT])
     state[slot, STEPS + position] = float(marker)
     state[slot, STEP_NEXT] = float((position + 1) % STEP_MEMORY)

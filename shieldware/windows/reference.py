@@ -172,7 +172,7 @@ class ReferenceTable:
         follows = False
         step = event.step
         if step is not None and step_marker(step):
-            follows = step - 1 in w.steps
+            follows = step - 1 in w.steps and step not in w.steps  # a step forward, not a revisit
             w.steps = [*w.steps, step][-STEP_MEMORY:]
         if follows and event.follow_hits:
             decay_ratios(w, now)

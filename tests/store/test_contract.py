@@ -66,7 +66,9 @@ async def test_steps_answer_whether_the_previous_step_was_among_the_last_few(sto
 
     assert [await step(n, 10.0 + n) for n in range(5, 10)] == [False, True, True, True, True]
     assert await step(20, 20.0) is False  # a jump
-    assert await step(6, 21.0) is True  # 5 is still among the last STEP_MEMORY steps
+    assert await step(21, 20.5) is True  # 20 is among the last STEP_MEMORY steps
+    assert await step(6, 21.0) is False  # 5 is too, but so is 6: a revisit, not a step forward
+    assert await step(22, 21.5) is True
     for n in range(100, 100 + STEP_MEMORY):
         await step(n, 30.0)
     assert await step(10, 31.0) is False  # 9 has been pushed out of the ring
