@@ -454,6 +454,8 @@ def _merged(part: LanePart, more: LanePart) -> LanePart:
         pid_seen=part.pid_seen | more.pid_seen,
         session_row=more.session_row if more.session_row >= 0 else part.session_row,
         no_session_hits=part.no_session_hits | more.no_session_hits,
+        step_row=more.step_row if more.step_row >= 0 else part.step_row,
+        step_seen=part.step_seen | more.step_seen,
         triggers=part.triggers + more.triggers,
         feedback_statuses=part.feedback_statuses | more.feedback_statuses,
         address_rows=part.address_rows + more.address_rows,

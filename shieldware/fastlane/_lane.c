@@ -131,8 +131,8 @@ typedef struct {
     PyObject *shield_headers;   /* ((b"x-shield-score", ...), (b"x-shield-verdict", ...)) for the app */
     uint64_t hits;              /* decisions made from this plan since the last drain() */
     GlobSet *rule_globs; /* paths of rules Python must evaluate, or NULL */
-    int n_rows, pid_row, session_row;
-    int64_t pid_seen, no_session_hits;
+    int n_rows, pid_row, session_row, step_row;
+    int64_t pid_seen, no_session_hits, step_seen;
     int64_t *ints;  /* n_rows * ev_int_width, then the floats in the same allocation */
     double *floats;
 } PlanSlot;
@@ -1186,11 +1186,14 @@ static int atom_holds(const Atom *atom, const double *out, int width) {
     return 1; /* unknown op: assume it fires, Python decides */
 }
 
-static int any_trigger(const Group *group, const double *out, int width) {
+/* Triggers are a route group's; an atom on a row this request's plan does not have (the traffic
+ * signal's last row is there only for requests without cookies) does not hold. */
+static int any_trigger(const Group *group, const double *out, int width, int n_rows) {
     for (int t = 0; t < group->n_triggers; t++) {
         const Trigger *trigger = &group->triggers[t];
         int all = 1;
-        for (int a = 0; a < trigger->n_atoms && all; a++) all = atom_holds(&trigger->atoms[a], out, width);
+        for (int a = 0; a < trigger->n_atoms && all; a++)
+            all = trigger->atoms[a].row < n_rows && atom_holds(&trigger->atoms[a], out, width);
         if (all) return 1;
     }
     return 0;
@@ -1218,17 +1221,19 @@ static void fill_rows(Lane *self, PlanSlot *plan, Scan *scan, double now) {
     memcpy(self->ev_int, plan->ints, sizeof(int64_t) * (size_t)(plan->n_rows * iw));
     memcpy(self->ev_float, plan->floats, sizeof(double) * (size_t)(plan->n_rows * fw));
     for (int r = 0; r < plan->n_rows; r++) self->ev_float[r * fw + self->col_time] = now;
-    if (plan->pid_row >= 0) {
-        int64_t pid = product_id(scan->path_data, scan->path_len);
-        if (pid >= 0) {
-            char digits[24];
-            int n = 0;
-            for (int64_t rest = pid; n == 0 || rest > 0; rest /= 10) digits[23 - n++] = (char)('0' + rest % 10);
-            /* str(pid): no leading zeros */
-            ascii_hash_item(digits + 24 - n, n, &self->ev_int[plan->pid_row * iw + self->col_item]);
-            self->ev_int[plan->pid_row * iw + self->col_step] = pid < self->max_step ? pid + 1 : 0;
-            self->ev_int[plan->pid_row * iw + self->col_flags] |= plan->pid_seen;
-        }
+    int64_t pid = plan->pid_row >= 0 || plan->step_row >= 0 ? product_id(scan->path_data, scan->path_len) : -1;
+    if (pid >= 0 && plan->pid_row >= 0) {
+        char digits[24];
+        int n = 0;
+        for (int64_t rest = pid; n == 0 || rest > 0; rest /= 10) digits[23 - n++] = (char)('0' + rest % 10);
+        /* str(pid): no leading zeros */
+        ascii_hash_item(digits + 24 - n, n, &self->ev_int[plan->pid_row * iw + self->col_item]);
+        self->ev_int[plan->pid_row * iw + self->col_step] = pid < self->max_step ? pid + 1 : 0;
+        self->ev_int[plan->pid_row * iw + self->col_flags] |= plan->pid_seen;
+    }
+    if (pid >= 0 && plan->step_row >= 0) { /* another key that keeps the id as a step (the client software) */
+        self->ev_int[plan->step_row * iw + self->col_step] = pid < self->max_step ? pid + 1 : 0;
+        self->ev_int[plan->step_row * iw + self->col_flags] |= plan->step_seen;
     }
     if (plan->session_row >= 0) {
         Span s = scan->session;
@@ -1452,7 +1457,7 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
         if (done == 0) return outcome(self, OUT_BUSY);
     }
     int follows = plan->pid_row >= 0 && self->out[plan->pid_row * self->out_width + self->out_follows] > 0.0;
-    if (plan->n_rows > 0 && any_trigger(&self->groups[scan.group], self->out, self->out_width)) {
+    if (plan->n_rows > 0 && any_trigger(&self->groups[scan.group], self->out, self->out_width, plan->n_rows)) {
         self->counts[OUT_FLAGGED]++;
         return Py_BuildValue("(iy#Os#)", 1, (const char *)self->out,
                              (Py_ssize_t)(sizeof(double) * (size_t)(plan->n_rows * self->out_width)), plan->plan,
@@ -1501,7 +1506,8 @@ static ShapeSlot *insert_shape(Lane *self, const char *data, Py_ssize_t len, uin
  * new references; on failure nothing is kept. */
 static int fill_body(Lane *self, PlanSlot *body, PyObject *plan, const char *ints, Py_ssize_t ints_len,
                      const char *floats, Py_ssize_t floats_len, int pid_row, long long pid_seen, int session_row,
-                     long long no_session_hits, PyObject *rule_globs, int plain, PyObject *shield_headers) {
+                     long long no_session_hits, int step_row, long long step_seen, PyObject *rule_globs, int plain,
+                     PyObject *shield_headers) {
     int iw = self->ev_int_width, fw = self->ev_float_width;
     if (ints_len % (Py_ssize_t)(sizeof(int64_t) * iw) ||
         floats_len != ints_len / (Py_ssize_t)(sizeof(int64_t) * iw) * (Py_ssize_t)(sizeof(double) * fw)) {
@@ -1509,7 +1515,7 @@ static int fill_body(Lane *self, PlanSlot *body, PyObject *plan, const char *int
         return -1;
     }
     int n_rows = (int)(ints_len / (Py_ssize_t)(sizeof(int64_t) * iw));
-    if (n_rows > MAX_ROWS || pid_row >= n_rows || session_row >= n_rows ||
+    if (n_rows > MAX_ROWS || pid_row >= n_rows || session_row >= n_rows || step_row >= n_rows ||
         (rule_globs != Py_None && !PyTuple_Check(rule_globs)) || PyTuple_GET_SIZE(shield_headers) != 2) {
         PyErr_SetString(PyExc_ValueError, "install: rows, holes or headers out of range");
         return -1;
@@ -1541,6 +1547,8 @@ static int fill_body(Lane *self, PlanSlot *body, PyObject *plan, const char *int
     body->session_row = session_row;
     body->pid_seen = pid_seen;
     body->no_session_hits = no_session_hits;
+    body->step_row = step_row;
+    body->step_seen = step_seen;
     return 0;
 }
 
@@ -1736,19 +1744,20 @@ static PlanSlot *instantiate(Lane *self, Template *t, Scan *scan, uint32_t shape
     return put_plan(self, shape_index, gen, scan->group, addr->text, addr->len, &body);
 }
 
-/* install(shape, ip, group, plan, ints, floats, pid_row, pid_seen, session_row, no_session_hits, rule_globs,
- *         plain, shield_headers[, recipes, items, excluded, excluded_v6]): the plan for (shape, ip, group);
+/* install(shape, ip, group, plan, ints, floats, pid_row, pid_seen, session_row, no_session_hits, step_row,
+ *         step_seen, rule_globs, plain, shield_headers[, recipes, items, excluded, excluded_v6]): the plan for
+ *         (shape, ip, group);
  * with recipes, also the template for every plain address of (shape, group). */
 static PyObject *Lane_install(Lane *self, PyObject *args) {
     const char *shape, *ip, *ints, *floats;
     Py_ssize_t shape_len, ip_len, ints_len, floats_len;
-    int group, pid_row, session_row, plain, excluded_v6 = 0;
-    long long pid_seen, no_session_hits;
+    int group, pid_row, session_row, step_row, plain, excluded_v6 = 0;
+    long long pid_seen, no_session_hits, step_seen;
     PyObject *plan, *rule_globs, *shield_headers, *recipes = NULL, *items = NULL, *excluded = NULL;
-    if (!PyArg_ParseTuple(args, "y#s#iOy#y#iLiLOpO!|OOOp", &shape, &shape_len, &ip, &ip_len, &group, &plan, &ints,
+    if (!PyArg_ParseTuple(args, "y#s#iOy#y#iLiLiLOpO!|OOOp", &shape, &shape_len, &ip, &ip_len, &group, &plan, &ints,
                           &ints_len, &floats, &floats_len, &pid_row, &pid_seen, &session_row, &no_session_hits,
-                          &rule_globs, &plain, &PyTuple_Type, &shield_headers, &recipes, &items, &excluded,
-                          &excluded_v6))
+                          &step_row, &step_seen, &rule_globs, &plain, &PyTuple_Type, &shield_headers, &recipes,
+                          &items, &excluded, &excluded_v6))
         return NULL;
     if (ip_len >= IP_MAX || group < 0 || group >= self->n_groups) {
         PyErr_SetString(PyExc_ValueError, "install: no such group, or not an address");
@@ -1757,7 +1766,7 @@ static PyObject *Lane_install(Lane *self, PyObject *args) {
     if (self->busy) Py_RETURN_NONE; /* another thread is deciding: this plan is made again later */
     PlanSlot body;
     if (fill_body(self, &body, plan, ints, ints_len, floats, floats_len, pid_row, pid_seen, session_row,
-                  no_session_hits, rule_globs, plain, shield_headers) < 0)
+                  no_session_hits, step_row, step_seen, rule_globs, plain, shield_headers) < 0)
         return NULL;
     self->busy = 1;
     uint32_t shape_index;
@@ -1950,7 +1959,8 @@ static PyObject *Lane_triggered(Lane *self, PyObject *args) {
     }
     double out[MAX_ROWS * 64] = {0};
     memcpy(out, rows, (size_t)len);
-    return PyBool_FromLong(any_trigger(&self->groups[group], out, self->out_width));
+    int n_rows = (int)(len / (Py_ssize_t)(sizeof(double) * self->out_width));
+    return PyBool_FromLong(any_trigger(&self->groups[group], out, self->out_width, n_rows));
 }
 
 /* A group's methods as Names: how many, or -1 when some name does not fit (the set is asked then). */

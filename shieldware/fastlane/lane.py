@@ -211,6 +211,10 @@ class FastLane:
             ints[row + EV_ITEM] = 0
             ints[row + EV_STEP] = 0
             ints[row + EV_FLAGS] &= ~part.pid_seen
+        if part.step_row >= 0:
+            row = part.step_row * iw
+            ints[row + EV_STEP] = 0
+            ints[row + EV_FLAGS] &= ~part.step_seen
         if part.session_row >= 0:
             row = part.session_row * iw
             ints[row + EV_ITEM] = 0
@@ -226,6 +230,7 @@ class FastLane:
         template = _template(draft, client_ip) if draft.any_address else None
         self.native.install(shape, client_ip, group, plan, packers[0].pack(*ints), packers[1].pack(*floats),
                             part.pid_row, part.pid_seen, part.session_row, part.no_session_hits,
+                            part.step_row, part.step_seen,
                             draft.rule_globs or None, plain, shield_headers, *(template or ()))
         if not part.feedback_statuses <= self.feedback_statuses:
             self.feedback_statuses |= part.feedback_statuses

@@ -62,6 +62,9 @@ class LanePart:
     pid_seen: int = 0
     session_row: int = -1
     no_session_hits: int = 0
+    # Another row that keeps the product id as its step (no item), with `step_seen` its ratio bits.
+    step_row: int = -1
+    step_seen: int = 0
     triggers: tuple[Trigger, ...] = ()
     feedback_statuses: frozenset[int] = frozenset()
     # Rows whose window keys are spelled from the client address or its network prefix, and the

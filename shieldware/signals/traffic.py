@@ -17,6 +17,12 @@ Ratio channels and sketches per key kind (the convention the store protocol leav
 * ``client`` (IP + fingerprint), pages only: channel 0 = no session cookie, 1 = no Referer;
   sketch 0 = distinct session ids.
 * ``net`` (/24 or /64), pages only: sketch 0 = distinct client IPs.
+* ``stack`` (the client software's fingerprint), live product pages sent without any cookie:
+  channel 0 = the page's id follows one this stack fetched just before (the store counts it in
+  the same call: ``follow_hits``), whatever the address; sketch 0 = distinct client IPs; step =
+  the product id. A catalogue walked in id order from rotating addresses, each sending a request
+  or two and never the cookie, shows here and nowhere else: per address there is nothing to see.
+  Cookieless landings of people sharing the stack land on ids at random.
 * ``session`` and ``account``: sketch 0 = distinct client IPs.
 """
 
@@ -36,6 +42,7 @@ from shieldware.store.base import MAX_LIMITS, Observation, Rate
 from shieldware.windows.layout import (
     N_HALF_LIVES,
     OUT_DISTINCT,
+    OUT_FOLLOWS,
     OUT_GAPS,
     OUT_MEAN,
     OUT_RATIO,
@@ -48,6 +55,7 @@ PROBE, ASSET, SEQUENTIAL, LISTING = 1, 2, 4, 8          # ip key channels (bits)
 NO_COOKIE, NO_REFERER = 1, 2                           # client key channels (bits)
 PROBE_CH, ASSET_CH, SEQUENTIAL_CH, LISTING_CH = 0, 1, 2, 3
 NO_COOKIE_CH, NO_REFERER_CH = 0, 1
+WALK, WALK_CH = 1, 0                                   # stack key channel: a step that follows
 SHORT, LONG = 0, 1                                     # ratio half-life indexes (60 s, 30 min)
 _PENDING_LIMIT = 65536
 PROBE_STATUSES = frozenset({401, 403, 404, 405, 410})
@@ -71,6 +79,9 @@ register_reason("behav.probing", 45, "Many requests answered 401/403/404/405/410
                 "probing for pages that do not exist or are not allowed.")
 register_reason("behav.no_assets", 30, "Many pages and no stylesheets, scripts or images: a browser would "
                 "have loaded them.")
+register_reason("behav.distributed_walk", 55, "Product pages in id order from one client software over "
+                "many addresses, none sending a cookie: a catalogue scraped through rotating proxies. This "
+                "page follows the one fetched just before; a browser passes the challenge.")
 register_reason("behav.cookie_amnesia", 35, "Page after page from one IP and client software without the "
                 "session cookie the shop sets: the client throws its cookies away.")
 register_attribute("traffic.fingerprint", "the client-software key the traffic signals used (the header "
@@ -144,8 +155,14 @@ class TrafficSignal:
                 value = identities.get(per)
                 if value:
                     add(_observation(f"rate.{per}", f"{group.name}|{chunk}|{value}", limits=rates))
-        # Where this signal's observations sit in the request's list: (ip, limits, end).
-        attrs["traffic.at"] = (first, limits_at, len(observations))
+        walk_at = len(observations)
+        # Last, so that the rows before it keep their places with a cookie or without: no Cookie
+        # header at all (not merely no session cookie), since plans keep a header's presence. A
+        # log line never says whether a cookie was sent.
+        if group.name == PRODUCT_GROUP and "cookie" not in facts.header_map and facts.source == "live":
+            add(_observation("stack", fingerprint, 1.0, False, (ip,), 0 if pid is None else WALK, 0, (), pid, WALK))
+        # Where this signal's observations sit in the request's list: (ip, limits, stack, end).
+        attrs["traffic.at"] = (first, limits_at, walk_at, len(observations))
 
     def _session_id(self, facts: RequestFacts) -> str | None:
         cookies = facts.cookies
@@ -173,8 +190,8 @@ class TrafficSignal:
         at = inspection.attrs.get("traffic.at")
         if not stats or at is None:
             return
-        first, limits_at, end = at
-        self._assess_limits(inspection, stats, limits_at, end)
+        first, limits_at, walk_at, end = at
+        self._assess_limits(inspection, stats, limits_at, walk_at)
         ip_stats = stats[first]
         if inspection.group.name == STATIC_GROUP:
             return
@@ -187,6 +204,8 @@ class TrafficSignal:
             self._assess_assets(inspection, ip_stats, settings)
         self._assess_amnesia(inspection, stats[first + 1], settings)
         self._assess_prefix(inspection, stats[first + 2], settings, ip_prefix(facts.client_ip))
+        if end > walk_at:
+            self._assess_walk(inspection, stats[walk_at], settings)
         if ip_stats.follows:
             self._remember_step(facts)
 
@@ -257,6 +276,15 @@ class TrafficSignal:
             inspection.add("rate.prefix.sustained", pages_10min=round(pages), distinct_ips=round(ips),
                            prefix=prefix)
 
+    def _assess_walk(self, inspection: Inspection, stack_stats: Any, settings: TrafficSettings) -> None:
+        pages = stack_stats.ratio_weight(WALK_CH, LONG)
+        share = stack_stats.ratio(WALK_CH, LONG)
+        ips = stack_stats.distinct(0)
+        if (stack_stats.follows and pages >= settings.walk_min_pages and share >= settings.walk_min_sequential
+                and ips >= settings.walk_min_addresses):
+            inspection.add("behav.distributed_walk", product_pages=round(pages, 1), sequential_share=round(share, 2),
+                           distinct_ips=round(ips), fingerprint=inspection.attrs.get("traffic.fingerprint"))
+
     def _remember_step(self, facts: RequestFacts) -> None:
         self.remember_step(facts.client_ip, facts.path, facts.now)
 
@@ -277,39 +305,44 @@ class TrafficSignal:
         at = inspection.attrs.get("traffic.at")
         if at is None:
             return None
-        first, limits_at, end = at
+        first, limits_at, walk_at, end = at
         group = inspection.group
         if first != 0 or end != len(inspection.observations):
             return None  # another signal observes too: the lane fills only traffic's rows
-        key = (group.name, limits_at, end)
+        key = (group.name, limits_at, walk_at, end)
         part = self._lane_parts.get(key)
         if part is None:
-            part = self._lane_parts[key] = self._lane_part(group, first, limits_at, end)
+            part = self._lane_parts[key] = self._lane_part(group, first, limits_at, walk_at, end)
         return part
 
-    def _lane_part(self, group: Any, first: int, limits_at: int, end: int) -> LanePart | None:
+    def _lane_part(self, group: Any, first: int, limits_at: int, walk_at: int, end: int) -> LanePart | None:
         if any(per in ("session", "account") for per, _, _ in self._limits_of(group)):
             return None  # rate keys that change per request
         # Rate keys per ip or prefix are spelled from the address; per fingerprint, from the shape.
         rate_rows = tuple(limits_at + i for i, (per, _, _) in enumerate(self._limits_of(group))
                           if per in ("ip", "prefix"))
         if group.name == STATIC_GROUP:
-            return LanePart(triggers=self.lane_triggers(True, first, limits_at, end),
+            return LanePart(triggers=self.lane_triggers(True, first, limits_at, walk_at),
                             feedback_statuses=PROBE_STATUSES, address_rows=(first, *rate_rows))
+        stack = walk_at if end > walk_at else -1
         return LanePart(
             pid_row=first if group.name == PRODUCT_GROUP else -1, pid_seen=SEQUENTIAL,
             session_row=first + 1, no_session_hits=NO_COOKIE,
-            triggers=self.lane_triggers(False, first, limits_at, end),
+            step_row=stack, step_seen=WALK if stack >= 0 else 0,
+            triggers=self.lane_triggers(False, first, limits_at, walk_at, group.name == PRODUCT_GROUP),
             feedback_statuses=PROBE_STATUSES,
-            # ip, ip|fingerprint, prefix (whose sketch counts the address) and the rate keys
-            address_rows=(first, first + 1, first + 2, *rate_rows), address_items=((first + 2, 0),))
+            # ip, ip|fingerprint, prefix (whose sketch counts the address) and the rate keys; the
+            # stack's key is the shape's, its sketch counts the address
+            address_rows=(first, first + 1, first + 2, *rate_rows),
+            address_items=((first + 2, 0), *(((stack, 0),) if stack >= 0 else ())))
 
-    def lane_triggers(self, static: bool, first: int, limits_at: int, end: int) -> tuple[Trigger, ...]:
+    def lane_triggers(self, static: bool, first: int, limits_at: int, walk_at: int,
+                      walks: bool = False) -> tuple[Trigger, ...]:
         """`assess` above as data: one trigger per finding, firing exactly when that finding (or a
         rate-limit demand) would be added. Kept next to `assess` so both change together; the
         tests hold the two to each other on random window answers."""
         s = self._settings
-        triggers: list[Trigger] = [(Atom(row, OUT_RETRY, GT, 0.0),) for row in range(limits_at, end)]
+        triggers: list[Trigger] = [(Atom(row, OUT_RETRY, GT, 0.0),) for row in range(limits_at, walk_at)]
         if static:
             return tuple(triggers)
         ip, client, net = first, first + 1, first + 2
@@ -339,6 +372,14 @@ class TrafficSignal:
         if s.session_cookies:
             triggers.append((Atom(client, weight(NO_COOKIE_CH, LONG), GE, float(s.amnesia_min_pages)),
                              Atom(client, ratio(NO_COOKIE_CH, LONG), GE, float(s.amnesia_min_share))))
+        if walks:
+            # Triggers are set per route group, and the stack row is there only for requests
+            # without cookies: a row a plan does not have never fires (the lane checks).
+            stack = walk_at
+            triggers.append((Atom(stack, OUT_FOLLOWS, GT, 0.0),
+                             Atom(stack, weight(WALK_CH, LONG), GE, float(s.walk_min_pages)),
+                             Atom(stack, ratio(WALK_CH, LONG), GE, float(s.walk_min_sequential)),
+                             Atom(stack, OUT_DISTINCT, GE, float(s.walk_min_addresses))))
         return tuple(triggers)
 
     # ---- after the response ---------------------------------------------------------------

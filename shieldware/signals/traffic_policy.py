@@ -63,6 +63,9 @@ class TrafficSettings:
     sustained_pages_10min: float = 400.0
     prefix_pages_10min: float = 1500.0       # pages from one /24 or /64 in ten minutes ...
     prefix_min_ips: float = 16.0             # ... spread over at least this many addresses
+    walk_min_pages: float = 20.0             # cookieless product pages (decayed) of one client software ...
+    walk_min_sequential: float = 0.5         # ... at least this share following the id fetched just before ...
+    walk_min_addresses: float = 8.0          # ... from at least this many addresses
 
 
 _NUMBER_FIELDS = {f.name for f in fields(TrafficSettings)} - {"assets_through_shieldware", "session_cookies"}

@@ -269,13 +269,16 @@ async def test_a_held_window_lock_hands_the_request_over_and_observes_nothing():
 
 # Values around every threshold of the default traffic settings, and some others.
 INTERESTING = [0.0, 0.02, 0.03, 0.031, 0.1, 0.2, 0.25, 0.2499, 0.3, 0.5, 0.6, 0.59, 0.9, 0.91, 1.0, 2.0, 7.9, 8.0,
-               11.0, 11.99, 12.0, 12.5, 15.9, 16.0, 24.9, 25.0, 26.0, 399.0, 400.0, 1499.0, 1500.0, 2000.0]
+               11.0, 11.99, 12.0, 12.5, 15.9, 16.0, 19.9, 20.0, 24.9, 25.0, 26.0, 399.0, 400.0, 1499.0, 1500.0,
+               2000.0]
 
 
-def product_plan(middleware: ShieldMiddleware) -> tuple[Engine, TrafficSignal, Inspection, int]:
-    """A product-page inspection of a Chrome client, its observations queued but not yet made."""
+def product_plan(middleware: ShieldMiddleware, cookie: bool = True) -> tuple[Engine, TrafficSignal, Inspection, int]:
+    """A product-page inspection of a Chrome client, its observations queued but not yet made;
+    without a cookie, it observes the client software's walk too (one row more)."""
     engine = middleware.engine
-    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION] + [(b"cookie", b"shop_session=s1")]
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION] + ([(b"cookie", b"shop_session=s1")] if cookie
+                                                                           else [])
     facts = facts_from_scope(scope_with(headers), 1_800_000_000.0, middleware.trusted)
     group = engine.policy.route_table.group_for("GET", "/product/3")
     inspection = Inspection(facts, group, engine.policy.weights, engine.policy)
@@ -296,10 +299,15 @@ def assess_speaks(traffic: TrafficSignal, inspection: Inspection, rows: list[lis
     return spoke
 
 
-def test_triggers_fire_exactly_when_assess_speaks():
+@pytest.mark.parametrize(("cookie", "set_by"), [(True, True), (False, False), (True, False), (False, True)],
+                         ids=["cookie", "no cookie", "cookie, group set without", "no cookie, group set with"])
+def test_triggers_fire_exactly_when_assess_speaks(cookie, set_by):
+    """A route group's triggers are set from its first plan's part, with a cookie or without: either
+    way they fire exactly when assess speaks, for plans of the other kind too (one row fewer or more)."""
     middleware = lane_middleware()
-    _, traffic, inspection, group = product_plan(middleware)
-    part = traffic.lane_part(inspection.facts, inspection)
+    _, traffic, inspection, group = product_plan(middleware, cookie)
+    _, setter, set_from, _ = product_plan(middleware, set_by)
+    part = setter.lane_part(set_from.facts, set_from)
     middleware.lane.native.set_triggers(group, [[(a.row, a.field, a.op, a.field2, a.value) for a in t]
                                                 for t in part.triggers])
     rows_count = len(inspection.observations)

@@ -41,6 +41,7 @@ class Client:
     address: str
     session: str | None
     walks: bool  # opens product ids in order, fast: a scraper's pattern
+    rotates: bool = False  # a walker on rotating proxies: a new address and no cookie on every request
 
 
 def _headers(kind: str, asset: bool) -> list[tuple[str, str]]:
@@ -61,9 +62,12 @@ def _address(rng: random.Random) -> str:
 
 def clients(rng: random.Random, count: int, kinds: dict[str, int] = KINDS) -> list[Client]:
     """`count` clients, of each kind in proportion to its weight."""
-    return [Client(rng.choices(list(kinds), list(kinds.values()))[0], _address(rng),
-                   f"s{rng.randrange(10**6)}" if rng.random() < 0.8 else None, rng.random() < 0.1)
-            for _ in range(count)]
+    crowd = [Client(rng.choices(list(kinds), list(kinds.values()))[0], _address(rng),
+                    f"s{rng.randrange(10**6)}" if rng.random() < 0.8 else None, rng.random() < 0.1)
+             for _ in range(count)]
+    for client in crowd:
+        client.rotates = client.walks and rng.random() < 0.5
+    return crowd
 
 
 def _path(rng: random.Random, client: Client, step: int) -> tuple[str, str, bool]:
@@ -124,9 +128,11 @@ def stream(seed: int, requests: int, clients_count: int = 60,
         steps[index] += 1
         path, query, asset = _path(rng, client, steps[index])
         headers = _headers(client.kind, asset)
-        if rng.random() < 0.5:
+        if rng.random() < 0.5 and not client.rotates:  # a scraper sends the same headers every time
             headers.append(("referer", "http://127.0.0.1:8000/"))
         cookie = []
+        if client.rotates:
+            client.address, client.session = _address(rng), None
         if client.session is not None:
             cookie.append(f"shop_session={client.session}")
         roll = rng.random()
@@ -136,7 +142,7 @@ def stream(seed: int, requests: int, clients_count: int = 60,
             cookie.append("broken cookie")
         elif roll < 0.07:
             cookie.append(f'theme="dark"; shop_session={client.session or ""}')
-        if cookie:
+        if cookie and not client.rotates:
             headers.append(("cookie", "; ".join(cookie)))
         forwarded = client.address if rng.random() < 0.97 else f"{client.address}, 10.0.0.{rng.randrange(9)}"
         headers.append(("x-forwarded-for", forwarded))

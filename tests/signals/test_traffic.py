@@ -17,8 +17,8 @@ from shieldware.policy import PolicyError, default_policy
 from shieldware.signals import default_signals
 from shieldware.signals.traffic_keys import header_fingerprint, ip_prefix, product_id
 from shieldware.store import MemoryStore
-from shieldware.store.base import Rate
-from tests.support import CHROME_NAVIGATION, CHROME_SUBRESOURCE
+from shieldware.store.base import Observation, Rate
+from tests.support import CHROME_NAVIGATION, CHROME_SUBRESOURCE, CHROME_UA
 
 T0 = 1_700_000_000.0
 SESSION = "shop_session=x"
@@ -232,3 +232,63 @@ def test_kernels_are_compiled_at_store_start_and_honour_numba_cache_dir(tmp_path
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip()) >= 1  # compiled before any request arrived
     assert list((tmp_path / "numba-cache").rglob("*.nbi")), "no Numba cache index written to NUMBA_CACHE_DIR"
+
+
+def rotating(n: int) -> str:
+    """A residential proxy pool: a new address on every request, over many networks."""
+    return f"198.{18 + n % 2}.{n * 7 % 256}.{n % 250 + 1}"
+
+
+async def test_a_catalogue_walked_through_rotating_proxies_is_challenged():
+    # Chrome's own headers, no cookie, one request per address: per address there is nothing to see.
+    eng = engine()
+    decisions = [await visit(eng, f"/product/{500 + n}", T0 + n * 0.5, ip=rotating(n)) for n in range(60)]
+    walked = [d for d in decisions if "behav.distributed_walk" in d.reason_codes]
+    first = decisions.index(walked[0])
+    assert 20 <= first <= 25  # once the pages of the stack add up (walk_min_pages)
+    assert all(d.verdict is Verdict.CHALLENGE for d in decisions[first:])
+    detail = next(e for e in walked[-1].reasons if e.code == "behav.distributed_walk").detail
+    assert detail["sequential_share"] >= 0.9 and detail["distinct_ips"] >= 30
+    assert not {c for d in decisions for c in d.reason_codes if c != "behav.distributed_walk"}
+
+
+async def test_cookieless_landings_of_people_sharing_the_stack_are_not_a_walk():
+    # 3,000 first visits with the very same headers, from as many addresses, on popular products:
+    # neighbours now and then (hot ids sit together), never a walk.
+    eng, rng = engine(), random.Random(11)
+    hot = [rng.randrange(1, 5000) for _ in range(40)]
+    codes = set()
+    for n in range(3000):
+        pid = rng.choice(hot) + rng.choice((0, 0, 1, 2)) if rng.random() < 0.5 else rng.randrange(1, 5000)
+        decision = await visit(eng, f"/product/{pid}", T0 + n * 0.4, ip=rotating(n))
+        codes |= set(decision.reason_codes)
+    assert "behav.distributed_walk" not in codes
+
+
+async def test_the_walk_is_per_client_software_and_needs_many_addresses_and_no_cookie():
+    eng = engine()
+    firefox = [("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"),
+               ("accept", "text/html,*/*;q=0.8"), ("accept-language", "en-US"), ("accept-encoding", "gzip")]
+    codes: set[str] = set()
+    for n in range(80):  # two stacks take turns: each walks every other id of the catalogue
+        headers = CHROME_NAVIGATION if n % 2 else firefox
+        codes |= set((await visit(eng, f"/product/{n}", T0 + n, ip=rotating(n), headers=headers)).reason_codes)
+    assert "behav.distributed_walk" not in codes
+    one_address, with_cookies = engine(), engine()
+    for n in range(60):
+        codes |= set((await visit(one_address, f"/product/{n}", T0 + n * 2, ip="203.0.113.5")).reason_codes)
+        codes |= set((await visit(with_cookies, f"/product/{n}", T0 + n * 2, ip=rotating(n),
+                                  cookies=f"shop_session=s{n}")).reason_codes)
+    assert "behav.distributed_walk" not in codes  # one address is enumeration's; cookies are not watched
+    assert "behav.enumeration" in codes
+
+
+async def test_log_lines_never_count_as_cookieless():
+    # An access log does not say whether a cookie was sent: its product pages stay off the stack key.
+    eng = engine()
+    lines = [facts_from_headers(rotating(n), "GET", f"/product/{n}", T0 + n, [("user-agent", CHROME_UA)],
+                                source="log") for n in range(40)]
+    for facts in lines:
+        assert "behav.distributed_walk" not in (await eng.decide(facts)).reason_codes
+    (stack,) = await eng.store.observe([Observation("stack", header_fingerprint(lines[0]), count=0)], T0 + 50)
+    assert stack.total == 0
