@@ -141,3 +141,26 @@ def test_probing_for_missing_pages_is_noticed(shop):
     assert refused(response), f"40 404s and never refused: {statuses}"
     probing = next(e for e in shop.decisions[-1].reasons if e.code == "behav.probing")
     assert probing.detail["recent_errors"] >= 8 and probing.detail["error_share"] >= 0.85
+
+
+def test_a_walk_through_rotating_proxies_is_challenged_behind_a_trusted_edge():
+    # A residential proxy pool behind the shop's edge: each page from another address, Chrome's
+    # headers, no cookie ever sent back. Per address there is one request; the stack is the tell.
+    clock = SimulatedClock(1_700_000_000.0)
+    app = build_demo_app(policy=default_policy(trusted_proxies=["127.0.0.1/32"]), store=MemoryStore(capacity=4096),
+                         clock=clock)
+    decisions, record = [], app.engine.record
+    app.engine.record = lambda decision: (record(decision), decisions.append(decision))
+    statuses = []
+    with live_server(app) as server, httpx.Client(base_url=server.url, headers=CHROME_NAVIGATION) as client:
+        for n in range(40):
+            client.cookies.clear()
+            response = client.get(f"/product/{700 + n}", headers={"x-forwarded-for": f"198.51.{n}.{n + 7}"})
+            statuses.append(response.status_code)
+            if refused(response):
+                break
+            clock.advance(0.7)
+    assert 20 <= len(statuses) - 1 <= 25 and set(statuses[:-1]) == {200}, statuses
+    assert response.headers["x-shield-verdict"] == "challenge"
+    assert decisions[-1].reason_codes == ("behav.distributed_walk",)
+    assert decisions[-1].ref == response.headers["x-shield-ref"]
