@@ -353,6 +353,14 @@ def test_a_browser_websocket_handshake_passes(scheme):
     assert header_codes(inspect(WEBSOCKET_HANDSHAKE, scheme=scheme, path="/live")) == []
 
 
+def test_an_upgrade_header_alone_does_not_make_a_page_request_a_handshake():
+    # A script adding "Upgrade: websocket" to a page request must not escape the page checks.
+    plain = [h for h in WEBSOCKET_HANDSHAKE if not h[0].startswith("sec-websocket")]
+    assert {"hdr.browser_missing", "hdr.no_client_hints", "hdr.no_fetch_metadata"} <= set(header_codes(inspect(plain)))
+    assert header_codes(inspect(WEBSOCKET_HANDSHAKE, method="POST")) != []  # handshakes are GETs
+    assert header_codes(inspect(WEBSOCKET_HANDSHAKE)) == []
+
+
 def test_a_library_websocket_handshake_under_a_browser_ua_is_named():
     # the order the Python websockets library sends, with a Chrome UA pasted in
     library = [("upgrade", "websocket"), ("connection", "Upgrade"), ("sec-websocket-key", "x"),

@@ -181,7 +181,9 @@ def request_kind(facts: RequestFacts) -> str | None:
     """The kind of a request whose headers follow their own rules, None for pages, sub-resources
     and fetches (the family's ordinary orders)."""
     header_map = facts.header_map
-    if facts.scheme in ("ws", "wss") or header_map.get("upgrade", "").lower() == "websocket":
+    if facts.scheme in ("ws", "wss") or (  # a server's websocket scope, or a forward-auth check of one
+            facts.method == "GET" and header_map.get("upgrade", "").lower() == "websocket"
+            and "sec-websocket-key" in header_map and "sec-websocket-version" in header_map):
         return WEBSOCKET
     if header_map.get("sec-fetch-dest") in _WORKER_DESTS:
         return WORKER
