@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+from pathlib import Path
 
 import pytest
 import requests
@@ -375,6 +376,28 @@ def test_speculative_prerender_passes_and_its_order_is_kept_to_speculation():
     assert header_codes(inspect(_replaced(PRERENDER, mode="navigate"), method="GET")) == []
     without_purpose = [h for h in PRERENDER if h[0] not in ("sec-purpose", "sec-speculation-tags")]
     assert header_codes(inspect(without_purpose)) == ["hdr.order_mismatch"]
+
+
+FIREFOX_REQUESTS = json.loads((Path(__file__).parent / "fixtures" / "firefox_requests.json").read_text())["requests"]
+
+
+@pytest.mark.parametrize("request_", FIREFOX_REQUESTS, ids=[f"{r['method']} {r['path']}" for r in FIREFOX_REQUESTS])
+def test_every_request_kind_real_firefox_makes_passes(request_):
+    """Held out: the checks were written against Chromium's captures and the browsers' documents;
+    Firefox ESR's own requests (scripts/capture_firefox_headers.py) never fed them."""
+    facts = facts_from_headers("198.51.100.7", request_["method"], request_["path"], 0.0,
+                               [tuple(h) for h in request_["headers"]], scheme=request_["scheme"])
+    inspection = Inspection(facts, None, Weights())
+    UserAgentSignal().inspect(facts, inspection)
+    HeaderSignal().inspect(facts, inspection)
+    assert inspection.attrs["ua.browser"] == "firefox"
+    assert header_codes(inspection) == []
+
+
+def test_the_firefox_capture_covers_every_kind():
+    kinds = {(r["method"], r["path"]) for r in FIREFOX_REQUESTS}
+    assert {("GET", "/k/websocket"), ("GET", "/k/worker.js"), ("GET", "/k/sw.js"), ("HEAD", "/k/fetch-head"),
+            ("POST", "/k/beacon"), ("POST", "/k/form"), ("GET", "/k/iframe"), ("GET", "/k/link")} <= kinds
 
 
 def test_bots_and_tools_get_no_browser_checks_but_a_fingerprint():
