@@ -2,8 +2,8 @@
 
 Simulated, seeded traffic through the engine (the Python path, which the fast lane is held equal
 to), with time as an argument. Only what the stack key sees is simulated: product pages sent
-without any cookie. People land once on a product page (from search or a link, so their later
-requests carry the shop's cookie and never reach that key), in real browsers' captured header
+without the shop's session cookie. People land once on a product page (from search or a link, so
+their later requests carry the shop's cookie and never reach that key), in real browsers' captured header
 sets (fingerprints/header-profiles.json), most of them in the commonest one; the scraper sends that
 same commonest set, the worst case, so it shares its key with those people.
 

@@ -1068,12 +1068,17 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
     if (peer_trusted && forwarded) return; /* the Forwarded chain is Python's to read */
     if (!resolve_client(self, &peer, peer_trusted, xff, real, &scan->client)) return;
     self->shape[trust_at] = (char)(peer_trusted ? 1 : 0);
-    scan->shape_len = at;
 
     /* cookies */
     scan->outcome = OUT_COOKIE;
     scan->session = (Span){NULL, 0};
     if (cookie.data != NULL && cookie.len > 0 && !read_cookies(self, cookie, &scan->session)) return;
+    /* Whether a session came is part of the shape: product pages without one are watched for a
+     * walk over rotating addresses (the traffic signal's stack row), so their plans have a row
+     * more than the same client's pages with its session. */
+    if (at + 1 > SHAPE_MAX) return;
+    self->shape[at++] = (char)(scan->session.data != NULL ? 1 : 0);
+    scan->shape_len = at;
 
     /* route group */
     scan->outcome = OUT_PATH;

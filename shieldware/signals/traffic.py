@@ -17,11 +17,12 @@ Ratio channels and sketches per key kind (the convention the store protocol leav
 * ``client`` (IP + fingerprint), pages only: channel 0 = no session cookie, 1 = no Referer;
   sketch 0 = distinct session ids.
 * ``net`` (/24 or /64), pages only: sketch 0 = distinct client IPs.
-* ``stack`` (the client software's fingerprint), live product pages sent without any cookie:
+* ``stack`` (the client software's fingerprint), live product pages sent without a session cookie:
   channel 0 = the page's id follows one this stack fetched just before (the store counts it in
   the same call: ``follow_hits``), whatever the address; sketch 0 = distinct client IPs; step =
   the product id. A catalogue walked in id order from rotating addresses, each sending a request
-  or two and never the cookie, shows here and nowhere else: per address there is nothing to see.
+  or two and never the session cookie, shows here and nowhere else: per address there is nothing
+  to see.
   Cookieless landings of people sharing the stack land on ids at random.
 * ``session`` and ``account``: sketch 0 = distinct client IPs.
 """
@@ -80,7 +81,7 @@ register_reason("behav.probing", 45, "Many requests answered 401/403/404/405/410
 register_reason("behav.no_assets", 30, "Many pages and no stylesheets, scripts or images: a browser would "
                 "have loaded them.")
 register_reason("behav.distributed_walk", 55, "Product pages in id order from one client software over "
-                "many addresses, none sending a cookie: a catalogue scraped through rotating proxies. This "
+                "many addresses, none sending the session cookie: a catalogue scraped through rotating proxies. This "
                 "page follows the one fetched just before; a browser passes the challenge.")
 register_reason("behav.cookie_amnesia", 35, "Page after page from one IP and client software without the "
                 "session cookie the shop sets: the client throws its cookies away.")
@@ -156,10 +157,12 @@ class TrafficSignal:
                 if value:
                     add(_observation(f"rate.{per}", f"{group.name}|{chunk}|{value}", limits=rates))
         walk_at = len(observations)
-        # Last, so that the rows before it keep their places with a cookie or without: no Cookie
-        # header at all (not merely no session cookie), since plans keep a header's presence. A
-        # log line never says whether a cookie was sent.
-        if group.name == PRODUCT_GROUP and "cookie" not in facts.header_map and facts.source == "live":
+        # Last, so that the rows before it keep their places with a session or without (the lane
+        # plans the two apart). Other cookies count as none: a consent or tracking cookie costs a
+        # scraper nothing to send. A shop that names no session cookie has only "no Cookie header"
+        # to go by. A log line never says whether a cookie was sent.
+        if (group.name == PRODUCT_GROUP and session is None and facts.source == "live"
+                and (self._settings.session_cookies or "cookie" not in facts.header_map)):
             add(_observation("stack", fingerprint, 1.0, False, (ip,), 0 if pid is None else WALK, 0, (), pid, WALK))
         # Where this signal's observations sit in the request's list: (ip, limits, stack, end).
         attrs["traffic.at"] = (first, limits_at, walk_at, len(observations))
@@ -374,7 +377,7 @@ class TrafficSignal:
                              Atom(client, ratio(NO_COOKIE_CH, LONG), GE, float(s.amnesia_min_share))))
         if walks:
             # Triggers are set per route group, and the stack row is there only for requests
-            # without cookies: a row a plan does not have never fires (the lane checks).
+            # without a session: a row a plan does not have never fires (the lane checks).
             stack = walk_at
             triggers.append((Atom(stack, OUT_FOLLOWS, GT, 0.0),
                              Atom(stack, weight(WALK_CH, LONG), GE, float(s.walk_min_pages)),

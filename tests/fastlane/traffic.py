@@ -41,7 +41,7 @@ class Client:
     address: str
     session: str | None
     walks: bool  # opens product ids in order, fast: a scraper's pattern
-    rotates: bool = False  # a walker on rotating proxies: a new address and no cookie on every request
+    rotates: bool = False  # a walker on rotating proxies: a new address and no session on every request
 
 
 def _headers(kind: str, asset: bool) -> list[tuple[str, str]]:
@@ -142,7 +142,9 @@ def stream(seed: int, requests: int, clients_count: int = 60,
             cookie.append("broken cookie")
         elif roll < 0.07:
             cookie.append(f'theme="dark"; shop_session={client.session or ""}')
-        if cookie and not client.rotates:
+        if client.rotates and rng.random() < 0.5:
+            headers.append(("cookie", f"consent=yes; _ga=GA1.1.{rng.randrange(10**9)}"))  # any cookie but the session
+        elif cookie and not client.rotates:
             headers.append(("cookie", "; ".join(cookie)))
         forwarded = client.address if rng.random() < 0.97 else f"{client.address}, 10.0.0.{rng.randrange(9)}"
         headers.append(("x-forwarded-for", forwarded))

@@ -265,7 +265,27 @@ async def test_cookieless_landings_of_people_sharing_the_stack_are_not_a_walk():
     assert "behav.distributed_walk" not in codes
 
 
-async def test_the_walk_is_per_client_software_and_needs_many_addresses_and_no_cookie():
+async def test_a_walk_sending_cookies_other_than_the_session_is_challenged_as_well():
+    # A consent or tracking cookie costs a scraper nothing: only the shop's session cookie counts.
+    eng = engine()
+    decisions = [await visit(eng, f"/product/{500 + n}", T0 + n * 0.5, ip=rotating(n),
+                             cookies=f"consent=yes; _ga=GA1.1.{n}; shop_session=") for n in range(40)]
+    assert ["behav.distributed_walk" in d.reason_codes for d in decisions].index(True) <= 25
+    assert decisions[-1].verdict is Verdict.CHALLENGE
+
+
+async def test_a_shop_naming_no_session_cookie_watches_only_pages_without_any_cookie():
+    eng = engine(traffic={"session_cookies": []})
+    codes: set[str] = set()
+    for n in range(40):
+        codes |= set((await visit(eng, f"/product/{500 + n}", T0 + n * 0.5, ip=rotating(n),
+                                  cookies="consent=yes")).reason_codes)
+    assert "behav.distributed_walk" not in codes
+    walked = [await visit(eng, f"/product/{900 + n}", T0 + 30 + n * 0.5, ip=rotating(n)) for n in range(40)]
+    assert "behav.distributed_walk" in walked[-1].reason_codes
+
+
+async def test_the_walk_is_per_client_software_and_needs_many_addresses_and_no_session():
     eng = engine()
     firefox = [("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"),
                ("accept", "text/html,*/*;q=0.8"), ("accept-language", "en-US"), ("accept-encoding", "gzip")]
@@ -279,7 +299,7 @@ async def test_the_walk_is_per_client_software_and_needs_many_addresses_and_no_c
         codes |= set((await visit(one_address, f"/product/{n}", T0 + n * 2, ip="203.0.113.5")).reason_codes)
         codes |= set((await visit(with_cookies, f"/product/{n}", T0 + n * 2, ip=rotating(n),
                                   cookies=f"shop_session=s{n}")).reason_codes)
-    assert "behav.distributed_walk" not in codes  # one address is enumeration's; cookies are not watched
+    assert "behav.distributed_walk" not in codes  # one address is enumeration's; sessions are not watched
     assert "behav.enumeration" in codes
 
 

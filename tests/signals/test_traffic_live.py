@@ -143,9 +143,11 @@ def test_probing_for_missing_pages_is_noticed(shop):
     assert probing.detail["recent_errors"] >= 8 and probing.detail["error_share"] >= 0.85
 
 
-def test_a_walk_through_rotating_proxies_is_challenged_behind_a_trusted_edge():
+@pytest.mark.parametrize("cookie", [None, "consent=yes; _ga=GA1.1.42"], ids=["no cookie", "cookies but no session"])
+def test_a_walk_through_rotating_proxies_is_challenged_behind_a_trusted_edge(cookie):
     # A residential proxy pool behind the shop's edge: each page from another address, Chrome's
-    # headers, no cookie ever sent back. Per address there is one request; the stack is the tell.
+    # headers, the shop's session cookie never sent back (other cookies may be). Per address there
+    # is one request; the stack is the tell.
     clock = SimulatedClock(1_700_000_000.0)
     app = build_demo_app(policy=default_policy(trusted_proxies=["127.0.0.1/32"]), store=MemoryStore(capacity=4096),
                          clock=clock)
@@ -155,7 +157,8 @@ def test_a_walk_through_rotating_proxies_is_challenged_behind_a_trusted_edge():
     with live_server(app) as server, httpx.Client(base_url=server.url, headers=CHROME_NAVIGATION) as client:
         for n in range(40):
             client.cookies.clear()
-            response = client.get(f"/product/{700 + n}", headers={"x-forwarded-for": f"198.51.{n}.{n + 7}"})
+            headers = {"x-forwarded-for": f"198.51.{n}.{n + 7}", **({"cookie": cookie} if cookie else {})}
+            response = client.get(f"/product/{700 + n}", headers=headers)
             statuses.append(response.status_code)
             if refused(response):
                 break
