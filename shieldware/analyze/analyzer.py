@@ -45,6 +45,7 @@ from shieldware.analyze.findings import (
     Tally,
     categorise,
 )
+from shieldware.analyze.walks import WalkSettings, WalkTracker
 from shieldware.decision import Decision, Verdict
 from shieldware.decision_log import DecisionLog
 from shieldware.engine import Engine
@@ -117,6 +118,7 @@ class LogAnalysis:
         live_clients: int = 20_000,
         idle_seconds: float = 3600.0,
         keep_humans: int = 5_000,
+        walk_settings: WalkSettings | None = None,
     ) -> None:
         self.live_clients = live_clients
         self.idle_seconds = idle_seconds
@@ -148,6 +150,7 @@ class LogAnalysis:
         self._product_ids = np.zeros(0, dtype=np.int64)
         self.client_state = ClientState(len(groups))
         self.ip_state = ClientState(len(groups))
+        self.walks = WalkTracker(walk_settings)
         self.paths_by_client = PairCounter(path_capacity)
         self.timeline = PairCounter(path_capacity, coarsen_high=True)
         self.first_time = float("inf")
@@ -265,6 +268,10 @@ class LogAnalysis:
                 state.rep_path,
                 state.rep_method,
             )
+        # Product pages across addresses, per user agent (refused lines asked for no page).
+        refused = bare | (batch.status == 408) | (batch.status == 414) | (batch.status == 431)
+        pids = np.where(refused, -1, self._product_ids[batch.path])
+        self.walks.feed(order, batch.time, batch.user_agent, ip_ids, clients, pids)
         self.paths_by_client.add(batch.path, clients)  # (path, client): the client is the low half
         self.timeline.add((batch.time // TIMELINE_BUCKET).astype(np.int64), clients)
 
@@ -394,6 +401,9 @@ class LogAnalysis:
             findings = (
                 behaviour_evidence(client_summary, row, site_static, self.thresholds) if busy[row] else []
             )
+            walk = self.walks.finding(row, uas)
+            if walk is not None:
+                findings.append(walk)
             if not findings and bare[row] == counts[row][0]:
                 finding = _connections_only(counts[row], ip, ua, self.policy.route_table.default_group.name)
             else:
@@ -518,6 +528,8 @@ class LogAnalysis:
         self.paths_by_client.take(np.zeros(retire_client.shape[0], dtype=np.bool_), new_client)
         self.client_state.keep(live_clients)
         self.ip_state.keep(live_ips)
+        self.walks.keep_clients(live_clients)
+        self.walks.renumber_ips(new_ip)
         self.client_ip = [int(new_ip[self.client_ip[r]]) for r in live_clients.tolist()]
         self.client_ua = [self.client_ua[r] for r in live_clients.tolist()]
         self.client_first = [self.client_first[r] for r in live_clients.tolist()]
@@ -597,6 +609,7 @@ class LogAnalysis:
             clients_by_category=dict(tally.clients),
             score_histogram=tally.score_histogram,
             humans_not_listed=tally.humans_not_kept,
+            walks=self.walks.walks(self.vocab.user_agent.strings),
         )
 
 

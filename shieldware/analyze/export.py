@@ -45,6 +45,8 @@ def report_document(result: AnalysisResult, everyone: bool = False) -> dict[str,
         "ips": [f.as_record() for f in selected(result.ips, everyone)],
         "clients": [f.as_record() for f in selected(result.clients, everyone)],
         "bot_paths": [{"path": p, "requests": n} for p, n in result.bot_paths],
+        "walks": [{**walk, "first_seen": _iso(walk["first_seen"]), "last_seen": _iso(walk["last_seen"])}
+                  for walk in result.walks],
     }
 
 

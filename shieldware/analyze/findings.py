@@ -150,6 +150,9 @@ class AnalysisResult:
     clients_by_category: dict[str, int] = field(default_factory=dict)
     score_histogram: dict[str, list[int]] = field(default_factory=dict)
     humans_not_listed: int = 0
+    # Catalogue walks across addresses (analyze/walks.py): one user agent, ids in order, address
+    # after address. Their clients carry behav.distributed_walk; here is the whole of each.
+    walks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def flagged_ips(self) -> list[ClientFinding]:

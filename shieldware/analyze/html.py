@@ -289,6 +289,25 @@ def _paths_table(result: AnalysisResult, top: int) -> str:
     )
 
 
+def _walks(result: AnalysisResult, top: int) -> str:
+    if not result.walks:
+        return ""
+    rows = "".join(
+        f"<tr><td class=num>{w['first_id']} → {w['last_id']}</td><td class=num>{w['walk_pages']:,}</td>"
+        f"<td class=num>{w['address_changes']:,}</td><td>{_when(w['first_seen'], '%H:%M:%S')} → "
+        f"{_when(w['last_seen'], '%H:%M:%S')}</td><td>{escape(w['user_agent'] or '-')}</td></tr>"
+        for w in result.walks[:top]
+    )
+    return (
+        "<section><h2>Catalogue walks across addresses</h2><p class=note>Product ids fetched in order by one "
+        "user agent from address after address: a scraper on rotating proxies, which no single address shows. "
+        "Its addresses are listed as suspicious (<code>behav.distributed_walk</code>), not blocked: proxy exits "
+        "are shared with people.</p><table><thead><tr><th class=num>product ids</th><th class=num>pages in "
+        "order</th><th class=num>address changes</th><th>time</th><th>user agent</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></section>"
+    )
+
+
 def _malformed(result: AnalysisResult) -> str:
     stats = result.stats
     damaged = "".join(f"<p class=note>Warning: {escape(d)}.</p>" for d in stats.damaged)
@@ -321,6 +340,7 @@ def render_html(
             "</div>",
             _networks(result, 10),
             _paths_table(result, 15),
+            _walks(result, 10),
             _malformed(result),
         )
     )

@@ -121,6 +121,19 @@ def paths_table(result: AnalysisResult, top: int) -> Table:
     return table
 
 
+def walks_table(result: AnalysisResult, top: int) -> Table:
+    table = Table(title="Catalogue walks across addresses (one user agent, product ids in order)",
+                  title_justify="left")
+    for name, justify in (("product ids", "left"), ("pages", "right"), ("address changes", "right"),
+                          ("from", "left"), ("to", "left"), ("user agent", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for walk in result.walks[:top]:
+        table.add_row(f"{walk['first_id']} to {walk['last_id']}", f"{walk['walk_pages']:,}",
+                      f"{walk['address_changes']:,}", when(walk["first_seen"]), when(walk["last_seen"]),
+                      escape(walk["user_agent"] or "-"))
+    return table
+
+
 def print_summary(result: AnalysisResult, console: Console | None = None, top: int = 15) -> None:
     # Off a terminal rich would wrap at 80 columns; reports piped to a file read better wide.
     console = console or Console(width=None if sys.stdout.isatty() else 160)
@@ -143,5 +156,7 @@ def print_summary(result: AnalysisResult, console: Console | None = None, top: i
         if networks is not None:
             console.print(networks)
         console.print(paths_table(result, top))
+        if result.walks:
+            console.print(walks_table(result, top))
     else:
         console.print("[green]No client was flagged.[/]")
