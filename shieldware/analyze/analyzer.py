@@ -53,6 +53,7 @@ from shieldware.facts import RequestFacts, TrustedProxies, normalise_ip, resolve
 from shieldware.metrics import Metrics
 from shieldware.policy import Policy
 from shieldware.signals import Inspection, default_signals
+from shieldware.signals.traffic_policy import watches_product_ids
 from shieldware.store.memory import MemoryStore
 
 # Signals the log replay leaves out, with why. "headers" judges the full header set and its
@@ -224,7 +225,7 @@ class LogAnalysis:
         table = self.policy.route_table
         fresh = np.full(len(paths) - known, -1, dtype=np.int64)
         for offset, path in enumerate(paths[known:]):
-            if table.group_for("GET", path or "/").name == "product":
+            if watches_product_ids(table.group_for("GET", path or "/")):
                 match = _LAST_NUMBER.search(path)
                 if match is not None and len(match.group(1)) <= 15:
                     fresh[offset] = int(match.group(1))

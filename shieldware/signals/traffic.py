@@ -38,7 +38,7 @@ from shieldware.fastlane.plan import CV_LT, GE, GT, INT_GE, LE, PRODUCT_GE, Atom
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
 from shieldware.signals.traffic_keys import header_fingerprint, ip_prefix, product_id
-from shieldware.signals.traffic_policy import LIMIT_KEYS, TrafficSettings
+from shieldware.signals.traffic_policy import LIMIT_KEYS, TrafficSettings, watches_product_ids
 from shieldware.store.base import MAX_LIMITS, Observation, Rate
 from shieldware.windows.layout import (
     N_HALF_LIVES,
@@ -61,7 +61,6 @@ SHORT, LONG = 0, 1                                     # ratio half-life indexes
 _PENDING_LIMIT = 65536
 PROBE_STATUSES = frozenset({401, 403, 404, 405, 410})
 STATIC_GROUP = "static"
-PRODUCT_GROUP = "product"
 LISTING_GROUPS = frozenset({"search", "browse"})
 
 for _per in LIMIT_KEYS:
@@ -127,7 +126,8 @@ class TrafficSignal:
         attrs = inspection.attrs
         fingerprint = attrs.get("fingerprint") or header_fingerprint(facts)
         attrs["traffic.fingerprint"] = fingerprint
-        pid = product_id(facts.path) if group.name == PRODUCT_GROUP else None
+        ids = watches_product_ids(group)
+        pid = product_id(facts.path) if ids else None
         observations = inspection.observations
         add = observations.append
         first = len(observations)
@@ -161,7 +161,7 @@ class TrafficSignal:
         # plans the two apart). Other cookies count as none: a consent or tracking cookie costs a
         # scraper nothing to send. A shop that names no session cookie has only "no Cookie header"
         # to go by. A log line never says whether a cookie was sent.
-        if (group.name == PRODUCT_GROUP and session is None and facts.source == "live"
+        if (ids and session is None and facts.source == "live"
                 and (self._settings.session_cookies or "cookie" not in facts.header_map)):
             add(_observation("stack", fingerprint, 1.0, False, (ip,), 0 if pid is None else WALK, 0, (), pid, WALK))
         # Where this signal's observations sit in the request's list: (ip, limits, stack, end).
@@ -329,10 +329,10 @@ class TrafficSignal:
                             feedback_statuses=PROBE_STATUSES, address_rows=(first, *rate_rows))
         stack = walk_at if end > walk_at else -1
         return LanePart(
-            pid_row=first if group.name == PRODUCT_GROUP else -1, pid_seen=SEQUENTIAL,
+            pid_row=first if watches_product_ids(group) else -1, pid_seen=SEQUENTIAL,
             session_row=first + 1, no_session_hits=NO_COOKIE,
             step_row=stack, step_seen=WALK if stack >= 0 else 0,
-            triggers=self.lane_triggers(False, first, limits_at, walk_at, group.name == PRODUCT_GROUP),
+            triggers=self.lane_triggers(False, first, limits_at, walk_at, watches_product_ids(group)),
             feedback_statuses=PROBE_STATUSES,
             # ip, ip|fingerprint, prefix (whose sketch counts the address) and the rate keys; the
             # stack's key is the shape's, its sketch counts the address

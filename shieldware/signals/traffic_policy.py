@@ -92,5 +92,24 @@ def parse_traffic(raw: Any, where: str, check: Any) -> TrafficSettings:
     return replace(TrafficSettings(), **changes)
 
 
+def parse_product_ids(raw: Any, where: str, check: Any) -> bool | None:
+    if not isinstance(raw, bool):
+        check.fail(where, "true or false", raw)
+        return None
+    return raw
+
+
+PRODUCT_GROUP = "product"
+
+
+def watches_product_ids(group: Any) -> bool:
+    """Whether a route group's paths end in product ids the walk signals follow (`product_ids:`;
+    by default only the group named "product"). A JSON API of products (`/api/product/42`) is
+    walked by scrapers as much as the pages are: give it a group of its own with `product_ids: true`."""
+    ids = group.setting("product_ids")
+    return group.name == PRODUCT_GROUP if ids is None else ids
+
+
 register_group_field("limits", parse_limits, dict)
+register_group_field("product_ids", parse_product_ids, lambda: None)
 register_section("traffic", parse_traffic, TrafficSettings)

@@ -155,6 +155,16 @@ def test_refusals_the_lane_decides_answer_scripts_in_json_as_the_python_path_doe
     assert counts["hit"] + counts["flagged"] > 300, counts
 
 
+def test_walks_of_the_product_api_match_the_python_path():
+    # Scripts walk /api/product/<id> (the product-api group follows ids as the product group does),
+    # some through rotating addresses; Chrome clients browse pages.
+    kinds = {"chrome": 4, "fetch": 3, "json-tool": 3}
+    walked = {scope["path"] for _, scope in stream(12, 2500, kinds=kinds) if scope["path"].startswith("/api/product/")}
+    assert len(walked) > 40
+    counts = compare("enforce", 12, requests=2500, kinds=kinds)
+    assert counts["hit"] + counts["made"] > 300 and counts["flagged"] > 20, counts
+
+
 def test_every_decision_logged_still_matches(seed=6):
     counts = compare("monitor", seed, requests=1500, log_all=True)
     assert counts["hit"] > 300, counts

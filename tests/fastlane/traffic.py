@@ -73,7 +73,9 @@ def clients(rng: random.Random, count: int, kinds: dict[str, int] = KINDS) -> li
 def _path(rng: random.Random, client: Client, step: int) -> tuple[str, str, bool]:
     """(path, query, is_asset)"""
     if client.walks:
-        return f"/product/{step % 1300 + 1}", "", False
+        # scripts walk the catalogue's JSON API (a group of its own with product_ids: true)
+        api = client.kind in ("fetch", "json-tool")
+        return f"{'/api/product' if api else '/product'}/{step % 1300 + 1}", "", False
     roll = rng.random()
     if roll < 0.45:
         return f"/product/{rng.randrange(1, 1100)}", "", False
@@ -93,8 +95,10 @@ def _path(rng: random.Random, client: Client, step: int) -> tuple[str, str, bool
         return "/login", "", False
     if roll < 0.93:
         return f"/p/{rng.randrange(1, 99)}-teapot/", "", False
-    if roll < 0.95:
+    if roll < 0.94:
         return "/health", "", False
+    if roll < 0.95:
+        return f"/api/product/{rng.randrange(1, 1100)}", "", False
     if roll < 0.97:
         return "/no/such/page", "", False
     return "/api/products", "", False

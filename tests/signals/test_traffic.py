@@ -9,15 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from shieldware.decision import Verdict
 from shieldware.engine import Engine
 from shieldware.facts import facts_from_headers
-from shieldware.policy import PolicyError, default_policy
+from shieldware.policy import PolicyError, default_policy, default_policy_text, policy_from_mapping
 from shieldware.signals import default_signals
 from shieldware.signals.traffic_keys import header_fingerprint, ip_prefix, product_id
 from shieldware.store import MemoryStore
 from shieldware.store.base import Observation, Rate
+from tests.fastlane.traffic import FETCH as FETCH_JSON
 from tests.support import CHROME_NAVIGATION, CHROME_SUBRESOURCE, CHROME_UA
 
 T0 = 1_700_000_000.0
@@ -301,6 +303,29 @@ async def test_the_walk_is_per_client_software_and_needs_many_addresses_and_no_s
                                   cookies=f"shop_session=s{n}")).reason_codes)
     assert "behav.distributed_walk" not in codes  # one address is enumeration's; sessions are not watched
     assert "behav.enumeration" in codes
+
+
+async def test_the_product_api_is_followed_as_the_pages_are():
+    # /api/product/<id> has a group of its own in the shipped policy, with product_ids: true.
+    one_address, rotating_pool = engine(), engine()
+    for n in range(40):
+        alone = await visit(one_address, f"/api/product/{300 + n}", T0 + n * 1.7 + (n % 3) * 0.4,
+                            headers=FETCH_JSON, cookies="shop_session=s1")
+        spread = await visit(rotating_pool, f"/api/product/{900 + n}", T0 + n * 0.5, ip=rotating(n), headers=FETCH_JSON)
+    assert alone.route_group == "product-api" and "behav.enumeration" in alone.reason_codes
+    assert "behav.distributed_walk" in spread.reason_codes and spread.verdict is Verdict.CHALLENGE
+
+
+async def test_a_group_may_follow_product_ids_or_not():
+    groups = yaml.safe_load(default_policy_text())["groups"]
+    unwatched = engine(groups=[{**g, "product_ids": False} if g["name"] == "product" else g for g in groups])
+    codes: set[str] = set()
+    for n in range(40):
+        codes |= set((await visit(unwatched, f"/product/{n}", T0 + n * 1.7 + (n % 3) * 0.4,
+                                  cookies="shop_session=s1")).reason_codes)
+    assert "behav.enumeration" not in codes
+    with pytest.raises(PolicyError, match=r"groups\[0\]\.product_ids.*true or false"):
+        policy_from_mapping({"groups": [{"name": "p", "paths": ["/p/*"], "product_ids": "yes"}]})
 
 
 async def test_log_lines_never_count_as_cookieless():
