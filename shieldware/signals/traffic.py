@@ -18,12 +18,12 @@ Ratio channels and sketches per key kind (the convention the store protocol leav
   sketch 0 = distinct session ids.
 * ``net`` (/24 or /64), pages only: sketch 0 = distinct client IPs.
 * ``stack`` (the client software's fingerprint), live product pages sent without a session cookie:
-  channel 0 = the page's id follows one this stack fetched just before (the store counts it in
-  the same call: ``follow_hits``), whatever the address; sketch 0 = distinct client IPs; step =
-  the product id. A catalogue walked in id order from rotating addresses, each sending a request
-  or two and never the session cookie, shows here and nowhere else: per address there is nothing
-  to see.
-  Cookieless landings of people sharing the stack land on ids at random.
+  channel 0 = the page's id follows one this stack fetched just before, up to WALK_STEP_GAP ids
+  below it (the store counts it in the same call: ``follow_hits``), whatever the address;
+  sketch 0 = distinct client IPs; step = the product id. A catalogue walked in id order from
+  rotating addresses, each sending a request or two and never the session cookie, shows here and
+  nowhere else: per address there is nothing to see. Session-less landings of people sharing the
+  stack land on ids at random.
 * ``session`` and ``account``: sketch 0 = distinct client IPs.
 """
 
@@ -57,6 +57,10 @@ NO_COOKIE, NO_REFERER = 1, 2                           # client key channels (bi
 PROBE_CH, ASSET_CH, SEQUENTIAL_CH, LISTING_CH = 0, 1, 2, 3
 NO_COOKIE_CH, NO_REFERER_CH = 0, 1
 WALK, WALK_CH = 1, 0                                   # stack key channel: a step that follows
+# A stack's step may follow an id up to this far below it: a scraper that skips an id now and then,
+# or whose addresses each fetch two or three pages (the later ones with the session cookie the
+# first earned, so the stack sees every second or third id), still steps forward.
+WALK_STEP_GAP = 3
 SHORT, LONG = 0, 1                                     # ratio half-life indexes (60 s, 30 min)
 _PENDING_LIMIT = 65536
 PROBE_STATUSES = frozenset({401, 403, 404, 405, 410})
@@ -90,9 +94,10 @@ register_attribute("traffic.fingerprint", "the client-software key the traffic s
 
 def _observation(kind: str, key: str, count: float = 1.0, timing: bool = False, distinct: tuple = (),
                  seen: int = 0, hits: int = 0, limits: tuple = (), step: int | None = None,
-                 follow_hits: int = 0) -> Observation:
+                 follow_hits: int = 0, step_gap: int = 1) -> Observation:
     """An Observation built without NamedTuple's keyword-parsing __new__ (several per request)."""
-    return _new_tuple(Observation, (kind, key, count, timing, distinct, seen, hits, limits, step, follow_hits))
+    return _new_tuple(Observation, (kind, key, count, timing, distinct, seen, hits, limits, step, follow_hits,
+                                    step_gap))
 
 
 _new_tuple = tuple.__new__
@@ -163,7 +168,8 @@ class TrafficSignal:
         # to go by. A log line never says whether a cookie was sent.
         if (ids and session is None and facts.source == "live"
                 and (self._settings.session_cookies or "cookie" not in facts.header_map)):
-            add(_observation("stack", fingerprint, 1.0, False, (ip,), 0 if pid is None else WALK, 0, (), pid, WALK))
+            add(_observation("stack", fingerprint, 1.0, False, (ip,), 0 if pid is None else WALK, 0, (), pid, WALK,
+                             WALK_STEP_GAP))
         # Where this signal's observations sit in the request's list: (ip, limits, stack, end).
         attrs["traffic.at"] = (first, limits_at, walk_at, len(observations))
 

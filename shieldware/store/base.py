@@ -29,7 +29,8 @@ ratios            bit i of ``seen`` adds 1 to ratio channel i's denominator, bit
                   ``hits`` adds 1 to its numerator; both decay (``RATIO_HALF_LIVES``)  ``ratio_weight[c][s]``
 steps             ``step`` (an integer 0 ≤ step < ``MAX_STEP``, e.g. a product id) is  ``follows``
                   remembered among the key's last ``STEP_MEMORY`` steps of the visit;
-                  the answer says whether ``step - 1`` was among them before it and
+                  the answer says whether ``step - 1`` (or, with ``step_gap`` g > 1, any
+                  of ``step - g`` .. ``step - 1``) was among them before it and
                   ``step`` was not (a step forward, not a revisit); when
                   it was, bit i of ``follow_hits`` adds 1 to ratio channel i's
                   numerator (a share of steps that followed, counted in the same call)
@@ -162,19 +163,36 @@ class Observation(NamedTuple):
     limits: tuple[Rate, ...] = ()
     step: int | None = None
     follow_hits: int = 0
+    step_gap: int = 1  # 1 to MAX_STEP_GAP: how far below `step` the remembered step may be
 
     def as_row(self) -> list[Any]:
         """The flat form a Lua script takes: kind, key, count, timing, seen, hits, step marker, then
         DISTINCT_SKETCHES items ("" for none), then MAX_LIMITS (count, period) pairs (0, 0 for none),
-        then follow_hits."""
+        then follow_hits + 256 * (step_gap - 1)."""
         items = [(d or "") for d in self.distinct[:DISTINCT_SKETCHES]]
         items += [""] * (DISTINCT_SKETCHES - len(items))
         limits: list[Any] = []
         for rate in self.limits[:MAX_LIMITS]:
             limits += [rate.count, rate.period]
         limits += [0, 0] * (MAX_LIMITS - len(self.limits[:MAX_LIMITS]))
-        return [self.kind, self.key, self.count, int(self.timing), self.seen, self.hits, step_marker(self.step),
-                *items, *limits, self.follow_hits]
+        marker = step_marker(self.step)
+        return [self.kind, self.key, self.count, int(self.timing), self.seen, self.hits, marker,
+                *items, *limits, follow_arg(self.follow_hits, self.step_gap, marker)]
+
+
+MAX_STEP_GAP = 8
+"""The widest gap a step may follow across: the stores carry step_gap - 1 in three bits."""
+
+
+def gap_bits(step_gap: int) -> int:
+    """step_gap - 1 as the stores carry it (a gap outside 1..MAX_STEP_GAP is clamped to it)."""
+    return min(max(step_gap, 1), MAX_STEP_GAP) - 1
+
+
+def follow_arg(follow_hits: int, step_gap: int, marker: int) -> int:
+    """follow_hits and the step's gap in one number, as the Lua script takes them: follow_hits +
+    256 * (step_gap - 1), the gap only with a step (an observation without one stays a lookup)."""
+    return (follow_hits & 0xFF) | (gap_bits(step_gap) << 8 if marker else 0)
 
 
 def step_marker(step: int | None) -> int:

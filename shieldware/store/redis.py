@@ -41,6 +41,7 @@ from shieldware.store.base import (
     Observation,
     StoreUnavailable,
     WindowStats,
+    follow_arg,
     step_marker,
 )
 
@@ -215,9 +216,10 @@ class RedisStore:
         for rate in observation.limits[:MAX_LIMITS]:
             limits += [repr(rate.period / rate.count), rate.count]
         limits += [0, 0] * (MAX_LIMITS - len(observation.limits[:MAX_LIMITS]))
+        marker = step_marker(observation.step)
         return [repr(float(now)), int(answer), repr(float(observation.count)), int(observation.timing),
-                observation.seen & 0xFF, observation.hits & 0xFF, step_marker(observation.step), *items, *limits,
-                observation.follow_hits & 0xFF]
+                observation.seen & 0xFF, observation.hits & 0xFF, marker, *items, *limits,
+                follow_arg(observation.follow_hits, observation.step_gap, marker)]
 
     def _calls_for(self, batch: list[tuple[Observation, float, bool]]) -> list[tuple[list, list, list[int]]]:
         """One script call for everything on a single server; one per hash slot on a cluster.

@@ -6,9 +6,10 @@
 --   KEYS[3i+1] state, KEYS[3i+2] sketch 0, KEYS[3i+3] sketch 1
 -- ARGV: ttl_seconds, then per observation
 --   now, answer, count, timing, seen, hits, step, item0, item1, interval0, burst0, interval1, burst1,
---   follow_hits
--- (step is the step marker: step + 1, 0 for none; follow_hits the ratio channels whose numerator
--- counts the step when it follows one remembered)
+--   follow
+-- (step is the step marker: step + 1, 0 for none; follow = follow_hits + 256 * (step_gap - 1):
+-- follow_hits the ratio channels whose numerator counts the step when it follows one remembered,
+-- step_gap how far below it that one may be)
 -- (answer 1 = return its stats row; 0 = feedback applied without an answer, piggybacked on a
 -- request's call so that feedback costs no round trip of its own)
 -- Returns: one binary string of little-endian doubles, STATS_FIELDS per answered observation.
@@ -145,14 +146,16 @@ local function bit(mask, i)
   return math.floor(mask / (2 ^ i)) % 2 == 1
 end
 
--- Remember a step marker in the ring; 1.0 when the step before it was already remembered and
--- this one was not (a step forward, not a revisit).
-local function take_step(w, marker)
-  local wanted = marker - 1
+-- Remember a step marker in the ring; 1.0 when a step before it (marker - gap .. marker - 1, markers
+-- only when >= 1) was already remembered and this one was not (a step forward, not a revisit).
+local function take_step(w, marker, gap)
+  local high = marker - 1
+  local low = math.max(marker - gap, 1)
   local follows = 0.0
-  if wanted > 0 then
+  if high > 0 then
     for i = 0, STEP_MEMORY - 1 do
-      if w[STEPS + i] == wanted then follows = 1.0 end
+      local remembered = w[STEPS + i]
+      if remembered >= low and remembered <= high then follows = 1.0 end
     end
     for i = 0, STEP_MEMORY - 1 do
       if w[STEPS + i] == marker then follows = 0.0 end
@@ -182,7 +185,9 @@ for i = 0, n - 1 do
     local interval = tonumber(ARGV[base + 8 + 2 * j])
     if interval > 0 then limits[#limits + 1] = {interval, tonumber(ARGV[base + 9 + 2 * j])} end
   end
-  local follow_hits = tonumber(ARGV[base + 8 + 2 * LIMITS])
+  local follow = tonumber(ARGV[base + 8 + 2 * LIMITS])
+  local follow_hits = follow % 256
+  local step_gap = math.floor(follow / 256) % 8 + 1
 
   local w = load(state_key)
   local at = now
@@ -223,7 +228,7 @@ for i = 0, n - 1 do
   end
   w[MASK] = mask
   local follows = 0.0
-  if marker > 0 then follows = take_step(w, marker) end
+  if marker > 0 then follows = take_step(w, marker, step_gap) end
   if follows > 0 and follow_hits ~= 0 then
     decay_ratios(w, at)
     for c = 0, CHANNELS - 1 do

@@ -312,15 +312,17 @@ def _add_item(state, registers, slot, sketch, item):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _take_step(state, slot, marker):
-    """Remember step marker `marker` (step + 1) in the key's ring; 1.0 when the step before it
-    (marker - 1, itself a marker only when >= 1) was already there and this one was not: a step
-    forward, not a return to a page already seen (a crowd landing on a few neighbouring ids)."""
-    wanted = float(marker - 1)
+def _take_step(state, slot, marker, gap):
+    """Remember step marker `marker` (step + 1) in the key's ring; 1.0 when a step before it
+    (marker - gap .. marker - 1, markers only when >= 1) was already there and this one was not:
+    a step forward, not a return to a page already seen (a crowd landing on a few neighbouring ids)."""
+    high = float(marker - 1)
+    low = float(max(marker - gap, 1))
     follows = 0.0
-    if wanted > 0.0:
+    if high > 0.0:
         for i in range(STEP_MEMORY):
-            if state[slot, STEPS + i] == wanted:
+            remembered = state[slot, STEPS + i]
+            if low <= remembered <= high:
                 follows = 1.0
         for i in range(STEP_MEMORY):
             if state[slot, STEPS + i] == float(marker):
@@ -444,7 +446,7 @@ def observe_events(keys, state, registers, ev_int, ev_float, n_events, out):
             if item != 0:
                 _add_item(state, registers, slot, i, item)
         marker = ev_int[e, EV_STEP]
-        follows = _take_step(state, slot, marker) if marker > 0 else 0.0
+        follows = _take_step(state, slot, marker, ((flags >> 17) & 7) + 1) if marker > 0 else 0.0
         follow_hits = (flags >> 24) & 0xFF
         if follows > 0.0 and follow_hits != 0:
             _decay_ratios(state, slot, now)

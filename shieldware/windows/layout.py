@@ -70,7 +70,7 @@ REGISTER_WIDTH = DISTINCT_SKETCHES * HLL_REGISTERS
 # event arrays: ints (int64) and floats (float64)
 EV_HASH = 0
 EV_ITEM = 1                        # DISTINCT_SKETCHES item hashes (0 = none)
-EV_FLAGS = EV_ITEM + DISTINCT_SKETCHES  # seen | hits << 8 | timing << 16 | follow_hits << 24
+EV_FLAGS = EV_ITEM + DISTINCT_SKETCHES  # seen | hits << 8 | timing << 16 | (step_gap - 1) << 17 | follow_hits << 24
 EV_STEP = EV_FLAGS + 1             # step + 1 (0 = none), as store.base.step_marker writes it
 EV_INT_WIDTH = EV_STEP + 1
 EV_TIME = 0

@@ -56,6 +56,7 @@ class Event:
     limits: tuple[tuple[float, float], ...] = ()  # (interval, burst)
     step: int | None = None  # a position in a sequence (a product id); None = none
     follow_hits: int = 0  # ratio channels whose numerator counts the step when it follows
+    step_gap: int = 1  # the step follows one remembered this far below it at most
 
 
 @dataclass
@@ -172,7 +173,9 @@ class ReferenceTable:
         follows = False
         step = event.step
         if step is not None and step_marker(step):
-            follows = step - 1 in w.steps and step not in w.steps  # a step forward, not a revisit
+            # A step forward, not a revisit.
+            below = range(max(step - event.step_gap, 0), step)
+            follows = any(earlier in w.steps for earlier in below) and step not in w.steps
             w.steps = [*w.steps, step][-STEP_MEMORY:]
         if follows and event.follow_hits:
             decay_ratios(w, now)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from shieldware.store.base import DISTINCT_SKETCHES, MAX_LIMITS, Observation, WindowStats, step_marker
+from shieldware.store.base import DISTINCT_SKETCHES, MAX_LIMITS, Observation, WindowStats, gap_bits, step_marker
 from shieldware.windows.kernels import new_state, observe_events
 from shieldware.windows.layout import EV_FLOAT_WIDTH, EV_INT_WIDTH, OUT_WIDTH
 
@@ -92,7 +92,7 @@ def _rows(observations: Sequence[Observation], now: float) -> tuple[list[int], l
     floats: list[float] = []
     add_int, add_ints, add_floats = ints.append, ints.extend, floats.extend
     string_hash = _item_key is None
-    for kind, key, count, timing, distinct, seen, hits, limits, step, follow_hits in observations:
+    for kind, key, count, timing, distinct, seen, hits, limits, step, follow_hits, step_gap in observations:
         add_int(hash((kind, key)) or 1)
         if not distinct:
             add_ints(_NO_ITEMS)
@@ -107,8 +107,10 @@ def _rows(observations: Sequence[Observation], now: float) -> tuple[list[int], l
         else:
             for i in range(DISTINCT_SKETCHES):
                 add_int(item_hash(distinct[i]) if i < len(distinct) else 0)
-        add_int((seen & 0xFF) | (hits & 0xFF) << 8 | (0x10000 if timing else 0) | (follow_hits & 0xFF) << 24)
-        add_int(0 if step is None else step_marker(step))
+        marker = 0 if step is None else step_marker(step)
+        add_int((seen & 0xFF) | (hits & 0xFF) << 8 | (0x10000 if timing else 0)
+                | (gap_bits(step_gap) << 17 if marker else 0) | (follow_hits & 0xFF) << 24)
+        add_int(marker)
         add_floats((now, count))
         add_floats(_limit_floats(limits) if limits else _NO_LIMITS)
     return ints, floats

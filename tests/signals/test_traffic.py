@@ -267,6 +267,17 @@ async def test_cookieless_landings_of_people_sharing_the_stack_are_not_a_walk():
     assert "behav.distributed_walk" not in codes
 
 
+async def test_a_walk_whose_addresses_keep_the_session_for_a_second_page_is_challenged():
+    # Each address fetches two ids in a row, the second with the session cookie the first earned:
+    # the stack sees every second id, a step forward across a gap (WALK_STEP_GAP).
+    eng = engine()
+    decisions = [await visit(eng, f"/product/{500 + n}", T0 + n * 0.5, ip=rotating(n // 2),
+                             cookies=f"shop_session=s{n // 2}" if n % 2 else "") for n in range(90)]
+    first = ["behav.distributed_walk" in d.reason_codes for d in decisions].index(True)
+    assert first <= 50 and decisions[-2].verdict is Verdict.CHALLENGE  # the pages without a session
+    assert "behav.distributed_walk" not in decisions[-1].reason_codes  # its session's page is not watched
+
+
 async def test_a_walk_sending_cookies_other_than_the_session_is_challenged_as_well():
     # A consent or tracking cookie costs a scraper nothing: only the shop's session cookie counts.
     eng = engine()
@@ -289,12 +300,14 @@ async def test_a_shop_naming_no_session_cookie_watches_only_pages_without_any_co
 
 async def test_the_walk_is_per_client_software_and_needs_many_addresses_and_no_session():
     eng = engine()
+
     firefox = [("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"),
                ("accept", "text/html,*/*;q=0.8"), ("accept-language", "en-US"), ("accept-encoding", "gzip")]
+    # Four client softwares: header orders of their own (the stack key leaves the UA's text out).
+    stacks = [CHROME_NAVIGATION, firefox, firefox[::-1], [firefox[1], firefox[0], *firefox[2:]]]
     codes: set[str] = set()
-    for n in range(80):  # two stacks take turns: each walks every other id of the catalogue
-        headers = CHROME_NAVIGATION if n % 2 else firefox
-        codes |= set((await visit(eng, f"/product/{n}", T0 + n, ip=rotating(n), headers=headers)).reason_codes)
+    for n in range(160):  # four stacks take turns: each walks every fourth id, wider than WALK_STEP_GAP
+        codes |= set((await visit(eng, f"/product/{n}", T0 + n, ip=rotating(n), headers=stacks[n % 4])).reason_codes)
     assert "behav.distributed_walk" not in codes
     one_address, with_cookies = engine(), engine()
     for n in range(60):

@@ -45,7 +45,8 @@ def random_stream(seed: int, events: int = 400) -> list[tuple[float, list[Observ
             Observation("ip", ip, timing=True, distinct=(f"/p/{rng.randrange(30)}", None),
                         seen=0b11, hits=rng.randrange(4), limits=(Rate(5, 1.0), Rate(100, 60.0)),
                         step=rng.choice([None, rng.randrange(12)]),  # walks, repeats and a full ring
-                        follow_hits=rng.choice([0, 0b10])),  # steps that follow, counted in the same call
+                        follow_hits=rng.choice([0, 0b10]),  # steps that follow, counted in the same call
+                        step_gap=rng.choice([1, 1, 3])),  # ... some across a gap
             Observation("net", ip.rsplit(".", 1)[0], count=rng.choice([1.0, 2.0]),
                         distinct=(ip, f"ua{rng.randrange(3)}")),
         ]

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shieldware.store.base import MAX_STEP, step_marker
+from shieldware.store.base import MAX_STEP, MAX_STEP_GAP, gap_bits, step_marker
 from shieldware.windows.layout import (
     EV_FLOAT_WIDTH,
     EV_INT_WIDTH,
@@ -51,6 +51,7 @@ def event_streams(draw):
             limits=draw(st.sampled_from(LIMIT_CHOICES)),
             step=draw(STEPS),
             follow_hits=draw(st.integers(0, 15)),
+            step_gap=draw(st.sampled_from([1, 1, 2, 3, MAX_STEP_GAP])),
         ))
     return events
 
@@ -59,7 +60,8 @@ def as_arrays(events: list[Event]) -> tuple[np.ndarray, np.ndarray]:
     ints = np.zeros((len(events), EV_INT_WIDTH), dtype=np.int64)
     floats = np.zeros((len(events), EV_FLOAT_WIDTH), dtype=np.float64)
     for i, ev in enumerate(events):
-        flags = ev.seen | ev.hits << 8 | int(ev.timing) << 16 | ev.follow_hits << 24
+        gap = gap_bits(ev.step_gap) << 17 if step_marker(ev.step) else 0  # as windows/table.py packs it
+        flags = ev.seen | ev.hits << 8 | int(ev.timing) << 16 | gap | ev.follow_hits << 24
         ints[i] = [ev.key_hash, *ev.items, flags, step_marker(ev.step)]
         limits = [x for pair in ev.limits for x in pair] + [0.0, 0.0] * (MAX_LIMITS - len(ev.limits))
         floats[i] = [ev.time, ev.count, *limits]
