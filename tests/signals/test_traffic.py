@@ -309,6 +309,9 @@ async def test_the_walk_is_per_client_software_and_needs_many_addresses_and_no_s
     for n in range(160):  # four stacks take turns: each walks every fourth id, wider than WALK_STEP_GAP
         codes |= set((await visit(eng, f"/product/{n}", T0 + n, ip=rotating(n), headers=stacks[n % 4])).reason_codes)
     assert "behav.distributed_walk" not in codes
+    three = engine()  # three take turns: each stack sees every third id, a step within the gap
+    walked = [await visit(three, f"/product/{n}", T0 + n, ip=rotating(n), headers=stacks[n % 3]) for n in range(160)]
+    assert all("behav.distributed_walk" in d.reason_codes for d in walked[-30:])
     one_address, with_cookies = engine(), engine()
     for n in range(60):
         codes |= set((await visit(one_address, f"/product/{n}", T0 + n * 2, ip="203.0.113.5")).reason_codes)
