@@ -44,6 +44,7 @@ from shieldware.analyze.findings import (
     ClientFinding,
     Tally,
     categorise,
+    with_walk_clients,
 )
 from shieldware.analyze.walks import WalkSettings, WalkTracker
 from shieldware.decision import Decision, Verdict
@@ -610,7 +611,7 @@ class LogAnalysis:
             clients_by_category=dict(tally.clients),
             score_histogram=tally.score_histogram,
             humans_not_listed=tally.humans_not_kept,
-            walks=self.walks.walks(self.vocab.user_agent.strings),
+            walks=with_walk_clients(self.walks.walks(self.vocab.user_agent.strings), clients),
         )
 
 

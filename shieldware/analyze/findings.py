@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,34 @@ class ClientFinding:
             "reasons": [{**e.as_dict(), "text": describe(e.code)} for e in self.reasons],
             "top_paths": [{"path": p, "requests": n} for p, n in self.top_paths],
         }
+
+
+def network_label(finding: ClientFinding) -> str:
+    """The client's network as a person reads it: "AS64500 Example Telecom", a provider, or ""."""
+    net = finding.network
+    asn = net.get("asn")
+    org = net.get("as_org") or net.get("asn_org") or net.get("org") or net.get("provider") or ""
+    if asn:
+        return f"AS{asn} {org}".strip()
+    return str(org)
+
+
+def with_walk_clients(walks: list[dict[str, Any]], findings: list[ClientFinding]) -> list[dict[str, Any]]:
+    """Each walk with the addresses whose clients carry it and their commonest networks (where the
+    rotating proxies came from, when a network database answers)."""
+    members: dict[tuple, list[ClientFinding]] = {}
+    for finding in findings:
+        for evidence in finding.reasons:
+            if evidence.code == "behav.distributed_walk":
+                d = evidence.detail
+                members.setdefault((d["user_agent"], d["first_id"], d["first_seen"]), []).append(finding)
+    out = []
+    for walk in walks:
+        found = members.get((walk["user_agent"], walk["first_id"], walk["first_seen"]), [])
+        labels = Counter(label for label in map(network_label, found) if label)
+        out.append({**walk, "addresses": len({f.ip for f in found}),
+                    "networks": [{"network": label, "clients": n} for label, n in labels.most_common(3)]})
+    return out
 
 
 def categorise(decision: Decision, attrs: dict[str, Any]) -> str:

@@ -7,8 +7,8 @@ import re
 from collections import Counter
 from html import escape
 
-from shieldware.analyze.findings import CATEGORIES, AnalysisResult, ClientFinding
-from shieldware.analyze.summary import CATEGORY_LABELS, network_label
+from shieldware.analyze.findings import CATEGORIES, AnalysisResult, ClientFinding, network_label
+from shieldware.analyze.summary import CATEGORY_LABELS, networks_text
 from shieldware.analyze.svg import horizontal_bars, legend, stacked_columns
 from shieldware.evidence import describe
 
@@ -294,8 +294,9 @@ def _walks(result: AnalysisResult, top: int) -> str:
         return ""
     rows = "".join(
         f"<tr><td class=num>{w['first_id']} → {w['last_id']}</td><td class=num>{w['walk_pages']:,}</td>"
-        f"<td class=num>{w['address_changes']:,}</td><td>{_when(w['first_seen'], '%H:%M:%S')} → "
-        f"{_when(w['last_seen'], '%H:%M:%S')}</td><td>{escape(w['user_agent'] or '-')}</td></tr>"
+        f"<td class=num>{w.get('addresses', 0):,}</td><td>{_when(w['first_seen'], '%H:%M:%S')} → "
+        f"{_when(w['last_seen'], '%H:%M:%S')}</td><td>{escape(networks_text(w))}</td>"
+        f"<td>{escape(w['user_agent'] or '-')}</td></tr>"
         for w in result.walks[:top]
     )
     return (
@@ -303,7 +304,7 @@ def _walks(result: AnalysisResult, top: int) -> str:
         "user agent from address after address: a scraper on rotating proxies, which no single address shows. "
         "Its addresses are listed as suspicious (<code>behav.distributed_walk</code>), not blocked: proxy exits "
         "are shared with people.</p><table><thead><tr><th class=num>product ids</th><th class=num>pages in "
-        "order</th><th class=num>address changes</th><th>time</th><th>user agent</th></tr></thead>"
+        "order</th><th class=num>addresses</th><th>time</th><th>networks</th><th>user agent</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></section>"
     )
 

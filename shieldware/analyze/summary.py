@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shieldware.analyze.findings import CATEGORIES, AnalysisResult, ClientFinding
+from shieldware.analyze.findings import CATEGORIES, AnalysisResult, ClientFinding, network_label
 
 CATEGORY_LABELS = {
     "human": "human",
@@ -35,15 +35,6 @@ def when(t: float) -> str:
 def reasons_text(finding: ClientFinding, limit: int = 4) -> str:
     shown = [e.code for e in finding.reasons if e.weight != 0][:limit]
     return ", ".join(shown) or "-"
-
-
-def network_label(finding: ClientFinding) -> str:
-    net = finding.network
-    asn = net.get("asn")
-    org = net.get("as_org") or net.get("asn_org") or net.get("org") or net.get("provider") or ""
-    if asn:
-        return f"AS{asn} {org}".strip()
-    return str(org)
 
 
 def totals_table(result: AnalysisResult) -> Table:
@@ -121,16 +112,20 @@ def paths_table(result: AnalysisResult, top: int) -> Table:
     return table
 
 
+def networks_text(walk: dict) -> str:
+    return ", ".join(f"{n['network']} ({n['clients']})" for n in walk.get("networks", ())) or "-"
+
+
 def walks_table(result: AnalysisResult, top: int) -> Table:
     table = Table(title="Catalogue walks across addresses (one user agent, product ids in order)",
                   title_justify="left")
-    for name, justify in (("product ids", "left"), ("pages", "right"), ("address changes", "right"),
-                          ("from", "left"), ("to", "left"), ("user agent", "left")):
+    for name, justify in (("product ids", "left"), ("pages", "right"), ("addresses", "right"),
+                          ("from", "left"), ("to", "left"), ("networks", "left"), ("user agent", "left")):
         table.add_column(name, justify=justify, overflow="fold")
     for walk in result.walks[:top]:
         table.add_row(f"{walk['first_id']} to {walk['last_id']}", f"{walk['walk_pages']:,}",
-                      f"{walk['address_changes']:,}", when(walk["first_seen"]), when(walk["last_seen"]),
-                      escape(walk["user_agent"] or "-"))
+                      f"{walk.get('addresses', 0):,}", when(walk["first_seen"]), when(walk["last_seen"]),
+                      escape(networks_text(walk)), escape(walk["user_agent"] or "-"))
     return table
 
 

@@ -163,6 +163,7 @@ def test_the_analyzer_finds_a_walk_through_rotating_addresses(make_logs, tmp_pat
     assert detail["user_agent"] == make_logs.CHROME and detail["walk_pages"] >= 495
     (walk,) = result.walks
     assert walk["first_id"] == 300 and walk["last_id"] == 799 and walk["address_changes"] >= 495
+    assert walk["addresses"] == len(walked)  # every address whose client carries it, people included
     document = json.loads(json.dumps(report_document(result), default=str))
     assert document["walks"][0]["walk_pages"] == walk["walk_pages"]
     assert document["walks"][0]["first_seen"].startswith("2026-11-20T")
@@ -170,6 +171,21 @@ def test_the_analyzer_finds_a_walk_through_rotating_addresses(make_logs, tmp_pat
     console = Console(file=io.StringIO(), width=200)
     print_summary(result, console)
     assert "Catalogue walks across addresses" in console.file.getvalue()
+
+
+def test_a_walk_names_the_networks_its_addresses_came_from(make_logs, tmp_path):
+    # Addresses of a cloud network the shipped hosting database lists (as rotating datacenter proxies).
+    rng, events = random.Random(3), []
+    for n in range(300):
+        ip = f"34.102.{n // 200}.{n % 200 + 1}"
+        events.append(make_logs.Event(make_logs.START + n * 0.9 + rng.random() * 0.3, ip, "GET", f"/product/{40 + n}",
+                                      200, 9000, "", make_logs.FIREFOX))
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(make_logs.render_combined(e) for e in events) + "\n")
+    (walk,) = analyze_sources([str(path)], "combined").walks
+    assert walk["addresses"] == 300 and walk["networks"] and walk["networks"][0]["clients"] == 300
+    label = walk["networks"][0]["network"]
+    assert label and label in render_html(analyze_sources([str(path)], "combined"))
 
 
 def test_a_walk_needs_its_address_changes_in_number_as_well_as_in_share():
