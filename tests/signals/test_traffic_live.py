@@ -143,8 +143,10 @@ def test_probing_for_missing_pages_is_noticed(shop):
     assert probing.detail["recent_errors"] >= 8 and probing.detail["error_share"] >= 0.85
 
 
-@pytest.mark.parametrize("cookie", [None, "consent=yes; _ga=GA1.1.42"], ids=["no cookie", "cookies but no session"])
-def test_a_walk_through_rotating_proxies_is_challenged_behind_a_trusted_edge(cookie):
+@pytest.mark.parametrize(("path", "cookie"), [("/product", None), ("/product", "consent=yes; _ga=GA1.1.42"),
+                                              ("/api/product", None)],
+                         ids=["no cookie", "cookies but no session", "the JSON API"])
+def test_a_walk_through_rotating_proxies_is_challenged_behind_a_trusted_edge(path, cookie):
     # A residential proxy pool behind the shop's edge: each page from another address, Chrome's
     # headers, the shop's session cookie never sent back (other cookies may be). Per address there
     # is one request; the stack is the tell.
@@ -158,7 +160,7 @@ def test_a_walk_through_rotating_proxies_is_challenged_behind_a_trusted_edge(coo
         for n in range(40):
             client.cookies.clear()
             headers = {"x-forwarded-for": f"198.51.{n}.{n + 7}", **({"cookie": cookie} if cookie else {})}
-            response = client.get(f"/product/{700 + n}", headers=headers)
+            response = client.get(f"{path}/{700 + n}", headers=headers)
             statuses.append(response.status_code)
             if refused(response):
                 break
