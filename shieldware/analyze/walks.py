@@ -41,13 +41,15 @@ PROBES = 16  # table slots tried per page
 PIN_SKIPS = 64  # pinned ring slots stepped over before a new chain overwrites one anyway
 
 # Chain ring columns (int64): the chain's id (-1: free), pages, deepest page, links that changed
-# address, first and last product id, user agent, pinned (1 once its depth reached min_pages).
-C_ID, C_PAGES, C_DEPTH, C_HOPS, C_FIRST_ID, C_LAST_ID, C_UA, C_PINNED = range(8)
-N_CHAIN_INTS = 8
+# address, first and last product id, user agent, pinned (1 once its depth reached min_pages), the
+# client of its deepest page.
+C_ID, C_PAGES, C_DEPTH, C_HOPS, C_FIRST_ID, C_LAST_ID, C_UA, C_PINNED, C_LAST_CLIENT = range(9)
+N_CHAIN_INTS = 9
 T_FIRST, T_LAST = 0, 1  # chain ring float columns: first and last time
-# Table columns (int64): user agent (-1: free), product id, chain, ip, depth, the user agent's page count.
-E_UA, E_PID, E_CHAIN, E_IP, E_DEPTH, E_SEQ = range(6)
-N_ENTRY_INTS = 6
+# Table columns (int64): user agent (-1: free), product id, chain, ip, depth, the user agent's page
+# count, client (-1: retired).
+E_UA, E_PID, E_CHAIN, E_IP, E_DEPTH, E_SEQ, E_CLIENT = range(7)
+N_ENTRY_INTS = 7
 
 
 @dataclass(frozen=True)
@@ -107,10 +109,11 @@ def _slot_for(entries, times, ua, pid, now, link_seconds, mask):
 
 @njit(cache=True, nogil=True)
 def link_walks(order, times, uas, ips, clients, pids, ua_seq, entries, entry_times, c_ints, c_floats,
-               next_chain, client_chain, min_pages, link_seconds, link_pages, max_gap):
+               next_chain, client_chain, client_extended, min_pages, link_seconds, link_pages, max_gap):
     """Feed product pages (visited in `order`, time-sorted; pid < 0 skipped) into the table and the
     chain ring; `client_chain[client]` becomes the chain of the client's latest product page,
-    `ua_seq[ua]` counts the user agent's product pages. Returns the next chain id."""
+    `client_extended[client]` 1 once a page of it was linked to, `ua_seq[ua]` counts the user
+    agent's product pages. Returns the next chain id."""
     mask = entries.shape[0] - 1
     ring = c_ints.shape[0]
     for j in range(order.shape[0]):
@@ -135,9 +138,12 @@ def link_walks(order, times, uas, ips, clients, pids, ua_seq, entries, entry_tim
             c_ints[slot, C_PAGES] += 1
             if entries[before, E_IP] != ip:
                 c_ints[slot, C_HOPS] += 1
+            if entries[before, E_CLIENT] >= 0:
+                client_extended[entries[before, E_CLIENT]] = 1
             if depth > c_ints[slot, C_DEPTH]:
                 c_ints[slot, C_DEPTH] = depth
                 c_ints[slot, C_LAST_ID] = pid
+                c_ints[slot, C_LAST_CLIENT] = clients[i]
                 c_floats[slot, T_LAST] = now
             if depth >= min_pages:
                 c_ints[slot, C_PINNED] = 1
@@ -157,6 +163,7 @@ def link_walks(order, times, uas, ips, clients, pids, ua_seq, entries, entry_tim
             c_ints[slot, C_LAST_ID] = pid
             c_ints[slot, C_UA] = ua
             c_ints[slot, C_PINNED] = 1 if min_pages <= 1 else 0
+            c_ints[slot, C_LAST_CLIENT] = clients[i]
             c_floats[slot, T_FIRST] = now
             c_floats[slot, T_LAST] = now
         s = _slot_for(entries, entry_times, ua, pid, now, link_seconds, mask)
@@ -166,19 +173,23 @@ def link_walks(order, times, uas, ips, clients, pids, ua_seq, entries, entry_tim
         entries[s, E_IP] = ip
         entries[s, E_DEPTH] = depth
         entries[s, E_SEQ] = seq
+        entries[s, E_CLIENT] = clients[i]
         entry_times[s] = now
         client_chain[clients[i]] = chain
     return next_chain
 
 
 def link_walks_reference(pages: list[tuple[float, int, int, int, int]], settings: WalkSettings
-                         ) -> tuple[list[dict[str, Any]], dict[int, int]]:
+                         ) -> tuple[list[dict[str, Any]], dict[int, int], set[int]]:
     """Plain-Python twin of `link_walks` without its bounds (every page remembered, no ring).
 
     `pages`: (time, user agent, ip, client, product id) in time order. Returns the chains as
-    dicts (pages, depth, hops, first_id, last_id, ua, first, last) and each client's latest chain.
+    dicts (pages, depth, hops, first_id, last_id, ua, first, last, last_client), each client's
+    latest chain, and the clients a page of which was linked to.
     """
-    latest: dict[tuple[int, int], tuple[float, int, int, int, int]] = {}  # (ua, pid) → time, seq, chain, ip, depth
+    # (ua, pid) → time, seq, chain, ip, depth, client
+    latest: dict[tuple[int, int], tuple[float, int, int, int, int, int]] = {}
+    extended: set[int] = set()
     ua_seq: dict[int, int] = {}
     chains: list[dict[str, Any]] = []
     client_chain: dict[int, int] = {}
@@ -193,20 +204,21 @@ def link_walks_reference(pages: list[tuple[float, int, int, int, int]], settings
                     and seq - entry[1] <= settings.link_pages and (before is None or entry[0] > before[0])):
                 before = entry
         if before is not None:
-            _, _, chain, before_ip, before_depth = before
+            _, _, chain, before_ip, before_depth, before_client = before
             depth = before_depth + 1
+            extended.add(before_client)
             record = chains[chain]
             record["pages"] += 1
             record["hops"] += before_ip != ip
             if depth > record["depth"]:
-                record["depth"], record["last_id"], record["last"] = depth, pid, now
+                record["depth"], record["last_id"], record["last"], record["last_client"] = depth, pid, now, client
         else:
             chain, depth = len(chains), 1
             chains.append({"pages": 1, "depth": 1, "hops": 0, "first_id": pid, "last_id": pid, "ua": ua,
-                           "first": now, "last": now})
-        latest[(ua, pid)] = (now, seq, chain, ip, depth)
+                           "first": now, "last": now, "last_client": client})
+        latest[(ua, pid)] = (now, seq, chain, ip, depth, client)
         client_chain[client] = chain
-    return chains, client_chain
+    return chains, client_chain, extended
 
 
 class WalkTracker:
@@ -226,17 +238,19 @@ class WalkTracker:
         self.next_chain = 0
         self.ua_seq = np.zeros(1024, dtype=np.int64)
         self.client_chain = np.full(1024, -1, dtype=np.int64)
+        self.client_extended = np.zeros(1024, dtype=np.int64)
 
     def feed(self, order: np.ndarray, times: np.ndarray, uas: np.ndarray, ips: np.ndarray,
              clients: np.ndarray, pids: np.ndarray) -> None:
         """One batch: `pids[i]` the product id of line i (-1: not a product page)."""
         self.client_chain = _grown(self.client_chain, clients, -1)
+        self.client_extended = _grown(self.client_extended, clients, 0)
         self.ua_seq = _grown(self.ua_seq, uas, 0)
         s = self.settings
         self.next_chain = link_walks(order, times, uas.astype(np.int64), ips.astype(np.int64),
                                      clients.astype(np.int64), pids, self.ua_seq, self.entries, self.entry_times,
-                                     self.c_ints, self.c_floats, self.next_chain, self.client_chain, s.min_pages,
-                                     s.link_seconds, s.link_pages, s.max_gap)
+                                     self.c_ints, self.c_floats, self.next_chain, self.client_chain,
+                                     self.client_extended, s.min_pages, s.link_seconds, s.link_pages, s.max_gap)
 
     def _walk_slot(self, chain: int) -> int | None:
         if chain < 0:
@@ -251,11 +265,15 @@ class WalkTracker:
         return slot
 
     def finding(self, client: int, user_agents: list[str]) -> tuple[str, dict[str, Any]] | None:
-        """The client's `behav.distributed_walk` finding, when its latest product page was part of a walk."""
+        """The client's `behav.distributed_walk` finding, when its latest product page was part of a walk
+        and the walk went on from a page of it (or ended there). A person who landed on the id after
+        a scraper's page joined its chain, but the scraper's next step came from its own page."""
         if client >= self.client_chain.shape[0]:
             return None
         slot = self._walk_slot(int(self.client_chain[client]))
-        return None if slot is None else ("behav.distributed_walk", self._detail(slot, user_agents))
+        if slot is None or not (self.client_extended[client] or self.c_ints[slot, C_LAST_CLIENT] == client):
+            return None
+        return "behav.distributed_walk", self._detail(slot, user_agents)
 
     def walks(self, user_agents: list[str]) -> list[dict[str, Any]]:
         """Every walk found so far, longest first."""
@@ -273,15 +291,28 @@ class WalkTracker:
 
     def keep_clients(self, live_clients: np.ndarray) -> None:
         """Clients renumbered (retired ones dropped), as the analysis renumbers its tables."""
-        kept = _grown(self.client_chain, live_clients, -1)[live_clients]
-        self.client_chain = np.full(max(1024, 2 * kept.shape[0]), -1, dtype=np.int64)
-        self.client_chain[:kept.shape[0]] = kept
+        self.client_chain = _kept(self.client_chain, live_clients, -1)
+        self.client_extended = _kept(self.client_extended, live_clients, 0)
+        new_client = np.full(int(live_clients.max()) + 1 if live_clients.shape[0] else 0, -1, dtype=np.int64)
+        new_client[live_clients] = np.arange(live_clients.shape[0])
+        for column in (self.entries[:, E_CLIENT], self.c_ints[:, C_LAST_CLIENT]):
+            known = (column >= 0) & (column < new_client.shape[0])
+            column[known] = new_client[column[known]]
+            column[column >= new_client.shape[0]] = -1  # a retired client past the last one kept
 
     def renumber_ips(self, new_ip: np.ndarray) -> None:
         """Addresses renumbered: remembered pages follow (a retired address's pages are long stale)."""
         ips = self.entries[:, E_IP]
         known = (self.entries[:, E_UA] >= 0) & (ips >= 0) & (ips < new_ip.shape[0])
         self.entries[known, E_IP] = new_ip[ips[known]]
+
+
+def _kept(array: np.ndarray, rows: np.ndarray, fill: int) -> np.ndarray:
+    """`array`'s entries for `rows`, renumbered from 0, with room to grow."""
+    kept = _grown(array, rows, fill)[rows]
+    out = np.full(max(1024, 2 * kept.shape[0]), fill, dtype=array.dtype)
+    out[:kept.shape[0]] = kept
+    return out
 
 
 def _grown(array: np.ndarray, ids: np.ndarray, fill: int) -> np.ndarray:
