@@ -7,7 +7,10 @@ page counts and the walk is followed step by step. A page *links* to the latest 
 user agent whose id is one to `max_gap` below it, if that page is recent: within `link_seconds`,
 and among that user agent's last `link_pages` product pages. Its *depth* is then one more than that
 page's (else 1), and it joins that page's chain. A chain whose depth reaches `min_pages` and whose
-links change address `min_address_changes` times (and for a share of them) is a walk.
+links change address `min_address_changes` times (and for a share of them) is a walk. A client of
+it carries the finding when the walk went on from one of its pages or ended there: a person who
+landed on the id after a scraper's page joined the chain, but the scraper's next step links to its
+own page.
 
 Recency counts pages, not only seconds, because in a small busy shop every id was fetched by
 someone a minute ago: linking to any of them would string people's random landings into long
