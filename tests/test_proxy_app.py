@@ -136,7 +136,12 @@ def test_several_workers_with_redis_share_one_rate_limit(upstream, tmp_path):
         answered = statuses_by_worker(browser, headers={"x-forwarded-for": "198.51.100.7"})
     statuses = [status for worker in answered.values() for status in worker]
     assert len(answered) == 2, answered  # both workers were asked
-    assert statuses.count(200) == 1 and statuses.count(429) == len(statuses) - 1, answered
+    # Past the allowance every answer is a refusal: 429, or 403 once the client's score reaches
+    # block (a cookieless client hammering one page draws behaviour signals too). The kernel may
+    # hand one worker a long run of connections before the other answers three times.
+    assert statuses.count(200) == 1, answered
+    assert all(status in (429, 403) for status in statuses if status != 200), answered
+    assert 429 in statuses, answered
 
 
 def scope_with(headers, client=("127.0.0.1", 5000), scheme="http"):
