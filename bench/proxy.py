@@ -132,10 +132,10 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> 
 
 
 @contextlib.contextmanager
-def running(command: list[str], port: int, **popen) -> Iterator[subprocess.Popen]:
+def running(command: list[str], port: int, start_seconds: float = 60, **popen) -> Iterator[subprocess.Popen]:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
     try:
-        wait_for_port(port, process)
+        wait_for_port(port, process, start_seconds)
         yield process
     finally:
         process.send_signal(signal.SIGTERM)

@@ -133,10 +133,12 @@ def measure(setup: str, extra: list[str], upstream: int, args: argparse.Namespac
     port = free_port()
     out = tmp / f"callgrind.{setup}"
     # Started once plainly first, so Numba's cache holds the compiled kernels: compiling them
-    # under valgrind would take minutes.
+    # under valgrind would take minutes. Numba may still compile them again under valgrind (its
+    # cache is keyed by the CPU's features, which valgrind's emulated CPU may not share), hence
+    # the long wait for the port.
     with running(proxy_command(upstream, port, *extra), port, env=env, cwd=ROOT):
         pass
-    with running(under_callgrind(proxy_command(upstream, port, *extra), out, args.cache_sim), port, env=env,
+    with running(under_callgrind(proxy_command(upstream, port, *extra), out, args.cache_sim), port, 900, env=env,
                  cwd=ROOT) as server:
         pid = server.pid
         warm = send(port, raw_requests(args.shoppers * 3, args.shoppers, 1, port))
