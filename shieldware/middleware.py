@@ -94,9 +94,19 @@ class ShieldMiddleware:
 
         install_admin_endpoints(self)
         self.lane = FastLane.build(self) if fast_lane else None
-        self._lane_decide = self.lane.native.decide if self.lane is not None else None
         self._hear = self._send_and_hear  # bound once: every planned request's watch holds it
         self._steps = _step_memory(self.engine)
+        # `handle(scope, receive, send)` serves one ASGI connection: it returns the awaitable that
+        # does, with no frame of ours around it (the proxy calls it directly, shieldware/proxy/app.py).
+        # With a lane it is the lane's front door in C (`Lane_handle` in shieldware/fastlane/_lane.c):
+        # a request the lane answers gets the app's own coroutine, since a frame between the server
+        # and the app costs every await the app makes, and its response watch tells the engine what
+        # it must hear as the response starts (`_send_and_hear`). The rest come to `_after_front`.
+        self.handle: Callable[[Scope, Receive, Send], Awaitable[None]] = self._handle_without_lane
+        if self.lane is not None:
+            self.lane.native.set_front(self.app, self.clock, self._after_front, self._hear,
+                                       self.lane.by_group(self._outcome_headers), self.lane.feedback_statuses)
+            self.handle = self.lane.native.handle
 
     def add_endpoint(self, path: str, handler: Endpoint) -> None:
         self.endpoints[path] = handler
@@ -111,25 +121,17 @@ class ShieldMiddleware:
         what they call use `handle`, a frame fewer."""
         await self.handle(scope, receive, send)
 
-    def handle(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        """Serve one ASGI connection: the awaitable that does, with no frame of ours around it. A
-        request the lane answers gets the app's own coroutine: most requests come this way, and a
-        frame between the server and the app costs every await the app makes. Its response watch
-        tells the engine what it must hear as the response starts (`_send_and_hear`). The proxy
-        calls this directly (shieldware/proxy/app.py)."""
+    def _handle_without_lane(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """`handle` when there is no lane: every request on the Python path."""
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             return self.app(scope, receive, send)
-        now = self.clock()
-        lane = self._lane_decide
-        if lane is None:
-            return self._decide(scope, receive, send, now)
-        answer = lane(scope, now)
-        if answer.__class__ is dict:  # planned, quiet, allowed: the app's scope, decision included
-            decision = answer["state"]["shield"]
-            watch = ResponseWatch(send, self._outcome_headers.get(decision.route_group), self._hear,
-                                  self.lane.feedback_statuses, decision)
-            return self.app(answer, receive, watch)
+        return self._decide(scope, receive, send, self.clock())
+
+    def _after_front(self, scope: Scope, receive: Receive, send: Send, now: float,
+                     answer: tuple | None) -> Awaitable[None]:
+        """What the lane's front door did not serve itself: a lane answer that is not the app's
+        scope, or none (the lane is off, or the request is not one it reads)."""
         if answer is not None:
             return self._after_lane(answer, scope, receive, send, now)
         # Armed again before the app is awaited: the lane is off when the switchboard's refresh
@@ -185,7 +187,7 @@ class ShieldMiddleware:
                 await self._refuse(decision, None, scope, receive, send)
             return
         if tag == MISS and self.lane.derive(answer, now):
-            again = self._lane_decide(scope, now)  # a new client of a planned shape: planned now
+            again = self.lane.native.decide(scope, now)  # a new client of a planned shape: planned now
             if again.__class__ is dict:
                 await self._serve(again, again["state"]["shield"], receive, send, now, self.lane.feedback_statuses)
                 return

@@ -241,9 +241,14 @@ typedef struct {
     double bounds[MAX_BOUNDS];
     uint64_t latency[MAX_BOUNDS + 1];
     double latency_sum;
+    /* the middleware's front door (set_front, handle): the app, the clock, the Python rest, the
+     * hearing, the statuses heard of, and the outcome headers each route group watches (a tuple) */
+    PyObject *front_app, *front_clock, *front_rest, *front_hear, *front_hear_on, *front_watched;
+    PyObject *front_decision; /* borrowed: the decision in the app scope decide() just returned */
+    int front_group;          /* and that request's route group */
 } Lane;
 
-static PyObject *S_type, *S_http, *S_path, *S_method, *S_headers, *S_client, *S_scheme, *S_http_version,
+static PyObject *S_type, *S_http, *S_websocket, *S_path, *S_method, *S_headers, *S_client, *S_scheme, *S_http_version,
     *S_evictions, *S_state, *S_shield, *S_ref_header;
 
 /* ---- small helpers ------------------------------------------------------------------------- */
@@ -291,6 +296,32 @@ static uint64_t mix(uint64_t h) {
     return h;
 }
 
+/* A piece of n < 8 bytes in one word, for tests that judge each byte on its own (and for hashing),
+ * without reading past it or calling the library's memcpy (which a length the compiler does not
+ * know costs): for n >= 4 its first and last four bytes (overlapping), else its first, middle and
+ * last byte over `fill`'s upper five. Every byte of the piece is in the word at least once. When
+ * `out` is given the piece is copied there too, by the same loads. */
+static inline uint64_t short_word(const char *p, Py_ssize_t n, uint64_t fill, char *out) {
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        if (out != NULL) {
+            memcpy(out, &a, 4);
+            memcpy(out + n - 4, &b, 4);
+        }
+        return (uint64_t)a | ((uint64_t)b << 32);
+    }
+    if (n == 0) return fill;
+    unsigned char first = (unsigned char)p[0], middle = (unsigned char)p[n / 2], last = (unsigned char)p[n - 1];
+    if (out != NULL) {
+        out[0] = (char)first;
+        out[n / 2] = (char)middle;
+        out[n - 1] = (char)last;
+    }
+    return (fill & ~0xFFFFFFULL) | first | ((uint64_t)middle << 8) | ((uint64_t)last << 16);
+}
+
 /* A seeded 64-bit hash for table placement: one multiply per word, a full mix at the end.
  * Equality is always checked byte for byte, so a collision costs a slot, never a wrong plan. */
 static uint64_t hash_bytes(uint64_t seed, const char *data, Py_ssize_t len) {
@@ -302,28 +333,32 @@ static uint64_t hash_bytes(uint64_t seed, const char *data, Py_ssize_t len) {
         h = (h ^ chunk) * 0x9e3779b97f4a7c15ULL;
         h ^= h >> 29;
     }
-    if (i < len) {
-        uint64_t chunk = 0;
-        memcpy(&chunk, data + i, (size_t)(len - i));
+    if (i < len) { /* the last eight bytes, overlapping the words before, or a short piece whole */
+        uint64_t chunk;
+        if (len >= 8)
+            memcpy(&chunk, data + len - 8, 8);
+        else
+            chunk = short_word(data, len, 0, NULL);
         h = (h ^ chunk ^ 0xa5a5a5a5a5a5a5a5ULL) * 0x9e3779b97f4a7c15ULL;
     }
     h = mix(h);
     return h ? h : 1;
 }
 
-/* Any byte >= 0x7f (DEL or not ASCII)? Eight at a time: a byte below 0x7f plus one stays below 0x80.
- * The last few bytes are read into a word of zeros, which pass. */
+/* A word's bytes >= 0x7f (DEL or not ASCII) have their top bit set in this: a byte below 0x7f plus
+ * one stays below 0x80 (a carry only leaves a byte of 0xff, which is caught itself). */
+static inline uint64_t high_bytes(uint64_t w) { return ((w + 0x0101010101010101ULL) | w) & 0x8080808080808080ULL; }
+
+/* Any byte >= 0x7f? A word at a time; the last bytes as the last word (overlapping the one before). */
 static int has_high_byte(const char *data, Py_ssize_t len) {
-    Py_ssize_t i = 0;
-    uint64_t w;
-    for (; i + 8 <= len; i += 8) {
+    if (len < 8) return high_bytes(short_word(data, len, 0, NULL)) != 0;
+    uint64_t w, high = 0;
+    for (Py_ssize_t i = 0; i + 8 <= len; i += 8) {
         memcpy(&w, data + i, 8);
-        if (((w + 0x0101010101010101ULL) | w) & 0x8080808080808080ULL) return 1;
+        high |= high_bytes(w);
     }
-    if (i == len) return 0;
-    w = 0;
-    memcpy(&w, data + i, (size_t)(len - i));
-    return (((w + 0x0101010101010101ULL) | w) & 0x8080808080808080ULL) != 0;
+    memcpy(&w, data + len - 8, 8);
+    return (high | high_bytes(w)) != 0;
 }
 
 /* Eight name bytes at once: is any outside what a server hands over for a header name, lower-case
@@ -332,32 +367,16 @@ static int has_high_byte(const char *data, Py_ssize_t len) {
  * crosses into the next byte and every byte is judged on its own. */
 #define BYTES_OF(b) (0x0101010101010101ULL * (uint64_t)(b))
 #define AT_LEAST(low7, c) (((low7) + BYTES_OF(0x80 - (c))) & BYTES_OF(0x80))
-static inline int name_word_bad(uint64_t w) {
+static inline uint64_t name_word_bad(uint64_t w) {
     uint64_t low7 = w & BYTES_OF(0x7f);
     uint64_t tops = BYTES_OF(0x80);
     uint64_t bad = (w & tops)                                     /* not ASCII */
                    | AT_LEAST(low7, 0x7f)                         /* DEL */
                    | (~AT_LEAST(low7, 0x21) & tops)               /* control or space */
                    | (AT_LEAST(low7, 'A') & ~AT_LEAST(low7, 'Z' + 1)); /* upper case */
-    return bad != 0;
+    return bad;
 }
 
-/* 1 when a header name is one the lane may read: 1 to 64 bytes of name_word_bad's alphabet. */
-static int plain_header_name(const char *data, Py_ssize_t len) {
-    if (len == 0 || len > 64) return 0;
-    Py_ssize_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t w;
-        memcpy(&w, data + i, 8);
-        if (name_word_bad(w)) return 0;
-    }
-    if (i < len) {
-        uint64_t w = BYTES_OF('a'); /* the missing bytes read as a letter that passes */
-        memcpy(&w, data + i, (size_t)(len - i));
-        if (name_word_bad(w)) return 0;
-    }
-    return 1;
-}
 
 static int copy_names(PyObject *seq, Name *out, int max, const char *what) {
     PyObject *fast = PySequence_Fast(seq, what);
@@ -816,12 +835,60 @@ typedef struct {
     int outcome;       /* -1 while eligible, else the OUT_* reason to hand over */
 } Scan;
 
+/* The shape's pieces: two bytes of length, then the bytes. */
 static int append(Lane *self, Py_ssize_t *at, const char *data, Py_ssize_t len) {
     if (len > 0xFFFE || *at + 2 + len > SHAPE_MAX) return 0;
     self->shape[(*at)++] = (char)(len & 0xFF);
     self->shape[(*at)++] = (char)(len >> 8);
     memcpy(self->shape + *at, data, (size_t)len);
     *at += len;
+    return 1;
+}
+
+/* Copy a piece to out a word at a time, returning its words' bytes for a byte-by-byte test: the
+ * words, each passed through `test`, OR-ed together. The last bytes go as the last word,
+ * overlapping the one before (a piece shorter than a word as short_word reads it, over `fill`).
+ * Inlined with a constant `test`, so the test is inlined too. */
+static inline uint64_t copy_tested(char *out, const char *data, Py_ssize_t len, uint64_t (*test)(uint64_t),
+                                   uint64_t fill) {
+    if (len < 8) return test(short_word(data, len, fill, out));
+    uint64_t w, found = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, data + i, 8);
+        found |= test(w);
+        memcpy(out + i, &w, 8);
+    }
+    if (i < len) {
+        memcpy(&w, data + len - 8, 8);
+        found |= test(w);
+        memcpy(out + len - 8, &w, 8);
+    }
+    return found;
+}
+
+/* A header name appended, if it is one the lane may read (1 to 64 bytes of name_word_bad's
+ * alphabet; 0 otherwise): checked as it is copied. */
+static int append_name(Lane *self, Py_ssize_t *at, const char *data, Py_ssize_t len) {
+    if (len == 0 || len > 64 || *at + 2 + len > SHAPE_MAX) return 0;
+    char *out = self->shape + *at;
+    out[0] = (char)len;
+    out[1] = 0;
+    /* a short name's missing bytes read as a letter that passes */
+    if (copy_tested(out + 2, data, len, name_word_bad, BYTES_OF('a'))) return 0;
+    *at += 2 + len;
+    return 1;
+}
+
+/* A header value appended, unless it has a byte >= 0x7f (0: Python notes header.non_ascii) or
+ * does not fit: checked as it is copied. */
+static int append_value(Lane *self, Py_ssize_t *at, const char *data, Py_ssize_t len) {
+    if (len > 0xFFFE || *at + 2 + len > SHAPE_MAX) return 0;
+    char *out = self->shape + *at;
+    out[0] = (char)(len & 0xFF);
+    out[1] = (char)(len >> 8);
+    if (copy_tested(out + 2, data, len, high_bytes, 0)) return 0;
+    *at += 2 + len;
     return 1;
 }
 
@@ -1027,8 +1094,7 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
         if (!PyBytes_Check(name) || !PyBytes_Check(value)) return;
         const char *nd = PyBytes_AS_STRING(name), *vd = PyBytes_AS_STRING(value);
         Py_ssize_t nl = PyBytes_GET_SIZE(name), vl = PyBytes_GET_SIZE(value);
-        if (!plain_header_name(nd, nl)) return;
-        if (has_high_byte(vd, vl)) return; /* Python notes header.non_ascii */
+        if (nl == 0) return; /* the rest of the name is checked as it is appended */
         /* A repeated name is joined by Python; the names' bit mask finds the few worth comparing. */
         unsigned slot = name_slot(nd, nl);
         uint64_t bit = 1ULL << slot;
@@ -1050,12 +1116,13 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
             real = (Span){vd, vl};
         else if (nl == 9 && bytes_eq(nd, nl, LIT("forwarded")))
             forwarded = 1;
-        if (!append(self, &at, nd, nl)) return;
+        if (!append_name(self, &at, nd, nl)) return;
         if (self->value_free.first[slot] && in_set(&self->value_free, slot, nd, nl)) {
+            if (has_high_byte(vd, vl)) return; /* Python notes header.non_ascii */
             if (at + 2 > SHAPE_MAX) return;
             self->shape[at++] = (char)0xFF;
             self->shape[at++] = (char)0xFF;
-        } else if (!append(self, &at, vd, vl)) {
+        } else if (!append_value(self, &at, vd, vl)) {
             return;
         }
     }
@@ -1288,6 +1355,7 @@ static PyObject *outcome(Lane *self, int which) {
 }
 
 static PyObject *decide(Lane *self, PyObject *scope, double now);
+static PyObject *decide_armed(Lane *self, PyObject *scope, double now);
 static Template *find_template(Lane *self, uint32_t shape_index, uint32_t gen, int group);
 static PlanSlot *instantiate(Lane *self, Template *t, Scan *scan, uint32_t shape_index, uint32_t gen);
 
@@ -1302,10 +1370,16 @@ static PyObject *Lane_decide(Lane *self, PyObject *const *args, Py_ssize_t nargs
     }
     double now = PyFloat_AsDouble(args[1]);
     if (now == -1.0 && PyErr_Occurred()) return NULL;
+    return decide_armed(self, args[0], now);
+}
+
+/* decide(), when the lane is armed and not inside another decide() (a Python callback let
+ * another thread in); None otherwise. */
+static PyObject *decide_armed(Lane *self, PyObject *scope, double now) {
     if (!self->armed || now >= self->refresh_due) return outcome(self, OUT_OFF);
     if (self->busy) return outcome(self, OUT_BUSY);
     self->busy = 1;
-    PyObject *answer = decide(self, args[0], now);
+    PyObject *answer = decide(self, scope, now);
     self->busy = 0;
     return answer;
 }
@@ -1475,6 +1549,8 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
     count_latency(self, started);
     if (plan->plain && !follows) { /* straight to the app: its scope, the decision in its state */
         PyObject *answer = app_scope(scope, scan.headers, decision, plan, self->offsets[F_REF]);
+        self->front_decision = decision; /* held on by the answer's state */
+        self->front_group = scan.group;
         Py_DECREF(decision);
         return answer;
     }
@@ -2218,6 +2294,12 @@ static int Lane_traverse(Lane *self, visitproc visit, void *arg) {
     Py_VISIT(self->retired);
     Py_VISIT(self->reporter);
     Py_VISIT(self->address_cb);
+    Py_VISIT(self->front_app);
+    Py_VISIT(self->front_clock);
+    Py_VISIT(self->front_rest);
+    Py_VISIT(self->front_hear);
+    Py_VISIT(self->front_hear_on);
+    Py_VISIT(self->front_watched);
     if (self->templates != NULL)
         for (uint32_t i = 0; i < self->template_buckets * WAYS; i++) {
             Template *t = &self->templates[i];
@@ -2258,6 +2340,12 @@ static int Lane_clear_refs(Lane *self) {
     Py_CLEAR(self->retired);
     Py_CLEAR(self->reporter);
     Py_CLEAR(self->address_cb);
+    Py_CLEAR(self->front_app);
+    Py_CLEAR(self->front_clock);
+    Py_CLEAR(self->front_rest);
+    Py_CLEAR(self->front_hear);
+    Py_CLEAR(self->front_hear_on);
+    Py_CLEAR(self->front_watched);
     if (self->templates != NULL)
         for (uint32_t i = 0; i < self->template_buckets * WAYS; i++) empty_template(&self->templates[i]);
     if (self->plans != NULL)
@@ -2280,6 +2368,10 @@ static void Lane_dealloc(Lane *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *Lane_set_front(Lane *self, PyObject *args, PyObject *kwargs);
+static PyObject *Lane_set_hear_on(Lane *self, PyObject *statuses);
+static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs);
+
 static PyMethodDef Lane_methods[] = {
     {"decide", (PyCFunction)(void (*)(void))Lane_decide, METH_FASTCALL,
      "decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats, plan, ip) | (2, Decision, follows)"},
@@ -2292,6 +2384,11 @@ static PyMethodDef Lane_methods[] = {
     {"drain", (PyCFunction)Lane_drain, METH_NOARGS, "decisions made since the last drain, for the metrics"},
     {"scan", (PyCFunction)Lane_scan, METH_O, "what decide() reads from a scope (for tests)"},
     {"triggered", (PyCFunction)Lane_triggered, METH_VARARGS, "triggered(group, stats rows) (for tests)"},
+    {"set_front", (PyCFunction)(void (*)(void))Lane_set_front, METH_VARARGS | METH_KEYWORDS,
+     "set_front(app, clock, rest, hear, watched, hear_on): what handle() needs"},
+    {"set_hear_on", (PyCFunction)Lane_set_hear_on, METH_O, "set_hear_on(statuses): the statuses planned requests feed back"},
+    {"handle", (PyCFunction)(void (*)(void))Lane_handle, METH_FASTCALL,
+     "handle(scope, receive, send): ShieldMiddleware's front door (see Lane_handle)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2563,6 +2660,95 @@ static PyObject *mod_canonical_ipv4(PyObject *Py_UNUSED(m), PyObject *arg) {
     return PyBool_FromLong(canonical_ipv4(text, len, &value));
 }
 
+/* ---- the front door ------------------------------------------------------------------------ */
+
+/* ShieldMiddleware.handle for a middleware with a lane: the awaitable that serves one ASGI
+ * connection. A request the lane answers goes to the app with its scope and a response watch,
+ * and the app's own coroutine is returned: no Python frame between the server and the app. Any
+ * other answer (or none) goes to the middleware's Python `rest(scope, receive, send, now,
+ * answer)`, which returns the awaitable that handles it. Scopes other than HTTP and websocket go
+ * straight to the app. */
+static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "handle(scope, receive, send)");
+        return NULL;
+    }
+    if (self->front_app == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_front() was not called");
+        return NULL;
+    }
+    PyObject *scope = args[0];
+    PyObject *kind = PyObject_GetItem(scope, S_type);
+    if (kind == NULL) return NULL;
+    int ours = kind == S_http || kind == S_websocket ||
+               (PyUnicode_Check(kind) && (PyUnicode_Compare(kind, S_http) == 0 || PyUnicode_Compare(kind, S_websocket) == 0));
+    Py_DECREF(kind);
+    if (!ours) return PyObject_Vectorcall(self->front_app, args, 3, NULL);
+    PyObject *clock = PyObject_CallNoArgs(self->front_clock);
+    if (clock == NULL) return NULL;
+    double now = PyFloat_AsDouble(clock);
+    if (now == -1.0 && PyErr_Occurred()) {
+        Py_DECREF(clock);
+        return NULL;
+    }
+    PyObject *answer = decide_armed(self, scope, now);
+    if (answer == NULL) {
+        Py_DECREF(clock);
+        return NULL;
+    }
+    PyObject *served;
+    if (PyDict_CheckExact(answer)) { /* planned, quiet, allowed: the app, watched */
+        Py_DECREF(clock);
+        PyObject *watched = PyTuple_GET_ITEM(self->front_watched, self->front_group);
+        PyObject *watch = new_watch(&ResponseWatchType, args[2], watched, self->front_hear, self->front_hear_on,
+                                    self->front_decision);
+        if (watch == NULL) {
+            Py_DECREF(answer);
+            return NULL;
+        }
+        PyObject *call[3] = {answer, args[1], watch};
+        served = PyObject_Vectorcall(self->front_app, call, 3, NULL);
+        Py_DECREF(watch);
+    } else {
+        PyObject *call[5] = {scope, args[1], args[2], clock, answer};
+        served = PyObject_Vectorcall(self->front_rest, call, 5, NULL);
+        Py_DECREF(clock);
+    }
+    Py_DECREF(answer);
+    return served;
+}
+
+/* set_front(app, clock, rest, hear, watched, hear_on): `watched` holds, by route group index as
+ * the lane numbers them, the outcome headers a response watch copies (None or a frozenset). */
+static PyObject *Lane_set_front(Lane *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"app", "clock", "rest", "hear", "watched", "hear_on", NULL};
+    PyObject *app, *clock, *rest, *hear, *watched, *hear_on;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO!O!:set_front", names, &app, &clock, &rest, &hear,
+                                     &PyTuple_Type, &watched, &PyFrozenSet_Type, &hear_on))
+        return NULL;
+    if (PyTuple_GET_SIZE(watched) != self->n_groups) {
+        PyErr_Format(PyExc_ValueError, "watched names %zd route groups, the lane has %d", PyTuple_GET_SIZE(watched),
+                     self->n_groups);
+        return NULL;
+    }
+    Py_XSETREF(self->front_app, Py_NewRef(app));
+    Py_XSETREF(self->front_clock, Py_NewRef(clock));
+    Py_XSETREF(self->front_rest, Py_NewRef(rest));
+    Py_XSETREF(self->front_hear, Py_NewRef(hear));
+    Py_XSETREF(self->front_watched, Py_NewRef(watched));
+    Py_XSETREF(self->front_hear_on, Py_NewRef(hear_on));
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lane_set_hear_on(Lane *self, PyObject *statuses) {
+    if (!PyFrozenSet_Check(statuses)) {
+        PyErr_SetString(PyExc_TypeError, "set_hear_on takes a frozenset of statuses");
+        return NULL;
+    }
+    Py_XSETREF(self->front_hear_on, Py_NewRef(statuses));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"glob_match", mod_glob_match, METH_VARARGS, "glob_match(lower-cased pattern, path) -> bool: one glob, no trailing-slash allowance"},
     {"globs_match", mod_globs_match, METH_VARARGS, "globs_match(patterns, path) -> bool, as route groups match"},
@@ -2582,6 +2768,7 @@ PyMODINIT_FUNC PyInit__lane(void) {
     if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
     INTERN(S_type, "type");
     INTERN(S_http, "http");
+    INTERN(S_websocket, "websocket");
     INTERN(S_path, "path");
     INTERN(S_method, "method");
     INTERN(S_headers, "headers");

@@ -234,11 +234,17 @@ class FastLane:
                             draft.rule_globs or None, plain, shield_headers, *(template or ()))
         if not part.feedback_statuses <= self.feedback_statuses:
             self.feedback_statuses |= part.feedback_statuses
+            self.native.set_hear_on(self.feedback_statuses)
         if draft.model is not None and (shape, group) not in self._models:
             if len(self._models) >= MAX_MODELS:
                 self._models.clear()
             self._models[(shape, group)] = draft.model
         return True
+
+    def by_group(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        """`values` by route group name, as a tuple in the lane's order of the groups (None for a
+        group not named)."""
+        return tuple(values.get(name) for name in self._group_index)
 
     def forget(self) -> None:
         """Plans and models no longer hold (the engine said so): make them afresh."""

@@ -189,12 +189,33 @@ def test_header_names_are_taken_exactly_when_plain(name):
 
 
 @settings(max_examples=2000, deadline=None)
-@given(st.binary(max_size=40), st.integers(0, 40), st.sampled_from([0x7e, 0x7f, 0x80, 0xff, 0x20, 0x00]))
-def test_header_values_past_ascii_are_handed_over(value, at, byte):
+@given(st.binary(max_size=40), st.integers(0, 40), st.sampled_from([0x7e, 0x7f, 0x80, 0xff, 0x20, 0x00]),
+       st.sampled_from([b"x-test", b"referer", b"priority"]))
+def test_header_values_past_ascii_are_handed_over(value, at, byte, name):
+    """Whether or not the value goes into the shape (referer's and priority's do not)."""
     value = value[:at] + bytes([byte]) + value[at:]  # a byte either side of the line, anywhere
-    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION] + [(b"x-test", value)]
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION] + [(name, value)]
     outcome, _ = lane_middleware().lane.native.scan(scope_with(headers))
     assert (outcome == "headers") == any(b >= 0x7f for b in value), value
+
+
+PRINTABLE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=40)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(PRINTABLE, PRINTABLE, st.sampled_from(["x-test", "x-t", "x-test-with-a-longer-name"]))
+def test_shapes_differ_exactly_when_a_header_value_does(first, second, name):
+    """Every byte of a name and value reaches the shape: pieces are copied a word at a time, the last
+    bytes as an overlapping word, and short ones four bytes or one byte at a time."""
+    def shape(value: str) -> bytes:
+        headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION] + [(name.encode(), value.encode())]
+        outcome, seen = lane_middleware().lane.native.scan(scope_with(headers, client=("203.0.113.9", 4000)))
+        assert outcome == "lane", (value, outcome)
+        return seen["shape"]
+
+    assert (shape(first) == shape(second)) == (first == second)
+    piece = b"".join(struct.pack("<H", len(text)) + text.encode() for text in (name, first))  # length, bytes
+    assert piece in shape(first)  # no byte changed on the way
 
 
 def test_endpoints_added_after_the_lane_is_built_are_theirs():
@@ -321,3 +342,37 @@ def test_triggers_fire_exactly_when_assess_speaks(cookie, set_by):
         assert middleware.lane.native.triggered(group, packed) == expected, rows
         fired += expected
     assert 2000 < fired < 18000  # both answers were exercised
+
+
+async def test_the_front_door_hands_a_planned_request_the_apps_own_coroutine():
+    """`handle` is the lane's front door in C: a request it answers reaches the app with no frame of
+    ours around it, watched; the first, unplanned one goes to the Python path."""
+    seen: list[tuple[dict, object]] = []
+
+    async def app(scope, receive, send):
+        seen.append((scope, send))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = ShieldMiddleware(app, policy=default_policy(mode="monitor"), store=MemoryStore(capacity=64))
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    codes = []
+    for _ in range(3):
+        awaitable = middleware.handle(scope_with(headers, path="/about", client=("198.51.100.4", 4000)), receive, send)
+        codes.append(awaitable.cr_code)
+        await awaitable
+    assert codes[0] is not app.__code__  # the Python path drafts the plan
+    assert codes[-1] is app.__code__  # planned: the app's own coroutine
+    scope, watch = seen[-1]
+    assert scope["state"]["shield"].client_ip == "198.51.100.4"
+    assert type(watch).__name__ == "ResponseWatch" and watch.status == 200
+    assert [m["type"] for m in sent].count("http.response.start") == 3
+    assert middleware.lane.counts()["hit"] >= 1
