@@ -10,8 +10,8 @@ executes for the measured requests: instrumentation is switched on only after ev
 has been seen (plans made, pools open), and off again before shutdown.
 
 Instruction counts repeat from run to run within about 0.3 % (some 1,000 per request: garbage
-collection, and the few requests the switchboard's wall-clock refresh sends down the Python
-path, which valgrind's slowness makes more frequent per request than in service). A change of
+collection, and the switchboard's wall-clock refreshes and metrics drains, which valgrind's
+slowness makes more frequent per request than in service). A change of
 a thousand instructions or more shows in one run; a smaller one needs a few runs, or --keep and
 callgrind_annotate on the functions it touches. They are not time: cache misses (the windows of
 thousands of shoppers do not fit in any cache) make detection's instructions dearer than the

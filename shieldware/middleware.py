@@ -105,7 +105,8 @@ class ShieldMiddleware:
         self.handle: Callable[[Scope, Receive, Send], Awaitable[None]] = self._handle_without_lane
         if self.lane is not None:
             self.lane.native.set_front(self.app, self.clock, self._after_front, self._hear,
-                                       self.lane.by_group(self._outcome_headers), self.lane.feedback_statuses)
+                                       self.lane.by_group(self._outcome_headers), self.lane.feedback_statuses,
+                                       self.lane.rearm)
             self.handle = self.lane.native.handle
 
     def add_endpoint(self, path: str, handler: Endpoint) -> None:

@@ -243,7 +243,7 @@ typedef struct {
     double latency_sum;
     /* the middleware's front door (set_front, handle): the app, the clock, the Python rest, the
      * hearing, the statuses heard of, and the outcome headers each route group watches (a tuple) */
-    PyObject *front_app, *front_clock, *front_rest, *front_hear, *front_hear_on, *front_watched;
+    PyObject *front_app, *front_clock, *front_rest, *front_hear, *front_hear_on, *front_watched, *front_rearm;
     PyObject *front_decision; /* borrowed: the decision in the app scope decide() just returned */
     int front_group;          /* and that request's route group */
 } Lane;
@@ -2300,6 +2300,7 @@ static int Lane_traverse(Lane *self, visitproc visit, void *arg) {
     Py_VISIT(self->front_hear);
     Py_VISIT(self->front_hear_on);
     Py_VISIT(self->front_watched);
+    Py_VISIT(self->front_rearm);
     if (self->templates != NULL)
         for (uint32_t i = 0; i < self->template_buckets * WAYS; i++) {
             Template *t = &self->templates[i];
@@ -2346,6 +2347,7 @@ static int Lane_clear_refs(Lane *self) {
     Py_CLEAR(self->front_hear);
     Py_CLEAR(self->front_hear_on);
     Py_CLEAR(self->front_watched);
+    Py_CLEAR(self->front_rearm);
     if (self->templates != NULL)
         for (uint32_t i = 0; i < self->template_buckets * WAYS; i++) empty_template(&self->templates[i]);
     if (self->plans != NULL)
@@ -2385,7 +2387,7 @@ static PyMethodDef Lane_methods[] = {
     {"scan", (PyCFunction)Lane_scan, METH_O, "what decide() reads from a scope (for tests)"},
     {"triggered", (PyCFunction)Lane_triggered, METH_VARARGS, "triggered(group, stats rows) (for tests)"},
     {"set_front", (PyCFunction)(void (*)(void))Lane_set_front, METH_VARARGS | METH_KEYWORDS,
-     "set_front(app, clock, rest, hear, watched, hear_on): what handle() needs"},
+     "set_front(app, clock, rest, hear, watched, hear_on, rearm): what handle() needs"},
     {"set_hear_on", (PyCFunction)Lane_set_hear_on, METH_O, "set_hear_on(statuses): the statuses planned requests feed back"},
     {"handle", (PyCFunction)(void (*)(void))Lane_handle, METH_FASTCALL,
      "handle(scope, receive, send): ShieldMiddleware's front door (see Lane_handle)"},
@@ -2691,6 +2693,17 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
         Py_DECREF(clock);
         return NULL;
     }
+    if (self->armed && now >= self->refresh_due) {
+        /* The switchboard's refresh is due: rearm(now) starts it in the background and arms the
+         * lane again while the switches stay quiet, so this request need not take the Python path
+         * (which would decide it on the same cached switches). */
+        PyObject *done = PyObject_CallOneArg(self->front_rearm, clock);
+        if (done == NULL) {
+            Py_DECREF(clock);
+            return NULL;
+        }
+        Py_DECREF(done);
+    }
     PyObject *answer = decide_armed(self, scope, now);
     if (answer == NULL) {
         Py_DECREF(clock);
@@ -2718,13 +2731,14 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
     return served;
 }
 
-/* set_front(app, clock, rest, hear, watched, hear_on): `watched` holds, by route group index as
- * the lane numbers them, the outcome headers a response watch copies (None or a frozenset). */
+/* set_front(app, clock, rest, hear, watched, hear_on, rearm): `watched` holds, by route group
+ * index as the lane numbers them, the outcome headers a response watch copies (None or a
+ * frozenset); rearm(now) is called when the switchboard's refresh falls due. */
 static PyObject *Lane_set_front(Lane *self, PyObject *args, PyObject *kwargs) {
-    static char *names[] = {"app", "clock", "rest", "hear", "watched", "hear_on", NULL};
-    PyObject *app, *clock, *rest, *hear, *watched, *hear_on;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO!O!:set_front", names, &app, &clock, &rest, &hear,
-                                     &PyTuple_Type, &watched, &PyFrozenSet_Type, &hear_on))
+    static char *names[] = {"app", "clock", "rest", "hear", "watched", "hear_on", "rearm", NULL};
+    PyObject *app, *clock, *rest, *hear, *watched, *hear_on, *rearm;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO!O!O:set_front", names, &app, &clock, &rest, &hear,
+                                     &PyTuple_Type, &watched, &PyFrozenSet_Type, &hear_on, &rearm))
         return NULL;
     if (PyTuple_GET_SIZE(watched) != self->n_groups) {
         PyErr_Format(PyExc_ValueError, "watched names %zd route groups, the lane has %d", PyTuple_GET_SIZE(watched),
@@ -2737,6 +2751,7 @@ static PyObject *Lane_set_front(Lane *self, PyObject *args, PyObject *kwargs) {
     Py_XSETREF(self->front_hear, Py_NewRef(hear));
     Py_XSETREF(self->front_watched, Py_NewRef(watched));
     Py_XSETREF(self->front_hear_on, Py_NewRef(hear_on));
+    Py_XSETREF(self->front_rearm, Py_NewRef(rearm));
     Py_RETURN_NONE;
 }
 

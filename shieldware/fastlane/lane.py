@@ -83,6 +83,7 @@ class FastLane:
         self.feedback_statuses: frozenset[int] = frozenset()  # statuses planned requests feed back
         self.derived = [0]  # requests planned on the spot from their shape's model (shared with the tally)
         self.tally = LaneTally(native_lane, self.derived)
+        self._off = False  # off for good (see off())
 
     @classmethod
     def build(cls, middleware: Any, plans: int = DEFAULT_PLANS) -> FastLane | None:
@@ -252,9 +253,12 @@ class FastLane:
         self._models.clear()
 
     def rearm(self, now: float) -> None:
-        """After a request on the Python path: answer again while the switchboard stays quiet,
-        until its next look at the store (a refresh already under way disarms the lane itself
-        if it finds a change)."""
+        """After a request on the Python path, and when the switchboard's refresh falls due (the
+        front door calls it then): start the refresh, and answer again while the switchboard stays
+        quiet, until its next look at the store (a refresh under way disarms the lane itself if it
+        finds a change)."""
+        if self._off:
+            return
         board = self.board
         if board is None:
             self.native.arm(float("inf"))
@@ -268,9 +272,9 @@ class FastLane:
 
     def off(self) -> None:
         """Stop answering for good (item hashing changed under the lane's plans)."""
+        self._off = True
         self.native.disarm()
         self.forget()
-        self.rearm = lambda now: None  # type: ignore[method-assign]
 
     def counts(self) -> dict[str, int]:
         return self.native.counts()

@@ -7,6 +7,7 @@ against facts_from_scope, and the traffic triggers against TrafficSignal.assess 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import struct
@@ -376,3 +377,54 @@ async def test_the_front_door_hands_a_planned_request_the_apps_own_coroutine():
     assert type(watch).__name__ == "ResponseWatch" and watch.status == 200
     assert [m["type"] for m in sent].count("http.response.start") == 3
     assert middleware.lane.counts()["hit"] >= 1
+
+
+async def test_a_due_switchboard_refresh_starts_from_the_front_door_and_a_change_stops_the_lane():
+    """When the switchboard's refresh falls due, the front door starts it and goes on deciding in the
+    lane (the switches are the same cached ones either way); once the refresh finds a switch turned
+    on, the lane stands aside and the Python path applies it."""
+    from shieldware.switches import REFRESH_SECONDS, set_under_attack
+    from tests.support import SimulatedClock
+
+    verdicts: list[str] = []
+
+    async def app(scope, receive, send):
+        verdicts.append(scope["state"]["shield"].verdict.value)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            verdicts.append(str(message["status"]))
+
+    clock = SimulatedClock()
+    store = MemoryStore(capacity=64)
+    middleware = ShieldMiddleware(app, policy=default_policy(), store=store, clock=clock)
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+
+    async def visit() -> None:
+        clock.advance(1.0)
+        await middleware.handle(scope_with(headers, path="/about", client=("198.51.100.5", 4000)), receive, send)
+        await asyncio.sleep(0.01)  # a background refresh, if one started, finishes
+
+    for _ in range(6):  # until the client's plan is made and used
+        await visit()
+        if middleware.lane.counts()["hit"]:
+            break
+    counts = middleware.lane.counts()
+    assert counts["hit"] == 1
+    clock.advance(REFRESH_SECONDS)
+    await visit()  # the refresh falls due: decided in the lane all the same
+    after = middleware.lane.counts()
+    assert (after["hit"] - counts["hit"], after["off"] - counts["off"]) == (1, 0)
+    assert middleware.lane.board.next_refresh > clock.now
+
+    await set_under_attack(store, middleware.engine.decision_log, "browse", True, clock.now, 600, "drill")
+    clock.advance(REFRESH_SECONDS)
+    await visit()  # starts the refresh that finds the switch (this request still on the cached switches)
+    await visit()
+    assert set(verdicts[:-1]) == {"allow"} and verdicts[-1] != "allow", verdicts
+    assert middleware.lane.counts()["off"] > after["off"]
