@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgi_costs import PacedClock
+from asgi_costs import paced_clock
 
 from shieldware.engine import Engine
 from shieldware.middleware import ShieldMiddleware
@@ -97,7 +97,7 @@ async def run(app, requests: list[dict], send: Statuses) -> float:
 
 def protected(mode: str, pace: float) -> ShieldMiddleware:
     policy = default_policy(mode=mode, store="memory://")
-    return ShieldMiddleware(apps.minimal_app(), engine=Engine(policy), clock=PacedClock(pace))
+    return ShieldMiddleware(apps.minimal_app(), engine=Engine(policy), clock=paced_clock(pace))
 
 
 async def measure(count: int, pace: float, profile: str | None) -> dict:
