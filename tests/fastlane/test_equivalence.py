@@ -162,7 +162,9 @@ def test_walks_of_the_product_api_match_the_python_path():
     walked = {scope["path"] for _, scope in stream(12, 2500, kinds=kinds) if scope["path"].startswith("/api/product/")}
     assert len(walked) > 40
     counts = compare("enforce", 12, requests=2500, kinds=kinds)
-    assert counts["hit"] + counts["made"] > 300 and counts["flagged"] > 20, counts
+    # How many cross a trigger in the lane moves from run to run (18-36 seen): distinct counts hash
+    # their items with the process's random string-hash key, so their estimates differ a little.
+    assert counts["hit"] + counts["made"] > 300 and counts["flagged"] > 10, counts
 
 
 def test_every_decision_logged_still_matches(seed=6):
