@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,15 +40,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from proxy_instructions import callgrind_control, totals
+
 PACE = 2000.0  # requests per simulated second: each shopper comes back a second or more later
 
 
 def counted(phase: str, pid: int, run) -> None:
     """Run `run()` with callgrind's instrumentation on, then dump its count (one dump a phase)."""
-    subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True, timeout=120)
+    callgrind_control("-i", "on", str(pid))
     run()
-    subprocess.run(["callgrind_control", "-d", phase, str(pid)], check=True, capture_output=True, timeout=120)
-    subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True, capture_output=True, timeout=120)
+    callgrind_control("-d", phase, str(pid))
+    callgrind_control("-i", "off", str(pid))
 
 
 async def child(shoppers: int, requests: int) -> dict:
@@ -83,13 +84,6 @@ async def child(shoppers: int, requests: int) -> dict:
     return {name: after[name] - before[name] for name in after if after[name] != before[name]}
 
 
-def instructions(dump: Path) -> int:
-    found = re.search(r"^(?:summary|totals):\s*(\d+)", dump.read_text(errors="replace"), re.MULTILINE)
-    if found is None:
-        raise RuntimeError(f"no instruction total in {dump}")
-    return int(found.group(1))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shoppers", type=int, default=2000)
@@ -116,7 +110,7 @@ def main() -> int:
         dumps = sorted(Path(name).glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))
         if len(dumps) != 2:
             raise RuntimeError(f"expected two dumps (bare, protected), found {[d.name for d in dumps]}")
-        bare, protected = (instructions(dump) / args.requests for dump in dumps)
+        bare, protected = (totals(dump)["Ir"] / args.requests for dump in dumps)
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             for setup, dump in zip(("bare", "protected"), dumps, strict=True):
