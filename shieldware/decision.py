@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -45,6 +46,18 @@ def new_reference() -> str:
     return f"{_process_tag}-{next(_counter) & 0xFFFFFFF:07x}"
 
 
+def shield_headers(bot_score: float, verdict: Verdict, ref: str) -> list[tuple[bytes, bytes]]:
+    """X-Shield-Score, -Verdict and -Ref, the request headers the app (or the shop behind the
+    proxy) may trust: shieldware takes any the client sent off first."""
+    return [(b"x-shield-score", b"%d" % round(bot_score)), (b"x-shield-verdict", verdict.encode()),
+            (b"x-shield-ref", ref.encode())]
+
+
+def head_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Headers as the lines of an HTTP/1.1 head, b"name: value\r\n" each."""
+    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+
+
 @dataclass(slots=True)
 class Decision:
     """The outcome for one request.
@@ -69,6 +82,10 @@ class Decision:
     extra: dict[str, Any] = field(default_factory=dict)
     # Set by the middleware so the app can report outcomes (login_failed, payment_declined, ...).
     reporter: Any = None
+    # The X-Shield-* request headers as lines of an HTTP/1.1 head, when the middleware was told the
+    # app writes them itself (`headers_in_scope=False`: the proxy's forwarder); None otherwise,
+    # when they are in the scope's headers.
+    header_lines: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def action(self) -> Verdict:
@@ -82,6 +99,10 @@ class Decision:
         """App API: `request.state.shield.report("login_failed", account="alice")`."""
         if self.reporter is not None:
             self.reporter(self, event, fields)
+
+    def shield_headers(self) -> list[tuple[bytes, bytes]]:
+        """This decision's X-Shield-* request headers (module function `shield_headers`)."""
+        return shield_headers(self.bot_score, self.verdict, self.ref)
 
     def as_log_record(self) -> dict[str, Any]:
         record = {

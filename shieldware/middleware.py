@@ -12,7 +12,7 @@ from typing import Any
 from shieldware.actions.challenge import install_challenges
 from shieldware.actions.pages import decision_response, wants_json
 from shieldware.biometrics.endpoint import install_telemetry
-from shieldware.decision import SHIELD_HEADER_NAMES, SHIELD_HEADER_PREFIXES, Decision, Verdict
+from shieldware.decision import SHIELD_HEADER_NAMES, SHIELD_HEADER_PREFIXES, Decision, Verdict, head_lines
 from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope, header_map_of
 from shieldware.fastlane.lane import HELD, MISS, FastLane
@@ -25,8 +25,6 @@ from shieldware.store.base import WindowStats
 from shieldware.windows.layout import OUT_WIDTH
 
 log = logging.getLogger("shieldware.middleware")
-
-_VERDICT_BYTES = {verdict: verdict.value.encode() for verdict in Verdict}
 
 # ASGI's own shapes, as Starlette and uvicorn type them (mutable mappings), so any ASGI app and
 # server type-check against ShieldMiddleware.
@@ -51,6 +49,9 @@ class ShieldMiddleware:
     the current time (tests pass their own). Internal endpoints (metrics, challenge, telemetry)
     live under `prefix` and are answered here, never by the app. `fast_lane=False` decides every
     request on the Python path (shieldware/fastlane/ answers planned ones otherwise).
+    `headers_in_scope=False` is for an app that writes its upstream request itself (the proxy's
+    forwarder): the X-Shield-* headers are not added to the scope's headers (a client's own are
+    still taken off) but given as `decision.header_lines`, the lines of a head.
     """
 
     def __init__(
@@ -63,8 +64,10 @@ class ShieldMiddleware:
         clock: Callable[[], float] = time.time,
         prefix: str = "/.shieldware",
         fast_lane: bool = True,
+        headers_in_scope: bool = True,
     ) -> None:
         self.app = app
+        self.headers_in_scope = headers_in_scope
         if engine is None:
             if isinstance(policy, (str, Path)):
                 policy = load_policy(policy)
@@ -106,7 +109,7 @@ class ShieldMiddleware:
         if self.lane is not None:
             self.lane.native.set_front(self.app, self.clock, self._after_front, self._hear,
                                        self.lane.by_group(self._outcome_headers), self.lane.feedback_statuses,
-                                       self.lane.rearm)
+                                       self.lane.rearm, scope_headers=headers_in_scope)
             self.handle = self.lane.native.handle
 
     def add_endpoint(self, path: str, handler: Endpoint) -> None:
@@ -225,21 +228,20 @@ class ShieldMiddleware:
 
     async def _pass(self, decision: Decision, scope: Scope, receive: Receive, send: Send, now: float,
                     headers_clean: bool, feedback_on: frozenset[int] | None) -> None:
-        """Serve the request: the app sees the decision in scope state and X-Shield-* headers.
+        """Serve the request: the app sees the decision in scope state and X-Shield-* headers
+        (in the scope's headers, or as `decision.header_lines`: see `headers_in_scope`).
 
         `headers_clean`: the client sent no X-Shield-* header of its own. `feedback_on`: the
         response statuses the engine must hear of (None: every one), for planned requests whose
         signals said which statuses they act on.
         """
         scope = dict(scope)
-        if headers_clean:
-            headers = list(scope["headers"])
-        else:  # the client sent X-Shield-* itself: drop them, the app must be able to trust these
-            headers = [h for h in scope["headers"] if not h[0].lower().startswith(SHIELD_HEADER_PREFIXES)]
-        headers.append((b"x-shield-score", b"%d" % round(decision.bot_score)))
-        headers.append((b"x-shield-verdict", _VERDICT_BYTES[decision.verdict]))
-        headers.append((b"x-shield-ref", decision.ref.encode()))
-        scope["headers"] = headers
+        if not headers_clean:  # the client sent X-Shield-* itself: drop them, the app must be able to trust ours
+            scope["headers"] = [h for h in scope["headers"] if not h[0].lower().startswith(SHIELD_HEADER_PREFIXES)]
+        if self.headers_in_scope:
+            scope["headers"] = [*scope["headers"], *decision.shield_headers()]
+        else:
+            decision.header_lines = head_lines(decision.shield_headers())
         state = scope.get("state")
         scope["state"] = state = dict(state) if state else {}
         state["shield"] = decision

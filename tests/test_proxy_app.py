@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import time
 
 import httpx
@@ -45,6 +46,36 @@ def test_upstream_status_is_fed_back_into_the_engine(upstream):
         assert browser.get(proxy.url + "/status/401").status_code == 401
         assert browser.get(proxy.url + "/page").status_code == 200
     assert outcomes == [("/status/404", 404), ("/status/401", 401), ("/page", 200)]
+
+
+def test_the_shop_gets_one_set_of_shield_headers_whoever_decided(upstream):
+    """The middleware leaves X-Shield-* out of the forwarder's scope and the forwarder writes them
+    from the decision: the same for requests the lane answers and those the Python path decides,
+    and a client's own are taken off either way. Shoppers behind a trusted edge, one page each, so
+    no rate limit speaks: after the first, the lane answers them from its template."""
+    app = build_proxy_app(ProxySettings(upstream=upstream.url, monitor=True, trusted_proxies=("127.0.0.1/32",)))
+    seen = []
+
+    def lane_served() -> int:
+        counts = app.middleware.lane.counts()
+        return counts["made"] + counts["hit"]
+
+    with live_server(app) as proxy, httpx.Client(headers=CHROME_NAVIGATION) as browser:
+        for n in range(1, 60):
+            extra = {"x-forwarded-for": f"192.0.2.{n}"}
+            if n == 1:
+                extra["x-shield-verdict"] = "allow-me"
+            response = browser.get(proxy.url + "/echo-headers", headers=extra)
+            assert response.status_code == 200
+            seen.append([(name, value) for name, value in response.json()["headers"] if name.startswith("x-shield")])
+            if lane_served() >= 3:
+                break
+    assert lane_served() >= 3 and app.middleware.lane.counts()["miss"] >= 1  # both paths were taken
+    for headers in seen:
+        assert [name for name, _ in headers] == ["x-shield-score", "x-shield-verdict", "x-shield-ref"]
+        assert dict(headers)["x-shield-verdict"] == "allow" and dict(headers)["x-shield-score"].isdigit()
+    refs = [dict(headers)["x-shield-ref"] for headers in seen]
+    assert len(set(refs)) == len(refs) and all(re.fullmatch(r"[0-9a-f]{6}-[0-9a-f]{7}", ref) for ref in refs)
 
 
 def test_several_workers_with_memory_store_warn_and_serve(upstream):

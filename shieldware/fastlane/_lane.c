@@ -44,11 +44,11 @@
 #define MAX_BOUNDS 16
 /* The fields of shieldware.decision.Decision, in the order the lane is given their slots. */
 enum { F_REF, F_VERDICT, F_SCORE, F_REASONS, F_GROUP, F_TIME, F_CLIENT_IP, F_METHOD, F_PATH, F_MODE, F_RULE,
-       F_RETRY_AFTER, F_USER_AGENT, F_EXTRA, F_REPORTER, N_FIELDS };
+       F_RETRY_AFTER, F_USER_AGENT, F_EXTRA, F_REPORTER, F_LINES, N_FIELDS };
 /* The plan attributes a decision copies, in field order (NULL: the request supplies it). */
 static const char *PLAN_FIELDS[N_FIELDS] = {NULL, "verdict", "bot_score", "reasons", "route_group", NULL,
                                             "client_ip", "method", NULL, "mode", "rule", "retry_after",
-                                            "user_agent", "extra", NULL};
+                                            "user_agent", "extra", NULL, NULL};
 
 typedef int64_t (*kernel_fn)(int64_t *, double *, uint8_t *, int64_t, int64_t *, double *, int64_t, double *,
                              int64_t);
@@ -128,7 +128,9 @@ typedef struct {
     PyObject *plan;
     PyObject *fields[N_FIELDS]; /* the plan's values for the decision fields it fixes */
     int plain;                  /* an allow nobody logs: the decision goes straight to the app */
-    PyObject *shield_headers;   /* ((b"x-shield-score", ...), (b"x-shield-verdict", ...)) for the app */
+    /* for the app: ((b"x-shield-score", ...), (b"x-shield-verdict", ...), the same as head lines followed by
+     * b"x-shield-ref: ", which a request's reference completes) */
+    PyObject *shield_headers;
     uint64_t hits;              /* decisions made from this plan since the last drain() */
     GlobSet *rule_globs; /* paths of rules Python must evaluate, or NULL */
     int n_rows, pid_row, session_row, step_row;
@@ -244,6 +246,8 @@ typedef struct {
     /* the middleware's front door (set_front, handle): the app, the clock, the Python rest, the
      * hearing, the statuses heard of, and the outcome headers each route group watches (a tuple) */
     PyObject *front_app, *front_clock, *front_rest, *front_hear, *front_hear_on, *front_watched, *front_rearm;
+    int front_wall; /* front_clock is time.time: read it here, with no call and no float for most requests */
+    int front_lines; /* the app writes the X-Shield-* lines itself (decision.header_lines), none in its scope */
     PyObject *front_decision; /* borrowed: the decision in the app scope decide() just returned */
     int front_group;          /* and that request's route group */
 } Lane;
@@ -1384,6 +1388,18 @@ static PyObject *decide_armed(Lane *self, PyObject *scope, double now) {
     return answer;
 }
 
+static PyObject *time_time; /* the time module's time(), which wall_seconds() reads as it does */
+
+/* time.time(), as CPython computes it: CLOCK_REALTIME in nanoseconds, then seconds as a double
+ * (whole seconds converted exactly, the rest divided by 1e9), so the lane and a Python call agree. */
+static double wall_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    if (t % 1000000000 == 0) return (double)(t / 1000000000);
+    return (double)t / 1e9;
+}
+
 static double monotonic(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1443,6 +1459,7 @@ static PyObject *make_decision(Lane *self, PlanSlot *plan, PyObject *path, doubl
     values[F_PATH] = path;
     values[F_EXTRA] = extra;
     values[F_REPORTER] = self->reporter;
+    values[F_LINES] = Py_None; /* app_scope() gives it the lines when the app writes them */
     for (int f = 0; f < N_FIELDS; f++) {
         PyObject **slot = (PyObject **)((char *)decision + self->offsets[f]);
         PyObject *value = values[f];
@@ -1452,54 +1469,80 @@ static PyObject *make_decision(Lane *self, PlanSlot *plan, PyObject *path, doubl
     return decision;
 }
 
-/* The scope the app sees: a copy with the three X-Shield-* headers appended and the decision in
- * its state (what ShieldMiddleware._pass does for decisions made in Python). */
-static PyObject *app_scope(PyObject *scope, PyObject *scope_headers, PyObject *decision, PlanSlot *plan,
-                           Py_ssize_t ref_offset) {
-    PyObject *copy = PyDict_Copy(scope);
-    if (copy == NULL) return NULL;
-    /* the scope's headers (a list or tuple, as scan_scope found them) and three more, in a list made
-     * at its size: no growing it as they are appended */
+/* The X-Shield-* lines of a request the app forwards itself: the plan's score and verdict lines and
+ * "x-shield-ref: " (in one bytes object), then the reference. */
+static PyObject *shield_lines(PlanSlot *plan, PyObject *ref) {
+    PyObject *prefix = PyTuple_GET_ITEM(plan->shield_headers, 2);
+    Py_ssize_t head = PyBytes_GET_SIZE(prefix), ref_len = PyUnicode_GET_LENGTH(ref);
+    PyObject *lines = PyBytes_FromStringAndSize(NULL, head + ref_len + 2);
+    if (lines == NULL) return NULL;
+    char *out = PyBytes_AS_STRING(lines);
+    memcpy(out, PyBytes_AS_STRING(prefix), (size_t)head);
+    memcpy(out + head, PyUnicode_1BYTE_DATA(ref), (size_t)ref_len); /* ASCII, as new_reference wrote it */
+    memcpy(out + head + ref_len, "\r\n", 2);
+    return lines;
+}
+
+/* The scope's headers (a list or tuple, as scan_scope found them) and the three X-Shield-* headers,
+ * in a list made at its size: no growing it as they are appended. */
+static PyObject *headers_with_shield(PyObject *scope_headers, PlanSlot *plan, PyObject *ref) {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(scope_headers);
     PyObject **items = PySequence_Fast_ITEMS(scope_headers);
-    PyObject *headers = PyList_New(n + 3);
-    PyObject *ref = *(PyObject **)((char *)decision + ref_offset); /* ASCII, as new_reference wrote it */
-    PyObject *ref_bytes = headers != NULL ? PyBytes_FromStringAndSize((const char *)PyUnicode_1BYTE_DATA(ref),
-                                                                     PyUnicode_GET_LENGTH(ref))
-                                          : NULL;
+    PyObject *ref_bytes = PyBytes_FromStringAndSize((const char *)PyUnicode_1BYTE_DATA(ref), PyUnicode_GET_LENGTH(ref));
     PyObject *ref_header = ref_bytes != NULL ? PyTuple_New(2) : NULL;
-    if (ref_header != NULL) {
-        PyTuple_SET_ITEM(ref_header, 0, Py_NewRef(S_ref_header));
-        PyTuple_SET_ITEM(ref_header, 1, ref_bytes);
-    } else {
+    PyObject *headers = ref_header != NULL ? PyList_New(n + 3) : NULL;
+    if (headers == NULL) {
+        Py_XDECREF(ref_header);
         Py_XDECREF(ref_bytes);
+        return NULL;
     }
-    if (ref_header != NULL) {
-        for (Py_ssize_t i = 0; i < n; i++) PyList_SET_ITEM(headers, i, Py_NewRef(items[i]));
-        PyList_SET_ITEM(headers, n, Py_NewRef(PyTuple_GET_ITEM(plan->shield_headers, 0)));
-        PyList_SET_ITEM(headers, n + 1, Py_NewRef(PyTuple_GET_ITEM(plan->shield_headers, 1)));
-        PyList_SET_ITEM(headers, n + 2, Py_NewRef(ref_header));
+    PyTuple_SET_ITEM(ref_header, 0, Py_NewRef(S_ref_header));
+    PyTuple_SET_ITEM(ref_header, 1, ref_bytes);
+    for (Py_ssize_t i = 0; i < n; i++) PyList_SET_ITEM(headers, i, Py_NewRef(items[i]));
+    PyList_SET_ITEM(headers, n, Py_NewRef(PyTuple_GET_ITEM(plan->shield_headers, 0)));
+    PyList_SET_ITEM(headers, n + 1, Py_NewRef(PyTuple_GET_ITEM(plan->shield_headers, 1)));
+    PyList_SET_ITEM(headers, n + 2, ref_header);
+    return headers;
+}
+
+/* The scope the app sees: a copy with the decision in its state, and the X-Shield-* headers appended
+ * to its headers, or, when the app writes them itself, their lines in the decision (what
+ * ShieldMiddleware._pass does for decisions made in Python). */
+static PyObject *app_scope(Lane *self, PyObject *scope, PyObject *scope_headers, PyObject *decision, PlanSlot *plan) {
+    PyObject *ref = *(PyObject **)((char *)decision + self->offsets[F_REF]);
+    PyObject *copy = PyDict_Copy(scope);
+    if (copy == NULL) return NULL;
+    if (self->front_lines) {
+        PyObject *lines = shield_lines(plan, ref);
+        if (lines == NULL) {
+            Py_DECREF(copy);
+            return NULL;
+        }
+        Py_SETREF(*(PyObject **)((char *)decision + self->offsets[F_LINES]), lines);
+    } else {
+        PyObject *headers = headers_with_shield(scope_headers, plan, ref);
+        int failed = headers == NULL || PyDict_SetItem(copy, S_headers, headers) < 0;
+        Py_XDECREF(headers);
+        if (failed) {
+            Py_DECREF(copy);
+            return NULL;
+        }
     }
     PyObject *state = PyDict_GetItemWithError(scope, S_state);
-    if (ref_header == NULL)
-        state = NULL;
-    else if (state != NULL && PyDict_Check(state))
+    if (state != NULL && PyDict_Check(state))
         state = PyDict_Copy(state);
+    else if (PyErr_Occurred())
+        state = NULL;
     else {
         PyObject *given = state; /* another mapping (or none): its items, in a dict of our own */
         state = PyDict_New();
         if (state != NULL && given != NULL && given != Py_None && PyDict_Update(state, given) < 0) Py_CLEAR(state);
     }
-    if (state == NULL || PyDict_SetItem(copy, S_headers, headers) < 0 || PyDict_SetItem(state, S_shield, decision) < 0 ||
-        PyDict_SetItem(copy, S_state, state) < 0) {
+    if (state == NULL || PyDict_SetItem(state, S_shield, decision) < 0 || PyDict_SetItem(copy, S_state, state) < 0) {
         Py_DECREF(copy);
-        Py_XDECREF(headers);
-        Py_XDECREF(ref_header);
         Py_XDECREF(state);
         return NULL;
     }
-    Py_DECREF(headers);
-    Py_DECREF(ref_header);
     Py_DECREF(state);
     return copy;
 }
@@ -1548,7 +1591,7 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
     plan->hits++;
     count_latency(self, started);
     if (plan->plain && !follows) { /* straight to the app: its scope, the decision in its state */
-        PyObject *answer = app_scope(scope, scan.headers, decision, plan, self->offsets[F_REF]);
+        PyObject *answer = app_scope(self, scope, scan.headers, decision, plan);
         self->front_decision = decision; /* held on by the answer's state */
         self->front_group = scan.group;
         Py_DECREF(decision);
@@ -1597,7 +1640,8 @@ static int fill_body(Lane *self, PlanSlot *body, PyObject *plan, const char *int
     }
     int n_rows = (int)(ints_len / (Py_ssize_t)(sizeof(int64_t) * iw));
     if (n_rows > MAX_ROWS || pid_row >= n_rows || session_row >= n_rows || step_row >= n_rows ||
-        (rule_globs != Py_None && !PyTuple_Check(rule_globs)) || PyTuple_GET_SIZE(shield_headers) != 2) {
+        (rule_globs != Py_None && !PyTuple_Check(rule_globs)) || PyTuple_GET_SIZE(shield_headers) != 3 ||
+        !PyBytes_Check(PyTuple_GET_ITEM(shield_headers, 2))) {
         PyErr_SetString(PyExc_ValueError, "install: rows, holes or headers out of range");
         return -1;
     }
@@ -2387,7 +2431,7 @@ static PyMethodDef Lane_methods[] = {
     {"scan", (PyCFunction)Lane_scan, METH_O, "what decide() reads from a scope (for tests)"},
     {"triggered", (PyCFunction)Lane_triggered, METH_VARARGS, "triggered(group, stats rows) (for tests)"},
     {"set_front", (PyCFunction)(void (*)(void))Lane_set_front, METH_VARARGS | METH_KEYWORDS,
-     "set_front(app, clock, rest, hear, watched, hear_on, rearm): what handle() needs"},
+     "set_front(app, clock, rest, hear, watched, hear_on, rearm, scope_headers=True): what handle() needs"},
     {"set_hear_on", (PyCFunction)Lane_set_hear_on, METH_O, "set_hear_on(statuses): the statuses planned requests feed back"},
     {"handle", (PyCFunction)(void (*)(void))Lane_handle, METH_FASTCALL,
      "handle(scope, receive, send): ShieldMiddleware's front door (see Lane_handle)"},
@@ -2478,8 +2522,13 @@ static PyObject *ResponseWatch_vectorcall(PyObject *callable, PyObject *const *a
     PyObject *message = args[0];
     PyObject *type = PyObject_GetItem(message, S_type); /* message["type"], as the Python watch reads it */
     if (type == NULL) return NULL;
+    /* Types with dots are not interned, so the app's "http.response.start" is seldom S_start itself:
+     * compared by length, then as ASCII bytes (a body's type differs in length). */
     int start = type == S_start;
-    if (!start && PyUnicode_Check(type)) start = PyUnicode_Compare(type, S_start) == 0;
+    if (!start && PyUnicode_Check(type) && PyUnicode_GET_LENGTH(type) == PyUnicode_GET_LENGTH(S_start))
+        start = PyUnicode_IS_ASCII(type) ? memcmp(PyUnicode_1BYTE_DATA(type), PyUnicode_1BYTE_DATA(S_start),
+                                                  (size_t)PyUnicode_GET_LENGTH(S_start)) == 0
+                                         : PyUnicode_Compare(type, S_start) == 0;
     Py_DECREF(type);
     if (start) {
         if (watch_start(self, message) < 0) return NULL;
@@ -2686,14 +2735,21 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
                (PyUnicode_Check(kind) && (PyUnicode_Compare(kind, S_http) == 0 || PyUnicode_Compare(kind, S_websocket) == 0));
     Py_DECREF(kind);
     if (!ours) return PyObject_Vectorcall(self->front_app, args, 3, NULL);
-    PyObject *clock = PyObject_CallNoArgs(self->front_clock);
-    if (clock == NULL) return NULL;
-    double now = PyFloat_AsDouble(clock);
-    if (now == -1.0 && PyErr_Occurred()) {
-        Py_DECREF(clock);
-        return NULL;
+    PyObject *clock = NULL; /* the time as a float, made only for the calls that take it */
+    double now;
+    if (self->front_wall) {
+        now = wall_seconds();
+    } else {
+        clock = PyObject_CallNoArgs(self->front_clock);
+        if (clock == NULL) return NULL;
+        now = PyFloat_AsDouble(clock);
+        if (now == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(clock);
+            return NULL;
+        }
     }
     if (self->armed && now >= self->refresh_due) {
+        if (clock == NULL && (clock = PyFloat_FromDouble(now)) == NULL) return NULL;
         /* The switchboard's refresh is due: rearm(now) starts it in the background and arms the
          * lane again while the switches stay quiet, so this request need not take the Python path
          * (which would decide it on the same cached switches). */
@@ -2706,12 +2762,12 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
     }
     PyObject *answer = decide_armed(self, scope, now);
     if (answer == NULL) {
-        Py_DECREF(clock);
+        Py_XDECREF(clock);
         return NULL;
     }
     PyObject *served;
     if (PyDict_CheckExact(answer)) { /* planned, quiet, allowed: the app, watched */
-        Py_DECREF(clock);
+        Py_XDECREF(clock);
         PyObject *watched = PyTuple_GET_ITEM(self->front_watched, self->front_group);
         PyObject *watch = new_watch(&ResponseWatchType, args[2], watched, self->front_hear, self->front_hear_on,
                                     self->front_decision);
@@ -2723,6 +2779,10 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
         served = PyObject_Vectorcall(self->front_app, call, 3, NULL);
         Py_DECREF(watch);
     } else {
+        if (clock == NULL && (clock = PyFloat_FromDouble(now)) == NULL) {
+            Py_DECREF(answer);
+            return NULL;
+        }
         PyObject *call[5] = {scope, args[1], args[2], clock, answer};
         served = PyObject_Vectorcall(self->front_rest, call, 5, NULL);
         Py_DECREF(clock);
@@ -2731,14 +2791,16 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
     return served;
 }
 
-/* set_front(app, clock, rest, hear, watched, hear_on, rearm): `watched` holds, by route group
- * index as the lane numbers them, the outcome headers a response watch copies (None or a
- * frozenset); rearm(now) is called when the switchboard's refresh falls due. */
+/* set_front(app, clock, rest, hear, watched, hear_on, rearm, scope_headers=True): `watched` holds, by
+ * route group index as the lane numbers them, the outcome headers a response watch copies (None or a
+ * frozenset); rearm(now) is called when the switchboard's refresh falls due; scope_headers false: the
+ * app writes the X-Shield-* lines itself, from decision.header_lines (the proxy's forwarder). */
 static PyObject *Lane_set_front(Lane *self, PyObject *args, PyObject *kwargs) {
-    static char *names[] = {"app", "clock", "rest", "hear", "watched", "hear_on", "rearm", NULL};
+    static char *names[] = {"app", "clock", "rest", "hear", "watched", "hear_on", "rearm", "scope_headers", NULL};
     PyObject *app, *clock, *rest, *hear, *watched, *hear_on, *rearm;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO!O!O:set_front", names, &app, &clock, &rest, &hear,
-                                     &PyTuple_Type, &watched, &PyFrozenSet_Type, &hear_on, &rearm))
+    int scope_headers = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO!O!O|p:set_front", names, &app, &clock, &rest, &hear,
+                                     &PyTuple_Type, &watched, &PyFrozenSet_Type, &hear_on, &rearm, &scope_headers))
         return NULL;
     if (PyTuple_GET_SIZE(watched) != self->n_groups) {
         PyErr_Format(PyExc_ValueError, "watched names %zd route groups, the lane has %d", PyTuple_GET_SIZE(watched),
@@ -2747,6 +2809,8 @@ static PyObject *Lane_set_front(Lane *self, PyObject *args, PyObject *kwargs) {
     }
     Py_XSETREF(self->front_app, Py_NewRef(app));
     Py_XSETREF(self->front_clock, Py_NewRef(clock));
+    self->front_wall = clock == time_time;
+    self->front_lines = !scope_headers;
     Py_XSETREF(self->front_rest, Py_NewRef(rest));
     Py_XSETREF(self->front_hear, Py_NewRef(hear));
     Py_XSETREF(self->front_watched, Py_NewRef(watched));
@@ -2797,6 +2861,11 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(S_status, "status");
     if ((S_ref_header = PyBytes_FromString("x-shield-ref")) == NULL) return NULL;
     if ((S_event_header = PyBytes_FromString("x-shield-event")) == NULL) return NULL;
+    PyObject *time_module = PyImport_ImportModule("time");
+    if (time_module == NULL) return NULL;
+    time_time = PyObject_GetAttrString(time_module, "time");
+    Py_DECREF(time_module);
+    if (time_time == NULL) return NULL;
     PyObject *module = PyModule_Create(&lane_module);
     if (module == NULL) return NULL;
     /* PyModule_AddType names each by the last part of its tp_name: Lane, ResponseWatch */

@@ -18,7 +18,7 @@ from dataclasses import fields
 from typing import Any
 
 from shieldware import decision as decisions
-from shieldware.decision import Decision, Verdict
+from shieldware.decision import Decision, Verdict, head_lines, shield_headers
 from shieldware.facts import normalise_ip
 from shieldware.fastlane.plan import VALUE_FREE_HEADERS, PlanDraft, ShapeModel
 from shieldware.metrics import LATENCY_BUCKETS, Metrics
@@ -57,7 +57,7 @@ BAIL_PREFIXES = decisions.SHIELD_HEADER_PREFIXES
 MISS, FLAGGED, HELD = 0, 1, 2  # the tags of decide()'s tuple answers
 # Decision's fields in the order the C file fills their slots (its F_* values).
 DECISION_FIELDS = ("ref", "verdict", "bot_score", "reasons", "route_group", "time", "client_ip", "method", "path",
-                   "mode", "rule", "retry_after", "user_agent", "extra", "reporter")
+                   "mode", "rule", "retry_after", "user_agent", "extra", "reporter", "header_lines")
 
 
 def available() -> tuple[bool, str]:
@@ -226,13 +226,14 @@ class FastLane:
             packers = self._pack[rows] = (struct.Struct(f"={rows * iw}q"), struct.Struct(f"={rows * EV_FLOAT_WIDTH}d"))
         # A plain decision (an allow the log does not keep) goes from the lane straight to the app.
         plain = plan.verdict is Verdict.ALLOW and not self.engine.decision_log.log_all
-        shield_headers = ((b"x-shield-score", b"%d" % round(plan.bot_score)),
-                          (b"x-shield-verdict", plan.verdict.value.encode()))
+        score, verdict, _ = shield_headers(plan.bot_score, plan.verdict, "")
+        # the app's headers, or its head lines (the reference completes both per request)
+        for_app = (score, verdict, head_lines((score, verdict)) + b"x-shield-ref: ")
         template = _template(draft, client_ip) if draft.any_address else None
         self.native.install(shape, client_ip, group, plan, packers[0].pack(*ints), packers[1].pack(*floats),
                             part.pid_row, part.pid_seen, part.session_row, part.no_session_hits,
                             part.step_row, part.step_seen,
-                            draft.rule_globs or None, plain, shield_headers, *(template or ()))
+                            draft.rule_globs or None, plain, for_app, *(template or ()))
         if not part.feedback_statuses <= self.feedback_statuses:
             self.feedback_statuses |= part.feedback_statuses
             self.native.set_hear_on(self.feedback_statuses)

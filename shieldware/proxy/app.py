@@ -61,7 +61,9 @@ class ProxyApp:
         trusted = TrustedProxies(policy.trusted_proxies)
         if settings.detection:
             self.engine = Engine(policy, open_store(policy.store_uri))
-            self.middleware = ShieldMiddleware(inner, engine=self.engine)
+            # The forwarder writes the X-Shield-* lines into the upstream request itself, from the
+            # decision: cheaper than adding them to the scope's headers for it to copy one by one.
+            self.middleware = ShieldMiddleware(inner, engine=self.engine, headers_in_scope=False)
             # Forward-auth callers are the edge proxies; with none configured, only loopback may ask.
             auth_trusted = trusted if trusted else TrustedProxies(LOOPBACK)
             self.middleware.add_endpoint(settings.check_path,

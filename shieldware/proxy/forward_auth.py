@@ -113,12 +113,7 @@ class ForwardAuthEndpoint:
 
     def answer(self, decision: Decision, original: RequestFacts, raw_uri: str,
                nginx_style: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        shield_headers = [
-            (b"x-shield-score", b"%d" % round(decision.bot_score)),
-            (b"x-shield-verdict", decision.verdict.value.encode()),
-            (b"x-shield-ref", decision.ref.encode()),
-            (b"cache-control", b"no-store"),
-        ]
+        shield_headers = [*decision.shield_headers(), (b"cache-control", b"no-store")]
         action = decision.action
         if action is Verdict.ALLOW:
             return 200, [*shield_headers, (b"content-length", b"0")], b""

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from shieldware.decision import Decision
 from shieldware.facts import TrustedProxies, normalise_ip, remove_dot_segments
 from shieldware.proxy.headers import MalformedRequest, response_headers_for_client, upstream_request_headers
 from shieldware.proxy.pages import error_page
@@ -147,21 +148,21 @@ class Forwarder:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def peer_and_client(self, scope: dict[str, Any]) -> tuple[str, str]:
-        """The connected peer, and the client address shieldware decided on (the peer, unless trusted)."""
+    def peer_and_decision(self, scope: dict[str, Any]) -> tuple[str, Decision | None]:
+        """The connected peer, and shieldware's decision on the request (None without detection)."""
         client = scope.get("client")
         peer = (normalise_ip(client[0]) if client else None) or "0.0.0.0"
         state = scope.get("state")
-        decision = state.get("shield") if state else None
-        return peer, decision.client_ip if decision is not None else peer
+        return peer, state.get("shield") if state else None
 
     async def forward_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        peer, client_ip = self.peer_and_client(scope)
+        peer, decision = self.peer_and_decision(scope)
         try:
             if self.base_path:
                 refuse_loose_climbs(scope)
             headers, body_length, chunked = upstream_request_headers(
-                scope, peer, client_ip, self.trusted.trusts(peer), self.rewrite_host)
+                scope, peer, decision.client_ip if decision is not None else peer, self.trusted.trusts(peer),
+                self.rewrite_host)
         except MalformedRequest as exc:
             await error_page(send, 400, "Bad request", str(exc))
             return
@@ -176,7 +177,8 @@ class Forwarder:
         else:
             exchange.body_done = True
         try:
-            await self.relay(scope, send, self.request_head(scope, headers, chunked), body, chunked, exchange)
+            head = self.request_head(scope, headers, chunked, decision.header_lines if decision is not None else None)
+            await self.relay(scope, send, head, body, chunked, exchange)
         except (BodyTooLarge, BodyStalled, ClientGone, TimeoutError, UpstreamError) as exc:
             if not exchange.started:
                 await self.answer_failure(send, exc, exchange)
@@ -233,8 +235,13 @@ class Forwarder:
                 exchange.body_done = True
                 return
 
-    def request_head(self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]], chunked: bool) -> bytes:
-        """Request line and headers as the bytes that go on the wire (the client's bytes, not re-quoted)."""
+    def request_head(self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]], chunked: bool,
+                     shield_lines: bytes | None = None) -> bytes:
+        """Request line and headers as the bytes that go on the wire (the client's bytes, not re-quoted).
+
+        `shield_lines`: the X-Shield-* headers as head lines, when the middleware left them out of
+        the scope's headers for us to write (decision.header_lines; see proxy/app.py).
+        """
         raw_path = scope.get("raw_path") or scope["path"].encode()
         if b"/." in raw_path or b"/%2" in raw_path:  # as forward_path, without a call per request
             raw_path = without_dot_segments(raw_path)
@@ -252,6 +259,8 @@ class Forwarder:
             parts += (b"host: ", self.default_host, b"\r\n")
         if chunked:
             parts.append(b"transfer-encoding: chunked\r\n")
+        if shield_lines:
+            parts.append(shield_lines)
         parts.append(b"\r\n")
         return b"".join(parts)
 

@@ -30,16 +30,18 @@ async def relay_websocket(forwarder: Forwarder, scope: dict[str, Any], receive: 
     first = await receive()
     if first["type"] != "websocket.connect":
         return
-    peer, client_ip = forwarder.peer_and_client(scope)
+    peer, decision = forwarder.peer_and_decision(scope)
     try:
         if forwarder.base_path:
             refuse_loose_climbs(scope)
-        headers, _, _ = client_headers_for_upstream(scope, peer, client_ip, forwarder.trusted.trusts(peer),
-                                                    forwarder.rewrite_host)
+        headers, _, _ = client_headers_for_upstream(scope, peer, decision.client_ip if decision is not None else peer,
+                                                    forwarder.trusted.trusts(peer), forwarder.rewrite_host)
     except MalformedRequest as exc:
         await refuse_handshake(scope, send, 400, "Bad request", str(exc))
         return
     headers = [(name, value) for name, value in headers if name not in _HANDSHAKE_HEADERS]
+    if decision is not None and decision.header_lines is not None:  # ours to write (see Forwarder.request_head)
+        headers += [(name.decode(), value.decode()) for name, value in decision.shield_headers()]
     session = forwarder.session or forwarder.open_session()
     url = forwarder.upstream_url(scope)
     url = url.with_scheme("wss" if url.scheme == "https" else "ws")

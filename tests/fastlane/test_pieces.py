@@ -11,12 +11,13 @@ import asyncio
 import random
 import re
 import struct
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shieldware.decision import SHIELD_HEADER_PREFIXES
+from shieldware.decision import SHIELD_HEADER_PREFIXES, head_lines
 from shieldware.engine import Engine
 from shieldware.facts import _is_canonical_ipv4, facts_from_scope
 from shieldware.fastlane.lane import native
@@ -345,9 +346,11 @@ def test_triggers_fire_exactly_when_assess_speaks(cookie, set_by):
     assert 2000 < fired < 18000  # both answers were exercised
 
 
-async def test_the_front_door_hands_a_planned_request_the_apps_own_coroutine():
+@pytest.mark.parametrize("headers_in_scope", [True, False])
+async def test_the_front_door_hands_a_planned_request_the_apps_own_coroutine(headers_in_scope):
     """`handle` is the lane's front door in C: a request it answers reaches the app with no frame of
-    ours around it, watched; the first, unplanned one goes to the Python path."""
+    ours around it, watched; the first, unplanned one goes to the Python path. Both give the app
+    the X-Shield-* headers alike: in its scope's headers, or as the decision's head lines."""
     seen: list[tuple[dict, object]] = []
 
     async def app(scope, receive, send):
@@ -363,7 +366,8 @@ async def test_the_front_door_hands_a_planned_request_the_apps_own_coroutine():
     async def send(message):
         sent.append(message)
 
-    middleware = ShieldMiddleware(app, policy=default_policy(mode="monitor"), store=MemoryStore(capacity=64))
+    middleware = ShieldMiddleware(app, policy=default_policy(mode="monitor"), store=MemoryStore(capacity=64),
+                                  headers_in_scope=headers_in_scope)
     headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
     codes = []
     for _ in range(3):
@@ -372,11 +376,54 @@ async def test_the_front_door_hands_a_planned_request_the_apps_own_coroutine():
         await awaitable
     assert codes[0] is not app.__code__  # the Python path drafts the plan
     assert codes[-1] is app.__code__  # planned: the app's own coroutine
+    for scope, _ in seen:  # the Python path's and the lane's
+        decision = scope["state"]["shield"]
+        if headers_in_scope:
+            assert scope["headers"] == [*headers, *decision.shield_headers()] and decision.header_lines is None
+        else:
+            assert scope["headers"] == headers
+            assert decision.header_lines == head_lines(decision.shield_headers())
+            assert decision.header_lines.endswith(b"x-shield-ref: " + decision.ref.encode() + b"\r\n")
     scope, watch = seen[-1]
     assert scope["state"]["shield"].client_ip == "198.51.100.4"
     assert type(watch).__name__ == "ResponseWatch" and watch.status == 200
     assert [m["type"] for m in sent].count("http.response.start") == 3
     assert middleware.lane.counts()["hit"] >= 1
+
+
+@pytest.mark.parametrize("wall", [True, False])
+async def test_the_front_door_decides_at_the_middlewares_clock(wall):
+    """With time.time as the clock the front door reads the wall clock itself, as time.time does;
+    any other clock is called, so a test's or a replay's time still reaches the lane's decisions."""
+    seen: list[dict] = []
+
+    async def app(scope, receive, send):
+        seen.append(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    ticks = iter(range(1_800_000_000, 1_800_000_100))
+    clock = time.time if wall else (lambda: next(ticks) + 0.25)
+    middleware = ShieldMiddleware(app, policy=default_policy(mode="monitor"), store=MemoryStore(capacity=64),
+                                  clock=clock)
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    for _ in range(3):
+        before = time.time()
+        awaitable = middleware.handle(scope_with(headers, path="/about", client=("198.51.100.5", 4000)), receive, send)
+        await awaitable
+        after = time.time()
+    assert awaitable.cr_code is app.__code__  # the last one was decided in the lane
+    decided_at = seen[-1]["state"]["shield"].time
+    if wall:
+        assert before <= decided_at <= after
+    else:
+        assert decided_at == 1_800_000_002.25
 
 
 async def test_a_due_switchboard_refresh_starts_from_the_front_door_and_a_change_stops_the_lane():
