@@ -12,6 +12,7 @@ import random
 import re
 import struct
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -257,20 +258,27 @@ def test_only_value_free_headers_leave_their_values_out_of_the_shape(name, first
     assert (shape(first) == shape(second)) == (name in VALUE_FREE_HEADERS or first == second)
 
 
-async def test_a_held_window_lock_hands_the_request_over_and_observes_nothing():
-    sent = []
+def recording_app(seen: list) -> Any:
+    """A one-line ASGI app that keeps the scope and the send of every request it serves."""
 
     async def app(scope, receive, send):
-        sent.append(scope)
+        seen.append((scope, send))
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": b"ok"})
 
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
+    return app
 
-    async def send(message):
-        return None
 
+async def no_body() -> dict:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def discard(message: dict) -> None:
+    return None
+
+
+async def test_a_held_window_lock_hands_the_request_over_and_observes_nothing():
+    app, receive, send = recording_app([]), no_body, discard
     clock = iter(range(1_800_000_000_0, 1_800_000_100_0))  # tenths of a second
     middleware = ShieldMiddleware(app, policy=default_policy(mode="monitor"), store=MemoryStore(capacity=64),
                                   clock=lambda: next(clock) / 10)
@@ -352,15 +360,7 @@ async def test_the_front_door_hands_a_planned_request_the_apps_own_coroutine(hea
     ours around it, watched; the first, unplanned one goes to the Python path. Both give the app
     the X-Shield-* headers alike: in its scope's headers, or as the decision's head lines."""
     seen: list[tuple[dict, object]] = []
-
-    async def app(scope, receive, send):
-        seen.append((scope, send))
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
+    app, receive = recording_app(seen), no_body
     sent: list[dict] = []
 
     async def send(message):
@@ -395,19 +395,8 @@ async def test_the_front_door_hands_a_planned_request_the_apps_own_coroutine(hea
 async def test_the_front_door_decides_at_the_middlewares_clock(wall):
     """With time.time as the clock the front door reads the wall clock itself, as time.time does;
     any other clock is called, so a test's or a replay's time still reaches the lane's decisions."""
-    seen: list[dict] = []
-
-    async def app(scope, receive, send):
-        seen.append(scope)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        pass
-
+    seen: list[tuple[dict, object]] = []
+    app, receive, send = recording_app(seen), no_body, discard
     ticks = iter(range(1_800_000_000, 1_800_000_100))
     clock = time.time if wall else (lambda: next(ticks) + 0.25)
     middleware = ShieldMiddleware(app, policy=default_policy(mode="monitor"), store=MemoryStore(capacity=64),
@@ -419,7 +408,7 @@ async def test_the_front_door_decides_at_the_middlewares_clock(wall):
         await awaitable
         after = time.time()
     assert awaitable.cr_code is app.__code__  # the last one was decided in the lane
-    decided_at = seen[-1]["state"]["shield"].time
+    decided_at = seen[-1][0]["state"]["shield"].time
     if wall:
         assert before <= decided_at <= after
     else:
