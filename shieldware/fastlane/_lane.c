@@ -849,50 +849,84 @@ static int append(Lane *self, Py_ssize_t *at, const char *data, Py_ssize_t len) 
     return 1;
 }
 
-/* Copy a piece to out a word at a time, returning its words' bytes for a byte-by-byte test: the
- * words, each passed through `test`, OR-ed together. The last bytes go as the last word,
- * overlapping the one before (a piece shorter than a word as short_word reads it, over `fill`).
- * Inlined with a constant `test`, so the test is inlined too. */
-static inline uint64_t copy_tested(char *out, const char *data, Py_ssize_t len, uint64_t (*test)(uint64_t),
-                                   uint64_t fill) {
-    if (len < 8) return test(short_word(data, len, fill, out));
-    uint64_t w, found = 0;
+/* Copy a piece to out a word at a time, the last bytes as the last word (overlapping the one
+ * before), a piece shorter than a word as short_word copies it: no call to the library's memcpy
+ * with a length the compiler does not know. */
+static inline void copy_piece(char *out, const char *data, Py_ssize_t len) {
+    if (len < 8) {
+        short_word(data, len, 0, out);
+        return;
+    }
+    uint64_t w;
     Py_ssize_t i = 0;
     for (; i + 8 <= len; i += 8) {
         memcpy(&w, data + i, 8);
-        found |= test(w);
         memcpy(out + i, &w, 8);
     }
     if (i < len) {
         memcpy(&w, data + len - 8, 8);
-        found |= test(w);
         memcpy(out + len - 8, &w, 8);
     }
-    return found;
 }
 
-/* A header name appended, if it is one the lane may read (1 to 64 bytes of name_word_bad's
- * alphabet; 0 otherwise): checked as it is copied. */
+/* A header name appended (1 to 64 bytes; 0 otherwise). Its bytes are judged later, and only if
+ * the shape is new (shape_is_plain): a known shape passed that test when it was planned. */
 static int append_name(Lane *self, Py_ssize_t *at, const char *data, Py_ssize_t len) {
     if (len == 0 || len > 64 || *at + 2 + len > SHAPE_MAX) return 0;
     char *out = self->shape + *at;
     out[0] = (char)len;
     out[1] = 0;
-    /* a short name's missing bytes read as a letter that passes */
-    if (copy_tested(out + 2, data, len, name_word_bad, BYTES_OF('a'))) return 0;
+    copy_piece(out + 2, data, len);
     *at += 2 + len;
     return 1;
 }
 
-/* A header value appended, unless it has a byte >= 0x7f (0: Python notes header.non_ascii) or
- * does not fit: checked as it is copied. */
+/* A header value appended, if it fits (its bytes judged as a name's are). */
 static int append_value(Lane *self, Py_ssize_t *at, const char *data, Py_ssize_t len) {
     if (len > 0xFFFE || *at + 2 + len > SHAPE_MAX) return 0;
     char *out = self->shape + *at;
     out[0] = (char)(len & 0xFF);
     out[1] = (char)(len >> 8);
-    if (copy_tested(out + 2, data, len, high_bytes, 0)) return 0;
+    copy_piece(out + 2, data, len);
     *at += 2 + len;
+    return 1;
+}
+
+/* Are a shape's header names ones the lane may read (name_word_bad's alphabet) and its values
+ * free of bytes >= 0x7f (else Python notes header.non_ascii)? Asked only of a shape the table does
+ * not hold: every shape it holds was asked this before it was planned, and a request that matches
+ * one byte for byte has the same names and values. The shape: method, version and scheme (a
+ * two-byte length and the text each), the peer's trust byte, each header's name (length, 0, the
+ * name) and value (two-byte length and the value, or 0xFFFF for a value left out, whose bytes
+ * scan_scope judged itself), and the session byte. */
+static int shape_is_plain(const char *shape, Py_ssize_t len) {
+    Py_ssize_t at = 0;
+    for (int piece = 0; piece < 3; piece++) at += 2 + ((unsigned char)shape[at] | (unsigned char)shape[at + 1] << 8);
+    at += 1;
+    while (at < len - 1) {
+        Py_ssize_t name_len = (unsigned char)shape[at];
+        const char *name = shape + at + 2;
+        uint64_t bad = 0, w;
+        if (name_len < 8) {
+            bad = name_word_bad(short_word(name, name_len, BYTES_OF('a'), NULL));
+        } else {
+            for (Py_ssize_t i = 0; i + 8 <= name_len; i += 8) {
+                memcpy(&w, name + i, 8);
+                bad |= name_word_bad(w);
+            }
+            memcpy(&w, name + name_len - 8, 8);
+            bad |= name_word_bad(w);
+        }
+        if (bad) return 0;
+        at += 2 + name_len;
+        Py_ssize_t value_len = (unsigned char)shape[at] | (unsigned char)shape[at + 1] << 8;
+        if (value_len == VALUE_FREE_MARK) {
+            at += 2;
+            continue;
+        }
+        if (has_high_byte(shape + at + 2, value_len)) return 0;
+        at += 2 + value_len;
+    }
     return 1;
 }
 
@@ -1565,6 +1599,7 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
             made = template != NULL && (plan = instantiate(self, template, &scan, shape_index, shape->gen)) != NULL;
         }
     }
+    if (shape == NULL && !shape_is_plain(self->shape, scan.shape_len)) return outcome(self, OUT_HEADERS);
     if (plan == NULL) {
         self->counts[OUT_MISS]++;
         return Py_BuildValue("(iy#s#i)", 0, self->shape, scan.shape_len, scan.client.text, (Py_ssize_t)scan.client.len,
@@ -2059,6 +2094,7 @@ static PyObject *Lane_counts(Lane *self, PyObject *Py_UNUSED(ignored)) {
 static PyObject *Lane_scan(Lane *self, PyObject *scope) {
     Scan scan;
     scan_scope(self, scope, &scan);
+    if (scan.outcome < 0 && !shape_is_plain(self->shape, scan.shape_len)) scan.outcome = OUT_HEADERS;
     if (scan.outcome >= 0) return Py_BuildValue("(sO)", OUTCOME_NAMES[scan.outcome], Py_None);
     PyObject *session = scan.session.len > 0 ? PyUnicode_DecodeASCII(scan.session.data,
                                                                       scan.session.len < MAX_SESSION ? scan.session.len

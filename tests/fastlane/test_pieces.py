@@ -202,6 +202,27 @@ def test_header_values_past_ascii_are_handed_over(value, at, byte, name):
     assert (outcome == "headers") == any(b >= 0x7f for b in value), value
 
 
+async def test_a_planned_shape_still_hands_over_names_and_values_that_are_not_plain():
+    """Names and values are judged only when their shape is new (a planned shape was judged when it
+    was planned): a request that differs from a planned one by an upper-case name, a space in a name
+    or a byte past ASCII in a value never matches it, and is handed over."""
+    middleware = ShieldMiddleware(recording_app([]), policy=default_policy(mode="monitor"),
+                                  store=MemoryStore(capacity=64))
+    chrome = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+
+    def scope(extra: tuple[bytes, bytes]) -> dict:
+        return scope_with([*chrome, extra], path="/about", client=("198.51.100.6", 4000))
+
+    for _ in range(3):
+        await middleware.handle(scope((b"x-test", b"plain")), no_body, discard)
+    native = middleware.lane.native
+    assert native.decide(scope((b"x-test", b"plain")), time.time()).__class__ is dict  # planned
+    handed_over = native.counts()["headers"]
+    for odd in ((b"X-Test", b"plain"), (b"x test", b"plain"), (b"x-test", b"pl\xe4in"), (b"x-test", b"plain\x7f")):
+        assert native.decide(scope(odd), time.time()) is None, odd
+    assert native.counts()["headers"] == handed_over + 4
+
+
 PRINTABLE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=40)
 
 
