@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -133,7 +134,10 @@ def build_upstream(recorder: UpstreamRecorder) -> Starlette:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                if message.get("text") is not None:
+                if message.get("text") == "?headers":  # the handshake's headers, as the shop got them
+                    handshake = [[name.decode(), value.decode()] for name, value in websocket.scope["headers"]]
+                    await websocket.send_text(json.dumps(handshake))
+                elif message.get("text") is not None:
                     await websocket.send_text("echo:" + message["text"])
                 else:
                     await websocket.send_bytes(b"echo:" + message["bytes"])

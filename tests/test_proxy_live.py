@@ -615,12 +615,18 @@ def test_head_and_bodyless_statuses(monitor_proxy):
 
 async def test_websocket_echo_through_the_proxy(monitor_proxy):
     async with aiohttp.ClientSession() as session, session.ws_connect(
-            monitor_proxy.url.replace("http", "ws") + "/ws", protocols=("chat.v1",)) as socket:
+            monitor_proxy.url.replace("http", "ws") + "/ws", protocols=("chat.v1",),
+            headers={"X-Shield-Verdict": "allow-me"}) as socket:
         assert socket.protocol == "chat.v1"
         await socket.send_str("hello")
         assert (await socket.receive(timeout=10)).data == "echo:hello"
         await socket.send_bytes(b"\x00\x01binary")
         assert (await socket.receive(timeout=10)).data == b"echo:\x00\x01binary"
+        await socket.send_str("?headers")
+        seen = json.loads((await socket.receive(timeout=10)).data)
+    shield = [(name.lower(), value) for name, value in seen if name.lower().startswith("x-shield")]
+    assert [name for name, _ in shield] == ["x-shield-score", "x-shield-verdict", "x-shield-ref"]
+    assert dict(shield)["x-shield-verdict"] in ("allow", "challenge", "block")  # ours, not the client's own
 
 
 async def test_websocket_from_a_tool_is_refused_in_enforce_mode(enforce_proxy):
