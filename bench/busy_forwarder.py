@@ -1,13 +1,23 @@
-"""The bare forwarder with a busy wait before every request: what plain added work costs when served.
+"""The bare forwarder with added work before every request: what plain added work costs when served.
 
-    python bench/busy_forwarder.py --busy-us 5 --upstream URL --listen HOST:PORT [--trusted-proxy CIDR ...]
+    python bench/busy_forwarder.py [--busy-us 5] [--touch-lines 48 --table-mb 64]
+                                   --upstream URL --listen HOST:PORT [--trusted-proxy CIDR ...]
 
 Takes `shieldware proxy`'s own options and serves like `shieldware proxy --bare`, except that each
-HTTP request first spins for `--busy-us` µs. bench/proxy.py serves it beside the bare forwarder
-and the proxy: on a loaded machine a µs of work added to the proxy's process costs more than a
-µs of served time (the load generator and the upstream, idle more often, must be woken for
-more of its writes), so this says how much served throughput any per-request cost takes here,
-detection's included.
+HTTP request first does one or both of:
+
+* `--busy-us`: spins that many µs (a spin, not a sleep). Its code and data fit in a few cache
+  lines, so it says what a µs of CPU work costs served time and nothing else: on a loaded
+  machine a µs of work added to the proxy's process can cost more than a µs of served time (the
+  load generator and the upstream, idle more often, must be woken for more of its writes).
+* `--touch-lines N --table-mb M`: reads N random 64-byte lines of an M MB table in one numpy
+  gather. With N 0 that is the code of one numpy call and nothing else; with a 1 MB table the
+  lines stay in the core's own cache; with a table of tens of MB each is a miss, as a window row
+  or a plan of one of thousands of shoppers is for detection. bench/proxy.py --footprint serves
+  the three beside the bare forwarder and times the same gathers in-process: work whose code or
+  data the forwarder's own evicts between requests costs several times its in-process time.
+
+bench/proxy.py serves these beside the bare forwarder and the proxy.
 """
 
 from __future__ import annotations
@@ -15,12 +25,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shieldware.commands.proxy import register, settings_from_args, uvicorn_options
+
+LINE_BYTES = 64
+DRAWS = 4096  # rows of precomputed random line offsets, used in turn
 
 
 def busy_first(app: Any, seconds: float) -> Any:
@@ -37,6 +51,36 @@ def busy_first(app: Any, seconds: float) -> Any:
     return spin_then_forward
 
 
+def line_gather(lines: int, table_mb: float, seed: int = 1) -> Callable[[], int]:
+    """A call that reads `lines` random 64-byte lines of a `table_mb` MB table (one numpy gather),
+    another draw of lines each time. bench/proxy.py times the same call in-process."""
+    import numpy as np
+
+    words_per_line = LINE_BYTES // 8
+    n_lines = max(1, int(table_mb * 2**20) // LINE_BYTES)
+    table = np.ones(n_lines * words_per_line, dtype=np.int64)  # written: every page is really there
+    draws = np.random.default_rng(seed).integers(0, n_lines, size=(DRAWS, lines)) * words_per_line
+    turn = 0
+
+    def gather() -> int:
+        nonlocal turn
+        turn = (turn + 1) % DRAWS
+        return int(table.take(draws[turn]).sum())
+
+    return gather
+
+
+def gather_first(app: Any, gather: Callable[[], int]) -> Any:
+    """`app` behind `gather()` per HTTP request."""
+
+    async def gather_then_forward(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            gather()
+        await app(scope, receive, send)
+
+    return gather_then_forward
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
@@ -44,13 +88,19 @@ def main(argv: list[str] | None = None) -> int:
 
     own = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
                                   epilog="Every other option is `shieldware proxy`'s (see its --help).")
-    own.add_argument("--busy-us", type=float, required=True, help="µs of busy wait per request")
+    own.add_argument("--busy-us", type=float, default=0.0, help="µs of busy wait per request")
+    own.add_argument("--touch-lines", type=int, default=0, help="random 64-byte lines read per request")
+    own.add_argument("--table-mb", type=float, default=0.0,
+                     help="size of the table those lines are read from (0: no gather)")
     known, rest = own.parse_known_args(argv)
     proxy = argparse.ArgumentParser(prog="busy_forwarder")
     register(proxy.add_subparsers())
     args = proxy.parse_args(["proxy", "--bare", *rest])
     app = ProxyApp(settings_from_args(args))
-    app.front = busy_first(app.front, known.busy_us / 1e6)
+    if known.table_mb > 0:
+        app.front = gather_first(app.front, line_gather(known.touch_lines, known.table_mb))
+    if known.busy_us > 0:
+        app.front = busy_first(app.front, known.busy_us / 1e6)
     host, port = args.listen
     settings = app.settings
     options = uvicorn_options(host, port, args.shutdown_timeout, settings)

@@ -1,7 +1,7 @@
-"""How much throughput does the proxy keep? wrk against six setups in one run, JSON out.
+"""How much throughput does the proxy keep? wrk against six setups (nine with --footprint) in one run, JSON out.
 
     python bench/proxy.py [--seconds 3] [--rounds 3] [--traffic one_client|crowd|both] [--busy-us 5]
-                          [--no-minimal] [--profile out.raw]
+                          [--no-minimal] [--footprint] [--profile out.raw]
 
 Setups (all on loopback, each server a process of its own, one worker each):
   direct   wrk -> upstream
@@ -11,6 +11,9 @@ Setups (all on loopback, each server a process of its own, one worker each):
   busy     wrk -> the bare forwarder spinning `--busy-us` µs before each request
            (bench/busy_forwarder.py; 0 leaves it out): what plain added CPU work costs served
   nginx    wrk -> nginx proxy_pass (one worker, keep-alive to the upstream)
+  gather_* wrk -> the bare forwarder reading random cache lines of a table before each request
+           (`--footprint` only; bench/busy_forwarder.py): gather_none is one numpy call that reads
+           no line, gather_l2 reads 48 lines of a 1 MB table, gather_cold 48 of a 64 MB one
   minimal  wrk -> the goals' reference point, a minimal uvicorn + aiohttp forwarder with no
            detection (`--no-minimal` leaves it out): what the proxy, detection included,
            serves against the plainest forwarder one would write
@@ -30,7 +33,11 @@ which come from one run. `--profile FILE` samples the proxy with py-spy during i
 The busy setup calibrates: here, with wrk and the upstream on the same two cores, a µs of work
 added to the serving process costs more than a µs of served time (its peers, idle more often,
 are woken for more of its writes). `busy_wait_calibration` says how much, and what busy wait
-would cost the bare forwarder as much throughput as detection does.
+would cost the bare forwarder as much throughput as detection does. The gather setups
+(`--footprint`) calibrate the other way: `footprint_calibration` sets the served time each adds
+beside what the same call costs in-process, and detection's beside them. Work whose code and data
+stay in the core's caches costs served what it costs in-process; work whose code or data the
+forwarder's evicts between requests (a numpy call's, detection's) costs several times more.
 """
 
 from __future__ import annotations
@@ -54,9 +61,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from busy_forwarder import line_gather  # noqa: E402 - bench/ is on the path when run
+
 from tests.support import CHROME_NAVIGATION  # noqa: E402 - the repository root is added just above
 
-from common import cpu_split  # noqa: E402 - bench/ is on the path when run
+from common import cpu_split  # noqa: E402 - bench/, as for busy_forwarder
 
 UPSTREAM_APP = '''
 PAGE = (b"<!doctype html><html><head><title>Product</title></head><body>" + b"<p>item</p>" * 160
@@ -235,6 +244,9 @@ def nginx_conf(tmp: Path, listen: int, upstream: int) -> Path:
 EDGE = ("--trusted-proxy", "127.0.0.1/32")
 BARE = ("--bare", *EDGE)
 PROXY = ("--monitor", *EDGE)
+# --footprint's setups: (lines read per request, table MB). The lines are about as many as the
+# plan and window rows one request of a crowd shopper touches.
+FOOTPRINT = {"gather_none": (0, 1.0), "gather_l2": (48, 1.0), "gather_cold": (48, 64.0)}
 
 
 def proxy_options(upstream_port: int, port: int, *extra: str) -> list[str]:
@@ -316,6 +328,12 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
                        *proxy_options(upstream_port, busy_port, *EDGE)]
             busy = stack.enter_context(running(command, busy_port, env=env, cwd=ROOT))
             found["busy"] = (f"http://127.0.0.1:{busy_port}", [busy.pid])
+        for name, (lines, table_mb) in (FOOTPRINT.items() if args.footprint else ()):
+            port = free_port()
+            command = [sys.executable, str(ROOT / "bench" / "busy_forwarder.py"), "--touch-lines", str(lines),
+                       "--table-mb", str(table_mb), *proxy_options(upstream_port, port, *EDGE)]
+            gatherer = stack.enter_context(running(command, port, env=env, cwd=ROOT))
+            found[name] = (f"http://127.0.0.1:{port}", [gatherer.pid])
         if nginx:
             conf = nginx_conf(tmp, nginx_port, upstream_port)
             edge = stack.enter_context(running([nginx, "-p", str(tmp), "-c", str(conf), "-e",
@@ -400,6 +418,8 @@ def main() -> int:
                         help="leave out the minimal uvicorn + aiohttp forwarder")
     parser.add_argument("--busy-us", type=float, default=5.0,
                         help="busy wait of the calibration setup, µs per request (default 5; 0: no such setup)")
+    parser.add_argument("--footprint", action="store_true",
+                        help="also serve the gather setups and report footprint_calibration")
     parser.add_argument("--profile", help="write a py-spy profile (raw) of the proxy here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -430,6 +450,8 @@ def main() -> int:
                         rate = runs[kind][name][-1]["requests_per_second"]
                         print(f"{kind} round {round_number + 1} {name:>6}: {rate:.0f} req/s", file=sys.stderr)
     in_process = detection_cost_us()
+    if args.footprint:
+        in_process["gather_us_per_call"] = gather_cost_us()
     report = {
         "question": "requests/s kept by the shieldware proxy (1 worker, monitor mode, browser-like headers)",
         "seconds_per_run": args.seconds,
@@ -471,6 +493,7 @@ def traffic_report(runs: dict[str, list[dict]], in_process: dict, busy_us: float
         "middleware_over_crowd_share_of_bare_forwarder_cpu": (
             round(in_process["middleware_over_crowd_us_per_request"] / bare_cpu, 3) if bare_cpu else None),
         "busy_wait_calibration": busy_wait_calibration(results, busy_us),
+        "footprint_calibration": footprint_calibration(results, in_process),
     }
 
 
@@ -493,6 +516,35 @@ def busy_wait_calibration(results: dict, busy_us: float) -> dict | None:
         "detection_costs_as_much_as_busy_us": (round((served_us["proxy"] - served_us["bare"]) / lost_per_busy_us, 1)
                                                if lost_per_busy_us > 0 else None),
     }
+
+
+def gather_cost_us() -> dict[str, float]:
+    """In-process µs of each gather setup's call, best of five batches (its table cached as well
+    as a tight loop keeps it: the cold table's lines still miss, its code does not)."""
+    import timeit
+
+    costs = {}
+    for name, (lines, table_mb) in FOOTPRINT.items():
+        gather = line_gather(lines, table_mb)
+        count = 20_000
+        best = min(timeit.repeat(gather, number=count, repeat=5))
+        costs[name] = round(best / count * 1e6, 2)
+    return costs
+
+
+def footprint_calibration(results: dict, in_process: dict) -> dict | None:
+    """Served µs each gather setup adds to the bare forwarder's, beside its in-process µs; and
+    detection's two, as the proxy adds them (in-process: the middleware over the crowd)."""
+    costs = in_process.get("gather_us_per_call")
+    if not costs or any(name not in results for name in FOOTPRINT):
+        return None
+    best = "best_requests_per_second"
+    bare_us = 1e6 / results["bare"][best]
+    rows = {name: (1e6 / results[name][best] - bare_us, costs[name]) for name in FOOTPRINT}
+    rows["detection"] = (1e6 / results["proxy"][best] - bare_us, in_process["middleware_over_crowd_us_per_request"])
+    return {name: {"served_us_added": round(served, 1), "in_process_us": round(alone, 2),
+                   "served_per_in_process_us": round(served / alone, 1) if alone > 0 else None}
+            for name, (served, alone) in rows.items()}
 
 
 def start_profiler(pid: int, args: argparse.Namespace) -> subprocess.Popen:
