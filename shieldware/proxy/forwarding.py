@@ -148,21 +148,22 @@ class Forwarder:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def peer_and_decision(self, scope: dict[str, Any]) -> tuple[str, Decision | None]:
-        """The connected peer, and shieldware's decision on the request (None without detection)."""
+    def who_asked(self, scope: dict[str, Any]) -> tuple[str, str, Decision | None]:
+        """The connected peer, the client address shieldware decided on (the peer without
+        detection), and its decision (None without detection)."""
         client = scope.get("client")
         peer = (normalise_ip(client[0]) if client else None) or "0.0.0.0"
         state = scope.get("state")
-        return peer, state.get("shield") if state else None
+        decision = state.get("shield") if state else None
+        return peer, decision.client_ip if decision is not None else peer, decision
 
     async def forward_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        peer, decision = self.peer_and_decision(scope)
+        peer, client_ip, decision = self.who_asked(scope)
         try:
             if self.base_path:
                 refuse_loose_climbs(scope)
             headers, body_length, chunked = upstream_request_headers(
-                scope, peer, decision.client_ip if decision is not None else peer, self.trusted.trusts(peer),
-                self.rewrite_host)
+                scope, peer, client_ip, self.trusted.trusts(peer), self.rewrite_host)
         except MalformedRequest as exc:
             await error_page(send, 400, "Bad request", str(exc))
             return

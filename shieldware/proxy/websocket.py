@@ -30,12 +30,12 @@ async def relay_websocket(forwarder: Forwarder, scope: dict[str, Any], receive: 
     first = await receive()
     if first["type"] != "websocket.connect":
         return
-    peer, decision = forwarder.peer_and_decision(scope)
+    peer, client_ip, decision = forwarder.who_asked(scope)
     try:
         if forwarder.base_path:
             refuse_loose_climbs(scope)
-        headers, _, _ = client_headers_for_upstream(scope, peer, decision.client_ip if decision is not None else peer,
-                                                    forwarder.trusted.trusts(peer), forwarder.rewrite_host)
+        headers, _, _ = client_headers_for_upstream(scope, peer, client_ip, forwarder.trusted.trusts(peer),
+                                                    forwarder.rewrite_host)
     except MalformedRequest as exc:
         await refuse_handshake(scope, send, 400, "Bad request", str(exc))
         return
