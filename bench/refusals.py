@@ -9,6 +9,9 @@ with one client at a time sending `--requests` requests, the middleware's clock 
 
   served            the minimal Starlette app with no middleware (the baseline: what serving costs)
   flood_monitor     Chrome's navigation headers from one address, monitor mode: flagged, passed on
+  flood_monitor_assessed
+                    the same with `hold_findings_s: 0`: every flagged request assessed afresh (the
+                    baseline of the hold, shieldware/fastlane/holds.py)
   flood_enforce     the same in enforce mode: refused (the rate signals block it)
   flood_json        the same asking for JSON (a fetch() from a page): refused with a JSON answer
   scraper_block     python-requests from one address, enforce mode: blocked
@@ -30,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,7 +42,7 @@ from asgi_costs import paced_clock
 
 from shieldware.engine import Engine
 from shieldware.middleware import ShieldMiddleware
-from shieldware.policy import default_policy
+from shieldware.policy import default_policy, default_policy_text
 from tests.support import CHROME_NAVIGATION
 
 import apps
@@ -50,8 +55,9 @@ JSON_FETCH = [*(h for h in CHROME_NAVIGATION if not h[0].startswith(("accept", "
 SCRAPER = [("host", "127.0.0.1:8000"), ("user-agent", "python-requests/2.31.0"), ("accept-encoding", "gzip, deflate"),
            ("accept", "*/*"), ("connection", "keep-alive")]
 DISGUISED = [(n, "Mozilla/5.0" if n == "user-agent" else v) for n, v in CHROME_NAVIGATION]
-CASES = {  # name: (headers, mode, addresses)
+CASES = {  # name: (headers, mode, addresses[, seconds a flagged assessment is held])
     "flood_monitor": (CHROME_NAVIGATION, "monitor", 1),
+    "flood_monitor_assessed": (CHROME_NAVIGATION, "monitor", 1, 0.0),
     "flood_enforce": (CHROME_NAVIGATION, "enforce", 1),
     "flood_json": (JSON_FETCH, "enforce", 1),
     "scraper_block": (SCRAPER, "enforce", 1),
@@ -95,8 +101,11 @@ async def run(app, requests: list[dict], send: Statuses) -> float:
     return time.perf_counter() - started
 
 
-def protected(mode: str, pace: float) -> ShieldMiddleware:
-    policy = default_policy(mode=mode, store="memory://")
+def protected(mode: str, pace: float, hold: float | None = None) -> ShieldMiddleware:
+    overrides = {}
+    if hold is not None:
+        overrides["traffic"] = {**yaml.safe_load(default_policy_text())["traffic"], "hold_findings_s": hold}
+    policy = default_policy(mode=mode, store="memory://", **overrides)
     return ShieldMiddleware(apps.minimal_app(), engine=Engine(policy), clock=paced_clock(pace))
 
 
@@ -107,8 +116,8 @@ async def measure(count: int, pace: float, profile: str | None) -> dict:
     await run(bare, scopes(CHROME_NAVIGATION, 2000), send)
     served = min([await run(bare, scopes(CHROME_NAVIGATION, count), send) for _ in range(3)])
     result["served"] = {"us_per_request": round(served / count * 1e6, 2), "statuses": dict(send.counts)}
-    for name, (headers, mode, addresses) in CASES.items():
-        middleware = protected(mode, pace)
+    for name, (headers, mode, addresses, *hold) in CASES.items():
+        middleware = protected(mode, pace, *hold)
         requests = scopes(headers, count, addresses)
         await run(middleware, requests[:2000], Statuses())  # plans made, the flood under way
         send = Statuses()
@@ -116,7 +125,7 @@ async def measure(count: int, pace: float, profile: str | None) -> dict:
         result[name] = {"us_per_request": round(took / count * 1e6, 2), "vs_served": round(took / served, 2),
                         "statuses": dict(sorted(send.counts.items()))}
         if profile == name:  # a middleware of its own, profiled on what the first timed pass met
-            middleware = protected(mode, pace)
+            middleware = protected(mode, pace, *hold)
             await run(middleware, requests[:2000], Statuses())
             await print_profile(name, run(middleware, requests, Statuses()))
     return result

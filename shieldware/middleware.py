@@ -202,12 +202,10 @@ class ShieldMiddleware:
             await self._decide(scope, receive, send, now, miss=answer)
             self.lane.rearm(now)
             return
-        _, observed, plan, client_ip = answer
+        _, observed, plan, client_ip, fired, follows = answer
         started = time.perf_counter()
         if plan.seed is not None:  # the plan's inspection, this request's windows
-            query = scope.get("query_string") or b""
-            decision = self.engine.assess_planned(plan.seed, client_ip, scope["path"], query.decode("latin-1"), now,
-                                                  stats_of(observed))
+            decision = self._assess_flagged(plan.seed, client_ip, fired, follows, scope, now, observed)
             self.engine.metrics.record_latency(time.perf_counter() - started)
             if decision.action is Verdict.ALLOW:
                 await self._pass(decision, scope, receive, send, now, True, None)
@@ -218,6 +216,24 @@ class ShieldMiddleware:
         decision = await self.engine.decide(facts, observed=stats_of(observed))
         self.engine.metrics.record_latency(time.perf_counter() - started)
         await self._act(decision, facts, scope, receive, send, now)
+
+    def _assess_flagged(self, seed: Any, client_ip: str, fired: int, follows: bool, scope: Scope, now: float,
+                        observed: bytes) -> Decision:
+        """A planned request past a trigger: the client's assessment held while the same findings
+        fire (shieldware/fastlane/holds.py), or a fresh one from the plan's inspection and this
+        request's window answers."""
+        holds = self.lane.holds
+        path = scope["path"]
+        decision = holds.find(seed, client_ip, fired, now, path)
+        if decision is not None:
+            self.engine.record(decision)
+            if follows:  # what the traffic signal's assessment would have remembered
+                self._steps(client_ip, path, now)
+            return decision
+        query = scope.get("query_string") or b""
+        decision = self.engine.assess_planned(seed, client_ip, path, query.decode("latin-1"), now, stats_of(observed))
+        holds.keep(seed, client_ip, fired, decision)
+        return decision
 
     async def _act(self, decision: Decision, facts: RequestFacts, scope: Scope, receive: Receive, send: Send,
                    now: float) -> None:

@@ -41,6 +41,10 @@ def render(record: dict) -> str:
         lines.append(f"  rule:     the policy rule '{record['rule']}' decided it")
     if record.get("retry_after") is not None:
         lines.append(f"  retry:    the client was told to wait {record['retry_after']} s")
+    held_from = (record.get("extra") or {}).get("held_from")
+    if held_from:
+        lines.append(f"  held:     the findings of decision {held_from}, still firing (held for up to the")
+        lines.append("            policy's traffic.hold_findings_s): the numbers below are that decision's")
     reasons = record.get("reasons") or []
     lines.append("  reasons:" if reasons else "  reasons:  none (the decision came from policy alone)")
     for reason in reasons:

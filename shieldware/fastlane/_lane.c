@@ -1297,16 +1297,19 @@ static int atom_holds(const Atom *atom, const double *out, int width) {
 }
 
 /* Triggers are a route group's; an atom on a row this request's plan does not have (the traffic
- * signal's last row is there only for requests without cookies) does not hold. */
-static int any_trigger(const Group *group, const double *out, int width, int n_rows) {
+ * signal's last row is there only for requests without cookies) does not hold. The answer has bit t
+ * set when trigger t fires: one trigger per finding, so the bits say which findings assess would
+ * add (Python holds a flagged client's assessment while the same bits fire). */
+static uint32_t fired_triggers(const Group *group, const double *out, int width, int n_rows) {
+    uint32_t fired = 0;
     for (int t = 0; t < group->n_triggers; t++) {
         const Trigger *trigger = &group->triggers[t];
         int all = 1;
         for (int a = 0; a < trigger->n_atoms && all; a++)
             all = trigger->atoms[a].row < n_rows && atom_holds(&trigger->atoms[a], out, width);
-        if (all) return 1;
+        fired |= (uint32_t)all << t;
     }
-    return 0;
+    return fired;
 }
 
 /* ---- the Lane type -------------------------------------------------------------------------- */
@@ -1397,10 +1400,11 @@ static PyObject *decide_armed(Lane *self, PyObject *scope, double now);
 static Template *find_template(Lane *self, uint32_t shape_index, uint32_t gen, int group);
 static PlanSlot *instantiate(Lane *self, Template *t, Scan *scan, uint32_t shape_index, uint32_t gen);
 
-/* decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats, plan, ip) | (2, Decision, follows):
+/* decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats, plan, ip, fired, follows)
+ *                       | (2, Decision, follows):
  * a planned, quiet, allowed request's scope for the app (its decision in the state), a planned
  * decision held back for the middleware (to log, refuse or remember its step), nothing for the
- * lane, a miss, or window answers to assess. */
+ * lane, a miss, or window answers to assess (with the bits of the triggers that fired). */
 static PyObject *Lane_decide(Lane *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "decide(scope, now)");
@@ -1614,11 +1618,14 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
         if (done == 0) return outcome(self, OUT_BUSY);
     }
     int follows = plan->pid_row >= 0 && self->out[plan->pid_row * self->out_width + self->out_follows] > 0.0;
-    if (plan->n_rows > 0 && any_trigger(&self->groups[scan.group], self->out, self->out_width, plan->n_rows)) {
+    uint32_t fired = plan->n_rows > 0 ? fired_triggers(&self->groups[scan.group], self->out, self->out_width,
+                                                         plan->n_rows) : 0;
+    if (fired != 0) {
         self->counts[OUT_FLAGGED]++;
-        return Py_BuildValue("(iy#Os#)", 1, (const char *)self->out,
+        return Py_BuildValue("(iy#Os#IO)", 1, (const char *)self->out,
                              (Py_ssize_t)(sizeof(double) * (size_t)(plan->n_rows * self->out_width)), plan->plan,
-                             scan.client.text, (Py_ssize_t)scan.client.len);
+                             scan.client.text, (Py_ssize_t)scan.client.len, (unsigned int)fired,
+                             follows ? Py_True : Py_False);
     }
     PyObject *decision = make_decision(self, plan, scan.path, now);
     if (decision == NULL) return NULL;
@@ -2121,7 +2128,7 @@ static PyObject *Lane_triggered(Lane *self, PyObject *args) {
     double out[MAX_ROWS * 64] = {0};
     memcpy(out, rows, (size_t)len);
     int n_rows = (int)(len / (Py_ssize_t)(sizeof(double) * self->out_width));
-    return PyBool_FromLong(any_trigger(&self->groups[group], out, self->out_width, n_rows));
+    return PyLong_FromUnsignedLong(fired_triggers(&self->groups[group], out, self->out_width, n_rows));
 }
 
 /* A group's methods as Names: how many, or -1 when some name does not fit (the set is asked then). */
@@ -2456,7 +2463,8 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
 
 static PyMethodDef Lane_methods[] = {
     {"decide", (PyCFunction)(void (*)(void))Lane_decide, METH_FASTCALL,
-     "decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats, plan, ip) | (2, Decision, follows)"},
+     "decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats, plan, ip, fired, follows)"
+     " | (2, Decision, follows)"},
     {"install", (PyCFunction)Lane_install, METH_VARARGS, "install a plan for (shape, ip, group)"},
     {"set_triggers", (PyCFunction)Lane_set_triggers, METH_VARARGS, "set_triggers(group, triggers)"},
     {"clear", (PyCFunction)Lane_clear, METH_NOARGS, "forget every plan"},
@@ -2465,7 +2473,8 @@ static PyMethodDef Lane_methods[] = {
     {"counts", (PyCFunction)Lane_counts, METH_NOARGS, "requests by outcome"},
     {"drain", (PyCFunction)Lane_drain, METH_NOARGS, "decisions made since the last drain, for the metrics"},
     {"scan", (PyCFunction)Lane_scan, METH_O, "what decide() reads from a scope (for tests)"},
-    {"triggered", (PyCFunction)Lane_triggered, METH_VARARGS, "triggered(group, stats rows) (for tests)"},
+    {"triggered", (PyCFunction)Lane_triggered, METH_VARARGS,
+     "triggered(group, stats rows): the bits of the triggers that fire (for tests)"},
     {"set_front", (PyCFunction)(void (*)(void))Lane_set_front, METH_VARARGS | METH_KEYWORDS,
      "set_front(app, clock, rest, hear, watched, hear_on, rearm, scope_headers=True): what handle() needs"},
     {"set_hear_on", (PyCFunction)Lane_set_hear_on, METH_O, "set_hear_on(statuses): the statuses planned requests feed back"},

@@ -20,6 +20,7 @@ from typing import Any
 from shieldware import decision as decisions
 from shieldware.decision import Decision, Verdict, head_lines, shield_headers
 from shieldware.facts import normalise_ip
+from shieldware.fastlane.holds import FindingHolds
 from shieldware.fastlane.plan import VALUE_FREE_HEADERS, PlanDraft, ShapeModel
 from shieldware.metrics import LATENCY_BUCKETS, Metrics
 from shieldware.signals.traffic_keys import ip_prefix
@@ -84,6 +85,10 @@ class FastLane:
         self.derived = [0]  # requests planned on the spot from their shape's model (shared with the tally)
         self.tally = LaneTally(native_lane, self.derived)
         self._off = False  # off for good (see off())
+        # Flagged clients' assessments, held while the same findings fire (the signal whose
+        # triggers flag requests says for how long).
+        self.holds = FindingHolds(max((s.hold_findings_seconds for s in engine.signals
+                                       if hasattr(s, "hold_findings_seconds")), default=0.0))
 
     @classmethod
     def build(cls, middleware: Any, plans: int = DEFAULT_PLANS) -> FastLane | None:
@@ -252,6 +257,7 @@ class FastLane:
         """Plans and models no longer hold (the engine said so): make them afresh."""
         self.native.clear()
         self._models.clear()
+        self.holds.clear()
 
     def rearm(self, now: float) -> None:
         """After a request on the Python path, and when the switchboard's refresh falls due (the

@@ -122,6 +122,12 @@ class TrafficSignal:
         self._settings = engine.policy.section("traffic")
         self._lane_parts.clear()
 
+    @property
+    def hold_findings_seconds(self) -> float:
+        """How long the lane may hold a flagged client's assessment while the same triggers fire
+        (shieldware/fastlane/holds.py): the triggers are this signal's findings."""
+        return float(self._settings.hold_findings_s)
+
     # ---- before the store call ------------------------------------------------------------
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:

@@ -66,6 +66,9 @@ class TrafficSettings:
     walk_min_pages: float = 20.0             # cookieless product pages (decayed) of one client software ...
     walk_min_sequential: float = 0.5         # ... at least this share following the id fetched just before ...
     walk_min_addresses: float = 8.0          # ... from at least this many addresses
+    # A flagged client's assessment stands this long while the same findings fire (its numbers
+    # then date from the assessment, which the decision names); 0 assesses every request.
+    hold_findings_s: float = 1.0
 
 
 _NUMBER_FIELDS = {f.name for f in fields(TrafficSettings)} - {"assets_through_shieldware", "session_cookies"}

@@ -370,9 +370,44 @@ def test_triggers_fire_exactly_when_assess_speaks(cookie, set_by):
                 for _ in range(rows_count)]
         packed = struct.pack(f"={rows_count * OUT_WIDTH}d", *(v for row in rows for v in row))
         expected = assess_speaks(traffic, inspection, rows)
-        assert middleware.lane.native.triggered(group, packed) == expected, rows
+        assert bool(middleware.lane.native.triggered(group, packed)) == expected, rows
         fired += expected
     assert 2000 < fired < 18000  # both answers were exercised
+
+
+def assess_findings(traffic: TrafficSignal, inspection: Inspection, rows: list[list[float]]) -> tuple:
+    """The findings assess adds for these window answers: reason codes (with the pattern, where a code
+    has two) and the verdicts it demands, without the numbers."""
+    evidence, demands = len(inspection.evidence), len(inspection.demands)
+    inspection.stats = [WindowStats(row) for row in rows]
+    traffic.assess(inspection.facts, inspection)
+    found = (tuple(sorted((e.code, str(e.detail.get("pattern", ""))) for e in inspection.evidence[evidence:])),
+             tuple(sorted(str(verdict) for verdict, _ in inspection.demands[demands:])))
+    del inspection.evidence[evidence:], inspection.demands[demands:]
+    return found
+
+
+def test_the_triggers_that_fire_name_the_findings_assess_adds():
+    """The lane holds a flagged client's assessment while the same triggers fire
+    (shieldware/fastlane/holds.py): that is sound only if the bits that fire say which findings, and
+    which demands, assess adds, whatever the numbers behind them."""
+    middleware = lane_middleware()
+    _, traffic, inspection, group = product_plan(middleware, cookie=False)
+    part = traffic.lane_part(inspection.facts, inspection)
+    middleware.lane.native.set_triggers(group, [[(a.row, a.field, a.op, a.field2, a.value) for a in t]
+                                                for t in part.triggers])
+    rows_count = len(inspection.observations)
+    rng = random.Random(11)
+    findings_of: dict[int, tuple] = {}
+    for _ in range(20000):
+        rows = [[rng.choice(INTERESTING) if rng.random() < 0.3 else 0.0 for _ in range(OUT_WIDTH)]
+                for _ in range(rows_count)]
+        packed = struct.pack(f"={rows_count * OUT_WIDTH}d", *(v for row in rows for v in row))
+        fired = middleware.lane.native.triggered(group, packed)
+        found = assess_findings(traffic, inspection, rows)
+        assert findings_of.setdefault(fired, found) == found, (fired, rows)
+        assert (fired == 0) == (found == ((), ())), (fired, rows)
+    assert len(findings_of) > 50  # many combinations of findings were met
 
 
 @pytest.mark.parametrize("headers_in_scope", [True, False])

@@ -119,9 +119,10 @@ def _odd(rng: random.Random, headers: list[tuple[str, str]]) -> list[tuple[bytes
     return raw
 
 
-def stream(seed: int, requests: int, clients_count: int = 60,
-           kinds: dict[str, int] = KINDS) -> list[tuple[float, dict]]:
-    """`requests` (delay before it, scope) pairs from `clients_count` clients behind a trusted edge."""
+def stream(seed: int, requests: int, clients_count: int = 60, kinds: dict[str, int] = KINDS,
+           pace: float | None = None) -> list[tuple[float, dict]]:
+    """`requests` (delay before it, scope) pairs from `clients_count` clients behind a trusted edge;
+    with `pace`, every request `pace` seconds after the one before (a rush: most clients flagged)."""
     rng = random.Random(seed)
     crowd = clients(rng, clients_count, kinds)
     out = []
@@ -158,5 +159,5 @@ def stream(seed: int, requests: int, clients_count: int = 60,
                  "root_path": "", "headers": _odd(rng, headers), "client": ("127.0.0.1", 50000 + index),
                  "server": ("127.0.0.1", 8000)}
         delay = 0.05 if client.walks else rng.choice((0.0, 0.01, 0.2, 1.0, 4.0, 30.0))
-        out.append((delay, scope))
+        out.append((delay if pace is None else pace, scope))
     return out
