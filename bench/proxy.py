@@ -1,7 +1,7 @@
 """How much throughput does the proxy keep? wrk against six setups (nine with --footprint) in one run, JSON out.
 
     python bench/proxy.py [--seconds 3] [--rounds 3] [--traffic one_client|crowd|both] [--busy-us 5]
-                          [--no-minimal] [--footprint] [--profile out.raw]
+                          [--no-minimal] [--footprint] [--pin] [--profile out.raw]
 
 Setups (all on loopback, each server a process of its own, one worker each):
   direct   wrk -> upstream
@@ -28,7 +28,10 @@ in two kinds of traffic (`--traffic`, both by default):
 The proxy and the bare forwarder trust 127.0.0.1 as an edge in both, so one set of servers
 serves both.
 Absolute numbers depend on the machine and on what else runs on it; compare the ratios,
-which come from one run. `--profile FILE` samples the proxy with py-spy during its first run.
+which come from one run. `--pin` keeps every serving process on CPU 0 and the shared upstream and
+wrk on CPU 1 (direct then gets an upstream of its own on CPU 0): each server alone on its core.
+Each run reports every CPU's busy share (`cpu_busy`): pinned, a peer CPU near 1.0 caps the setup.
+`--profile FILE` samples the proxy with py-spy during its first run.
 
 The busy setup calibrates: here, with wrk and the upstream on the same two cores, a µs of work
 added to the serving process costs more than a µs of served time (its peers, idle more often,
@@ -175,8 +178,10 @@ def browser_lua(paths: int) -> str:
     """)
 
 
-def run_wrk(url: str, script: Path, seconds: float, connections: int) -> dict:
+def run_wrk(url: str, script: Path, seconds: float, connections: int, cpu: int | None = None) -> dict:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
     run = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     if script.name in run.stderr:
         # wrk prints a broken script's error per thread and then sends plain GETs: never report those.
@@ -201,6 +206,13 @@ def with_children(pid: int) -> list[int]:
             return [pid, *(int(child) for child in children.read().split())]
     except OSError:
         return [pid]
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Keep a server (every thread of it and of its direct children) on one CPU."""
+    for process in with_children(pid):
+        for task in os.listdir(f"/proc/{process}/task"):
+            os.sched_setaffinity(int(task), {cpu})
 
 
 def cpu_seconds(pids: list[int]) -> tuple[float, float]:
@@ -244,6 +256,8 @@ def nginx_conf(tmp: Path, listen: int, upstream: int) -> Path:
 EDGE = ("--trusted-proxy", "127.0.0.1/32")
 BARE = ("--bare", *EDGE)
 PROXY = ("--monitor", *EDGE)
+# --pin: every serving process on one CPU, its peers (the shared upstream, wrk) on the other.
+SERVING_CPU, PEER_CPU = 0, 1
 # --footprint's setups: (lines read per request, table MB). The lines are about as many as the
 # plan and window rows one request of a crowd shopper touches.
 FOOTPRINT = {"gather_none": (0, 1.0), "gather_l2": (48, 1.0), "gather_cold": (48, 64.0)}
@@ -260,8 +274,13 @@ def proxy_command(upstream_port: int, port: int, *extra: str) -> list[str]:
 def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespace) -> dict:
     """One wrk run, plus the CPU seconds the serving processes spent per request during it."""
     user_before, system_before = cpu_seconds(pids)
-    result = run_wrk(url, script, args.seconds, args.connections)
+    ticks_before = cpu_busy_ticks()
+    result = run_wrk(url, script, args.seconds, args.connections, PEER_CPU if args.pin else None)
+    ticks_after = cpu_busy_ticks()
     user_after, system_after = cpu_seconds(pids)
+    # How busy each CPU was: with --pin, a peer CPU near 1.0 would cap the server under test.
+    result["cpu_busy"] = [round((after[0] - before[0]) / max(1, after[1] - before[1]), 3)
+                          for before, after in zip(ticks_before, ticks_after, strict=True)]
     requests = result["requests"]
     user, system = user_after - user_before, system_after - system_before
     result["server_cpu_us_per_request"] = round(1e6 * (user + system) / requests, 1) if requests else None
@@ -297,21 +316,41 @@ def ratio(results: dict, top: str, bottom: str, key: str) -> float | None:
     return round(b / a, 3) if "cpu" in key else round(a / b, 3)
 
 
+def upstream_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "upstream_app:app", "--port", str(port),
+            "--log-level", "warning", "--no-access-log", "--lifespan", "off"]
+
+
+def cpu_busy_ticks() -> list[tuple[int, int]]:
+    """(busy, all) clock ticks of each CPU so far, from /proc/stat."""
+    ticks = []
+    with open("/proc/stat", encoding="ascii") as stat:
+        for line in stat:
+            if re.match(r"cpu\d", line):
+                values = [int(value) for value in line.split()[1:]]
+                idle = values[3] + values[4]  # idle and iowait
+                ticks.append((sum(values) - idle, sum(values)))
+    return ticks
+
+
 @contextlib.contextmanager
 def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str | None) -> Iterator[dict]:
     """Start every server once; yield name → (url, pids whose CPU counts for that setup)."""
     env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}"}
     upstream_port, bare_port, proxy_port, nginx_port = (free_port() for _ in range(4))
-    upstream = [sys.executable, "-m", "uvicorn", "upstream_app:app", "--port", str(upstream_port),
-                "--log-level", "warning", "--no-access-log", "--lifespan", "off"]
     with contextlib.ExitStack() as stack:
-        up = stack.enter_context(running(upstream, upstream_port, env=env, cwd=tmp))
+        up = stack.enter_context(running(upstream_command(upstream_port), upstream_port, env=env, cwd=tmp))
         bare = stack.enter_context(running(proxy_command(upstream_port, bare_port, *BARE), bare_port,
                                            env=env, cwd=ROOT))
         proxy = stack.enter_context(running(proxy_command(upstream_port, proxy_port, *PROXY), proxy_port,
                                             env=env, cwd=ROOT))
+        direct, direct_port = up, upstream_port
+        if args.pin:
+            # The shared upstream is a peer on the other CPU; direct gets an upstream of its own.
+            direct_port = free_port()
+            direct = stack.enter_context(running(upstream_command(direct_port), direct_port, env=env, cwd=tmp))
         found = {
-            "direct": (f"http://127.0.0.1:{upstream_port}", [up.pid]),
+            "direct": (f"http://127.0.0.1:{direct_port}", [direct.pid]),
             "bare": (f"http://127.0.0.1:{bare_port}", [bare.pid]),
             "proxy": (f"http://127.0.0.1:{proxy_port}", [proxy.pid]),
         }
@@ -339,9 +378,13 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
             edge = stack.enter_context(running([nginx, "-p", str(tmp), "-c", str(conf), "-e",
                                                 str(tmp / "error.log")], nginx_port))
             found["nginx"] = (f"http://127.0.0.1:{nginx_port}", [edge.pid])
+        if args.pin:
+            pin(up.pid, PEER_CPU)
+            for _, pids in found.values():
+                pin(pids[0], SERVING_CPU)
         for url, _ in found.values():
             for script in scripts:
-                run_wrk(url, script, 1, args.connections)  # warm-up: pools, caches
+                run_wrk(url, script, 1, args.connections, PEER_CPU if args.pin else None)  # warm-up
         yield found
 
 
@@ -420,6 +463,8 @@ def main() -> int:
                         help="busy wait of the calibration setup, µs per request (default 5; 0: no such setup)")
     parser.add_argument("--footprint", action="store_true",
                         help="also serve the gather setups and report footprint_calibration")
+    parser.add_argument("--pin", action="store_true",
+                        help="serving processes on CPU 0, the upstream they forward to and wrk on CPU 1")
     parser.add_argument("--profile", help="write a py-spy profile (raw) of the proxy here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -457,6 +502,7 @@ def main() -> int:
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
         "connections": args.connections,
+        "pinned": args.pin,
         "traffic": {kind: traffic_report(kind_runs, in_process, args.busy_us) for kind, kind_runs in runs.items()},
         "in_process_detection": in_process,
         "goals": {"proxy_vs_bare_forwarder_at_least": 0.90, "proxy_vs_direct_at_least": 0.40},
