@@ -29,10 +29,11 @@ MAX_HOLDS = 65_536
 class FindingHolds:
     """Held assessments by (plan seed, client address, fired trigger bits)."""
 
-    __slots__ = ("_held", "seconds")
+    __slots__ = ("_held", "answered", "seconds")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.answered = 0  # requests answered from a hold (the metrics' fast-lane outcome "held")
         # key → (seed, decision, until); the seed is kept so that its id is not reused while held
         self._held: dict[tuple[int, str, int], tuple[Any, Decision, float]] = {}
 
@@ -41,6 +42,7 @@ class FindingHolds:
         entry = self._held.get((id(seed), client_ip, fired))
         if entry is None or entry[0] is not seed or now >= entry[2] or now < entry[1].time:
             return None
+        self.answered += 1
         return repeated(entry[1], now, path)
 
     def keep(self, seed: Any, client_ip: str, fired: int, decision: Decision) -> None:

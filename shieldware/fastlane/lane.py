@@ -83,12 +83,12 @@ class FastLane:
         self._models: dict[tuple[bytes, int], ShapeModel] = {}
         self.feedback_statuses: frozenset[int] = frozenset()  # statuses planned requests feed back
         self.derived = [0]  # requests planned on the spot from their shape's model (shared with the tally)
-        self.tally = LaneTally(native_lane, self.derived)
-        self._off = False  # off for good (see off())
         # Flagged clients' assessments, held while the same findings fire (the signal whose
         # triggers flag requests says for how long).
         self.holds = FindingHolds(max((s.hold_findings_seconds for s in engine.signals
                                        if hasattr(s, "hold_findings_seconds")), default=0.0))
+        self.tally = LaneTally(native_lane, self.derived, self.holds)
+        self._off = False  # off for good (see off())
 
     @classmethod
     def build(cls, middleware: Any, plans: int = DEFAULT_PLANS) -> FastLane | None:
@@ -292,9 +292,10 @@ class LaneTally:
     decision, reason, score and latency counters here whenever the metrics are read (a scrape,
     or a worker's snapshot). Read from any thread."""
 
-    def __init__(self, native_lane: Any, derived: list[int]) -> None:
+    def __init__(self, native_lane: Any, derived: list[int], holds: FindingHolds) -> None:
         self._lane = weakref.ref(native_lane)
         self._derived = derived
+        self._holds = holds
         self.totals = Metrics()
         self._lock = threading.Lock()
         self._outcomes: dict[str, int] = {}  # the lane's cumulative outcome counts when last folded
@@ -321,9 +322,10 @@ class LaneTally:
         # A request of a new client of a known shape whose address a signal knows is a miss, then
         # (planned on the spot in Python) a hit: counted once, as "derived". One with a plain
         # address is planned in C from its shape's template: "made".
-        derived = self._derived[0]
+        # A flagged request answered from a held assessment is counted as "held".
+        derived, held = self._derived[0], self._holds.answered
         outcomes = {**outcomes, "derived": derived, "hit": outcomes["hit"] - derived,
-                    "miss": outcomes["miss"] - derived}
+                    "miss": outcomes["miss"] - derived, "held": held, "flagged": outcomes["flagged"] - held}
         for outcome, n in outcomes.items():  # how requests met the lane: hit, miss, flagged, ...
             more = n - self._outcomes.get(outcome, 0)
             if more:

@@ -124,6 +124,29 @@ def test_a_flood_is_assessed_when_its_findings_change_and_held_in_between():
     assert max(b - a for a, b in itertools.pairwise(times)) <= 1.0 + 0.01 + 1e-6
 
 
+def lane_outcomes(middleware: ShieldMiddleware) -> dict[str, float]:
+    """The process's shieldware_fast_lane_requests_total by outcome (every lane's so far)."""
+    counts = {}
+    for line in middleware.engine.metrics.exposition().decode().splitlines():
+        if line.startswith("shieldware_fast_lane_requests_total{"):
+            counts[line.split('outcome="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_the_metrics_count_held_requests_apart_from_assessed_ones():
+    middleware, clock, decisions = flood_middleware(None)
+    before = lane_outcomes(middleware)
+    asyncio.run(flood(middleware, clock, 300, 0.01))
+    after = lane_outcomes(middleware)
+
+    def added(outcome: str) -> float:
+        return after.get(outcome, 0.0) - before.get(outcome, 0.0)
+
+    held = sum("held_from" in d.extra for d in decisions)
+    assert held > 100 and added("held") == held
+    assert added("flagged") + added("held") == middleware.lane.counts()["flagged"]
+
+
 def test_with_holds_off_every_flagged_request_is_assessed():
     middleware, clock, decisions = flood_middleware(0.0)
     asyncio.run(flood(middleware, clock, 300, 0.01))
