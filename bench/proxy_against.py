@@ -6,12 +6,14 @@ one after, cannot tell a 2-5 % change from the drift. Here the proxy of this che
 of the base revision and this checkout's bare forwarder take turns within every round, on one
 upstream, so the drift hits all three alike and each round gives a paired ratio.
 
-    python bench/proxy_against.py [--base REV] [--rounds 4] [--seconds 4]
+    python bench/proxy_against.py [--base REV] [--rounds 4] [--seconds 4] [--traffic crowd|one_client]
 
 The base is checked out as a git worktree in a temporary directory and its fast lane compiled
 (hatch_build.compile_extension); each server runs from its own tree, with its own Numba cache,
 and the bench says which file each imported shieldware from. The traffic is this checkout's
-bench/browser_crowd.lua (20,000 shoppers behind a trusted loopback edge) for all three.
+bench/browser_crowd.lua (20,000 shoppers behind a trusted loopback edge) for all three, or with
+`--traffic one_client` bench/proxy.py's flood (one address over 64 product pages, flagged on every
+request).
 JSON out: per setup the median requests/s and CPU µs per request (user, system), every round's
 figures, and the paired ratios (head/base, head/bare forwarder, base/bare forwarder) per round
 with their medians.
@@ -34,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy import BARE, PROXY, UPSTREAM_APP, free_port, proxy_command, run_wrk, running
+from proxy import BARE, PROXY, UPSTREAM_APP, browser_lua, free_port, proxy_command, run_wrk, running
 
 from common import cpu_split
 
@@ -74,15 +76,15 @@ def imported_from(tree: Path) -> str:
     return run.stdout.strip()
 
 
-def one_round(upstream: int, setup: tuple[Path, tuple[str, ...]], seconds: float) -> dict:
-    """Start the setup's server, warm it with the crowd, then measure one wrk run of `seconds`."""
+def one_round(upstream: int, setup: tuple[Path, tuple[str, ...]], seconds: float, script: Path) -> dict:
+    """Start the setup's server, warm it with the traffic, then measure one wrk run of `seconds`."""
     tree, extra = setup
     port = free_port()
     with running(proxy_command(upstream, port, *extra), port, env=tree_env(tree), cwd=tree) as server:
         url = f"http://127.0.0.1:{port}/"
-        run_wrk(url, CROWD, WARM_SECONDS, 32)
+        run_wrk(url, script, WARM_SECONDS, 32)
         user_before, system_before = cpu_split(server.pid)
-        result = run_wrk(url, CROWD, seconds, 32)
+        result = run_wrk(url, script, seconds, 32)
         user_after, system_after = cpu_split(server.pid)
     requests = result["requests"]
     if not requests:
@@ -114,6 +116,7 @@ def main() -> int:
     parser.add_argument("--base", default="HEAD~1", help="the revision to compare against (default HEAD~1)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured wrk run")
+    parser.add_argument("--traffic", choices=["crowd", "one_client"], default="crowd")
     args = parser.parse_args()
     base_commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.base], check=True,
                                  capture_output=True, text=True, timeout=30).stdout.strip()
@@ -121,6 +124,10 @@ def main() -> int:
     with base_tree(args.base) as base, tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         (tmp / "upstream_app.py").write_text(UPSTREAM_APP)
+        script = CROWD
+        if args.traffic == "one_client":
+            script = tmp / "browser.lua"
+            script.write_text(browser_lua(64))
         setups = {"head": (ROOT, PROXY), "base": (base, PROXY), "bare": (ROOT, BARE)}
         imports = {"head": imported_from(ROOT), "base": imported_from(base)}
         upstream = free_port()
@@ -133,10 +140,11 @@ def main() -> int:
                     pass
             for _ in range(args.rounds):
                 for name, setup in setups.items():
-                    runs[name].append(one_round(upstream, setup, args.seconds))
+                    runs[name].append(one_round(upstream, setup, args.seconds, script))
     print(json.dumps({
         "benchmark": "proxy_against",
-        "question": "crowd requests/s of this checkout's proxy against a base revision's, interleaved rounds",
+        "question": f"{args.traffic} requests/s of this checkout's proxy against a base revision's, interleaved rounds",
+        "traffic": args.traffic,
         "base": base_commit, "imports": imports, "seconds_per_run": args.seconds, "rounds": args.rounds,
         "results": {name: summary(r) for name, r in runs.items()},
         "paired_ratios": {"head_vs_base": paired(runs, "head", "base"),
