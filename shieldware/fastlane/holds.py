@@ -21,9 +21,10 @@ from typing import Any
 
 from shieldware.decision import Decision, new_reference
 
-# Entries kept at most (one per flagged client, plan and set of findings); past it all are dropped
-# (a wide flood from many addresses then costs its assessments again, nothing more).
-MAX_HOLDS = 65_536
+# Entries kept at most (one per flagged client, plan and set of findings; a few kB each, most of it
+# the reasons). Past it the ones run out are dropped, or all when none has: a flood from more
+# flagged addresses than this a second costs its assessments again, nothing more.
+MAX_HOLDS = 8_192
 
 
 class FindingHolds:
@@ -50,8 +51,16 @@ class FindingHolds:
         if self.seconds <= 0:
             return
         if len(self._held) >= MAX_HOLDS:
-            self._held.clear()
+            self._drop_run_out(decision.time)
         self._held[(id(seed), client_ip, fired)] = (seed, decision, decision.time + self.seconds)
+
+    def _drop_run_out(self, now: float) -> None:
+        run_out = [key for key, (_, _, until) in self._held.items() if now >= until]
+        if len(run_out) < MAX_HOLDS // 4:  # hardly any: a scan per few keeps would cost more than it saves
+            self._held.clear()
+            return
+        for key in run_out:
+            del self._held[key]
 
     def clear(self) -> None:
         self._held.clear()

@@ -51,16 +51,23 @@ def test_a_held_assessment_answers_the_same_client_seed_and_findings_until_it_ru
     assert holds.find(seed, "198.18.0.1", 0b101, T0 - 0.1, "/p") is None  # a clock that went back
 
 
-def test_holds_off_keep_nothing_and_a_full_table_starts_again():
+def test_holds_off_keep_nothing_and_a_full_table_drops_what_ran_out():
     off, seed = FindingHolds(0.0), object()
     off.keep(seed, "198.18.0.1", 1, assessed())
     assert len(off) == 0 and off.find(seed, "198.18.0.1", 1, T0, "/p") is None
     holds = FindingHolds(1.0)
-    for n in range(MAX_HOLDS):
-        holds.keep(seed, f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}", 1, assessed())
+    for n in range(MAX_HOLDS):  # a half that has run out by T0 + 2, and a half that has not
+        holds.keep(seed, f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}", 1, assessed(T0 + (n % 2) * 1.5))
     assert len(holds) == MAX_HOLDS
-    holds.keep(seed, "198.18.0.1", 1, assessed())
-    assert len(holds) == 1 and holds.find(seed, "198.18.0.1", 1, T0, "/p") is not None
+    holds.keep(seed, "198.18.0.1", 1, assessed(T0 + 2))
+    assert len(holds) == MAX_HOLDS // 2 + 1  # the ones run out dropped, the rest kept
+    assert holds.find(seed, "198.18.0.1", 1, T0 + 2, "/p") is not None
+    assert holds.find(seed, "10.0.0.1", 1, T0 + 2, "/p") is not None
+    busy = FindingHolds(1.0)
+    for n in range(MAX_HOLDS):  # none run out: all dropped, so a full table costs no scan per keep
+        busy.keep(seed, f"10.1.{n >> 8 & 255}.{n & 255}", 2, assessed(T0 + 2))
+    busy.keep(seed, "198.18.0.2", 1, assessed(T0 + 2.5))
+    assert len(busy) == 1
 
 
 def flood_middleware(hold: float | None, mode: str = "monitor") -> tuple[ShieldMiddleware, SimulatedClock, list]:
