@@ -55,12 +55,13 @@ class FindingHolds:
         self._held[(id(seed), client_ip, fired)] = (seed, decision, decision.time + self.seconds)
 
     def _drop_run_out(self, now: float) -> None:
-        run_out = [key for key, (_, _, until) in self._held.items() if now >= until]
+        # A copy to walk: another thread's request may keep or find a hold meanwhile.
+        run_out = [key for key, (_, _, until) in list(self._held.items()) if now >= until]
         if len(run_out) < MAX_HOLDS // 4:  # hardly any: a scan per few keeps would cost more than it saves
             self._held.clear()
             return
         for key in run_out:
-            del self._held[key]
+            self._held.pop(key, None)
 
     def clear(self) -> None:
         self._held.clear()
