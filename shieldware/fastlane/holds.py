@@ -22,7 +22,7 @@ from typing import Any
 from shieldware.decision import Decision, new_reference
 
 # Entries kept at most (one per flagged client, plan and set of findings; a few kB each, most of it
-# the reasons). Past it the ones run out are dropped, or all when none has: a flood from more
+# the reasons). Past it the ones run out are dropped, or all when hardly any has: a flood from more
 # flagged addresses than this a second costs its assessments again, nothing more.
 MAX_HOLDS = 8_192
 
