@@ -653,6 +653,26 @@ def test_requests_scraper_is_blocked_and_never_reaches_upstream(enforce_proxy, u
     assert dict(response.json()["headers"])["x-shield-verdict"] == "allow"
 
 
+def test_a_browser_like_flood_is_refused_from_held_assessments(upstream):
+    """A flood with a browser's headers from one address crosses the product pages' rate limit and
+    is throttled; the proxy answers most of it from the held assessment (the lane outcome "held"),
+    each refusal with a reference of its own, and none of them reaches the upstream."""
+    with proxy_process("--upstream", upstream.url) as proxy, httpx.Client(headers=CHROME_NAVIGATION) as browser:
+        hits = upstream.recorder.hits
+        responses = [browser.get(f"{proxy.url}/product/{n % 40 + 1}") for n in range(200)]
+        served = [r for r in responses if r.status_code == 200]
+        refused = [r for r in responses if r.status_code != 200]
+        assert len(served) >= 1 and len(refused) > 150
+        assert {r.status_code for r in refused} <= {403, 429}
+        assert upstream.recorder.hits == hits + len(served)
+        refs = [r.headers["x-shield-ref"] for r in refused]
+        assert len(set(refs)) == len(refs)
+        metrics = requests.get(proxy.url + "/.shieldware/metrics", timeout=10).text
+    held = next(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                if line.startswith("shieldware_fast_lane_requests_total{") and 'outcome="held"' in line)
+    assert held > 100, metrics
+
+
 def test_access_log_is_combined_format(monitor_proxy):
     requests.get(monitor_proxy.url + "/product/9?ref=a%22b", headers={"Referer": "http://x.example/"},
                  timeout=10)
