@@ -23,6 +23,7 @@ PAGE = b"""<!doctype html><html><head><link rel="stylesheet" href="/style.css"><
 fetch('/api/get').then(() => fetch('/api/post', {method: 'POST',
   headers: {'content-type': 'application/json'}, body: '{}'})).then(() => { document.title = 'done'; });
 </script></body></html>"""
+SHOWN_PORT = 48215  # the port the shipped capture was made on
 KINDS = {"/page": "navigation", "/style.css": "stylesheet", "/app.js": "script", "/picture.svg": "image",
          "/api/get": "fetch", "/api/post": "fetch-post"}
 CONTENT_TYPES = {"/page": "text/html", "/style.css": "text/css", "/app.js": "text/javascript",
@@ -81,4 +82,8 @@ def capture() -> tuple[str, dict[str, list[list[str]]]] | None:
     finally:
         server.shutdown()
         server.server_close()
-    return major, seen
+    # The port is the OS's pick and changes every run: written as one fixed port, a refresh's diff
+    # shows only what Chromium itself changed.
+    here, fixed = f"127.0.0.1:{port}", f"127.0.0.1:{SHOWN_PORT}"
+    return major, {kind: [[name, value.replace(here, fixed)] for name, value in headers]
+                   for kind, headers in seen.items()}
