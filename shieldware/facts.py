@@ -201,15 +201,33 @@ def _is_canonical_ipv4(text: str) -> bool:
     return True
 
 
+# The headers a proxy may write the client's address into. A trusted proxy maintains one of them
+# and passes the client's copies of the others on untouched, so only the one it maintains says
+# anything: believing another (nginx appends to X-Forwarded-For and passes a client's own
+# `Forwarded: for=66.249.66.1` through) would let any client name its own address.
+CLIENT_IP_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+def client_ip_header(name: str) -> str:
+    """The header name, lowercase; ValueError naming the choices for anything else."""
+    lowered = name.strip().lower() if isinstance(name, str) else ""
+    if lowered not in CLIENT_IP_HEADERS:
+        raise ValueError(f"client_ip_header {name!r}: the header your trusted proxies write the client's "
+                         f"address into, one of {', '.join(CLIENT_IP_HEADERS)}")
+    return lowered
+
+
 class TrustedProxies:
-    """Answers 'may this peer tell us who the client is?' with a small cache per address."""
+    """Answers 'may this peer tell us who the client is?' with a small cache per address, and says
+    which header such a peer tells it in (`header`, one of CLIENT_IP_HEADERS)."""
 
-    __slots__ = ("_cache", "networks")
+    __slots__ = ("_cache", "header", "networks")
 
-    def __init__(self, cidrs: Iterable[str | IPNetwork] = ()) -> None:
+    def __init__(self, cidrs: Iterable[str | IPNetwork] = (), header: str = "x-forwarded-for") -> None:
         self.networks: tuple[IPNetwork, ...] = tuple(
             c if not isinstance(c, str) else ipaddress.ip_network(c, strict=False) for c in cidrs
         )
+        self.header = client_ip_header(header)
         self._cache: dict[str, bool] = {}
 
     def __bool__(self) -> bool:
@@ -252,27 +270,26 @@ def _forwarded_for(value: str) -> list[str] | None:
 def resolve_client_ip(
     peer_ip: str, header_map: Mapping[str, str], trusted: TrustedProxies
 ) -> tuple[str, list[str]]:
-    """Walk forwarding headers right to left, but only while the hop is a trusted proxy.
+    """Walk the trusted proxies' header (`trusted.header`) right to left, but only while the hop is a
+    trusted proxy.
 
     The client is the first address (from the right) that is not one of our proxies: anything
-    left of it was written by the client itself and could be spoofed.
+    left of it was written by the client itself and could be spoofed. The other forwarding
+    headers are the client's own, whoever passed them on, and are not read.
     """
     notes: list[str] = []
     if not trusted or not trusted.trusts(peer_ip):
         return peer_ip, notes
-    chain: list[str] | None = None
-    forwarded = header_map.get("forwarded")
-    if forwarded:
-        chain = _forwarded_for(forwarded)
+    value = header_map.get(trusted.header)
+    if not value:
+        return peer_ip, notes
+    if trusted.header == "forwarded":
+        chain = _forwarded_for(value)
         if chain is None:
             notes.append("forwarded.malformed")
-    if not chain:
-        xff = header_map.get("x-forwarded-for")
-        if xff:
-            chain = [hop for hop in xff.split(",") if hop.strip()]
-    if not chain:
-        real = header_map.get("x-real-ip")
-        chain = [real] if real else []
+            return peer_ip, notes
+    else:
+        chain = [hop for hop in value.split(",") if hop.strip()]
     client = peer_ip
     hops = chain[-MAX_FORWARDED_HOPS:]
     for left in range(len(hops) - 1, -1, -1):

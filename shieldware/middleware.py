@@ -79,7 +79,7 @@ class ShieldMiddleware:
         self.policy = engine.policy
         self.clock = clock
         self.prefix = prefix.rstrip("/")
-        self.trusted = TrustedProxies(self.policy.trusted_proxies)
+        self.trusted = TrustedProxies(self.policy.trusted_proxies, self.policy.client_ip_header)
         self.tls_header = self.policy.tls_fingerprint_header
         self.endpoints: dict[str, Endpoint] = {}
         self.responders: dict[Verdict, Responder] = {}

@@ -20,6 +20,7 @@ import yaml
 
 from shieldware.decision import Verdict
 from shieldware.evidence import Weights
+from shieldware.facts import CLIENT_IP_HEADERS, client_ip_header
 from shieldware.logfile import DEFAULT_KEEP
 from shieldware.store import check_store_uri
 
@@ -383,6 +384,7 @@ class Policy:
     rules: tuple[Rule, ...]
     weights: Weights
     trusted_proxies: tuple = ()
+    client_ip_header: str = "x-forwarded-for"  # where the trusted proxies write the client's address
     tls_fingerprint_header: str | None = None
     store_uri: str = "memory://"
     decision_log_path: str | None = None
@@ -407,7 +409,7 @@ class Policy:
 
 
 TOP_LEVEL_KEYS = (
-    "version", "mode", "trusted_proxies", "tls_fingerprint_header", "store", "defaults", "weights",
+    "version", "mode", "trusted_proxies", "client_ip_header", "tls_fingerprint_header", "store", "defaults", "weights",
     "decision_log", "metrics", "groups", "default_group", "rules",
 )
 
@@ -516,6 +518,12 @@ def policy_from_mapping(raw: Any, source: str = "<policy>") -> Policy:
     metrics = raw.get("metrics", {})
     metrics = {"path": None} if metrics is False else check.mapping(metrics, "metrics")
     check.unknown_keys(metrics, ("path", "allow_from"), "metrics")
+    ip_header = raw.get("client_ip_header", "x-forwarded-for")
+    try:
+        ip_header = client_ip_header(ip_header)
+    except ValueError:
+        check.fail("client_ip_header", f"the header your trusted proxies write the client's address into, "
+                   f"one of {', '.join(CLIENT_IP_HEADERS)}", ip_header)
     tls_header = raw.get("tls_fingerprint_header")
     if tls_header is not None and not isinstance(tls_header, str):
         check.fail("tls_fingerprint_header", "a header name such as x-ja4", tls_header)
@@ -549,6 +557,7 @@ def policy_from_mapping(raw: Any, source: str = "<policy>") -> Policy:
         rules=tuple(rules),
         weights=Weights(weights),
         trusted_proxies=trusted_proxies,
+        client_ip_header=ip_header,
         tls_fingerprint_header=tls_header.lower() if isinstance(tls_header, str) else None,
         store_uri=store_uri,
         decision_log_path=log.get("path"),

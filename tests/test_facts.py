@@ -50,22 +50,50 @@ def test_chain_stops_at_first_untrusted_hop():
     assert facts.client_ip == "1.2.3.4"
 
 
-def test_rfc7239_forwarded_and_x_real_ip():
-    trusted = TrustedProxies(["10.0.0.0/8"])
+def test_rfc7239_forwarded_and_x_real_ip_when_the_proxies_write_them():
+    forwarded = TrustedProxies(["10.0.0.0/8"], header="Forwarded")
     fwd = facts_from_scope(scope([("forwarded", 'for="[2001:db8::7]:443";proto=https')], client=("10.0.0.1", 1)),
-                           0.0, trusted)
+                           0.0, forwarded)
     assert fwd.client_ip == "2001:db8::7"
-    real = facts_from_scope(scope([("x-real-ip", "203.0.113.5")], client=("10.0.0.1", 1)), 0.0, trusted)
+    real_ip = TrustedProxies(["10.0.0.0/8"], header="x-real-ip")
+    real = facts_from_scope(scope([("x-real-ip", "203.0.113.5")], client=("10.0.0.1", 1)), 0.0, real_ip)
     assert real.client_ip == "203.0.113.5"
 
 
-def test_broken_forwarded_is_noted_not_raised():
+@pytest.mark.parametrize("header", ["x-forwarded-for", "forwarded", "x-real-ip"])
+def test_only_the_header_the_proxies_write_names_the_client(header):
+    # nginx appends the client to X-Forwarded-For and passes the client's own Forwarded and
+    # X-Real-IP on untouched: had either been believed, any client could name its own address
+    # (a verified crawler's, or a new one per request past every per-address limit).
+    written = {"x-forwarded-for": ("x-forwarded-for", "66.249.66.1, 198.51.100.9"),
+               "forwarded": ("forwarded", "for=66.249.66.1, for=198.51.100.9"),
+               "x-real-ip": ("x-real-ip", "198.51.100.9")}
+    forged = {"x-forwarded-for": ("x-forwarded-for", "66.249.66.2"), "forwarded": ("forwarded", "for=66.249.66.3"),
+              "x-real-ip": ("x-real-ip", "66.249.66.4")}
+    headers = [written[header]] + [pair for name, pair in forged.items() if name != header]
+    trusted = TrustedProxies(["10.0.0.0/8"], header=header)
+    for order in (headers, headers[::-1]):
+        assert facts_from_scope(scope(order, client=("10.0.0.1", 1)), 0.0, trusted).client_ip == "198.51.100.9"
+    # The proxy itself, with nothing in its header, is the client (its own health checks).
+    only_forged = [pair for name, pair in forged.items() if name != header]
+    assert facts_from_scope(scope(only_forged, client=("10.0.0.1", 1)), 0.0, trusted).client_ip == "10.0.0.1"
+
+
+def test_a_client_ip_header_that_is_not_one_of_the_three_is_refused():
+    with pytest.raises(ValueError, match="x-forwarded-for, forwarded, x-real-ip"):
+        TrustedProxies(["10.0.0.0/8"], header="cf-connecting-ip")
+
+
+def test_broken_forwarding_headers_are_noted_not_raised():
+    forwarded = TrustedProxies(["10.0.0.0/8"], header="forwarded")
+    facts = facts_from_scope(scope([("forwarded", "for")], client=("10.0.0.1", 1)), 0.0, forwarded)
+    assert facts.client_ip == "10.0.0.1"
+    assert "forwarded.malformed" in facts.notes
     trusted = TrustedProxies(["10.0.0.0/8"])
     facts = facts_from_scope(scope([("forwarded", "for"), ("x-forwarded-for", "not-an-ip")], client=("10.0.0.1", 1)),
                              0.0, trusted)
     assert facts.client_ip == "10.0.0.1"
-    assert "forwarded.malformed" in facts.notes
-    assert "forwarded.bad_address" in facts.notes
+    assert facts.notes == ("forwarded.bad_address",)  # the client's own Forwarded is not read at all
 
 
 def test_ipv4_mapped_ipv6_is_folded():

@@ -95,6 +95,15 @@ def test_every_mistake_is_reported_with_field_and_expectation(tmp_path):
     assert "(top level).surprise: unknown field" in text
 
 
+def test_client_ip_header_is_one_of_the_three_a_proxy_writes():
+    assert default_policy().client_ip_header == "x-forwarded-for"
+    assert policy_from_text("client_ip_header: X-Real-IP\n").client_ip_header == "x-real-ip"
+    with pytest.raises(PolicyError) as caught:
+        policy_from_text("client_ip_header: cf-connecting-ip\n", "p.yaml")
+    assert ("client_ip_header: expected the header your trusted proxies write the client's address into, one of "
+            "x-forwarded-for, forwarded, x-real-ip, got 'cf-connecting-ip'") in str(caught.value)
+
+
 def test_rule_conditions_are_validated_even_when_action_is_fine():
     with pytest.raises(PolicyError) as caught:
         policy_from_text("rules:\n  - name: r\n    when: {colour: blue, ip: [nope]}\n    action: block\n", "p.yaml")

@@ -582,13 +582,24 @@ def test_trusted_proxy_chain_is_extended_not_replaced(upstream):
                        "--rewrite-host") as proxy:
         response = requests.get(proxy.url + "/echo-headers", timeout=10,
                                 headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
-                                         "Host": "shop.example"})
+                                         "Host": "shop.example",
+                                         # the client's own, which the trusted edge passed on untouched
+                                         "Forwarded": "for=66.249.66.1", "X-Real-IP": "66.249.66.1"})
     seen = upstream_headers(response)
     assert seen["x-forwarded-for"] == ["203.0.113.9, 127.0.0.1"]
     assert seen["x-forwarded-proto"] == ["https"]
-    assert seen["x-real-ip"] == ["203.0.113.9"]  # the client the trusted chain names
+    assert seen["x-real-ip"] == ["203.0.113.9"]  # the client the trusted X-Forwarded-For chain names
+    assert seen["forwarded"] == ["for=66.249.66.1, for=127.0.0.1;proto=http;host=shop.example"]
     assert seen["host"] == [upstream.url.removeprefix("http://")]  # --rewrite-host
     assert seen["x-forwarded-host"] == ["shop.example"]
+
+
+def test_the_client_ip_header_names_the_one_header_believed(upstream):
+    with proxy_process("--upstream", upstream.url, "--monitor", "--trusted-proxy", "127.0.0.0/8",
+                       "--client-ip-header", "X-Real-IP") as proxy:
+        response = requests.get(proxy.url + "/echo-headers", timeout=10, headers={
+            "X-Real-IP": "203.0.113.7", "X-Forwarded-For": "66.249.66.1", "Host": "shop.example"})
+    assert upstream_headers(response)["x-real-ip"] == ["203.0.113.7"]
 
 
 def test_redirects_and_every_set_cookie_pass_untouched(monitor_proxy):

@@ -81,6 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
                         help="a load balancer / edge proxy allowed to set X-Forwarded-* (repeatable); "
                         "forward-auth answers only these (loopback when none is given)")
+    parser.add_argument("--client-ip-header", metavar="NAME", choices=("x-forwarded-for", "forwarded", "x-real-ip"),
+                        type=str.lower,
+                        help="the header the trusted proxies write the client's address into: x-forwarded-for "
+                        "(the policy's default), forwarded or x-real-ip. The others are the client's own "
+                        "and are not read")
     parser.add_argument("--monitor", action="store_true", help="monitor mode: decide and log, block nothing")
     parser.add_argument("--rewrite-host", action="store_true",
                         help="send the upstream's host:port as Host (default: keep the client's Host)")
@@ -129,7 +134,8 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
     return ProxySettings(
         upstream=None if args.auth_only else args.upstream,
         policy_path=args.policy, store_uri=args.store, monitor=args.monitor,
-        trusted_proxies=tuple(args.trusted_proxy), preserve_host=not args.rewrite_host,
+        trusted_proxies=tuple(args.trusted_proxy), client_ip_header=args.client_ip_header,
+        preserve_host=not args.rewrite_host,
         max_body_bytes=args.max_body, max_head_bytes=args.max_head, head_timeout=args.head_timeout,
         body_timeout=args.body_timeout, max_connections_per_ip=args.max_connections_per_ip,
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,

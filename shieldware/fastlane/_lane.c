@@ -74,6 +74,9 @@ static const char *OUTCOME_NAMES[N_OUTCOMES] = {"hit", "flagged", "miss", "made"
 
 enum { OP_GE, OP_LE, OP_GT, OP_LT, OP_INT_GE, OP_CV_LT, OP_PRODUCT_GE, N_OPS };
 
+/* shieldware.facts.CLIENT_IP_HEADERS, in its order */
+enum { CLIENT_XFF, CLIENT_FORWARDED, CLIENT_REAL_IP };
+
 typedef struct GlobSet_ GlobSet;
 
 typedef struct {
@@ -191,8 +194,8 @@ typedef struct {
     PyObject *bail_path_prefix; /* str */
     const char *prefix;         /* its UTF-8 bytes */
     Py_ssize_t prefix_len;
-    /* client address */
-    int has_trusted, n_trusted;
+    /* client address: the header the trusted proxies write it into (CLIENT_*) */
+    int has_trusted, n_trusted, client_header;
     uint32_t trusted_net[MAX_TRUSTED], trusted_mask[MAX_TRUSTED];
     PyObject *trusts, *normalise;
     /* cookies */
@@ -720,32 +723,28 @@ typedef struct {
     Py_ssize_t len;
 } Span;
 
-/* shieldware.facts.resolve_client_ip for requests without a Forwarded header: walk
- * X-Forwarded-For (or X-Real-IP) right to left while the hop is a trusted proxy.
- * 1: resolved into *client, 0: send the request to Python (it would note a malformed hop). */
-static int resolve_client(Lane *self, const Address *peer, int peer_trusted, Span xff, Span real, Address *client) {
+/* shieldware.facts.resolve_client_ip for an X-Forwarded-For or X-Real-IP chain (`chain`: the header
+ * the trusted proxies write, NULL when absent): walk it right to left while the hop is a trusted
+ * proxy. 1: resolved into *client, 0: send the request to Python (it would note a malformed hop). */
+static int resolve_client(Lane *self, const Address *peer, int peer_trusted, Span chain, Address *client) {
     *client = *peer;
     if (!peer_trusted) return 1;
     Span hops[MAX_HOPS];
     int n = 0, total = 0;
-    if (xff.data != NULL) {
-        /* [hop for hop in xff.split(",") if hop.strip()], the last MAX_HOPS of them */
+    if (chain.data != NULL) {
+        /* [hop for hop in chain.split(",") if hop.strip()], the last MAX_HOPS of them */
         Py_ssize_t begin = 0;
-        for (Py_ssize_t i = 0; i <= xff.len; i++) {
-            if (i == xff.len || xff.data[i] == ',') {
+        for (Py_ssize_t i = 0; i <= chain.len; i++) {
+            if (i == chain.len || chain.data[i] == ',') {
                 Py_ssize_t a = begin;
-                while (a < i && py_space((unsigned char)xff.data[a])) a++;
+                while (a < i && py_space((unsigned char)chain.data[a])) a++;
                 if (a < i) {
-                    hops[total % MAX_HOPS] = (Span){xff.data + begin, i - begin};
+                    hops[total % MAX_HOPS] = (Span){chain.data + begin, i - begin};
                     total++;
                 }
                 begin = i + 1;
             }
         }
-    }
-    if (total == 0 && real.data != NULL && real.len > 0) {
-        hops[0] = real;
-        total = 1;
     }
     n = total < MAX_HOPS ? total : MAX_HOPS;
     int first = total - n; /* index (in the ring) of the leftmost kept hop */
@@ -1170,8 +1169,16 @@ static void scan_scope(Lane *self, PyObject *scope, Scan *scan) {
     Address peer;
     int peer_trusted;
     if (!read_peer(self, scope_item(scope, S_client), &peer, &peer_trusted)) return;
-    if (peer_trusted && forwarded) return; /* the Forwarded chain is Python's to read */
-    if (!resolve_client(self, &peer, peer_trusted, xff, real, &scan->client)) return;
+    /* Only the header the trusted proxies write names the client: a client's own copies of the
+     * others pass through them untouched. */
+    Span chain = {NULL, 0};
+    if (self->client_header == CLIENT_XFF)
+        chain = xff;
+    else if (self->client_header == CLIENT_REAL_IP)
+        chain = real;
+    else if (peer_trusted && forwarded)
+        return; /* the Forwarded chain is Python's to read */
+    if (!resolve_client(self, &peer, peer_trusted, chain, &scan->client)) return;
     self->shape[trust_at] = (char)(peer_trusted ? 1 : 0);
 
     /* cookies */
@@ -2262,22 +2269,28 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
                                "normalise", "session_cookies", "absent_cookies", "kernel", "keys", "state",
                                "registers", "capacity", "lock", "table", "layout", "plans", "shapes", "seed",
                                "decision_type", "decision_slots", "ref_counter", "ref_tag", "latency_bounds",
-                               "reporter", "address", "templates", NULL};
+                               "reporter", "address", "templates", "client_header", NULL};
     PyObject *groups, *value_free, *bail_headers, *bail_prefixes, *bail_paths, *bail_path_prefix, *trusted_v4,
         *trusts, *normalise, *session_cookies, *absent_cookies, *lock, *table, *layout, *decision_type,
         *decision_slots, *ref_counter, *ref_tag, *latency_bounds, *reporter, *address_cb;
     unsigned int templates;
-    int default_group, has_trusted;
+    int default_group, has_trusted, client_header;
     unsigned long long kernel, keys, state, registers, seed;
     long long capacity, max_step;
     unsigned int plans, shapes;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiOOOOUpOOOOOKKKKLOOOIIKOOOUOOOI", keywords, &groups,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiOOOOUpOOOOOKKKKLOOOIIKOOOUOOOIi", keywords, &groups,
                                      &default_group, &value_free, &bail_headers, &bail_prefixes, &bail_paths,
                                      &bail_path_prefix, &has_trusted, &trusted_v4, &trusts, &normalise,
                                      &session_cookies, &absent_cookies, &kernel, &keys, &state, &registers, &capacity,
                                      &lock, &table, &layout, &plans, &shapes, &seed, &decision_type, &decision_slots,
-                                     &ref_counter, &ref_tag, &latency_bounds, &reporter, &address_cb, &templates))
+                                     &ref_counter, &ref_tag, &latency_bounds, &reporter, &address_cb, &templates,
+                                     &client_header))
         return -1;
+    if (client_header < CLIENT_XFF || client_header > CLIENT_REAL_IP) {
+        PyErr_SetString(PyExc_ValueError, "client_header: 0 x-forwarded-for, 1 forwarded, 2 x-real-ip");
+        return -1;
+    }
+    self->client_header = client_header;
     if (!PyCallable_Check(address_cb)) {
         PyErr_SetString(PyExc_TypeError, "address must be callable");
         return -1;

@@ -19,7 +19,7 @@ from typing import Any
 
 from shieldware import decision as decisions
 from shieldware.decision import Decision, Verdict, head_lines, shield_headers
-from shieldware.facts import normalise_ip
+from shieldware.facts import CLIENT_IP_HEADERS, normalise_ip
 from shieldware.fastlane.holds import FindingHolds
 from shieldware.fastlane.plan import VALUE_FREE_HEADERS, PlanDraft, ShapeModel
 from shieldware.metrics import LATENCY_BUCKETS, Metrics
@@ -138,6 +138,7 @@ class FastLane:
             has_trusted=bool(trusted),
             trusted_v4=v4,
             trusts=trusted.trusts,
+            client_header=CLIENT_IP_HEADERS.index(trusted.header),
             normalise=normalise_ip,
             session_cookies=tuple(_cookie_name(c) for c in session_cookies),
             absent_cookies=tuple(_cookie_name(c) for c in absent_cookies),

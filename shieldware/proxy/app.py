@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from shieldware.engine import Engine
-from shieldware.facts import RequestFacts, TrustedProxies
+from shieldware.facts import RequestFacts, TrustedProxies, client_ip_header
 from shieldware.middleware import ShieldMiddleware, send_simple
 from shieldware.policy import Policy, default_policy, load_policy
 from shieldware.proxy.access_log import AccessLog, AccessLogWriter
@@ -31,6 +31,8 @@ def proxy_policy(settings: ProxySettings) -> Policy:
         changes["store_uri"] = settings.store_uri
     if settings.decision_log:
         changes["decision_log_path"] = settings.decision_log
+    if settings.client_ip_header:
+        changes["client_ip_header"] = client_ip_header(settings.client_ip_header)
     if settings.trusted_proxies:
         extra = TrustedProxies(settings.trusted_proxies).networks
         changes["trusted_proxies"] = tuple(dict.fromkeys((*policy.trusted_proxies, *extra)))
@@ -58,14 +60,14 @@ class ProxyApp:
         self.middleware: ShieldMiddleware | None = None
         self.engine: Engine | None = None
         policy = policy or proxy_policy(settings)
-        trusted = TrustedProxies(policy.trusted_proxies)
+        trusted = TrustedProxies(policy.trusted_proxies, policy.client_ip_header)
         if settings.detection:
             self.engine = Engine(policy, open_store(policy.store_uri))
             # The forwarder writes the X-Shield-* lines into the upstream request itself, from the
             # decision: cheaper than adding them to the scope's headers for it to copy one by one.
             self.middleware = ShieldMiddleware(inner, engine=self.engine, headers_in_scope=False)
             # Forward-auth callers are the edge proxies; with none configured, only loopback may ask.
-            auth_trusted = trusted if trusted else TrustedProxies(LOOPBACK)
+            auth_trusted = trusted if trusted else TrustedProxies(LOOPBACK, policy.client_ip_header)
             self.middleware.add_endpoint(settings.check_path,
                                          ForwardAuthEndpoint(self.middleware, auth_trusted))
             self.middleware.add_endpoint(settings.health_path, self.health)

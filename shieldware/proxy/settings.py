@@ -51,6 +51,7 @@ class ProxySettings:
     store_uri: str | None = None
     monitor: bool = False
     trusted_proxies: tuple[str, ...] = ()
+    client_ip_header: str | None = None  # None: the policy's (x-forwarded-for unless it says otherwise)
     preserve_host: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
     max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES

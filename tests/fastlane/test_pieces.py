@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from shieldware.decision import SHIELD_HEADER_PREFIXES, head_lines
 from shieldware.engine import Engine
-from shieldware.facts import _is_canonical_ipv4, facts_from_scope
+from shieldware.facts import CLIENT_IP_HEADERS, _is_canonical_ipv4, facts_from_scope
 from shieldware.fastlane.lane import native
 from shieldware.fastlane.plan import VALUE_FREE_HEADERS
 from shieldware.middleware import ShieldMiddleware
@@ -77,17 +77,19 @@ def test_dotted_quads_are_recognised_as_the_front_door_recognises_them(text):
     assert native.canonical_ipv4(text) == _is_canonical_ipv4(text)
 
 
-_MIDDLEWARE: list[ShieldMiddleware] = []
+_MIDDLEWARE: dict[str, ShieldMiddleware] = {}
 
 
-def lane_middleware() -> ShieldMiddleware:
-    """One middleware (with its lane) for the whole module: the pieces tested keep no state."""
-    if not _MIDDLEWARE:
-        policy = default_policy(mode="monitor", trusted_proxies=["127.0.0.1/32", "10.0.0.0/8", "2001:db8:ff::/48"])
-        _MIDDLEWARE.append(ShieldMiddleware(lambda scope, receive, send: None, policy=policy,
-                                            store=MemoryStore(capacity=64)))
-    assert _MIDDLEWARE[0].lane is not None
-    return _MIDDLEWARE[0]
+def lane_middleware(client_ip_header: str = "x-forwarded-for") -> ShieldMiddleware:
+    """One middleware (with its lane) per client address header for the whole module: the pieces
+    tested keep no state."""
+    if client_ip_header not in _MIDDLEWARE:
+        policy = default_policy(mode="monitor", trusted_proxies=["127.0.0.1/32", "10.0.0.0/8", "2001:db8:ff::/48"],
+                                client_ip_header=client_ip_header)
+        _MIDDLEWARE[client_ip_header] = ShieldMiddleware(lambda scope, receive, send: None, policy=policy,
+                                                         store=MemoryStore(capacity=64))
+    assert _MIDDLEWARE[client_ip_header].lane is not None
+    return _MIDDLEWARE[client_ip_header]
 
 
 def python_view(middleware: ShieldMiddleware, scope: dict) -> dict | None:
@@ -145,14 +147,18 @@ CLIENTS = st.one_of(st.sampled_from(["127.0.0.1", "198.51.100.1", "::1", "testcl
 
 
 @settings(max_examples=1500, deadline=None)  # the first example may build the middleware
-@given(st.lists(ADDRESSES, max_size=5), CLIENTS, st.booleans())
-def test_client_addresses_resolve_as_the_front_door_resolves_them(hops, client, real_ip):
-    middleware = lane_middleware()
+@given(st.sampled_from(CLIENT_IP_HEADERS), st.lists(ADDRESSES, max_size=5), CLIENTS,
+       st.sets(st.sampled_from([b"x-real-ip", b"x-forwarded-for", b"forwarded"]), max_size=3))
+def test_client_addresses_resolve_as_the_front_door_resolves_them(client_ip_header, hops, client, sent):
+    # Whichever forwarding headers come, only the one the trusted proxies write may name the client.
+    middleware = lane_middleware(client_ip_header)
     headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
-    name = b"x-real-ip" if real_ip else b"x-forwarded-for"
-    if hops:
-        headers.append((name, ",".join(hops).encode()))
-    check_scan(middleware, scope_with(headers, client=client))
+    for name in sorted(sent):
+        value = ",".join(hops) if name != b"forwarded" else ", ".join(f"for={hop}" for hop in hops)
+        headers.append((name, value.encode()))
+    outcome = check_scan(middleware, scope_with(headers, client=client))
+    if client_ip_header != "forwarded" and {b"forwarded"} == sent and client == ("127.0.0.1", 4000):
+        assert outcome == "lane", "a client's own Forwarded header sent the request to Python"
 
 
 def scope_with(headers, path="/product/3", client=("127.0.0.1", 4000)) -> dict:
