@@ -28,7 +28,8 @@ apt_install() {
 
 setup_system_packages() {
   # chromium: the challenge, header, biometrics and report tests drive the real browser (Playwright).
-  # nginx-light: the proxy's forward-auth test runs a real nginx with auth_request.
+  # nginx-light and caddy: the forward-auth tests run the docs' nginx auth_request and Caddy
+  # forward_auth snippets in real servers (Traefik comes from PyPI, in the test extra).
   # redis-server (with redis-tools): the Redis store tests start their own servers and a cluster.
-  apt_install curl wrk chromium nginx-light redis-server redis-tools
+  apt_install curl wrk chromium nginx-light caddy redis-server redis-tools
 }

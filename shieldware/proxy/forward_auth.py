@@ -17,6 +17,7 @@ requests; the answer is:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import MutableMapping
 from dataclasses import replace
@@ -44,20 +45,56 @@ class ForwardAuthError(ValueError):
     """The edge's request lacks what forward-auth needs (a clear 400 for the operator)."""
 
 
+def _origin_form(uri: str) -> str:
+    """An absolute-form URI (the scheme in any case) as its path and query."""
+    if uri[:8].lower().startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        return parts.path + ("?" + parts.query if parts.query else "")
+    return uri
+
+
+def _same_target(first: str, second: str) -> bool:
+    """Whether two spellings of a request target name the same path and query (edges differ in
+    what they percent-encode)."""
+    path_a, _, query_a = _origin_form(first).partition("?")
+    path_b, _, query_b = _origin_form(second).partition("?")
+    return route_path(unquote(path_a) or "/", []) == route_path(unquote(path_b) or "/", []) and \
+        unquote(query_a) == unquote(query_b)
+
+
+def _conflicts(get: Any, uri: str | None, method: str | None) -> list[str]:
+    """Notes for an original request the two header families tell differently.
+
+    An edge writes one family: nginx's auth_request the X-Original-* headers it is configured
+    with, Traefik and Caddy X-Forwarded-Method and -Uri. Each passes the client's own copies of
+    the other family on untouched. Had the other been read, a client could have its request
+    judged as another: a POST to /login as a GET of a stylesheet.
+    """
+    notes = []
+    forwarded_uri = get("x-forwarded-uri")
+    if uri and forwarded_uri and uri != forwarded_uri and not _same_target(uri, forwarded_uri):
+        notes.append("forward_auth.conflicting_uri")
+    forwarded_method = get("x-forwarded-method")
+    if method and forwarded_method and method.strip().upper() != forwarded_method.strip().upper():
+        notes.append("forward_auth.conflicting_method")
+    return notes
+
+
 def original_request(facts: RequestFacts, trusted: TrustedProxies) -> tuple[RequestFacts, str]:
     """The facts of the client's request, rebuilt from the edge's headers, and its raw URI."""
     header_map = facts.header_map
     get = header_map.get
-    uri = get("x-original-uri") or get("x-original-url") or get("x-forwarded-uri")
+    original_uri = get("x-original-uri") or get("x-original-url")
+    original_method = get("x-original-method")
+    uri = original_uri or get("x-forwarded-uri")
     if not uri:
         raise ForwardAuthError("no X-Original-URI or X-Forwarded-Uri header: configure the edge to send the "
                                "original request URI")
-    if uri[:8].lower().startswith(("http://", "https://")):  # absolute-form, the scheme in any case
-        parts = urlsplit(uri)
-        uri = parts.path + ("?" + parts.query if parts.query else "")
+    uri = _origin_form(uri)
     raw_path, _, query = uri.partition("?")
-    method = (header_map.get("x-original-method") or header_map.get("x-forwarded-method") or "GET").upper()
+    method = (original_method or header_map.get("x-forwarded-method") or "GET").upper()
     notes = list(facts.notes)
+    notes.extend(_conflicts(get, original_uri, original_method))
     if method not in METHODS:
         notes.append("forward_auth.bad_method")
         method = "GET"
@@ -121,7 +158,7 @@ class ForwardAuthEndpoint:
             target = self.challenge_url(raw_uri)
             body = (f'<!doctype html><meta http-equiv="refresh" content="0;url={html_escape(target)}">'
                     f'<a href="{html_escape(target)}">Continue</a>\n').encode()
-            return 401, [*shield_headers, (b"location", target.encode()),
+            return 401, [*shield_headers, (b"location", _on_original_host(original, target).encode()),
                          (b"x-shield-challenge", target.encode()),
                          (b"content-type", b"text/html; charset=utf-8"),
                          (b"content-length", b"%d" % len(body))], body
@@ -137,6 +174,19 @@ class ForwardAuthEndpoint:
         if self.challenges is not None:
             return self.challenges.page_url(raw_uri)
         return f"{self.challenge_path}?return={quote(raw_uri, safe='/')}"
+
+
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def _on_original_host(original: RequestFacts, target: str) -> str:
+    """`target` as an absolute URL on the host the client asked for. Traefik resolves a relative
+    Location against the address it asked us on, which would send the browser to shieldware's
+    internal address; an absolute one it passes on as it is. A host that is not plainly one stays
+    out of it (the target is then left relative)."""
+    if not _HOST.fullmatch(original.host):
+        return target
+    return f"{original.scheme}://{original.host}{target}"
 
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store")]

