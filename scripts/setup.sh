@@ -13,7 +13,9 @@ apt_install() {
   # Install Debian packages that are missing; needs root (CI and the dev machines are root).
   local missing=()
   for pkg in "$@"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    # `dpkg -s` also succeeds for a package removed with its configuration left ("deinstall"):
+    # only "install ok installed" means its files are there.
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then

