@@ -122,6 +122,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _whom_it_believes(policy: Any) -> str:
+    """Where client addresses come from, for the start-up line: the first thing to check when every
+    client looks like the load balancer, or a client could name its own address."""
+    if not policy.trusted_proxies:  # forward-auth still hears loopback edges (proxy/app.py)
+        return f"client addresses: each connection's own (forward-auth: {policy.client_ip_header} from loopback)"
+    proxies = ", ".join(str(network) for network in policy.trusted_proxies)
+    return f"client addresses: {policy.client_ip_header} from {proxies}"
+
+
 def settings_from_args(args: argparse.Namespace) -> ProxySettings:
     from shieldware.facts import TrustedProxies
     from shieldware.store import check_store_uri
@@ -200,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     target = settings.upstream or "forward-auth only"
     print(f"shieldware proxy on http://{host}:{port}/ -> {target} (mode {policy.mode}, "
           f"store {policy.store_uri}, workers {args.workers}); forward-auth at {settings.check_path}, "
-          f"health at {settings.health_path}",
+          f"health at {settings.health_path}; {_whom_it_believes(policy)}",
           file=sys.stderr, flush=True)
     options = uvicorn_options(host, port, args.shutdown_timeout, settings)
     if args.workers == 1:
