@@ -409,8 +409,8 @@ class Policy:
 
 
 TOP_LEVEL_KEYS = (
-    "version", "mode", "trusted_proxies", "client_ip_header", "tls_fingerprint_header", "store", "defaults", "weights",
-    "decision_log", "metrics", "groups", "default_group", "rules",
+    "version", "mode", "trusted_proxies", "client_ip_header", "tls_fingerprint_header", "store", "defaults",
+    "weights", "decision_log", "metrics", "groups", "default_group", "rules",
 )
 
 
