@@ -36,6 +36,12 @@ def proxy_policy(settings: ProxySettings) -> Policy:
     if settings.trusted_proxies:
         extra = TrustedProxies(settings.trusted_proxies).networks
         changes["trusted_proxies"] = tuple(dict.fromkeys((*policy.trusted_proxies, *extra)))
+    elif settings.upstream is None and not policy.trusted_proxies:
+        # Forward auth only: every caller is an edge, loopback unless one is named. Its challenge
+        # pages, which reach us through the edge, must see the client the check sees; seeing the
+        # edge instead, they would bind a clearance to the edge's address, which never fits the
+        # client's next check, and the browser would be challenged again and again.
+        changes["trusted_proxies"] = TrustedProxies(LOOPBACK).networks
     return replace(policy, **changes) if changes else policy
 
 
