@@ -31,7 +31,7 @@ import yaml
 from shieldware.policy import default_policy_text
 from tests.challenge_support import page_config, solve
 from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
-from tests.support import CHROME_NAVIGATION, free_port, live_server
+from tests.support import CHROME_NAVIGATION, CHROME_UA, CHROMIUM, CHROMIUM_ARGS, free_port, live_server
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
@@ -160,6 +160,8 @@ def roomy_policy(path: Path) -> Path:
     for group in policy["groups"]:
         if "limits" in group:
             group["limits"] = {"ip": ["1000/s"]}
+    # A page every browser is challenged on, so a real one can be walked through the challenge.
+    policy["rules"].append({"name": "challenge-me", "when": {"path": "/challenge-me/*"}, "action": "challenge"})
     path.write_text(yaml.safe_dump(policy), encoding="utf-8")
     return path
 
@@ -332,3 +334,40 @@ def challenge_journey(edge: Edge, shop, extra: list[tuple[str, str]]) -> None:
 def cookies_set(response: http.client.HTTPResponse) -> str:
     """The cookies a response sets, as a Cookie header would send them back."""
     return "; ".join(value.split(";", 1)[0] for name, value in response.getheaders() if name.lower() == "set-cookie")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not installed; scripts/setup.sh installs Debian chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            *CHROMIUM_ARGS, "--disable-blink-features=AutomationControlled",
+            "--host-resolver-rules=MAP shop.example 127.0.0.1"])
+        yield browser
+        browser.close()
+
+
+def test_chromium_is_challenged_solves_and_reaches_the_shop_through_the_edge(edge, chromium):
+    """What a person sees: nginx redirects to the challenge page, Traefik and Caddy show the check's
+    401 page, whose meta refresh must move the browser on; the page's script solves the proof of
+    work and returns the browser to the page it asked for, which the edge now lets through."""
+    port = edge.url.rsplit(":", 1)[1]
+    target = f"http://shop.example:{port}/challenge-me/7?x=1"
+    context = chromium.new_context(user_agent=CHROME_UA)
+    try:
+        page = context.new_page()
+        statuses: list[int] = []
+        page.on("response", lambda response: statuses.append(response.status)
+                if response.request.resource_type == "document" else None)
+        page.goto(target)
+        page.wait_for_selector("text=page /challenge-me/7", timeout=30_000)
+        assert page.url == target
+        assert statuses[0] == edge.challenge_status and statuses[-1] == 200
+        assert any(cookie["name"] == "shield_clearance" for cookie in context.cookies())
+        again = page.goto(f"http://shop.example:{port}/challenge-me/8")  # cleared: no second challenge
+        assert again.status == 200 and again.text() == "page /challenge-me/8"
+    finally:
+        context.close()
