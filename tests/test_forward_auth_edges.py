@@ -246,6 +246,26 @@ def test_a_browser_passes_and_the_shop_gets_shieldwares_headers_not_the_clients(
     assert len(seen["x-shield-ref"]) == 1 and seen["x-shield-ref"][0] not in ("", "forged")
 
 
+def test_the_shop_never_sees_a_clients_target_override(edge, shop, shield):
+    # Zend Framework 1 (Magento 1) and older Symfony read these as the path: a request judged as
+    # one page would be served as another. Refused at the check (X-Original-URL against the edge's
+    # X-Forwarded-Uri), or passed with both taken off by the snippet; never handed to the shop.
+    rewrite = ordered_get(edge, "/echo-headers", [*CHROME_NAVIGATION, ("X-Rewrite-URL", "/product/9")])
+    assert rewrite.status == 200  # no edge writes it, so the check does not read it: the snippet takes it off
+    assert "x-rewrite-url" not in {name for name, _ in json.loads(rewrite.body)["headers"]}
+    hits = shop.recorder.hits
+    response = ordered_get(edge, "/echo-headers", [*CHROME_NAVIGATION, ("X-Original-URL", "/product/9"),
+                                                   ("X-Rewrite-URL", "/product/9")])
+    if response.status == 403:
+        reasons = decision_of(shield, response.getheader("x-shield-ref"))["reasons"]
+        assert "req.forged_original" in [reason["code"] for reason in reasons]
+        assert shop.recorder.hits == hits
+    else:
+        assert response.status == 200
+        names = {name for name, _ in json.loads(response.body)["headers"]}
+        assert not names & {"x-original-url", "x-rewrite-url"}, names
+
+
 def test_a_suspicious_browser_is_sent_to_the_challenge(edge, shop, shield):
     # Chrome's headers in Chrome's order without Accept-Language, which every browser sends.
     hits = shop.recorder.hits

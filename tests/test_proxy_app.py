@@ -225,6 +225,20 @@ def test_underscore_spellings_cannot_pose_as_forwarding_headers(peer_trusted):
     assert dict(headers)["x-real-ip"] == "127.0.0.1" and dict(headers)["x-forwarded-proto"] == "http"
 
 
+@pytest.mark.parametrize("peer_trusted", [False, True])
+def test_headers_that_would_rewrite_the_target_never_reach_the_shop(peer_trusted):
+    """Zend Framework 1 (Magento 1) and older Symfony read X-Original-URL / X-Rewrite-URL as the path:
+    a request judged as a stylesheet would be served as a product page."""
+    overriding = [(b"x-original-url", b"/product/9"), (b"X-Rewrite-URL", b"/product/9"), (b"x_rewrite_url", b"/p/9"),
+                  (b"x-original_url", b"/p/9")]
+    scope = scope_with([(b"host", b"shop.example"), *[(name.lower(), value) for name, value in overriding]])
+    headers, _, _ = client_headers_for_upstream(scope, peer_ip="127.0.0.1", client_ip="127.0.0.1",
+                                                peer_trusted=peer_trusted, rewrite_host=None)
+    names = {name for name, _ in headers}
+    assert not names & {"x-original-url", "x-rewrite-url", "x_rewrite_url", "x-original_url"}
+    assert "host" in names
+
+
 def test_a_connection_header_cannot_take_off_shieldware_headers():
     scope = scope_with([(b"host", b"shop.example"), (b"connection", b"close, X-Shield-Verdict, x-shield-score, x-a"),
                         (b"x-a", b"1"), (b"x-shield-score", b"91"), (b"x-shield-verdict", b"block")])

@@ -12,8 +12,14 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
     b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
+# Headers some stacks read as the request's target in place of its own: Zend Framework 1 (so
+# Magento 1 and OpenMage) and older Symfony, Laminas and Yii took X-Original-URL or X-Rewrite-URL
+# as the path. A client's copy would have the shop serve a page nobody judged (a stylesheet's
+# request with "X-Rewrite-URL: /product/9"), so none passes, whoever sent it: a proxy in front
+# passes a client's copy on as it came.
+TARGET_OVERRIDE_HEADERS = frozenset({b"x-original-url", b"x-rewrite-url"})
 # The client's Expect was already answered by the ASGI server (100 Continue) when we read the body.
-REQUEST_HEADERS_DROPPED = HOP_BY_HOP | {b"expect"}
+REQUEST_HEADERS_DROPPED = HOP_BY_HOP | TARGET_OVERRIDE_HEADERS | {b"expect"}
 # Headers that say who the client is: only a trusted peer may have set them; we always rewrite them.
 FORWARDING_HEADERS = frozenset({
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip",
@@ -40,8 +46,8 @@ def _underscore_spellings(names: frozenset[bytes]) -> frozenset[bytes]:
 # CGI-style servers (PHP, WSGI and Rack servers) read "X_Real_IP" as the X-Real-IP we set, since
 # both become HTTP_X_REAL_IP, and Django would take whichever came last. nginx and Apache drop
 # headers with underscores by default for this reason; we drop the spellings that could pose as
-# the forwarding headers (the middleware does the same for X-Shield-*: decision.SHIELD_HEADER_PREFIXES).
-POSING_HEADERS = _underscore_spellings(FORWARDING_HEADERS)
+# the forwarding and target headers (the middleware does the same for X-Shield-*: decision.SHIELD_HEADER_PREFIXES).
+POSING_HEADERS = _underscore_spellings(FORWARDING_HEADERS | TARGET_OVERRIDE_HEADERS)
 # Every request header the loop below does more with than pass it on.
 _LOOKED_AT = REQUEST_HEADERS_DROPPED | FORWARDING_HEADERS | POSING_HEADERS | {b"content-length", b"host"}
 
