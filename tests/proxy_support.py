@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from tests.support import free_port
+from tests.support import LiveServer, free_port, live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -157,6 +157,15 @@ def build_upstream(recorder: UpstreamRecorder) -> Starlette:
         WebSocketRoute("/ws", echo_socket),
         Route("/{path:path}", page, methods=["GET", "POST", "HEAD"]),
     ])
+
+
+@contextlib.contextmanager
+def recorded_upstream(**config: object) -> Iterator[LiveServer]:
+    """The test upstream served live, with what it saw as `.recorder` (live_server's options)."""
+    recorder = UpstreamRecorder()
+    with live_server(build_upstream(recorder), **config) as server:
+        server.recorder = recorder
+        yield server
 
 
 class ProxyProcess:

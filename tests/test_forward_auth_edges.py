@@ -30,8 +30,8 @@ import yaml
 
 from shieldware.policy import default_policy_text
 from tests.challenge_support import page_config, solve
-from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
-from tests.support import CHROME_NAVIGATION, CHROME_UA, CHROMIUM, CHROMIUM_ARGS, free_port, live_server
+from tests.proxy_support import proxy_process, recorded_upstream
+from tests.support import CHROME_NAVIGATION, CHROME_UA, CHROMIUM, CHROMIUM_ARGS, free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
@@ -146,9 +146,7 @@ def running_edge(name: str, tmp: Path, shield: int, shop: int) -> Iterator[Edge]
 
 @pytest.fixture(scope="module")
 def shop():
-    recorder = UpstreamRecorder()
-    with live_server(build_upstream(recorder)) as server:
-        server.recorder = recorder
+    with recorded_upstream() as server:
         yield server
 
 

@@ -20,16 +20,14 @@ from shieldware.proxy.headers import MalformedRequest, client_headers_for_upstre
 from shieldware.proxy.serving import AddressLimits, counted_as
 from shieldware.proxy.settings import LOOPBACK
 from tests.challenge_support import page_config, solve
-from tests.proxy_support import UpstreamRecorder, build_upstream, proxy_process
+from tests.proxy_support import proxy_process, recorded_upstream
 from tests.redis_support import redis_server
 from tests.support import CHROME_NAVIGATION, live_server
 
 
 @pytest.fixture(scope="module")
 def upstream():
-    recorder = UpstreamRecorder()
-    with live_server(build_upstream(recorder)) as server:
-        server.recorder = recorder
+    with recorded_upstream() as server:
         yield server
 
 

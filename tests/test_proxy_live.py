@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from shieldware.analyze.pipeline import analyze_sources
-from tests.proxy_support import MIB, UpstreamRecorder, build_upstream, memory_kib, proxy_process
+from tests.proxy_support import MIB, UpstreamRecorder, build_upstream, memory_kib, proxy_process, recorded_upstream
 from tests.support import CHROME_NAVIGATION, free_port, live_server
 
 MEMORY_GROWTH_LIMIT_KIB = 50 * 1024
@@ -24,9 +24,7 @@ MEMORY_GROWTH_LIMIT_KIB = 50 * 1024
 
 @pytest.fixture(scope="module")
 def upstream():
-    recorder = UpstreamRecorder()
-    with live_server(build_upstream(recorder), ws="websockets-sansio") as server:
-        server.recorder = recorder
+    with recorded_upstream(ws="websockets-sansio") as server:
         yield server
 
 
