@@ -2,10 +2,13 @@
 `forwardAuth` and Caddy `forward_auth`, each running the README's snippet with this test's ports
 filled in, in front of a real shop and `shieldware proxy --auth-only`.
 
-Besides passing browsers and refusing scrapers, each edge is tried the way a scraper would try it.
-Every edge passes the client's own copies of the headers it does not write on to the check:
-nginx a client's `X-Forwarded-Uri` and `Forwarded`, Traefik and Caddy a client's `X-Original-URI`
-and `Forwarded`. Neither may choose the address or the request that is judged.
+Through each edge: a scraper is refused before the shop, a browser passes with shieldware's
+X-Shield-* headers, and a challenged browser (the proof of work solved in Python, and a real
+Chromium) passes the challenge and reaches the shop. Each edge is also tried the way a scraper would
+try it. Every edge passes the client's own copies of the headers it does not write on to the check
+(nginx a client's `X-Forwarded-Uri` and `Forwarded`, Traefik and Caddy a client's `X-Original-URI`
+and `Forwarded`), and on to the shop headers some shops read as the path (`X-Rewrite-URL`): none
+may choose the address, the request that is judged, or the page that is served.
 """
 
 from __future__ import annotations
