@@ -517,6 +517,30 @@ def test_slow_upstream_is_504(monitor_proxy):
     assert "did not answer in time" in response.text
 
 
+@contextlib.contextmanager
+def unaccepting_listener():
+    """A loopback port whose listen queue is full and never served, like a shop too busy to accept:
+    connecting to it neither succeeds nor is refused (its SYNs are dropped) until the caller gives up."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        for _ in range(3):  # one fills the queue; the others' SYNs are dropped as the proxy's will be
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+        time.sleep(0.2)
+        yield listener.getsockname()[1]
+
+
+def test_an_upstream_that_does_not_accept_in_time_is_504():
+    with unaccepting_listener() as port, proxy_process(
+            "--upstream", f"http://127.0.0.1:{port}", "--monitor", "--connect-timeout", "1") as proxy:
+        response = requests.get(proxy.url + "/product/1", timeout=30)
+    assert response.status_code == 504
+    assert "did not answer in time" in response.text
+
+
 def test_client_disconnect_cancels_the_upstream_request(monitor_proxy, upstream):
     recorder = upstream.recorder
     recorder.endless_closed.clear()

@@ -322,6 +322,10 @@ class UpstreamPool:
                 _, connection = await loop.create_connection(
                     lambda: UpstreamConnection(loop, self.read_timeout, self.max_head), self.host, self.port,
                     ssl=self.ssl_context)
+        except TimeoutError:
+            # A shop too busy to accept (its listen queue full) is a timeout, 504, as nginx answers
+            # when proxy_connect_timeout runs out; TimeoutError is an OSError, so it goes first.
+            raise TimeoutError(f"no connection to {self.host}:{self.port} within {self.connect_timeout:g} s") from None
         except OSError as exc:
             raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         return connection
