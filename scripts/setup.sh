@@ -33,5 +33,6 @@ setup_system_packages() {
   # nginx-light and caddy: the forward-auth tests run the docs' nginx auth_request and Caddy
   # forward_auth snippets in real servers (Traefik comes from PyPI, in the test extra).
   # redis-server (with redis-tools): the Redis store tests start their own servers and a cluster.
-  apt_install curl wrk chromium nginx-light caddy redis-server redis-tools
+  # openssl: the proxy's https tests make their certificates with it.
+  apt_install curl wrk chromium nginx-light caddy redis-server redis-tools openssl
 }

@@ -13,15 +13,19 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from tests.support import LiveServer, free_port, live_server
+from shieldware.policy import default_policy_text
+from tests.support import CHROMIUM, CHROMIUM_ARGS, LiveServer, free_port, live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -177,10 +181,15 @@ class ProxyProcess:
                      *args]
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
+        # Served over https with --tls-cert: the tests' certificates are self-signed, so the
+        # certificate is also what a client verifies the proxy against.
+        self.scheme, self.verify = "http", True
+        if "--tls-cert" in args:
+            self.scheme, self.verify = "https", args[args.index("--tls-cert") + 1]
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -197,7 +206,7 @@ class ProxyProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"proxy exited with {self.process.returncode}: {self.printed()}")
             try:
-                if requests.get(self.url + "/.shieldware/health", timeout=1).status_code == 200:
+                if requests.get(self.url + "/.shieldware/health", timeout=1, verify=self.verify).status_code == 200:
                     return self
             except requests.ConnectionError:
                 pass
@@ -242,3 +251,34 @@ def memory_kib(pid: int) -> dict[str, int]:
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0])
     return values
+
+
+def roomy_policy(path: Path) -> Path:
+    """The shipped policy, written to `path`, with per-address limits far above what a test module
+    sends: every test client is 127.0.0.1 (as a NAT's customers are one address), and the limits
+    are not what those tests are about. `/challenge-me/*` is challenged for everyone, so a real
+    browser can be walked through the challenge."""
+    policy = yaml.safe_load(default_policy_text())
+    for group in policy["groups"]:
+        if "limits" in group:
+            group["limits"] = {"ip": ["1000/s"]}
+    policy["rules"].append({"name": "challenge-me", "when": {"path": "/challenge-me/*"}, "action": "challenge"})
+    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def chromium_browser(*args: str) -> Iterator[Any]:
+    """Debian's headless Chromium under Playwright, launched with these extra arguments; skips the
+    test, saying how to install it, when it is missing."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not installed; scripts/setup.sh installs Debian chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            *CHROMIUM_ARGS, "--disable-blink-features=AutomationControlled", *args])
+        try:
+            yield browser
+        finally:
+            browser.close()

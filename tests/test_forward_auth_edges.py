@@ -29,12 +29,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import requests
-import yaml
 
-from shieldware.policy import default_policy_text
 from tests.challenge_support import page_config, solve
-from tests.proxy_support import proxy_process, recorded_upstream
-from tests.support import CHROME_NAVIGATION, CHROME_UA, CHROMIUM, CHROMIUM_ARGS, free_port
+from tests.proxy_support import chromium_browser, proxy_process, recorded_upstream, roomy_policy
+from tests.support import CHROME_NAVIGATION, CHROME_UA, free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
@@ -151,20 +149,6 @@ def running_edge(name: str, tmp: Path, shield: int, shop: int) -> Iterator[Edge]
 def shop():
     with recorded_upstream() as server:
         yield server
-
-
-def roomy_policy(path: Path) -> Path:
-    """The shipped policy with per-address limits far above what this module sends: every test
-    client here is 127.0.0.1 (as a NAT's customers are one address), and the limits are not what
-    these tests are about."""
-    policy = yaml.safe_load(default_policy_text())
-    for group in policy["groups"]:
-        if "limits" in group:
-            group["limits"] = {"ip": ["1000/s"]}
-    # A page every browser is challenged on, so a real one can be walked through the challenge.
-    policy["rules"].append({"name": "challenge-me", "when": {"path": "/challenge-me/*"}, "action": "challenge"})
-    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -359,16 +343,8 @@ def cookies_set(response: http.client.HTTPResponse) -> str:
 
 @pytest.fixture(scope="module")
 def chromium():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not installed; scripts/setup.sh installs Debian chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            *CHROMIUM_ARGS, "--disable-blink-features=AutomationControlled",
-            "--host-resolver-rules=MAP shop.example 127.0.0.1"])
+    with chromium_browser("--host-resolver-rules=MAP shop.example 127.0.0.1") as browser:
         yield browser
-        browser.close()
 
 
 def test_chromium_is_challenged_solves_and_reaches_the_shop_through_the_edge(edge, chromium):

@@ -102,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "trusted proxies, or loopback when none is given, are exempt. Counted per worker")
     parser.add_argument("--body-timeout", type=parse_seconds, default=DEFAULT_BODY_TIMEOUT, metavar="SECONDS",
                         help="longest pause in a request body (default 60); then 408")
-    parser.add_argument("--connect-timeout", type=parse_seconds, default=5.0, metavar="SECONDS")
+    parser.add_argument("--connect-timeout", type=parse_seconds, default=5.0, metavar="SECONDS",
+                        help="longest wait to open a connection to the upstream (default 5); then 504")
     parser.add_argument("--read-timeout", type=parse_seconds, default=60.0, metavar="SECONDS",
                         help="longest wait for the upstream's next bytes (default 60); then 504")
     parser.add_argument("--shutdown-timeout", type=int, default=30, metavar="SECONDS",
@@ -116,6 +117,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help=f"rotated access logs kept (default {DEFAULT_KEEP})")
     parser.add_argument("--decision-log", metavar="FILE",
                         help="JSON-lines decision log file (rotated as the policy's decision_log says)")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve https: the PEM certificate chain (the site's certificate first)")
+    parser.add_argument("--tls-key", metavar="FILE",
+                        help="the certificate's PEM private key, without a passphrase (default: in --tls-cert's file)")
     parser.add_argument("--check-path", default="/.shieldware/check", help="forward-auth endpoint path")
     parser.add_argument("--health-path", default="/.shieldware/health", help="health endpoint path")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)  # benchmarks: no detection
@@ -133,6 +138,7 @@ def _whom_it_believes(policy: Any) -> str:
 
 def settings_from_args(args: argparse.Namespace) -> ProxySettings:
     from shieldware.facts import TrustedProxies
+    from shieldware.proxy.tls import check_tls
     from shieldware.store import check_store_uri
 
     TrustedProxies(args.trusted_proxy)  # raises ValueError naming a bad CIDR
@@ -140,6 +146,8 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         check_store_uri(args.store)  # raises ValueError naming what is wrong with the URI
     if args.access_log_keep < 1:
         raise ValueError("--access-log-keep must be 1 or more: the rotated files kept")
+    if args.tls_cert:
+        check_tls(args.tls_cert, args.tls_key)  # raises ValueError naming the file and what is wrong
     return ProxySettings(
         upstream=None if args.auth_only else args.upstream,
         policy_path=args.policy, store_uri=args.store, monitor=args.monitor,
@@ -150,7 +158,7 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
         check_path=args.check_path, health_path=args.health_path, access_log=args.access_log,
         access_log_max_bytes=args.access_log_max, access_log_keep=args.access_log_keep,
-        decision_log=args.decision_log, detection=not args.bare,
+        decision_log=args.decision_log, tls_cert=args.tls_cert, tls_key=args.tls_key, detection=not args.bare,
     )
 
 
@@ -159,7 +167,10 @@ def uvicorn_options(host: str, port: int, shutdown_timeout: int, settings: Proxy
     baseline the same way)."""
     from shieldware.proxy.serving import CoalescingHttpToolsProtocol
 
+    # https when given a certificate; check_tls has made sure uvicorn can load it.
+    tls = dict(ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key) if settings.tls_cert else {}
     return dict(
+        **tls,
         host=host, port=port, log_level="warning", access_log=False, lifespan="on",
         # shieldware resolves client addresses itself, from --trusted-proxy only.
         proxy_headers=False,
@@ -207,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
               "--store redis://HOST:6379/0 for several workers.", file=sys.stderr)
     host, port = args.listen
     target = settings.upstream or "forward-auth only"
-    print(f"shieldware proxy on http://{host}:{port}/ -> {target} (mode {policy.mode}, "
+    scheme = "https" if settings.tls_cert else "http"
+    print(f"shieldware proxy on {scheme}://{host}:{port}/ -> {target} (mode {policy.mode}, "
           f"store {policy.store_uri}, workers {args.workers}); forward-auth at {settings.check_path}, "
           f"health at {settings.health_path}; {_whom_it_believes(policy)}",
           file=sys.stderr, flush=True)

@@ -40,10 +40,9 @@ class ProxySettings:
     (431) and the upstream's response heads (502); `head_timeout` is how long a client may take
     to send a request head and `body_timeout` the longest pause in a request body (408 both).
     `max_connections_per_ip` caps the connections one client address holds open (0: no cap; the
-    trusted proxies, or loopback when none is given, are exempt).
-    `pool_size` caps the idle
+    trusted proxies, or loopback when none is given, are exempt). `pool_size` caps the idle
     keep-alive connections kept to the upstream (like nginx's `keepalive N`, it does not cap
-    concurrent requests).
+    concurrent requests). With `tls_cert` the proxy serves https on its listener.
     """
 
     upstream: str | None
@@ -67,6 +66,8 @@ class ProxySettings:
     access_log_max_bytes: int = 0  # 0: the file grows until logrotate moves it
     access_log_keep: int = DEFAULT_KEEP
     decision_log: str | None = None
+    tls_cert: str | None = None  # PEM certificate chain: the proxy serves https itself
+    tls_key: str | None = None  # its PEM private key (None: in the certificate's file)
     detection: bool = True  # False serves the bare forwarder (benchmarks use it as the baseline)
 
     def __post_init__(self) -> None:
@@ -74,6 +75,8 @@ class ProxySettings:
             parts = urlsplit(self.upstream)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"--upstream must be an http:// or https:// URL, got {self.upstream!r}")
+        if self.tls_key and not self.tls_cert:
+            raise ValueError("--tls-key needs --tls-cert: the key alone cannot serve https")
         for name in ("check_path", "health_path"):
             if not getattr(self, name).startswith("/"):
                 raise ValueError(f"{name} must start with '/', got {getattr(self, name)!r}")
