@@ -63,6 +63,18 @@ class RequestFacts:
     def url(self) -> str:
         return self.path + ("?" + self.query if self.query else "")
 
+    @property
+    def over_https(self) -> bool:
+        """Whether the client reached the shop over https: this server's own scheme, or a proxy in
+        front that terminated TLS saying so (`X-Forwarded-Proto`, or `proto=` in `Forwarded`).
+        Read from anyone: it marks shieldware's cookies Secure, and a browser on plain http
+        refuses to store those, so a forged claim costs its sender, never helps it."""
+        if self.scheme in ("https", "wss"):
+            return True
+        header_map = self.header_map
+        return (header_map.get("x-forwarded-proto", "").lower().startswith("https")
+                or "proto=https" in header_map.get("forwarded", "").lower())
+
 
 _FACT_FIELDS = tuple(RequestFacts.__slots__)
 _set = object.__setattr__

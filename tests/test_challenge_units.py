@@ -166,24 +166,47 @@ def test_a_valid_clearance_satisfies_challenges_but_never_a_block():
     assert asyncio.run(verdict("/product/1", True)) is Verdict.BLOCK
 
 
-def test_https_cookies_are_secure():
-    app = build_demo_app(policy=default_policy(rules=[PRODUCT_RULE], challenge={"difficulty": 8}))
+def challenge_cookies(base_url: str, *forwarding: tuple[str, str]) -> tuple[str, str]:
+    """The probe and clearance cookies a solved challenge sets for a browser at `base_url`, the
+    request carrying these forwarding headers (a load balancer's, loopback being trusted)."""
+    app = build_demo_app(policy=default_policy(rules=[PRODUCT_RULE], challenge={"difficulty": 8},
+                                               trusted_proxies=["127.0.0.0/8"]))
     install_challenges(app, keyring=keyring("k1"))
 
     async def run() -> tuple[str, str]:
-        transport = httpx.ASGITransport(app=app, client=("198.51.100.8", 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="https://shop.example",
-                                     headers=CHROME_NAVIGATION) as client:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        headers = [*CHROME_NAVIGATION, ("x-forwarded-for", "198.51.100.8"), *forwarding]
+        async with httpx.AsyncClient(transport=transport, base_url=base_url, headers=headers) as client:
             page = await client.get("/product/3")
             config = page_config(page.text)
-            answer = await client.post("/.shieldware/challenge/verify", json={
+            # Sent by hand: the browser is on https, but httpx's jar, seeing http, would keep a
+            # Secure cookie back.
+            probe = page.headers["set-cookie"]
+            answer = await client.post("/.shieldware/challenge/verify", headers={"cookie": probe.split(";")[0]}, json={
                 "challenge": config["token"], "counter": solve(config["token"], config["difficulty"]),
                 "url": config["url"], "telemetry": {"webdriver": False}})
-            return page.headers["set-cookie"], answer.headers.get_list("set-cookie")[0]
+            return probe, answer.headers.get_list("set-cookie")[0]
 
-    probe, clearance = asyncio.run(run())
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("base_url, forwarding", [
+    ("https://shop.example", ()),
+    # TLS ended at a load balancer, which says so; the shop is reached over http
+    ("http://shop.example", (("x-forwarded-proto", "https"),)),
+    ("http://shop.example", (("forwarded", "for=198.51.100.8;proto=https"),)),
+])
+def test_https_cookies_are_secure(base_url, forwarding):
+    probe, clearance = challenge_cookies(base_url, *forwarding)
     assert probe.endswith("Secure") and "Path=/.shieldware/challenge" in probe
     assert clearance.startswith("shield_clearance=") and "Secure" in clearance and "HttpOnly" in clearance
+
+
+def test_plain_http_cookies_are_not_secure():
+    """A browser on plain http would not store a Secure cookie, and would be challenged for ever."""
+    probe, clearance = challenge_cookies("http://shop.example", ("x-forwarded-proto", "http"))
+    assert "Secure" not in probe
+    assert clearance.startswith("shield_clearance=") and "Secure" not in clearance
 
 
 def test_challenge_pages_keep_their_language_and_each_its_own_nonce_and_token():

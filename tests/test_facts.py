@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shieldware.facts import (
+    RequestFacts,
     TrustedProxies,
     facts_from_scope,
     normalise_ip,
@@ -172,3 +173,19 @@ def test_route_paths_read_path_parameters_and_backslashes_as_loose_servers_do(pa
     notes = []
     assert route_path(path, notes) == routed
     assert notes == (["path.dot_segments"] if crafted else [])
+
+
+@pytest.mark.parametrize("scheme, headers, expected", [
+    ("https", {}, True),
+    ("wss", {}, True),
+    ("http", {"x-forwarded-proto": "https"}, True),  # TLS ended at a load balancer in front
+    ("http", {"x-forwarded-proto": "HTTPS"}, True),
+    ("http", {"forwarded": "for=198.51.100.8;Proto=https"}, True),
+    ("http", {}, False),
+    ("http", {"x-forwarded-proto": "http"}, False),
+    ("ws", {"forwarded": "for=198.51.100.8;proto=http"}, False),
+])
+def test_over_https_takes_the_scheme_or_a_proxy_that_ended_tls(scheme, headers, expected):
+    facts = RequestFacts(client_ip="198.51.100.8", method="GET", path="/", now=0.0, scheme=scheme,
+                         header_map=headers)
+    assert facts.over_https is expected

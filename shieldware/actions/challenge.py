@@ -252,7 +252,7 @@ class Challenges:
             (b"x-shield-verdict", b"challenge"),
             # The verify POST must carry this: a client that drops cookies is told so, not looped.
             cookie_header(self.probe_cookie, "1", settings.expires_after, self.page_path,
-                          facts.scheme == "https"),
+                          facts.over_https),
         ]
         self.metrics.issued("page")
         await _send(send, status, headers, body)
@@ -342,7 +342,7 @@ class Challenges:
         })
         clearance_headers = self._clearance_headers(facts, binding, "pow", automation)
         clearance_headers.append(cookie_header(self.probe_cookie, "", 0, self.page_path,
-                                               facts.scheme == "https"))
+                                               facts.over_https))
         # The collector's batch rides along (telemetry format v1); biometrics scores it for the session.
         telemetry_sink = getattr(self.middleware, "telemetry", None)
         if telemetry_sink is not None and payload.get("collector") is not None:
@@ -434,7 +434,7 @@ class Challenges:
                            automation: bool) -> list[tuple[bytes, bytes]]:
         clearance, lifetime = issue_clearance(self.keyring, binding, self.settings, facts.now, mode=mode,
                                               automation=automation)
-        return [cookie_header(self.settings.cookie_name, clearance, lifetime, "/", facts.scheme == "https")]
+        return [cookie_header(self.settings.cookie_name, clearance, lifetime, "/", facts.over_https)]
 
     async def _grant(self, facts: RequestFacts, binding: Binding, claims: dict[str, Any], mode: str,
                      automation: bool, fields: dict[str, Any]) -> None:

@@ -194,7 +194,7 @@ class TelemetryEndpoint:
         if session_id is None:
             session_id = secrets.token_urlsafe(18)
             headers.append((b"set-cookie", session_cookie(self.settings.cookie, session_id,
-                                                          facts.scheme == "https")))
+                                                          facts.over_https)))
         try:
             await self.ingest(session_id, body, facts)
         except TelemetryError:
@@ -249,7 +249,7 @@ class TelemetryEndpoint:
             return
         headers = []
         if new_session:
-            headers.append((b"set-cookie", session_cookie(cookie_name, session_id, facts.scheme == "https")))
+            headers.append((b"set-cookie", session_cookie(cookie_name, session_id, facts.over_https)))
         await _answer(send, 204, None, headers)
 
     async def handle_collector(self, scope: dict, receive: Any, send: Any, facts: RequestFacts) -> None:
@@ -258,7 +258,7 @@ class TelemetryEndpoint:
                    (b"x-content-type-options", b"nosniff")]
         if valid_session_id(facts.cookies.get(self.settings.cookie)) is None:
             headers.append((b"set-cookie", session_cookie(self.settings.cookie, secrets.token_urlsafe(18),
-                                                          facts.scheme == "https")))
+                                                          facts.over_https)))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": self.collector_js})
 

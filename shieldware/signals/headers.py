@@ -336,14 +336,9 @@ def _brands(sec_ch_ua: str) -> dict[str, int]:
 
 def _secure_context(facts: RequestFacts) -> bool:
     """Browsers send Sec-Fetch-* and client hints only to https and localhost origins."""
-    if facts.scheme in ("https", "wss"):
-        return True
-    header_map = facts.header_map
-    # Read even from untrusted peers: claiming https only makes these checks apply, so a forged
-    # header can cost its sender, never help it.
-    if header_map.get("x-forwarded-proto", "").lower().startswith("https"):
-        return True
-    if "proto=https" in header_map.get("forwarded", "").lower():
+    # A forwarding header is read even from untrusted peers (see over_https): claiming https only
+    # makes these checks apply, so a forged header can cost its sender, never help it.
+    if facts.over_https:
         return True
     host = facts.host.lower()
     return host.startswith(_LOCAL_HOSTS) or host.startswith("127.")
