@@ -88,6 +88,7 @@ CADDY_GLOBAL = "{\n    admin off\n    auto_https off\n    storage file_system {t
 
 def start_nginx(tmp: Path, port: int, shield: int, shop: int) -> tuple[list[str], dict[str, str], str]:
     site = with_ports(snippet("nginx site"), shield, shop).replace("listen 80;", f"listen 127.0.0.1:{port};")
+    site = site.replace("/var/log/nginx/", f"{tmp}/")
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=tmp, site=site), encoding="utf-8")
     return [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")], {}, "shop.example"
@@ -98,7 +99,7 @@ def start_traefik(tmp: Path, port: int, shield: int, shop: int) -> tuple[list[st
     dynamic.write_text(with_ports(snippet("traefik dynamic configuration"), shield, shop), encoding="utf-8")
     static = snippet("traefik static configuration").split("\n", 1)[1].split()
     static = [arg.replace(":80", f"127.0.0.1:{port}").replace("/etc/traefik/shieldware.yml", str(dynamic))
-              for arg in static if arg.startswith("--")]
+              .replace("/var/log/traefik/", f"{tmp}/") for arg in static if arg.startswith("--")]
     return [TRAEFIK, *static, "--log.level=WARN", "--global.checkNewVersion=false",
             "--global.sendAnonymousUsage=false"], {}, "shop.example"
 
@@ -107,6 +108,7 @@ def start_caddy(tmp: Path, port: int, shield: int, shop: int) -> tuple[list[str]
     # The README's site takes a certificate for shop.example; here it is plain HTTP on a loopback port.
     site = with_ports(snippet("caddy site"), shield, shop)
     site = site.replace("shop.example {", f"http://shop.example:{port} {{\n    bind 127.0.0.1", 1)
+    site = site.replace("/var/log/caddy/", f"{tmp}/")
     conf = tmp / "Caddyfile"
     conf.write_text(CADDY_GLOBAL.replace("{tmp}", str(tmp)) + site, encoding="utf-8")
     home = {"HOME": str(tmp), "XDG_DATA_HOME": str(tmp / "data"), "XDG_CONFIG_HOME": str(tmp / "config")}
@@ -114,6 +116,8 @@ def start_caddy(tmp: Path, port: int, shield: int, shop: int) -> tuple[list[str]
 
 
 STARTERS = {"nginx": start_nginx, "traefik": start_traefik, "caddy": start_caddy}
+# Where each started edge writes the log of the shop's statuses (the README's path, in its directory).
+OUTCOME_LOGS = {"nginx": "shieldware-outcomes.log", "traefik": "access.json", "caddy": "shieldware-outcomes.json"}
 
 
 @contextlib.contextmanager

@@ -117,6 +117,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help=f"rotated access logs kept (default {DEFAULT_KEEP})")
     parser.add_argument("--decision-log", metavar="FILE",
                         help="JSON-lines decision log file (rotated as the policy's decision_log says)")
+    parser.add_argument("--outcome-log", action="append", default=[], metavar="FILE",
+                        help="forward auth: the edge's log of the shop's statuses, one 'X-Shield-Ref status' "
+                        "per line or its JSON access log (repeatable); the statuses go back to the engine "
+                        "(404 probing, failed logins) as the proxy's own do")
     parser.add_argument("--tls-cert", metavar="FILE",
                         help="serve https: the PEM certificate chain (the site's certificate first)")
     parser.add_argument("--tls-key", metavar="FILE",
@@ -148,6 +152,8 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         raise ValueError("--access-log-keep must be 1 or more: the rotated files kept")
     if args.tls_cert:
         check_tls(args.tls_cert, args.tls_key)  # raises ValueError naming the file and what is wrong
+    for path in args.outcome_log:
+        check_outcome_log(path, detection=not args.bare)
     return ProxySettings(
         upstream=None if args.auth_only else args.upstream,
         policy_path=args.policy, store_uri=args.store, monitor=args.monitor,
@@ -158,8 +164,25 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
         check_path=args.check_path, health_path=args.health_path, access_log=args.access_log,
         access_log_max_bytes=args.access_log_max, access_log_keep=args.access_log_keep,
-        decision_log=args.decision_log, tls_cert=args.tls_cert, tls_key=args.tls_key, detection=not args.bare,
+        decision_log=args.decision_log, outcome_logs=tuple(args.outcome_log), tls_cert=args.tls_cert,
+        tls_key=args.tls_key, detection=not args.bare,
     )
+
+
+def check_outcome_log(path: str, detection: bool) -> None:
+    """An outcome log must be readable, or in a directory where the edge will create it."""
+    if not detection:
+        raise ValueError("--outcome-log feeds statuses to detection, which --bare turns off")
+    if os.path.isdir(path):
+        raise ValueError(f"--outcome-log {path}: is a directory; name the log file the edge writes")
+    if os.path.exists(path):
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"--outcome-log {path}: not readable by this user")
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--outcome-log {path}: the directory {folder} does not exist (the edge creates "
+                         "the file, not its directory)")
 
 
 def uvicorn_options(host: str, port: int, shutdown_timeout: int, settings: ProxySettings) -> dict[str, Any]:
@@ -221,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
     scheme = "https" if settings.tls_cert else "http"
     print(f"shieldware proxy on {scheme}://{host}:{port}/ -> {target} (mode {policy.mode}, "
           f"store {policy.store_uri}, workers {args.workers}); forward-auth at {settings.check_path}, "
-          f"health at {settings.health_path}; {_whom_it_believes(policy)}",
+          f"health at {settings.health_path}; {_whom_it_believes(policy)}"
+          + (f"; the shop's statuses from {', '.join(settings.outcome_logs)}" if settings.outcome_logs else ""),
           file=sys.stderr, flush=True)
     options = uvicorn_options(host, port, args.shutdown_timeout, settings)
     if args.workers == 1:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections.abc import MutableMapping
 from dataclasses import replace
 from typing import Any
@@ -15,6 +18,7 @@ from shieldware.policy import Policy, default_policy, load_policy
 from shieldware.proxy.access_log import AccessLog, AccessLogWriter
 from shieldware.proxy.forward_auth import ForwardAuthEndpoint
 from shieldware.proxy.forwarding import Forwarder
+from shieldware.proxy.outcome_feed import AwaitingOutcomes, OutcomeFeed
 from shieldware.proxy.settings import LOOPBACK, ProxySettings
 from shieldware.store import open_store
 
@@ -65,6 +69,9 @@ class ProxyApp:
         inner: Any = self.forwarder or _NoUpstream()
         self.middleware: ShieldMiddleware | None = None
         self.engine: Engine | None = None
+        self.outcome_feed: OutcomeFeed | None = None
+        self._feeding: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
         policy = policy or proxy_policy(settings)
         trusted = TrustedProxies(policy.trusted_proxies, policy.client_ip_header)
         if settings.detection:
@@ -74,8 +81,12 @@ class ProxyApp:
             self.middleware = ShieldMiddleware(inner, engine=self.engine, headers_in_scope=False)
             # Forward-auth callers are the edge proxies; with none configured, only loopback may ask.
             auth_trusted = trusted if trusted else TrustedProxies(LOOPBACK, policy.client_ip_header)
+            awaiting = None
+            if settings.outcome_logs:
+                awaiting = AwaitingOutcomes()
+                self.outcome_feed = OutcomeFeed(self.engine, awaiting, settings.outcome_logs, time.time)
             self.middleware.add_endpoint(settings.check_path,
-                                         ForwardAuthEndpoint(self.middleware, auth_trusted))
+                                         ForwardAuthEndpoint(self.middleware, auth_trusted, awaiting))
             self.middleware.add_endpoint(settings.health_path, self.health)
             inner = self.middleware.handle  # the middleware without a frame of its own around the forwarder
         self.access_log = (AccessLogWriter(settings.access_log, settings.access_log_max_bytes, settings.access_log_keep)
@@ -100,6 +111,8 @@ class ProxyApp:
             if message["type"] == "lifespan.startup":
                 if self.forwarder is not None:
                     self.forwarder.open_session()
+                if self.outcome_feed is not None:
+                    self._feeding = asyncio.create_task(self.outcome_feed.run(self._stopping))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.close()
@@ -107,6 +120,11 @@ class ProxyApp:
                 return
 
     async def close(self) -> None:
+        if self._feeding is not None:  # it reads the logs once more, then stops
+            self._stopping.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._feeding, 5.0)
+            self._feeding = None
         if self.forwarder is not None:
             await self.forwarder.close()
         if self.access_log is not None:

@@ -12,6 +12,9 @@ requests; the answer is:
 - 403: blocked (body: the block page with the reference id);
 - 429 with Retry-After: throttled. nginx's auth_request only understands 401 and 403, so
   `?style=nginx` on the check URL turns 429 into 403 (X-Shield-Verdict still says throttle).
+
+The edge never says how the shop answered a request it let through; with an outcome log
+(proxy/outcome_feed.py) the status the edge logged comes back to the engine.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from shieldware.actions.pages import decision_response, html_escape, wants_json
 from shieldware.decision import Decision, Verdict
 from shieldware.facts import RequestFacts, TrustedProxies, resolve_client_ip, route_path
 from shieldware.middleware import ShieldMiddleware, send_simple
+from shieldware.proxy.outcome_feed import AwaitingOutcomes
 
 log = logging.getLogger("shieldware.proxy.forward_auth")
 
@@ -117,8 +121,10 @@ def original_request(facts: RequestFacts, trusted: TrustedProxies) -> tuple[Requ
 class ForwardAuthEndpoint:
     """`middleware.add_endpoint(path, ForwardAuthEndpoint(middleware, trusted))`."""
 
-    def __init__(self, middleware: ShieldMiddleware, trusted: TrustedProxies) -> None:
+    def __init__(self, middleware: ShieldMiddleware, trusted: TrustedProxies,
+                 awaiting: AwaitingOutcomes | None = None) -> None:
         self.middleware = middleware
+        self.awaiting = awaiting  # with an outcome log: let-through decisions wait here for the shop's status
         self.engine = middleware.engine
         self.trusted = trusted
         self.challenges = getattr(middleware, "challenges", None)
@@ -144,6 +150,8 @@ class ForwardAuthEndpoint:
         started = time.perf_counter()
         decision = await self.engine.decide(original)
         self.engine.metrics.record_latency(time.perf_counter() - started)
+        if self.awaiting is not None and decision.action is Verdict.ALLOW:
+            self.awaiting.remember(decision, decision.time)
         nginx_style = "style=nginx" in facts.query
         status, headers, body = self.answer(decision, original, raw_uri, nginx_style)
         await send_simple(send, status, headers, body)

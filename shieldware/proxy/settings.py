@@ -66,6 +66,7 @@ class ProxySettings:
     access_log_max_bytes: int = 0  # 0: the file grows until logrotate moves it
     access_log_keep: int = DEFAULT_KEEP
     decision_log: str | None = None
+    outcome_logs: tuple[str, ...] = ()  # the edge's logs of the shop's statuses (forward auth; proxy/outcome_feed.py)
     tls_cert: str | None = None  # PEM certificate chain: the proxy serves https itself
     tls_key: str | None = None  # its PEM private key (None: in the certificate's file)
     detection: bool = True  # False serves the bare forwarder (benchmarks use it as the baseline)
@@ -100,4 +101,5 @@ class ProxySettings:
             raise RuntimeError(f"{SETTINGS_ENV} is not set: start workers through `shieldware proxy`")
         values = json.loads(raw)
         values["trusted_proxies"] = tuple(values.get("trusted_proxies") or ())
+        values["outcome_logs"] = tuple(values.get("outcome_logs") or ())
         return cls(**values)
