@@ -96,6 +96,27 @@ def test_decisions_too_old_or_too_many_are_given_up_oldest_first():
     assert awaiting.given_up == 3
 
 
+def test_decisions_given_up_are_counted_for_prometheus(tmp_path):
+    async def scenario():
+        engine = Engine(default_policy())
+        awaiting = AwaitingOutcomes(max_held=2, max_age=60)
+        feed = OutcomeFeed(engine, awaiting, [str(tmp_path / "outcomes.log")], clock=lambda: NOW)
+        before = given_up(engine)
+        for n in range(5):
+            awaiting.remember(Held(f"r{n}"), NOW)
+        await feed.poll(NOW)
+        await feed.poll(NOW + 1)  # told once, not again
+        return given_up(engine) - before
+
+    assert asyncio.run(scenario()) == 3
+
+
+def given_up(engine) -> float:
+    found = re.search(r"^shieldware_outcome_decisions_given_up_total ([0-9.]+)$",
+                      engine.metrics.exposition().decode(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 # ---- the growing log ----------------------------------------------------------------------------
 
 

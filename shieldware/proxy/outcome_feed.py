@@ -37,6 +37,7 @@ log = logging.getLogger("shieldware.proxy.outcome_feed")
 # been sent, so a long download's line comes late; five minutes covers pages and most files.
 DEFAULT_MAX_AGE = 300.0
 # Decisions held at once (the oldest give way first): with the age above, 200 checks a second.
+# A held decision takes about 1.5 KB, so some 100 MB when full.
 DEFAULT_MAX_HELD = 65_536
 POLL_SECONDS = 0.25
 READ_BYTES = 1 << 20  # read at most this much of a log per poll, so one poll never stalls the loop
@@ -208,6 +209,7 @@ class OutcomeFeed:
         self.files = [GrowingFile(path) for path in paths]
         self.clock = clock
         self._complained_at = float("-inf")
+        self._given_up_told = 0
 
     async def poll(self, now: float) -> dict[str, int]:
         """Read what the logs gained and feed it; answers how many lines went which way."""
@@ -222,6 +224,10 @@ class OutcomeFeed:
         for kind, n in counts.items():
             if n:
                 metrics.add_count("outcome_lines", n, {"result": kind})
+        given_up = self.awaiting.given_up - self._given_up_told
+        if given_up:  # a steady count here: the edge logs later than max_age, or checks outrun max_held
+            metrics.add_count("outcome_decisions_given_up", given_up, {})
+            self._given_up_told += given_up
         return counts
 
     async def _feed(self, raw: bytes, path: str, now: float) -> str:
