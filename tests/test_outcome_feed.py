@@ -188,13 +188,18 @@ def browser(method: str, path: str, now: float, ip: str = "198.51.100.20"):
     return facts_from_headers(ip, method, path, now, [("host", "shop.example"), *CHROME_NAVIGATION])
 
 
+def followed_log(tmp_path: Path) -> tuple[Engine, AwaitingOutcomes, OutcomeFeed, Path]:
+    """A real engine with the shipped policy, its held decisions, and a feed following an empty log."""
+    engine = Engine(default_policy())
+    awaiting = AwaitingOutcomes()
+    log = tmp_path / "outcomes.log"
+    log.write_text("")
+    return engine, awaiting, OutcomeFeed(engine, awaiting, [str(log)], clock=lambda: NOW), log
+
+
 def test_404s_fed_back_become_probing_evidence_on_the_next_check(tmp_path):
     async def scenario():
-        engine = Engine(default_policy())
-        awaiting = AwaitingOutcomes()
-        log = tmp_path / "outcomes.log"
-        log.write_text("")
-        feed = OutcomeFeed(engine, awaiting, [str(log)], clock=lambda: NOW)
+        engine, awaiting, feed, log = followed_log(tmp_path)
         now = NOW
         for n in range(12):
             decision = await engine.decide(browser("GET", f"/product/{9000 + n}", now))
@@ -247,11 +252,7 @@ def test_a_401_from_the_login_route_is_a_failed_login_in_the_decision_log(tmp_pa
 
 def test_broken_and_foreign_lines_are_counted_and_logged_and_lose_nothing(tmp_path, caplog):
     async def scenario():
-        engine = Engine(default_policy())
-        awaiting = AwaitingOutcomes()
-        log = tmp_path / "outcomes.log"
-        log.write_text("")
-        feed = OutcomeFeed(engine, awaiting, [str(log)], clock=lambda: NOW)
+        engine, awaiting, feed, log = followed_log(tmp_path)
         decision = await engine.decide(browser("GET", "/product/3", NOW))
         awaiting.remember(decision, NOW)
         append(log, "garbage\n\xff\xfe 200\n- 200\nsomeone-elses-ref 404\n{\"status\": \n"
@@ -284,11 +285,7 @@ def outcome_lines(engine) -> dict[str, float]:
 
 def test_the_feed_runs_until_stopped_and_reads_once_more_on_the_way_out(tmp_path):
     async def scenario():
-        engine = Engine(default_policy())
-        awaiting = AwaitingOutcomes()
-        log = tmp_path / "outcomes.log"
-        log.write_text("")
-        feed = OutcomeFeed(engine, awaiting, [str(log)], clock=lambda: NOW)
+        engine, awaiting, feed, log = followed_log(tmp_path)
         decisions = [await engine.decide(browser("GET", f"/product/{n}", NOW)) for n in range(2)]
         for decision in decisions:
             awaiting.remember(decision, NOW)
