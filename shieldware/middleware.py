@@ -17,7 +17,7 @@ from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope, header_map_of
 from shieldware.fastlane.lane import HELD, MISS, FastLane
 from shieldware.metrics import PROMETHEUS_CONTENT_TYPE
-from shieldware.outcomes import capture_account, header_rule_names, mark_reported
+from shieldware.outcomes import capture_account, header_rule_names, mark_reported, tell_engine
 from shieldware.policy import Policy, default_policy, load_policy
 from shieldware.response_watch import ResponseWatch
 from shieldware.store import Store, open_store
@@ -276,17 +276,9 @@ class ShieldMiddleware:
 
     async def _heard(self, decision: Decision, watch: Any, now: float, feedback_on: frozenset[int] | None) -> None:
         """Tell the engine what the response said: the app's events, then the status if it listens."""
-        events = watch.events
-        if events:
-            for event, _fields in events:
-                mark_reported(decision, event)
-            for event, fields in events:
-                await self.engine.feedback(decision, now, event=event, fields=fields)
         status = watch.status
-        if feedback_on is None or status in feedback_on:
-            outcomes = watch.outcomes
-            await self.engine.feedback(decision, now, status=status,
-                                       fields={"response_headers": outcomes} if outcomes else None)
+        await tell_engine(self.engine, decision, now, watch.events or (), status,
+                          feedback_on is None or status in feedback_on, watch.outcomes)
 
     def _report(self, decision: Decision, event: str, fields: dict[str, Any]) -> None:
         """`request.state.shield.report(...)` lands here; the engine learns asynchronously."""

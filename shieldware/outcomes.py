@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_plus
@@ -117,6 +117,24 @@ def take_event_headers(message: MutableMapping[str, Any]) -> list[tuple[str, dic
             kept.append((name, value))
     message["headers"] = kept
     return events
+
+
+async def tell_engine(engine: Any, decision: Any, now: float, events: Iterable[tuple[str, dict[str, str]]],
+                      status: int | None, hear_status: bool = True,
+                      response_headers: dict[str, str] | None = None) -> None:
+    """How a response ended, told to the engine: the app's events first, marked as reported so the
+    status rules of their family stand aside, then the status when its signals listen for it.
+
+    The middleware calls this with what it watched in the response; forward auth's outcome feed
+    with what the edge logged of it."""
+    events = tuple(events)
+    for event, _fields in events:
+        mark_reported(decision, event)
+    for event, fields in events:
+        await engine.feedback(decision, now, event=event, fields=fields)
+    if hear_status:
+        await engine.feedback(decision, now, status=status,
+                              fields={"response_headers": response_headers} if response_headers else None)
 
 
 # ---- policy: watch, outcomes, account_field -----------------------------------------------------

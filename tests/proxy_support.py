@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote
 
 import pytest
 import requests
@@ -130,6 +131,15 @@ def build_upstream(recorder: UpstreamRecorder) -> Starlette:
         recorder.count(request)
         return PlainTextResponse("status", status_code=int(request.path_params["code"]))
 
+    async def login(request: Request) -> Response:
+        """A shop that refuses every login with 200 and its form again, and says in X-Shield-Event
+        which account failed; the body quotes the X-Shield-Ref it was given."""
+        recorder.count(request)
+        form = parse_qs((await request.body()).decode("latin-1"))
+        account = quote(form.get("username", [""])[0])
+        return PlainTextResponse(f"wrong password; ref {request.headers.get('x-shield-ref', '')}",
+                                 headers={"x-shield-event": f"login_failed; account={account}"})
+
     async def echo_socket(websocket: WebSocket) -> None:
         protocols = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=protocols[0] if protocols else None)
@@ -157,6 +167,7 @@ def build_upstream(recorder: UpstreamRecorder) -> Starlette:
         Route("/thinking", thinking),
         Route("/cookies", cookies),
         Route("/status/{code:int}", status),
+        Route("/login", login, methods=["POST"]),
         Route("/big-header", big_header),
         WebSocketRoute("/ws", echo_socket),
         Route("/{path:path}", page, methods=["GET", "POST", "HEAD"]),

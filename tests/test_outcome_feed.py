@@ -1,10 +1,12 @@
-"""The outcome feed: the shop's statuses read back from an edge's log, for forward auth.
+"""The outcome feed: the shop's statuses and X-Shield-Event headers read back from an edge's log,
+for forward auth.
 
-The line forms (nginx's `REF STATUS`, Traefik's and Caddy's JSON) and the clear refusal of any
-other; the decisions waiting for their line (once each, bounded in age and number); a growing log
-followed through appends, half-written lines, logrotate's rename and copytruncate; and the whole
-feed into a real engine: 404s through forward auth become probing evidence on the next check, a
-401 from the login route becomes a failed login in the decision log.
+The line forms (nginx's `REF STATUS "EVENT"`, Traefik's and Caddy's JSON) and the clear refusal of
+any other; the decisions waiting for their line (once each, bounded in age and number); a growing
+log followed through appends, half-written lines, logrotate's rename and copytruncate; and the
+whole feed into a real engine: 404s through forward auth become probing evidence on the next
+check, a 401 from the login route becomes a failed login in the decision log, and the accounts the
+shop's events name show one address trying many.
 """
 
 from __future__ import annotations
@@ -50,7 +52,50 @@ NOW = 1_800_000_000.0
     (json.dumps({"request": {"headers": {}}, "status": 200}), None),  # a Caddy line of an unchecked path
 ])
 def test_each_edges_line_gives_the_reference_and_status(line, expected):
-    assert parse_outcome(line) == expected
+    parsed = parse_outcome(line)
+    assert (parsed if parsed is None else (parsed.ref, parsed.status)) == expected
+    assert parsed is None or parsed.events == ()
+
+
+FAILED_ALICE = ("login_failed", {"account": "alice"})
+
+
+@pytest.mark.parametrize(("line", "events"), [
+    # nginx: '$shield_ref $status "$upstream_http_x_shield_event"'
+    ('r1 200 "login_failed; account=alice"', (FAILED_ALICE,)),
+    ('r1 200 "-"', ()),  # the shop sent none
+    ('r1 200 ""', ()),
+    ('r1 200 "login_failed; account=al%20ice"', (("login_failed", {"account": "al ice"}),)),
+    # nginx's default escaping: a quote and a UTF-8 name arrive as \xHH
+    ('r1 200 "login_failed; account=\\x22j\\xC3\\xBCrgen\\x22"', (("login_failed", {"account": "jürgen"}),)),
+    ("r1 200 login_failed; account=alice", (FAILED_ALICE,)),  # unquoted: the rest of the line
+    ("r1 200 1534 0.004", ()),  # another log format's fields: not an event
+    ('r1 200 "payment_declined; password=hunter2; order=7"', (("payment_declined", {"order": "7"}),)),
+    # Traefik: --accesslog.fields.headers.names.X-Shield-Event=keep logs it as the shop sent it
+    (json.dumps({"request_X-Shield-Ref": "r1", "DownstreamStatus": 200,
+                 "origin_X-Shield-Event": "login_failed; account=alice"}), (FAILED_ALICE,)),
+    (json.dumps({"request_X-Shield-Ref": "r1", "DownstreamStatus": 200,
+                 "downstream_X-Shield-Event": "login_failed; account=alice"}), (FAILED_ALICE,)),
+    # Caddy: every value of the response header
+    (json.dumps({"request": {"headers": {}}, "status": 200, "resp_headers": {
+        "X-Shield-Ref": ["r1"], "X-Shield-Event": ["login_failed; account=alice", "cart_add; sku=9"]}}),
+     (FAILED_ALICE, ("cart_add", {"sku": "9"}))),
+    (json.dumps({"shield_ref": "r1", "status": 200, "shield_event": "login_failed; account=alice"}), (FAILED_ALICE,)),
+    (json.dumps({"shield_ref": "r1", "status": 200, "shield_event": ["signup", "-"]}), (("signup", {}),)),
+])
+def test_the_shops_events_come_with_the_status(line, events):
+    parsed = parse_outcome(line)
+    assert (parsed.ref, parsed.status, parsed.events, parsed.unread_events) == ("r1", 200, events, ())
+
+
+@pytest.mark.parametrize("line", [
+    'r1 200 "Login failed!"',
+    json.dumps({"shield_ref": "r1", "status": 200, "shield_event": "Login failed!"}),
+    json.dumps({"shield_ref": "r1", "status": 200, "resp_headers": {"X-Shield-Event": ["Login failed!"]}}),
+])
+def test_an_event_not_in_the_headers_form_is_kept_apart_and_the_status_still_counts(line):
+    parsed = parse_outcome(line)
+    assert (parsed.ref, parsed.status, parsed.events, parsed.unread_events) == ("r1", 200, (), ("Login failed!",))
 
 
 @pytest.mark.parametrize(("line", "says"), [
@@ -248,6 +293,70 @@ def test_a_401_from_the_login_route_is_a_failed_login_in_the_decision_log(tmp_pa
     assert len(login) == 1
     assert login[0]["ref"] == decision.ref
     assert login[0]["outcome"] == "failed" and login[0]["source"] == "status"
+
+
+def logins_behind_the_edge(tmp_path: Path, attempts: int, logged: str) -> list[str]:
+    """POSTs to /login from one address as forward auth judges them (without the body, which the
+    check never sees), each followed by the line `logged` (with `{ref}` and `{n}`) in the edge's
+    log; answers the reasons of the attempt after them."""
+    async def scenario():
+        engine, awaiting, feed, log = followed_log(tmp_path)
+        now = NOW
+        for n in range(attempts):
+            decision = await engine.decide(browser("POST", "/login", now))
+            awaiting.remember(decision, now)
+            append(log, logged.format(ref=decision.ref, n=n) + "\n")
+            assert (await feed.poll(now + 0.5))["fed"] == 1
+            now += 3.0
+        return (await engine.decide(browser("POST", "/login", now))).reason_codes
+
+    return list(asyncio.run(scenario()))
+
+
+def test_failed_login_events_in_the_log_show_one_address_trying_many_accounts(tmp_path):
+    # A shop that answers a failed login with 200 and its form again says so in X-Shield-Event.
+    reasons = logins_behind_the_edge(tmp_path, 8, '{ref} 200 "login_failed; account=user{n}%40example.org"')
+    assert "ato.username_spray" in reasons
+
+
+def test_statuses_alone_name_no_accounts(tmp_path):
+    assert "ato.username_spray" not in logins_behind_the_edge(tmp_path, 8, "{ref} 200")
+
+
+def test_the_shops_event_wins_over_the_status_rule_of_its_family(tmp_path):
+    decisions = tmp_path / "decisions.jsonl"
+
+    async def scenario():
+        engine = Engine(default_policy(decision_log={"path": str(decisions)}))
+        awaiting = AwaitingOutcomes()
+        log = tmp_path / "outcomes.log"
+        feed = OutcomeFeed(engine, awaiting, [str(log)], clock=lambda: NOW)
+        decision = await engine.decide(browser("POST", "/login", NOW))
+        awaiting.remember(decision, NOW)
+        # 401 from /login is login_failed by the shipped rules, but the shop says it succeeded
+        # (say, the second factor is next): its word counts, once.
+        log.write_text(f'{decision.ref} 401 "login_succeeded; account=alice"\n')
+        await feed.poll(NOW + 1)
+        engine.decision_log.close()
+
+    asyncio.run(scenario())
+    login = [r for r in map(json.loads, decisions.read_text().splitlines()) if r.get("type") == "login"]
+    assert [(r["outcome"], r["source"], r["account"]) for r in login] == [("succeeded", "app", "alice")]
+
+
+def test_an_event_the_feed_cannot_read_is_logged_and_its_status_still_fed(tmp_path, caplog):
+    async def scenario():
+        engine, awaiting, feed, log = followed_log(tmp_path)
+        decision = await engine.decide(browser("GET", "/product/3", NOW))
+        awaiting.remember(decision, NOW)
+        append(log, f'{decision.ref} 404 "Login failed!"\n')
+        return await feed.poll(NOW + 1)
+
+    with caplog.at_level(logging.WARNING, logger="shieldware.proxy.outcome_feed"):
+        counts = asyncio.run(scenario())
+    assert counts["fed"] == 1
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "'Login failed!' is not 'event; field=value'" in warnings[0], warnings
 
 
 def test_broken_and_foreign_lines_are_counted_and_logged_and_lose_nothing(tmp_path, caplog):

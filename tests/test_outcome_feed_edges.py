@@ -1,7 +1,9 @@
 """The shop's statuses come back through each real edge's log: nginx, Traefik and Caddy run the
 README's snippets (which log the status beside the check's reference), `shieldware proxy
 --auth-only --outcome-log` reads that log, and a browser that asks the shop for page after page it
-does not have is seen probing on its next check, as it would be behind `shieldware proxy`.
+does not have is seen probing on its next check, as it would be behind `shieldware proxy`; and the
+accounts the shop names in `X-Shield-Event` show one address trying many, though the check never
+sees a login form.
 
 Each edge gets a shieldware of its own: the probing evidence is about 127.0.0.1, every test
 client's address, and must not reach another edge's tests.
@@ -19,7 +21,15 @@ import yaml
 
 from tests.proxy_support import proxy_process, recorded_upstream, roomy_policy
 from tests.support import CHROME_NAVIGATION
-from tests.test_forward_auth_edges import MISSING, OUTCOME_LOGS, STARTERS, decision_of, ordered_get, running_edge
+from tests.test_forward_auth_edges import (
+    MISSING,
+    OUTCOME_LOGS,
+    STARTERS,
+    decision_of,
+    ordered_get,
+    ordered_request,
+    running_edge,
+)
 
 PROBES = 12  # the shipped policy sees probing from 8 error answers making 30 % of the recent requests
 
@@ -73,3 +83,31 @@ def test_404s_answered_behind_the_edge_become_probing_evidence_on_the_next_check
             raise AssertionError(f"{edge.name}: {fed_lines(shield)} statuses fed back; its log: {logged}")
         time.sleep(0.1)
     assert "behav.probing" in reasons_of_a_page(edge, shield)
+
+
+ACCOUNTS = 8  # the shipped policy sees a spray from 5 accounts tried from one address in a visit
+LOGIN_FORM = [*CHROME_NAVIGATION, ("content-type", "application/x-www-form-urlencoded")]
+
+
+def attempt_login(edge, n: int):
+    form = f"username=user{n}%40example.org&password=x".encode()
+    return ordered_request(edge, "POST", "/login", LOGIN_FORM, body=form)
+
+
+def test_the_accounts_the_shop_names_behind_the_edge_show_one_address_trying_many(fed_edge, shop):
+    """The check never sees the login form; the shop's X-Shield-Event, logged by the edge, names
+    the account, and the attempt after several failures is seen as credential stuffing."""
+    edge, shield, outcomes = fed_edge
+    for n in range(ACCOUNTS):
+        answer = attempt_login(edge, n)
+        assert answer.status == 200 and answer.body.startswith(b"wrong password")
+        # nginx keeps the shop's word for shieldware; Traefik and Caddy cannot log it and hide it
+        assert (answer.getheader("x-shield-event") is None) == (edge.name == "nginx")
+    deadline = time.monotonic() + 10
+    while fed_lines(shield) < ACCOUNTS:
+        if time.monotonic() > deadline:
+            logged = outcomes.read_text(errors="replace")[-3000:] if outcomes.exists() else "(no file)"
+            raise AssertionError(f"{edge.name}: {fed_lines(shield)} outcomes fed back; its log: {logged}")
+        time.sleep(0.1)
+    ref = attempt_login(edge, ACCOUNTS).body.decode().rsplit("ref ", 1)[1]
+    assert "ato.username_spray" in [reason["code"] for reason in decision_of(shield, ref)["reasons"]]

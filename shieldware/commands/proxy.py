@@ -118,9 +118,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--decision-log", metavar="FILE",
                         help="JSON-lines decision log file (rotated as the policy's decision_log says)")
     parser.add_argument("--outcome-log", action="append", default=[], metavar="FILE",
-                        help="forward auth: the edge's log of the shop's statuses, one 'X-Shield-Ref status' "
-                        "per line or its JSON access log (repeatable); the statuses go back to the engine "
-                        "(404 probing, failed logins) as the proxy's own do")
+                        help="forward auth: the edge's log of the shop's statuses, one 'X-Shield-Ref status "
+                        "\"X-Shield-Event\"' per line or its JSON access log (repeatable); statuses and events "
+                        "go back to the engine (404 probing, failed logins and their accounts) as the proxy's own do")
     parser.add_argument("--tls-cert", metavar="FILE",
                         help="serve https: the PEM certificate chain (the site's certificate first)")
     parser.add_argument("--tls-key", metavar="FILE",

@@ -10,10 +10,17 @@ proxy does with the statuses it forwards.
 
 Lines are one of:
 
-- `REF STATUS`, anything after it ignored: nginx `log_format shieldware_outcome '$shield_ref $status';`
-- a JSON object: Traefik's JSON access log (`request_X-Shield-Ref`, `DownstreamStatus`), Caddy's
-  (`resp_headers["X-Shield-Ref"]` or `request.headers[...]`, `status`), or any log naming
-  `shield_ref` and `status`.
+- `REF STATUS ["EVENT"]`: nginx `log_format shieldware_outcome '$shield_ref $status
+  "$upstream_http_x_shield_event"';`. A third field is read as the shop's `X-Shield-Event` when it
+  has an event's shape (nginx writes `-` for none); anything else after the status is ignored.
+- a JSON object: Traefik's JSON access log (`request_X-Shield-Ref`, `DownstreamStatus`,
+  `origin_X-Shield-Event`), Caddy's (`resp_headers["X-Shield-Ref"]` or `request.headers[...]`,
+  `status`, `resp_headers["X-Shield-Event"]`), or any log naming `shield_ref`, `status` and,
+  optionally, `shield_event`.
+
+The shop's `X-Shield-Event` (`login_failed; account=alice`) is what the check cannot see by itself:
+the account a login named is in the request's body, which never reaches the check. With it the
+login signals count accounts per address as they do behind `shieldware proxy`.
 
 A line without a reference (`-`, a request the check never saw) is passed over; a line that is
 neither form is counted as malformed and logged (once a minute), never fatal. A reference this
@@ -27,9 +34,12 @@ import asyncio
 import json
 import logging
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
+
+from shieldware.outcomes import parse_event_header, tell_engine
 
 log = logging.getLogger("shieldware.proxy.outcome_feed")
 
@@ -46,10 +56,38 @@ COMPLAIN_EVERY = 60.0  # seconds between log messages about malformed lines
 
 _REF_KEYS = ("request_X-Shield-Ref", "shield_ref", "x_shield_ref")  # Traefik's, then plain names
 _STATUS_KEYS = ("DownstreamStatus", "status")  # Traefik's, then Caddy's and plain ones
+# Traefik's header as the shop sent it, then as the client got it; then a plain name.
+_EVENT_KEYS = ("origin_X-Shield-Event", "downstream_X-Shield-Event", "shield_event")
+_NGINX_ESCAPE = re.compile(rb"\\x([0-9A-Fa-f]{2})")  # nginx's log escaping of '"', '\\' and non-ASCII bytes
 
 
 class OutcomeLineError(ValueError):
     """A log line that names no reference and status in a form this feed reads."""
+
+
+Event = tuple[str, dict[str, str]]
+
+
+class LoggedOutcome(NamedTuple):
+    """What one log line says of a let-through request."""
+
+    ref: str
+    status: int
+    events: tuple[Event, ...] = ()  # the shop's X-Shield-Event headers, parsed
+    unread_events: tuple[str, ...] = ()  # X-Shield-Event values not in the header's form
+
+
+def _events(values: Iterable[str]) -> tuple[tuple[Event, ...], tuple[str, ...]]:
+    events, unread = [], []
+    for value in values:
+        if value in ("", "-"):
+            continue
+        parsed = parse_event_header(value)
+        if parsed is None:
+            unread.append(value)
+        else:
+            events.append(parsed)
+    return tuple(events), tuple(unread)
 
 
 def _status(value: Any) -> int:
@@ -60,12 +98,18 @@ def _status(value: Any) -> int:
     raise OutcomeLineError(f"status {value!r} is not an HTTP status code")
 
 
-def _header(headers: Any, wanted: str) -> Any:
-    """A header from a JSON log's header object (Caddy's values are lists)."""
+def _header_values(headers: Any, wanted: str) -> list[Any]:
+    """A header's values from a JSON log's header object (Caddy's values are lists)."""
+    found: list[Any] = []
     for name, value in headers.items() if isinstance(headers, dict) else ():
         if name.lower() == wanted:
-            return value[0] if isinstance(value, list) and value else value
-    return None
+            found.extend(value if isinstance(value, list) else [value])
+    return found
+
+
+def _header(headers: Any, wanted: str) -> Any:
+    values = _header_values(headers, wanted)
+    return values[0] if values else None
 
 
 def _json_ref(entry: dict[str, Any]) -> Any:
@@ -80,7 +124,15 @@ def _json_ref(entry: dict[str, Any]) -> Any:
     return found
 
 
-def _from_json(line: str) -> tuple[str, int] | None:
+def _json_event_values(entry: dict[str, Any]) -> list[str]:
+    for key in _EVENT_KEYS:
+        if key in entry:
+            value = entry[key]
+            return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return [str(v) for v in _header_values(entry.get("resp_headers"), "x-shield-event")]  # Caddy's
+
+
+def _from_json(line: str) -> LoggedOutcome | None:
     try:
         entry = json.loads(line)
     except ValueError as exc:
@@ -93,11 +145,19 @@ def _from_json(line: str) -> tuple[str, int] | None:
     status = next((entry[key] for key in _STATUS_KEYS if key in entry), None)
     if status is None:
         raise OutcomeLineError("no status field (DownstreamStatus or status)")
-    return str(ref), _status(status)
+    return LoggedOutcome(str(ref), _status(status), *_events(_json_event_values(entry)))
 
 
-def parse_outcome(line: str) -> tuple[str, int] | None:
-    """(reference, status) from one log line; None when the line names no reference."""
+def _unescaped(field: str) -> str:
+    """A field as nginx's default log escaping wrote it, with its \\xHH bytes decoded."""
+    if "\\x" not in field:
+        return field
+    raw = _NGINX_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), field.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", errors="replace")
+
+
+def parse_outcome(line: str) -> LoggedOutcome | None:
+    """What one log line says; None when it names no reference (a request the check never saw)."""
     line = line.strip()
     if not line:
         return None
@@ -109,7 +169,14 @@ def parse_outcome(line: str) -> tuple[str, int] | None:
     ref, status = fields[0], fields[1]
     if ref == "-":
         return None
-    return ref, _status(status)
+    status_code = _status(status)
+    rest = fields[2].strip() if len(fields) > 2 else ""
+    if rest.startswith('"'):  # the event, quoted as the README's log_format has it
+        end = rest.find('"', 1)
+        return LoggedOutcome(ref, status_code, *_events([_unescaped(rest[1:end if end > 0 else None])]))
+    if rest and parse_event_header(rest) is not None:  # unquoted: the rest of the line, if an event
+        return LoggedOutcome(ref, status_code, *_events([_unescaped(rest)]))
+    return LoggedOutcome(ref, status_code)  # nothing more, or fields of some other log format
 
 
 class AwaitingOutcomes:
@@ -238,11 +305,13 @@ class OutcomeFeed:
             return "malformed"
         if parsed is None:
             return "no_ref"
-        ref, status = parsed
-        decision = self.awaiting.take(ref, now)
+        if parsed.unread_events:
+            self._complain(path, raw, OutcomeLineError(
+                f"X-Shield-Event {parsed.unread_events[0]!r} is not 'event; field=value' (fed without it)"), now)
+        decision = self.awaiting.take(parsed.ref, now)
         if decision is None:
             return "not_held"
-        await self.engine.feedback(decision, now, status=status)
+        await tell_engine(self.engine, decision, now, parsed.events, parsed.status)
         return "fed"
 
     def _complain(self, path: str, raw: bytes, error: Exception, now: float) -> None:
