@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shieldware.tls_hello import alpn_names, hello_parts
+
 EXTENSION_IDS = {
     "server_name": 0x0000,
     "status_request": 0x0005,
@@ -86,33 +88,12 @@ def _u16_list(blob: bytes) -> list[int]:
 
 
 def hello_from_record(record: bytes) -> ClientHello:
-    """From the raw bytes of a TLS record carrying a ClientHello (as read off the wire)."""
-    if len(record) < 9 or record[0] != 0x16 or record[5] != 0x01:
-        raise ValueError("not a TLS handshake record with a ClientHello")
-    try:
-        return _parse_hello(record[9:])
-    except (struct.error, IndexError) as exc:
-        raise ValueError(f"truncated ClientHello: {exc}") from exc
-
-
-def _parse_hello(body: bytes) -> ClientHello:
-    legacy_version = struct.unpack_from("!H", body, 0)[0]
-    at = 2 + 32
-    at += 1 + body[at]  # session id
-    (cipher_len,) = struct.unpack_from("!H", body, at)
-    ciphers = [c for c in _u16_list(body[at + 2 : at + 2 + cipher_len]) if not is_grease(c)]
-    at += 2 + cipher_len
-    at += 1 + body[at]  # compression methods
-    hello = ClientHello(legacy_version=legacy_version, ciphers=ciphers)
-    if at + 2 > len(body):
-        return hello
-    (ext_total,) = struct.unpack_from("!H", body, at)
-    at += 2
-    end = at + ext_total
-    while at + 4 <= end:
-        ext_type, ext_len = struct.unpack_from("!HH", body, at)
-        data = body[at + 4 : at + 4 + ext_len]
-        at += 4 + ext_len
+    """From the raw bytes of the TLS record(s) carrying a ClientHello (as read off the wire)."""
+    parts = hello_parts(record)
+    if parts is None:
+        raise ValueError("not a whole ClientHello in a TLS handshake record")
+    hello = ClientHello(legacy_version=parts.version, ciphers=[c for c in parts.ciphers if not is_grease(c)])
+    for ext_type, data in parts.extensions.items():
         if is_grease(ext_type):
             continue
         hello.extensions.append(ext_type)
@@ -123,12 +104,7 @@ def _parse_hello(body: bytes) -> ClientHello:
         elif ext_type == 0x000D:
             hello.signature_algorithms = _u16_list(data[2:])
         elif ext_type == 0x0010:
-            names, i = [], 2
-            while i < len(data):
-                size = data[i]
-                names.append(data[i + 1 : i + 1 + size].decode("ascii", "replace"))
-                i += 1 + size
-            hello.alpn = names
+            hello.alpn = [name.decode("ascii", "replace") for name in alpn_names(data)]
         elif ext_type == 0x002B:
             hello.versions = [v for v in _u16_list(data[1:]) if not is_grease(v)]
     return hello

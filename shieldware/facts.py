@@ -10,6 +10,8 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
+from shieldware.tls_hello import HEADER as TLS_HELLO_HEADER
+
 # Limits that keep hostile input cheap: a 100 KB cookie header is parsed, but only this many
 # cookies are kept, and the oversize is recorded as a note so a signal can weigh it.
 MAX_COOKIES = 64
@@ -392,13 +394,25 @@ def _cookies_of(raw: str) -> tuple[Mapping[str, str], Iterable[str]]:
     return _parsed_cookies(raw)
 
 
+def _tls_fingerprint(header_map: Mapping[str, str], peer_ip: str, trusted: TrustedProxies | None,
+                     tls_header: str | None, own_tls: bool) -> str | None:
+    if trusted is not None and trusted.trusts(peer_ip):
+        return (header_map.get(tls_header) or None) if tls_header else None
+    return header_map.get(TLS_HELLO_HEADER) if own_tls else None
+
+
 def facts_from_scope(
     scope: Mapping[str, Any],
     now: float,
     trusted: TrustedProxies | None = None,
     tls_header: str | None = None,
+    own_tls: bool = False,
 ) -> RequestFacts:
-    """Build RequestFacts from an ASGI HTTP or websocket scope. Never raises on client input."""
+    """Build RequestFacts from an ASGI HTTP or websocket scope. Never raises on client input.
+
+    The TLS fingerprint is a trusted edge's `tls_header`, or with `own_tls` (the proxy serves https
+    and read the ClientHello itself) its `x-shieldware-tls` when the peer is the client: a trusted
+    proxy's own handshake says nothing of the client behind it."""
     headers, header_map, ascii_only = _decode_headers(scope.get("headers") or ())
     client = scope.get("client")
     peer_ip = normalise_ip(str(client[0])) if client else None
@@ -416,8 +430,8 @@ def facts_from_scope(
     raw_query = scope.get("query_string") or b""
     path = route_path(scope.get("path", "/") or "/", notes)
     tls_fingerprint = None
-    if tls_header and trusted and trusted.trusts(peer_ip):
-        tls_fingerprint = header_map.get(tls_header) or None
+    if tls_header or own_tls:
+        tls_fingerprint = _tls_fingerprint(header_map, peer_ip, trusted, tls_header, own_tls)
     return RequestFacts(
         client_ip=client_ip,
         method=scope.get("method", "GET"),

@@ -81,6 +81,7 @@ class ShieldMiddleware:
         self.prefix = prefix.rstrip("/")
         self.trusted = TrustedProxies(self.policy.trusted_proxies, self.policy.client_ip_header)
         self.tls_header = self.policy.tls_fingerprint_header
+        self.own_tls = False  # the proxy sets it when it serves https and reads ClientHellos (proxy/https.py)
         self.endpoints: dict[str, Endpoint] = {}
         self.responders: dict[Verdict, Responder] = {}
         self._metrics_allow = TrustedProxies(self.policy.metrics_allow)
@@ -155,7 +156,7 @@ class ShieldMiddleware:
                       miss: tuple | None = None) -> None:
         """The Python path: every signal runs on the request's facts. `miss`: the lane had no plan
         for the request; the engine drafts one as it decides."""
-        facts = facts_from_scope(scope, now, self.trusted, self.tls_header)
+        facts = facts_from_scope(scope, now, self.trusted, self.tls_header, self.own_tls)
         endpoint = self.endpoints.get(facts.path)
         if endpoint is not None:
             await endpoint(scope, receive, send, facts)
@@ -212,7 +213,7 @@ class ShieldMiddleware:
             else:
                 await self._refuse(decision, None, scope, receive, send)
             return
-        facts = facts_from_scope(scope, now, self.trusted, self.tls_header)
+        facts = facts_from_scope(scope, now, self.trusted, self.tls_header, self.own_tls)
         decision = await self.engine.decide(facts, observed=stats_of(observed))
         self.engine.metrics.record_latency(time.perf_counter() - started)
         await self._act(decision, facts, scope, receive, send, now)
@@ -300,7 +301,7 @@ class ShieldMiddleware:
         responder = self.responders.get(decision.action)
         if responder is not None:
             if facts is None:
-                facts = facts_from_scope(scope, decision.time, self.trusted, self.tls_header)
+                facts = facts_from_scope(scope, decision.time, self.trusted, self.tls_header, self.own_tls)
             await responder(decision, facts, scope, receive, send)
             return
         header_map = facts.header_map if facts is not None else header_map_of(scope["headers"])

@@ -13,7 +13,7 @@ import requests
 from shieldware.datafiles import load_json
 from shieldware.demo import build_demo_app
 from shieldware.evidence import Weights
-from shieldware.facts import facts_from_headers
+from shieldware.facts import TrustedProxies, facts_from_headers, facts_from_scope
 from shieldware.policy import default_policy
 from shieldware.signals.base import Inspection
 from shieldware.signals.headers import HeaderSignal, header_fingerprint
@@ -473,6 +473,54 @@ def test_tls_header_is_read_only_from_a_trusted_edge_on_a_live_server(tmp_path):
     reasons = [[r["code"] for r in rec["reasons"]] for rec in records if rec["path"] == "/product/2"]
     assert "tls.mismatch" not in reasons[0] and "tls.mismatch" in reasons[1]
     assert lie.status_code in (200, 403)  # the score decides; the reason is what this test is about
+
+
+# ---- the TLS stack the proxy read from the ClientHello -------------------------------------------
+
+IE11_UA = "Mozilla/5.0 (Windows NT 10.0; WOW64; Trident/7.0; rv:11.0) like Gecko"
+IPHONE_CHROME_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                    "CriOS/120.0.6099.119 Mobile/15E148 Safari/604.1")
+
+
+def _with_ua(user_agent: str) -> list[tuple[str, str]]:
+    return [(name, user_agent if name == "user-agent" else value) for name, value in CHROME_NAVIGATION]
+
+
+@pytest.mark.parametrize(("user_agent", "stack", "mismatch"), [
+    (CHROME_UA, "blink", False),
+    (CHROME_UA, "webkit", False),  # Chrome before 83 had neither of Chromium's marks: not held against it
+    (CHROME_UA, "gecko", True),
+    (CHROME_UA, "library", True),  # a script with Chrome's headers
+    (FIREFOX_UA, "gecko", False),
+    (FIREFOX_UA, "blink", True),  # a Chromium driven with Firefox's UA
+    (FIREFOX_UA, "library", True),
+    (SAFARI_UA, "webkit", False),
+    (SAFARI_UA, "blink", True),
+    (IPHONE_CHROME_UA, "webkit", False),  # every iOS browser is WebKit, TLS included
+    (IE11_UA, "library", False),  # Windows' own TLS has no mark: not judged
+])
+def test_the_stack_read_from_the_clienthello_is_checked_against_the_claimed_engine(user_agent, stack, mismatch):
+    inspection = inspect(_with_ua(user_agent), tls=f"swtls/{stack} h2")
+    assert inspection.attrs["tls.client"] == stack
+    assert ("tls.mismatch" in header_codes(inspection)) == mismatch
+
+
+def _scope(peer: str, headers: list[tuple[str, str]]) -> dict:
+    return {"type": "http", "method": "GET", "path": "/", "headers": [(n.encode(), v.encode()) for n, v in headers],
+            "client": (peer, 50000), "scheme": "https"}
+
+
+def test_the_proxys_tls_header_is_believed_only_when_it_read_the_hello_from_the_client_itself():
+    header = [("user-agent", CHROME_UA), ("x-shieldware-tls", "swtls/library -")]
+    edge = TrustedProxies(["10.0.0.0/8"])
+    assert facts_from_scope(_scope("198.51.100.7", header), 0.0, edge, own_tls=True).tls_fingerprint == \
+        "swtls/library -"
+    # From a trusted edge the handshake was the edge's own: only the edge's header may say the client's
+    assert facts_from_scope(_scope("10.0.0.2", header), 0.0, edge, own_tls=True).tls_fingerprint is None
+    assert facts_from_scope(_scope("10.0.0.2", [*header, ("x-ja4", "t13")]), 0.0, edge, "x-ja4",
+                            own_tls=True).tls_fingerprint == "t13"
+    # Not served over the proxy's own https (the middleware in a shop, plain http): a client's header
+    assert facts_from_scope(_scope("198.51.100.7", header), 0.0, edge).tls_fingerprint is None
 
 
 # ---- replay over a real server, header order exactly as given ------------------------------------

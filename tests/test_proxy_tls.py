@@ -4,6 +4,7 @@ operator names (SSL_CERT_FILE)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
 import subprocess
@@ -92,9 +93,36 @@ def test_https_is_served_and_the_shop_is_told_it_was_https(monitoring, certifica
     seen = dict(response.json()["headers"])
     assert seen["x-forwarded-proto"] == "https"
     assert seen["forwarded"] == "for=127.0.0.1;proto=https;host=shop.example"
-    assert seen["x-shield-verdict"] == "allow"
     with pytest.raises(requests.ConnectionError):  # the port speaks TLS only
         requests.get(f"http://127.0.0.1:{monitoring.port}/echo-headers", timeout=10)
+
+
+def test_a_library_behind_chromes_headers_is_told_by_its_clienthello(monitoring, certificates):
+    """httpx sends Chrome's headers, but its handshake is Python's OpenSSL: the proxy reads that
+    from the ClientHello, and a copy of the header the client sent itself is not believed."""
+    with browser(monitoring, certificates) as client:
+        forged = client.get("/echo-headers", headers={"host": "shop.example",
+                                                       "x-shieldware-tls": "swtls/blink grease,alps,cert-brotli,h2"})
+        # again and again on one connection: the later ones are answered from the fast lane's plan
+        again = [client.get("/echo-headers", headers={"host": "shop.example"}) for _ in range(3)]
+    for response in (forged, *again):
+        told = [value for name, value in response.json()["headers"] if name == "x-shieldware-tls"]
+        assert len(told) == 1 and told[0].startswith("swtls/library ")
+        seen = dict(response.json()["headers"])
+        assert seen["x-shield-verdict"] == "challenge"  # monitor mode: let through, the verdict still told
+
+
+def test_chromium_over_https_is_a_blink_stack_as_its_user_agent_says(monitoring, certificates):
+    with chromium_browser() as chromium:
+        context = chromium.new_context(user_agent=CHROME_UA, ignore_https_errors=True)
+        try:
+            page = context.new_page()
+            page.goto(f"https://127.0.0.1:{monitoring.port}/echo-headers")
+            seen = dict(json.loads(page.inner_text("body"))["headers"])
+        finally:
+            context.close()
+    assert seen["x-shieldware-tls"].startswith("swtls/blink grease,alps")
+    assert seen["x-shield-verdict"] == "allow"
 
 
 def test_a_requests_scraper_is_blocked_over_https_and_never_reaches_the_shop(enforcing, shop, certificates):

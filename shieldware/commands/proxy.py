@@ -188,25 +188,28 @@ def check_outcome_log(path: str, detection: bool) -> None:
 def uvicorn_options(host: str, port: int, shutdown_timeout: int, settings: ProxySettings) -> dict[str, Any]:
     """How uvicorn serves the proxy with these ProxySettings (bench/busy_forwarder.py serves its
     baseline the same way)."""
+    from shieldware.proxy.https import HttpsProtocolFactory
     from shieldware.proxy.serving import CoalescingHttpToolsProtocol
 
-    # https when given a certificate; check_tls has made sure uvicorn can load it.
-    tls = dict(ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key) if settings.tls_cert else {}
+    limits = dict(max_head_bytes=settings.max_head_bytes, head_timeout=settings.head_timeout,
+                  max_connections_per_ip=settings.max_connections_per_ip,
+                  exempt_networks=settings.trusted_proxies or LOOPBACK)
+    # Response head and body in one write (see proxy/serving.py): a fifth of the CPU per request.
+    # ... request heads over max_head_bytes refused with 431, late ones with 408, and connections
+    # over an address's cap closed. https when given a certificate (check_tls has made sure it
+    # loads), with each ClientHello read on the way (proxy/https.py).
+    if settings.tls_cert:
+        http: Any = HttpsProtocolFactory(settings.tls_cert, settings.tls_key, **limits)
+    else:
+        http = functools.partial(CoalescingHttpToolsProtocol, **limits)
     return dict(
-        **tls,
         host=host, port=port, log_level="warning", access_log=False, lifespan="on",
         # shieldware resolves client addresses itself, from --trusted-proxy only.
         proxy_headers=False,
         # The upstream's own Server and Date headers pass through; ours would duplicate them.
         server_header=False, date_header=False,
         timeout_graceful_shutdown=shutdown_timeout,
-        # Response head and body in one write (see proxy/serving.py): a fifth of the CPU per request.
-        # ... request heads over max_head_bytes refused with 431, late ones with 408, and connections
-        # over an address's cap closed.
-        http=functools.partial(CoalescingHttpToolsProtocol, max_head_bytes=settings.max_head_bytes,
-                               head_timeout=settings.head_timeout,
-                               max_connections_per_ip=settings.max_connections_per_ip,
-                               exempt_networks=settings.trusted_proxies or LOOPBACK),
+        http=http,
     )
 
 

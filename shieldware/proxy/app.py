@@ -79,6 +79,8 @@ class ProxyApp:
             # The forwarder writes the X-Shield-* lines into the upstream request itself, from the
             # decision: cheaper than adding them to the scope's headers for it to copy one by one.
             self.middleware = ShieldMiddleware(inner, engine=self.engine, headers_in_scope=False)
+            # Serving https itself, the proxy reads each ClientHello (proxy/https.py).
+            self.middleware.own_tls = bool(settings.tls_cert)
             # Forward-auth callers are the edge proxies; with none configured, only loopback may ask.
             auth_trusted = trusted if trusted else TrustedProxies(LOOPBACK, policy.client_ip_header)
             awaiting = None

@@ -153,6 +153,7 @@ class HeadLimitingParser:
         self.open_since = 0.0  # when the read that left it open came (the loop's clock)
         self.addresses: AddressLimits | None = None  # the server's per-address cap (None: no cap)
         self.counted: str | None = None  # the address (or IPv6 /64) this connection counts against
+        self.tls_hello: bytes | None = None  # over https: what the ClientHello said (proxy/https.py)
 
     def feed_data(self, data: bytes) -> None:
         protocol = self._protocol

@@ -14,6 +14,8 @@ from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
+from shieldware.tls_hello import ENGINE_OF_STACK
+from shieldware.tls_hello import stack_of as tls_stack_of
 
 if TYPE_CHECKING:
     from shieldware.signals.useragent import UserAgentInfo
@@ -81,8 +83,8 @@ register_reason(
 register_reason(
     "tls.mismatch",
     60,
-    "The TLS fingerprint passed by the edge belongs to another browser or to an "
-    "HTTP library, not to the browser the User-Agent claims.",
+    "The TLS fingerprint (passed by the edge, or read by the proxy from the ClientHello) belongs "
+    "to another browser or to an HTTP library, not to the browser the User-Agent claims.",
 )
 
 register_attribute(
@@ -93,7 +95,8 @@ register_attribute(
 register_attribute(
     "tls.client",
     "what the TLS fingerprint belongs to: a browser family (chrome, firefox, "
-    "safari), a tool name, or unknown",
+    "safari), a tool name, or unknown; read by the proxy from the ClientHello, a TLS stack "
+    "(blink, webkit, gecko, library)",
 )
 
 # Headers proxies, CDNs and load balancers add or rewrite; a fingerprint or order check that counted
@@ -119,6 +122,7 @@ _INFRASTRUCTURE = frozenset(
         "cdn-loop",
         "x-ja3",
         "x-ja4",
+        "x-shieldware-tls",
         "keep-alive",
         "proxy-connection",
         "traceparent",
@@ -359,6 +363,19 @@ def shipped_tls_fingerprints() -> dict[str, tuple[str, str]]:
 _ENGINE_OF_TLS_FAMILY = {"chrome": "blink", "edge": "blink", "firefox": "gecko", "safari": "webkit"}
 
 
+def _stacks_disagree(stack: str, engine: str | None) -> bool:
+    """Whether a TLS stack read from the ClientHello cannot be the browser engine the UA claims.
+    A webkit-looking hello (GREASE without Chromium's marks) is not held against a Chromium UA:
+    Chrome on iOS is WebKit underneath, and Chrome before version 83 had neither mark. Other
+    engines (Trident, EdgeHTML: Windows' own TLS, with no mark at all) are not judged."""
+    if engine not in _JUDGED_ENGINES or (stack == "webkit" and engine == "blink"):
+        return False
+    return ENGINE_OF_STACK.get(stack) != engine
+
+
+_JUDGED_ENGINES = frozenset(ENGINE_OF_STACK.values())
+
+
 class HeaderSignal:
     name = "headers"
     lane = "shape"  # reads only header names and values a plan's shape keeps (VALUE_FREE_HEADERS)
@@ -522,6 +539,13 @@ class HeaderSignal:
     def _check_tls(self, facts: RequestFacts, inspection: Inspection, info: UserAgentInfo) -> None:
         fingerprint = facts.tls_fingerprint
         if not fingerprint:
+            return
+        stack = tls_stack_of(fingerprint)
+        if stack is not None:  # read by the proxy from the ClientHello (shieldware/tls_hello.py)
+            inspection.attrs["tls.client"] = stack
+            if _stacks_disagree(stack, info.engine):
+                inspection.add("tls.mismatch", claimed=info.browser, tls_client=stack,
+                               kind="browser" if stack in ENGINE_OF_STACK else "library")
             return
         if self._tls is None:
             self._tls = shipped_tls_fingerprints()
