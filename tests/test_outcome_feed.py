@@ -271,7 +271,9 @@ def test_without_the_feed_the_same_requests_draw_no_probing_evidence():
     assert "behav.probing" not in asyncio.run(scenario()).reason_codes
 
 
-def test_a_401_from_the_login_route_is_a_failed_login_in_the_decision_log(tmp_path):
+def one_login_logged(tmp_path: Path, answer: str) -> tuple[str, list[dict]]:
+    """One POST to /login decided, its line `REF <answer>` in the edge's log fed back; the
+    decision's reference and the login records of the decision log."""
     decisions = tmp_path / "decisions.jsonl"
 
     async def scenario():
@@ -281,18 +283,18 @@ def test_a_401_from_the_login_route_is_a_failed_login_in_the_decision_log(tmp_pa
         feed = OutcomeFeed(engine, awaiting, [str(log)], clock=lambda: NOW)
         decision = await engine.decide(browser("POST", "/login", NOW))
         awaiting.remember(decision, NOW)
-        log.write_text(f"{decision.ref} 401\n")  # the log appears after the feed started: read whole
-        counts = await feed.poll(NOW + 1)
+        log.write_text(f"{decision.ref} {answer}\n")  # the log appears after the feed started: read whole
+        assert (await feed.poll(NOW + 1))["fed"] == 1
         engine.decision_log.close()
-        return decision, counts
+        return decision.ref
 
-    decision, counts = asyncio.run(scenario())
-    assert counts["fed"] == 1
-    records = [json.loads(line) for line in decisions.read_text().splitlines()]
-    login = [r for r in records if r.get("type") == "login"]
-    assert len(login) == 1
-    assert login[0]["ref"] == decision.ref
-    assert login[0]["outcome"] == "failed" and login[0]["source"] == "status"
+    ref = asyncio.run(scenario())
+    return ref, [r for r in map(json.loads, decisions.read_text().splitlines()) if r.get("type") == "login"]
+
+
+def test_a_401_from_the_login_route_is_a_failed_login_in_the_decision_log(tmp_path):
+    ref, login = one_login_logged(tmp_path, "401")
+    assert [(r["ref"], r["outcome"], r["source"]) for r in login] == [(ref, "failed", "status")]
 
 
 def logins_behind_the_edge(tmp_path: Path, attempts: int, logged: str) -> list[str]:
@@ -324,23 +326,9 @@ def test_statuses_alone_name_no_accounts(tmp_path):
 
 
 def test_the_shops_event_wins_over_the_status_rule_of_its_family(tmp_path):
-    decisions = tmp_path / "decisions.jsonl"
-
-    async def scenario():
-        engine = Engine(default_policy(decision_log={"path": str(decisions)}))
-        awaiting = AwaitingOutcomes()
-        log = tmp_path / "outcomes.log"
-        feed = OutcomeFeed(engine, awaiting, [str(log)], clock=lambda: NOW)
-        decision = await engine.decide(browser("POST", "/login", NOW))
-        awaiting.remember(decision, NOW)
-        # 401 from /login is login_failed by the shipped rules, but the shop says it succeeded
-        # (say, the second factor is next): its word counts, once.
-        log.write_text(f'{decision.ref} 401 "login_succeeded; account=alice"\n')
-        await feed.poll(NOW + 1)
-        engine.decision_log.close()
-
-    asyncio.run(scenario())
-    login = [r for r in map(json.loads, decisions.read_text().splitlines()) if r.get("type") == "login"]
+    # 401 from /login is login_failed by the shipped rules, but the shop says it succeeded (say,
+    # the second factor is next): its word counts, once.
+    _, login = one_login_logged(tmp_path, '401 "login_succeeded; account=alice"')
     assert [(r["outcome"], r["source"], r["account"]) for r in login] == [("succeeded", "app", "alice")]
 
 
