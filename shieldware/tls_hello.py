@@ -66,6 +66,20 @@ def _u16(data: bytes, at: int) -> int:
     return (data[at] << 8) | data[at + 1]
 
 
+def bytes_wanted(data: bytes) -> int:
+    """The length `data` must reach before it next ends on a TLS record's boundary: its own length
+    when it does now (the time to read it), else the end of the record still arriving, or of the
+    next record's header. A reader that parses only then parses each record once, however the
+    bytes trickle in."""
+    offset = 0
+    while offset + 5 <= len(data):
+        end = offset + 5 + _u16(data, offset + 3)
+        if end > len(data):
+            return end
+        offset = end
+    return offset if offset == len(data) else offset + 5
+
+
 def _handshake_message(data: bytes) -> bytes | None:
     """The first handshake message's body, from the records it arrived in; None if incomplete or not TLS."""
     if len(data) < 9 or data[0] != _HANDSHAKE_RECORD:

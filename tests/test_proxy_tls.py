@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -218,3 +219,48 @@ def test_unusable_tls_files_are_refused_before_anything_is_served(certificates, 
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _tls_exchange(port: int, context: ssl.SSLContext, request: bytes) -> bytes:
+    """A whole https request over a raw socket, its ClientHello sent a byte per TCP segment."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        trickle = True
+        while True:
+            try:
+                tls.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            flight = outgoing.read()
+            for piece in ([flight[i:i + 1] for i in range(len(flight))] if trickle else [flight]):
+                raw.sendall(piece)
+            trickle = True
+            if done:
+                break
+            incoming.write(raw.recv(65536))
+        tls.write(request)
+        raw.sendall(outgoing.read())
+        response = b""
+        while data := raw.recv(65536):
+            incoming.write(data)
+            try:
+                while chunk := tls.read(65536):
+                    response += chunk
+            except ssl.SSLWantReadError:
+                continue
+            except ssl.SSLZeroReturnError:
+                pass
+            break  # the server's close_notify (it closes after the response): the response is whole
+    return response
+
+
+def test_a_clienthello_trickled_a_byte_at_a_time_is_still_read(monitoring, certificates):
+    response = _tls_exchange(monitoring.port, certificates.client_context(),
+                             b"GET /echo-headers HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    told = [value for name, value in json.loads(body)["headers"] if name == "x-shieldware-tls"]
+    assert len(told) == 1 and told[0].startswith("swtls/library ")

@@ -8,6 +8,7 @@ anywhere, split over records, and bytes that are no hello at all.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import ssl
@@ -21,6 +22,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shieldware.proxy import https
 from shieldware.tls_hello import Hello, is_grease, read_hello, stack_of
 from tests.proxy_support import chromium_browser
 
@@ -155,3 +157,48 @@ def test_grease_values_and_the_header_value():
     assert hello.header_value() == "swtls/blink grease,alps"
     assert stack_of(hello.header_value()) == "blink"
     assert stack_of("swtls/quantum x") is None and stack_of("t13d1516h2_8daaf6152771_e5627efa2ab1") is None
+
+
+class _Http:
+    """What HelloReadingTLS hands the hello to: the HTTP protocol's parser."""
+
+    def __init__(self) -> None:
+        self.parser = type("Parser", (), {"tls_hello": None})()
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_a_hello_trickled_a_byte_at_a_time_is_parsed_once_a_record(monkeypatch, loop):
+    captured = signatures()
+    if not captured:
+        pytest.skip(f"curl-impersonate's signatures not found at {SIGNATURES}")
+    data = hello_bytes(captured[0][2], record_size=40)
+    parses = []
+    monkeypatch.setattr(https, "read_hello", lambda seen: parses.append(len(seen)) or read_hello(seen))
+    http = _Http()
+    # Not connected, the TLS layer only stores what it is given: the reading is what is tested here.
+    tls = https.HelloReadingTLS(loop, http, ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    for byte in data:
+        tls.get_buffer(1)[:1] = bytes([byte])
+        tls.buffer_updated(1)
+    records, at = 0, 0
+    while at < len(data):
+        records, at = records + 1, at + 5 + int.from_bytes(data[at + 3:at + 5], "big")
+    tls.connection_lost(None)
+    assert records > 3 and len(parses) == records  # once a record, at its end
+    assert http.parser.tls_hello == read_hello(data).header_value().encode()
+
+
+def test_bytes_that_are_no_tls_are_let_go_at_once(loop):
+    http = _Http()
+    tls = https.HelloReadingTLS(loop, http, ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    request = b"GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n"
+    tls.get_buffer(len(request))[:len(request)] = request
+    tls.buffer_updated(len(request))
+    tls.connection_lost(None)
+    assert tls._hello is None and http.parser.tls_hello is None

@@ -17,7 +17,7 @@ from asyncio.sslproto import SSLProtocol
 from typing import Any
 
 from shieldware.proxy.serving import CoalescingHttpToolsProtocol
-from shieldware.tls_hello import HEADER_BYTES, MAX_HELLO_BYTES, read_hello
+from shieldware.tls_hello import HEADER_BYTES, MAX_HELLO_BYTES, bytes_wanted, read_hello
 
 HANDSHAKE_TIMEOUT = 60.0  # asyncio's default for a server's TLS handshake
 
@@ -36,6 +36,7 @@ class HelloReadingTLS(SSLProtocol):
         super().__init__(loop, http, context, None, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         self._http = http
         self._hello: bytearray | None = bytearray()  # the bytes so far, until the hello is whole
+        self._wanted = 5  # read them again once there are this many (a record's end)
         self._buffer: Any = None
 
     def get_buffer(self, n: int) -> Any:
@@ -46,15 +47,23 @@ class HelloReadingTLS(SSLProtocol):
         hello = self._hello
         if hello is not None:
             hello += self._buffer[:nbytes]
-            self._read_hello(hello)
+            # Parsed only when a record is whole: a hello trickled in a byte at a time is not
+            # parsed a byte at a time.
+            if len(hello) >= self._wanted:
+                self._wanted = bytes_wanted(hello)
+                if self._wanted == len(hello):
+                    self._read_hello(bytes(hello))
+            if hello[0] != 22 or len(hello) > MAX_HELLO_BYTES:
+                self._hello = None  # not a TLS handshake: TLS itself says what happens next
         super().buffer_updated(nbytes)
 
-    def _read_hello(self, seen: bytearray) -> None:
-        found = read_hello(bytes(seen))
-        if found is not None:
-            self._http.parser.tls_hello = found.header_value().encode()
-        if found is not None or seen[0] != 22 or len(seen) > MAX_HELLO_BYTES:
-            self._hello = None  # read, or not a TLS handshake: TLS itself says what happens next
+    def _read_hello(self, seen: bytes) -> None:
+        found = read_hello(seen)
+        if found is None:
+            self._wanted = len(seen) + 5  # the hello goes on in the next record
+            return
+        self._http.parser.tls_hello = found.header_value().encode()
+        self._hello = None
 
 
 class HttpsProtocol(CoalescingHttpToolsProtocol):
