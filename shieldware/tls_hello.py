@@ -24,6 +24,7 @@ anything that is not a whole ClientHello: the handshake then goes on, or fails, 
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import NamedTuple
 
@@ -31,7 +32,6 @@ HEADER = "x-shieldware-tls"
 HEADER_BYTES = HEADER.encode()
 PREFIX = "swtls/"
 STACKS = ("blink", "webkit", "gecko", "library")
-ENGINE_OF_STACK = {"blink": "blink", "webkit": "webkit", "gecko": "gecko"}  # library: no browser engine
 
 MAX_HELLO_BYTES = 64 * 1024  # a ClientHello is a few hundred bytes to a few KB (post-quantum key shares)
 
@@ -193,8 +193,27 @@ def _stack(grease: bool, chromium_marks: bool, record_size_limit: bool) -> str:
 
 
 def stack_of(value: str) -> str | None:
-    """The stack named by an `x-shieldware-tls` value; None for any other value (an edge's JA3/JA4)."""
-    if not value.startswith(PREFIX):
+    """The stack a trusted TLS value names: an `x-shieldware-tls` value's, or from nginx's
+    `$ssl_ciphers` (the client's offered cipher suites, unknown ones in hex) whether it carries
+    GREASE: `grease` (Chromium or Safari) or `no-grease` (Firefox or a library). None for any
+    other value (an edge's JA3/JA4, looked up in the catalogue instead)."""
+    if value.startswith(PREFIX):
+        stack = value[len(PREFIX):].split(" ", 1)[0]
+        return stack if stack in STACKS else None
+    if ":" not in value or not _CIPHER_LIST.fullmatch(value):
         return None
-    stack = value[len(PREFIX):].split(" ", 1)[0]
-    return stack if stack in STACKS else None
+    return "grease" if any(is_grease(int(code, 16)) for code in _HEX_CIPHER.findall(value)) else "no-grease"
+
+
+# Which stacks each browser engine's TLS can read as. A webkit-looking hello (GREASE without
+# Chromium's marks) is let pass a Chromium UA: Chrome on iOS is WebKit underneath, and Chrome
+# before 83 had neither mark. Engines not here (Trident, EdgeHTML: Windows' own TLS, with no mark)
+# are not judged.
+STACKS_OF_ENGINE = {
+    "blink": frozenset(("blink", "webkit", "grease")),
+    "webkit": frozenset(("webkit", "grease")),
+    "gecko": frozenset(("gecko", "no-grease")),
+}
+
+_CIPHER_LIST = re.compile(r"[A-Za-z0-9_-]+(?::[A-Za-z0-9_-]+)*")
+_HEX_CIPHER = re.compile(r"(?:^|:)0x([0-9A-Fa-f]{4})(?=:|$)")

@@ -505,6 +505,27 @@ def test_the_stack_read_from_the_clienthello_is_checked_against_the_claimed_engi
     assert ("tls.mismatch" in header_codes(inspection)) == mismatch
 
 
+# In the form of nginx's $ssl_ciphers: OpenSSL's names, suites it does not know (GREASE) in hex.
+# tests/test_forward_auth_nginx_tls.py reads the real ones of Chromium and httpx through nginx.
+CHROMIUM_CIPHERS = ("0x2A2A:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
+                    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA:AES256-SHA")
+OPENSSL_CIPHERS = ("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:"
+                   "ECDHE-ECDSA-AES256-GCM-SHA384")
+
+
+@pytest.mark.parametrize(("user_agent", "ciphers", "mismatch"), [
+    (CHROME_UA, CHROMIUM_CIPHERS, False),
+    (CHROME_UA, OPENSSL_CIPHERS, True),  # a script with Chrome's headers, behind nginx's TLS
+    (SAFARI_UA, CHROMIUM_CIPHERS, False),  # GREASE alone cannot tell Chromium from Safari
+    (FIREFOX_UA, OPENSSL_CIPHERS, False),  # nor, without it, Firefox from a library
+    (FIREFOX_UA, CHROMIUM_CIPHERS, True),
+])
+def test_nginxs_cipher_list_is_checked_for_grease_against_the_claimed_engine(user_agent, ciphers, mismatch):
+    inspection = inspect(_with_ua(user_agent), tls=ciphers)
+    assert inspection.attrs["tls.client"] == ("grease" if "0x2A2A" in ciphers else "no-grease")
+    assert ("tls.mismatch" in header_codes(inspection)) == mismatch
+
+
 def _scope(peer: str, headers: list[tuple[str, str]]) -> dict:
     return {"type": "http", "method": "GET", "path": "/", "headers": [(n.encode(), v.encode()) for n, v in headers],
             "client": (peer, 50000), "scheme": "https"}

@@ -86,6 +86,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="the header the trusted proxies write the client's address into: x-forwarded-for "
                         "(the policy's default), forwarded or x-real-ip. The others are the client's own "
                         "and are not read")
+    parser.add_argument("--tls-fingerprint-header", metavar="NAME", type=_header_name,
+                        help="the header the trusted proxies put the client's TLS fingerprint in: a JA3 or JA4 "
+                        "value, or nginx's $ssl_ciphers (the README's nginx snippet sends it as x-tls-ciphers); "
+                        "overrides the policy's tls_fingerprint_header")
     parser.add_argument("--monitor", action="store_true", help="monitor mode: decide and log, block nothing")
     parser.add_argument("--rewrite-host", action="store_true",
                         help="send the upstream's host:port as Host (default: keep the client's Host)")
@@ -158,6 +162,7 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         upstream=None if args.auth_only else args.upstream,
         policy_path=args.policy, store_uri=args.store, monitor=args.monitor,
         trusted_proxies=tuple(args.trusted_proxy), client_ip_header=args.client_ip_header,
+        tls_fingerprint_header=args.tls_fingerprint_header,
         preserve_host=not args.rewrite_host,
         max_body_bytes=args.max_body, max_head_bytes=args.max_head, head_timeout=args.head_timeout,
         body_timeout=args.body_timeout, max_connections_per_ip=args.max_connections_per_ip,
@@ -167,6 +172,12 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         decision_log=args.decision_log, outcome_logs=tuple(args.outcome_log), tls_cert=args.tls_cert,
         tls_key=args.tls_key, detection=not args.bare,
     )
+
+
+def _header_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a header name (letters, digits and '-')")
+    return text.lower()
 
 
 def check_outcome_log(path: str, detection: bool) -> None:

@@ -37,6 +37,8 @@ def proxy_policy(settings: ProxySettings) -> Policy:
         changes["decision_log_path"] = settings.decision_log
     if settings.client_ip_header:
         changes["client_ip_header"] = client_ip_header(settings.client_ip_header)
+    if settings.tls_fingerprint_header:
+        changes["tls_fingerprint_header"] = settings.tls_fingerprint_header
     if settings.trusted_proxies:
         extra = TrustedProxies(settings.trusted_proxies).networks
         changes["trusted_proxies"] = tuple(dict.fromkeys((*policy.trusted_proxies, *extra)))

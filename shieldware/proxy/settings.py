@@ -51,6 +51,7 @@ class ProxySettings:
     monitor: bool = False
     trusted_proxies: tuple[str, ...] = ()
     client_ip_header: str | None = None  # None: the policy's (x-forwarded-for unless it says otherwise)
+    tls_fingerprint_header: str | None = None  # None: the policy's (a trusted edge's JA3/JA4 or $ssl_ciphers)
     preserve_host: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
     max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES

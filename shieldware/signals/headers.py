@@ -14,7 +14,7 @@ from shieldware.evidence import register_reason
 from shieldware.facts import RequestFacts
 from shieldware.policy import register_attribute
 from shieldware.signals.base import Inspection
-from shieldware.tls_hello import ENGINE_OF_STACK
+from shieldware.tls_hello import STACKS_OF_ENGINE
 from shieldware.tls_hello import stack_of as tls_stack_of
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ register_attribute(
     "tls.client",
     "what the TLS fingerprint belongs to: a browser family (chrome, firefox, "
     "safari), a tool name, or unknown; read by the proxy from the ClientHello, a TLS stack "
-    "(blink, webkit, gecko, library)",
+    "(blink, webkit, gecko, library); from nginx's $ssl_ciphers, grease or no-grease",
 )
 
 # Headers proxies, CDNs and load balancers add or rewrite; a fingerprint or order check that counted
@@ -123,6 +123,7 @@ _INFRASTRUCTURE = frozenset(
         "x-ja3",
         "x-ja4",
         "x-shieldware-tls",
+        "x-tls-ciphers",
         "keep-alive",
         "proxy-connection",
         "traceparent",
@@ -363,17 +364,14 @@ def shipped_tls_fingerprints() -> dict[str, tuple[str, str]]:
 _ENGINE_OF_TLS_FAMILY = {"chrome": "blink", "edge": "blink", "firefox": "gecko", "safari": "webkit"}
 
 
-def _stacks_disagree(stack: str, engine: str | None) -> bool:
-    """Whether a TLS stack read from the ClientHello cannot be the browser engine the UA claims.
-    A webkit-looking hello (GREASE without Chromium's marks) is not held against a Chromium UA:
-    Chrome on iOS is WebKit underneath, and Chrome before version 83 had neither mark. Other
-    engines (Trident, EdgeHTML: Windows' own TLS, with no mark at all) are not judged."""
-    if engine not in _JUDGED_ENGINES or (stack == "webkit" and engine == "blink"):
-        return False
-    return ENGINE_OF_STACK.get(stack) != engine
+_KIND_OF_STACK = {"library": "library", "no-grease": "firefox or a library"}
 
 
-_JUDGED_ENGINES = frozenset(ENGINE_OF_STACK.values())
+def _stacks_disagree(stack: str, engine: str) -> bool:
+    """Whether a TLS stack (read from the ClientHello, or from nginx's cipher list) cannot be the
+    browser engine the UA claims (see tls_hello.STACKS_OF_ENGINE)."""
+    expected = STACKS_OF_ENGINE.get(engine)
+    return expected is not None and stack not in expected
 
 
 class HeaderSignal:
@@ -541,11 +539,11 @@ class HeaderSignal:
         if not fingerprint:
             return
         stack = tls_stack_of(fingerprint)
-        if stack is not None:  # read by the proxy from the ClientHello (shieldware/tls_hello.py)
+        if stack is not None:  # the proxy's ClientHello reading, or nginx's cipher list (tls_hello.py)
             inspection.attrs["tls.client"] = stack
             if _stacks_disagree(stack, info.engine):
                 inspection.add("tls.mismatch", claimed=info.browser, tls_client=stack,
-                               kind="browser" if stack in ENGINE_OF_STACK else "library")
+                               kind=_KIND_OF_STACK.get(stack, "browser"))
             return
         if self._tls is None:
             self._tls = shipped_tls_fingerprints()
