@@ -15,8 +15,9 @@ This is shieldware's own reading, not JA3 or JA4: a stack and the traits it was 
 as `swtls/<stack> <trait>,<trait>...` (e.g. `swtls/blink grease,alps,cert-brotli,h2`). The proxy
 passes it to the engine as the `x-shieldware-tls` request header (taking out any copy a client
 sent), so it is part of a request's shape and its decision; the header signal compares it with the
-browser the User-Agent claims (`tls.mismatch`). Edge proxies' JA3/JA4 values (the policy's
-`tls_fingerprint_header`) are looked up in the shipped catalogue instead.
+browser the User-Agent claims (`tls.mismatch`). A trusted edge's value (the policy's
+`tls_fingerprint_header`) is read here too when it is nginx's `$ssl_ciphers` (GREASE or not: a
+coarser reading), and looked up in the shipped catalogue when it is a JA3/JA4.
 
 The parser reads only what it needs, never raises on client bytes, and gives up (None) on
 anything that is not a whole ClientHello: the handshake then goes on, or fails, as it would have.
