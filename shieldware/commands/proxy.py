@@ -22,6 +22,7 @@ from shieldware.proxy.settings import (
     DEFAULT_HEAD_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_MAX_HEAD_BYTES,
+    DEFAULT_TLS_RECHECK,
     LOOPBACK,
     ProxySettings,
 )
@@ -47,6 +48,11 @@ def parse_seconds(text: str) -> float:
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, such as 30 or 0.5, got {text!r}")
     return seconds
+
+
+def parse_interval(text: str) -> float:
+    """How often something is done again: seconds above zero, or 0 for never."""
+    return 0.0 if text.strip() in ("0", "0.0") else parse_seconds(text)
 
 
 def parse_count(text: str) -> int:
@@ -129,6 +135,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="serve https: the PEM certificate chain (the site's certificate first)")
     parser.add_argument("--tls-key", metavar="FILE",
                         help="the certificate's PEM private key, without a passphrase (default: in --tls-cert's file)")
+    parser.add_argument("--tls-recheck", type=parse_interval, default=DEFAULT_TLS_RECHECK, metavar="SECONDS",
+                        help="how often, at most, the certificate's files are looked at for a renewal, which "
+                        f"new connections are then served (default {DEFAULT_TLS_RECHECK:g}; 0: loaded once, at start)")
     parser.add_argument("--check-path", default="/.shieldware/check", help="forward-auth endpoint path")
     parser.add_argument("--health-path", default="/.shieldware/health", help="health endpoint path")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)  # benchmarks: no detection
@@ -170,7 +179,7 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         check_path=args.check_path, health_path=args.health_path, access_log=args.access_log,
         access_log_max_bytes=args.access_log_max, access_log_keep=args.access_log_keep,
         decision_log=args.decision_log, outcome_logs=tuple(args.outcome_log), tls_cert=args.tls_cert,
-        tls_key=args.tls_key, detection=not args.bare,
+        tls_key=args.tls_key, tls_recheck=args.tls_recheck, detection=not args.bare,
     )
 
 
@@ -210,7 +219,7 @@ def uvicorn_options(host: str, port: int, shutdown_timeout: int, settings: Proxy
     # over an address's cap closed. https when given a certificate (check_tls has made sure it
     # loads), with each ClientHello read on the way (proxy/https.py).
     if settings.tls_cert:
-        http: Any = HttpsProtocolFactory(settings.tls_cert, settings.tls_key, **limits)
+        http: Any = HttpsProtocolFactory(settings.tls_cert, settings.tls_key, settings.tls_recheck, **limits)
     else:
         http = functools.partial(CoalescingHttpToolsProtocol, **limits)
     return dict(

@@ -20,6 +20,7 @@ from shieldware.proxy.forward_auth import ForwardAuthEndpoint
 from shieldware.proxy.forwarding import Forwarder
 from shieldware.proxy.outcome_feed import AwaitingOutcomes, OutcomeFeed
 from shieldware.proxy.settings import LOOPBACK, ProxySettings
+from shieldware.proxy.tls import served_certificate
 from shieldware.store import open_store
 
 log = logging.getLogger("shieldware.proxy")
@@ -141,8 +142,12 @@ class ProxyApp:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
             return
-        body = json.dumps({"status": "ok", "upstream": self.settings.upstream,
-                           "mode": self.engine.policy.mode if self.engine else "bare"}).encode()
+        health: dict[str, Any] = {"status": "ok", "upstream": self.settings.upstream,
+                                   "mode": self.engine.policy.mode if self.engine else "bare"}
+        if self.settings.tls_cert:  # what this worker serves: until when, and any renewal it refused
+            watch = served_certificate(self.settings.tls_cert, self.settings.tls_key, self.settings.tls_recheck)
+            health["tls"] = watch.describe(time.time())
+        body = json.dumps(health).encode()
         headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
         await send_simple(send, 200, headers, body)
 

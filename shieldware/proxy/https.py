@@ -6,27 +6,24 @@ keeps the handshake's bytes to itself. Here the proxy's protocol factory makes t
 reads until the ClientHello is whole (`shieldware.tls_hello`). What it says of the client's TLS
 stack reaches the engine as the `x-shieldware-tls` request header of every request on that
 connection, in place of any a client sent. Everything else (handshake, its 60 s bound, the
-certificate, what a client that does not speak TLS gets) is asyncio's, as before.
+certificate, what a client that does not speak TLS gets) is asyncio's, as before. The certificate
+is the one `CertificateWatch` holds for the process, so a renewal is served without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from asyncio.sslproto import SSLProtocol
 from typing import Any
 
 from shieldware.proxy.serving import CoalescingHttpToolsProtocol
+from shieldware.proxy.settings import DEFAULT_TLS_RECHECK
+from shieldware.proxy.tls import served_certificate
 from shieldware.tls_hello import HEADER_BYTES, MAX_HELLO_BYTES, bytes_wanted, read_hello
 
 HANDSHAKE_TIMEOUT = 60.0  # asyncio's default for a server's TLS handshake
-
-
-def server_context(cert: str, key: str | None) -> ssl.SSLContext:
-    """The context uvicorn would make from --tls-cert/--tls-key (check_tls has loaded them once)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
 
 
 class HelloReadingTLS(SSLProtocol):
@@ -82,17 +79,13 @@ class HttpsProtocol(CoalescingHttpToolsProtocol):
 
 class HttpsProtocolFactory:
     """uvicorn's `http=` for https: an HttpsProtocol (CoalescingHttpToolsProtocol's `options`) behind
-    TLS. Picklable, for worker processes: each loads the certificate when it first serves."""
+    TLS. Picklable, for worker processes: each loads the certificate when it first serves, and
+    looks at its files again every `recheck` seconds (0: never) for a renewal."""
 
-    def __init__(self, cert: str, key: str | None, **options: Any) -> None:
-        self.cert, self.key, self.options = cert, key, options
-        self._context: ssl.SSLContext | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_context": None}  # an SSLContext does not cross processes
+    def __init__(self, cert: str, key: str | None, recheck: float = DEFAULT_TLS_RECHECK, **options: Any) -> None:
+        self.cert, self.key, self.recheck, self.options = cert, key, recheck, options
 
     def __call__(self, **uvicorn_arguments: Any) -> HelloReadingTLS:
-        if self._context is None:
-            self._context = server_context(self.cert, self.key)
+        context = served_certificate(self.cert, self.key, self.recheck).current(time.time())
         http = HttpsProtocol(**uvicorn_arguments, **self.options)
-        return HelloReadingTLS(http.loop, http, self._context)
+        return HelloReadingTLS(http.loop, http, context)

@@ -28,6 +28,9 @@ DEFAULT_BODY_TIMEOUT = 60.0
 # at most six to a host, so this leaves room for some forty busy people behind one NAT, and
 # holds a single-address flood to this many file descriptors.
 DEFAULT_MAX_CONNECTIONS_PER_IP = 256
+# Seconds between looks at --tls-cert/--tls-key for a renewed certificate (proxy/tls.py): a
+# renewal is served within this, for the price of two stat calls.
+DEFAULT_TLS_RECHECK = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class ProxySettings:
     outcome_logs: tuple[str, ...] = ()  # the edge's logs of the shop's statuses (forward auth; proxy/outcome_feed.py)
     tls_cert: str | None = None  # PEM certificate chain: the proxy serves https itself
     tls_key: str | None = None  # its PEM private key (None: in the certificate's file)
+    tls_recheck: float = DEFAULT_TLS_RECHECK  # how often the two files are looked at for a renewal (0: never)
     detection: bool = True  # False serves the bare forwarder (benchmarks use it as the baseline)
 
     def __post_init__(self) -> None:
