@@ -185,13 +185,15 @@ def test_a_file_missing_mid_swap_keeps_what_is_served(made):
     assert served_der(watch.current(start + 2.0)) == der_of(cert)
 
 
-def test_recheck_zero_loads_the_files_once(made):
+def test_recheck_zero_loads_the_files_at_start_and_when_sighup_asks(made):
     cert, key = _self_signed(made, "first.example")
     first = der_of(cert)
     start = time.time() + 10.0
     watch = CertificateWatch(str(cert), str(key), recheck=0.0, now=start, metrics=Metrics())
-    renew(made, cert, key, "second.example", age=5.0)
+    renew(made, cert, key, "second.example")  # just written: SIGHUP's look does not wait for it to settle
     assert served_der(watch.current(start + 3600.0)) == first
+    watch.look_next_time()  # SIGHUP
+    assert served_der(watch.current(start + 3600.0)) == der_of(cert)
 
 
 def test_an_expiring_certificate_is_warned_of_and_an_expired_one_is_an_error(made, caplog):

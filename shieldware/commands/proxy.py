@@ -8,6 +8,7 @@ import functools
 import os
 import re
 import secrets
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -136,8 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--tls-key", metavar="FILE",
                         help="the certificate's PEM private key, without a passphrase (default: in --tls-cert's file)")
     parser.add_argument("--tls-recheck", type=parse_interval, default=DEFAULT_TLS_RECHECK, metavar="SECONDS",
-                        help="how often, at most, the certificate's files are looked at for a renewal, which "
-                        f"new connections are then served (default {DEFAULT_TLS_RECHECK:g}; 0: loaded once, at start)")
+                        help="how often, at most, the certificate's files are looked at for a renewal, "
+                        f"which new connections are then served (default {DEFAULT_TLS_RECHECK:g}; 0: at start "
+                        "and on SIGHUP only)")
     parser.add_argument("--check-path", default="/.shieldware/check", help="forward-auth endpoint path")
     parser.add_argument("--health-path", default="/.shieldware/health", help="health endpoint path")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)  # benchmarks: no detection
@@ -272,6 +274,8 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     options = uvicorn_options(host, port, args.shutdown_timeout, settings)
     if args.workers == 1:
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, _hangup_with_one_worker)
         uvicorn.run(ProxyApp(settings, policy), **options)
     else:
         # Worker processes cannot inherit objects: each builds the app from the settings.
@@ -280,6 +284,22 @@ def run(args: argparse.Namespace) -> int:
             uvicorn.run("shieldware.proxy.app:app_from_environment", factory=True, workers=args.workers,
                         **options)
     return 0
+
+
+_ONE_WORKER_HANGUP = (
+    b"shieldware proxy: SIGHUP: the certificate is looked at again on the next connection. One worker reads "
+    b"the policy at start only: restart to change it, or serve with --workers 2 or more, where SIGHUP replaces "
+    b"the workers one by one, each reading the policy again\n")
+
+
+def _hangup_with_one_worker(signum: int, frame: Any) -> None:
+    """SIGHUP's default would end the proxy on the spot, dropping the requests in flight, and
+    service managers send it to reload (`systemctl reload`). With one worker the policy cannot be
+    swapped under requests in flight, so it is said, and the certificate is looked at again."""
+    from shieldware.proxy.tls import look_at_certificates_next_time
+
+    look_at_certificates_next_time()
+    os.write(2, _ONE_WORKER_HANGUP)  # what a signal handler may safely do to say something
 
 
 @contextlib.contextmanager

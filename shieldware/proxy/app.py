@@ -6,15 +6,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import sys
 import time
 from collections.abc import MutableMapping
 from dataclasses import replace
 from typing import Any
 
+from uvicorn.config import STARTUP_FAILURE
+
 from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, client_ip_header
 from shieldware.middleware import ShieldMiddleware, send_simple
-from shieldware.policy import Policy, default_policy, load_policy
+from shieldware.policy import Policy, PolicyError, default_policy, load_policy
 from shieldware.proxy.access_log import AccessLog, AccessLogWriter
 from shieldware.proxy.forward_auth import ForwardAuthEndpoint
 from shieldware.proxy.forwarding import Forwarder
@@ -157,5 +161,15 @@ def build_proxy_app(settings: ProxySettings, policy: Policy | None = None) -> Pr
 
 
 def app_from_environment() -> ProxyApp:
-    """uvicorn factory for `--workers N`: each worker process builds its own app from the settings."""
-    return ProxyApp(ProxySettings.from_environment())
+    """uvicorn factory for `--workers N`: each worker process builds its own app from the settings.
+
+    A worker reads the policy file when it starts, so SIGHUP to the proxy (uvicorn replaces the
+    workers one by one) is how a changed policy is taken up. A worker that cannot build its app says
+    why in one line and exits with uvicorn's start-up failure status: on a reload uvicorn then keeps
+    the workers it has, so a broken policy file never replaces a working one."""
+    try:
+        return ProxyApp(ProxySettings.from_environment())
+    except (PolicyError, ValueError, OSError) as exc:
+        print(f"shieldware proxy: worker {os.getpid()} not started, the workers serving keep their policy: "
+              f"{exc}", file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_FAILURE) from None

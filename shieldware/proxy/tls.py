@@ -1,25 +1,25 @@
 """TLS for the proxy's own listener: the certificate and key checked before anything is served,
 and looked at again while it serves, so that a renewed certificate is taken up without a restart.
 
-uvicorn loads `--tls-cert`/`--tls-key` itself, but only once it starts serving, and OpenSSL's
-complaints ("[SSL] PEM lib (_ssl.c:3926)") do not say which file is wrong or what to do about it.
-`check_tls` loads the pair the way uvicorn will and says, in one sentence, what stops it: a
-missing or unreadable file, a file that holds no certificate or no private key, a key protected
-by a passphrase (the proxy would stop at start-up to ask for it), or a key that belongs to another
-certificate.
+OpenSSL's complaints about a certificate ("[SSL] PEM lib (_ssl.c:3926)") do not say which file is
+wrong or what to do about it. `check_tls` loads the pair as the proxy will serve it and says, in one
+sentence, what stops it: a missing or unreadable file, a file that holds no certificate or no
+private key, a key protected by a passphrase (the proxy would stop at start-up to ask for it), or a
+key that belongs to another certificate.
 
 Certificates are renewed in place (certbot swaps the symlinks under live/, other tools rewrite the
 files), every few weeks. `CertificateWatch` looks at the two files' identities at most every
-`recheck` seconds, on a new connection, and loads a changed pair for the connections that follow;
-connections already open keep the certificate they shook hands with. A pair that does not load
-(a key from another certificate, a file half written) is refused with the same sentence as at
-start-up, logged once, and the previous certificate goes on being served: a bad renewal never
-takes https down.
+`recheck` seconds (and after SIGHUP), on a new connection, and loads a changed pair for the
+connections that follow; connections already open keep the certificate they shook hands with. A
+pair that does not load (a key from another certificate, a file half written) is refused with the
+same sentence as at start-up, logged once, and the previous certificate goes on being served: a
+bad renewal never takes https down.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import ssl
 import time
@@ -102,7 +102,8 @@ class CertificateWatch:
     """The certificate this process serves, taken up again when its files are renewed (see above).
 
     `current(now)` is called for each new connection with the wall clock (file times are wall
-    clock); it costs a comparison, and two stat calls every `recheck` seconds (0: never again).
+    clock); it costs a comparison, and two stat calls every `recheck` seconds (0: only when SIGHUP
+    asks, through `look_next_time`).
     """
 
     def __init__(self, cert: str, key: str | None, recheck: float = DEFAULT_TLS_RECHECK,
@@ -116,13 +117,18 @@ class CertificateWatch:
         self.facts = self._read_facts(now)
         self.refused: str | None = None  # why the files as they are now are not served
         self._refused_identity: FileIdentity | None = None
-        self._next_look = now + recheck
+        self._next_look = now + recheck if recheck > 0 else math.inf
+        self._asked = False  # SIGHUP asked for a look: no waiting for the files to settle
 
     def current(self, now: float) -> ssl.SSLContext:
-        if self.recheck > 0 and now >= self._next_look:
-            self._next_look = now + self.recheck
+        if now >= self._next_look:
+            self._next_look = now + self.recheck if self.recheck > 0 else math.inf
             self._look(now)
         return self.context
+
+    def look_next_time(self) -> None:
+        """Look at the files on the next connection, whenever the last look was (SIGHUP)."""
+        self._next_look, self._asked = 0.0, True
 
     def describe(self, now: float) -> dict[str, Any]:
         """For the health endpoint: what is served, until when, and any renewal that was refused."""
@@ -138,6 +144,7 @@ class CertificateWatch:
         }
 
     def _look(self, now: float) -> None:
+        asked, self._asked = self._asked, False
         try:
             identity = self._identities()
         except OSError as exc:  # mid-swap, or gone: keep serving what is loaded
@@ -145,7 +152,7 @@ class CertificateWatch:
             return
         if identity == self._identity or identity == self._refused_identity:
             return
-        if now - max(file[3] for file in identity) / 1e9 < SETTLE_SECONDS:
+        if not asked and now - max(file[3] for file in identity) / 1e9 < SETTLE_SECONDS:
             return  # still being written, perhaps
         try:
             context = load_tls(self.cert, self.key)
@@ -202,3 +209,8 @@ def served_certificate(cert: str, key: str | None, recheck: float = DEFAULT_TLS_
     if watch is None:
         watch = _WATCHES[(cert, key)] = CertificateWatch(cert, key, recheck)
     return watch
+
+
+def look_at_certificates_next_time() -> None:
+    for watch in _WATCHES.values():
+        watch.look_next_time()
