@@ -116,6 +116,12 @@ class ShieldMiddleware:
     def add_endpoint(self, path: str, handler: Endpoint) -> None:
         self.endpoints[path] = handler
 
+    def retire(self) -> None:
+        """Another middleware serves from now on (the proxy reloaded its policy): requests still in
+        flight here finish, and the fast lane's tables are let go of."""
+        if self.lane is not None:
+            self.lane.retire()
+
     def set_responder(self, verdict: Verdict, responder: Responder) -> None:
         """Replace how a verdict is answered (the challenge feature answers CHALLENGE)."""
         self.responders[verdict] = responder

@@ -1,20 +1,28 @@
 """SIGHUP to a running proxy, as `systemctl reload` sends it: with several workers uvicorn replaces
-them one by one and each reads the policy again, a broken policy file is kept out in one clear
-line; with one worker the signal no longer ends the proxy (requests in flight finish) and says what
-it can and cannot do."""
+them one by one and each reads the policy again; with one worker the proxy reads it again itself,
+keeping its windows and open connections. Either way a policy file that does not load is kept out
+in one clear line and the running policy stays."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import signal
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import requests
 import yaml
 
+from shieldware.proxy.app import ProxyApp
+from shieldware.proxy.settings import ProxySettings
 from tests.proxy_support import proxy_process, recorded_upstream, roomy_policy
+from tests.support import CHROME_NAVIGATION
+
+CHROME_NAVIGATION_HEADERS = dict(CHROME_NAVIGATION)
 
 CURL = {"User-Agent": "curl/8.5.0"}  # allowed in monitor mode, answered by the health endpoint anyway
 
@@ -61,17 +69,84 @@ def test_sighup_to_workers_takes_up_a_changed_policy_and_keeps_a_broken_one_out(
     assert "Traceback" not in printed
 
 
-def test_sighup_to_one_worker_leaves_it_serving_and_says_what_a_reload_needs(tmp_path):
-    with recorded_upstream() as shop, proxy_process("--upstream", shop.url, "--monitor") as proxy:
+def limited_echo_policy(path: Path) -> Path:
+    """The roomy test policy in monitor mode, with /echo-headers a group of its own limited to three
+    requests a minute per address: what the upstream is told shows whether a client is over it."""
+    roomy_policy(path)
+    loaded = yaml.safe_load(path.read_text())
+    loaded["mode"] = "monitor"
+    loaded["groups"].insert(0, {"name": "echo", "paths": ["/echo-headers"], "limits": {"ip": ["3/min"]}})
+    path.write_text(yaml.safe_dump(loaded))
+    return path
+
+
+def echo_verdict(url: str) -> tuple[int, str | None]:
+    response = requests.get(url + "/echo-headers", headers=CHROME_NAVIGATION_HEADERS, timeout=10)
+    if response.status_code != 200:
+        return response.status_code, None
+    return 200, dict(response.json()["headers"]).get("x-shield-verdict")
+
+
+def decisions_counted(url: str) -> float:
+    text = requests.get(url + "/.shieldware/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("shieldware_decisions_total{"))
+
+
+def test_a_reload_lets_the_replaced_engine_and_its_lane_go():
+    """The fast lane's tables are tens of MB: a reload that kept the old ones would leak them."""
+
+    async def reload_twice() -> list[weakref.ref]:
+        app = ProxyApp(ProxySettings(upstream="http://127.0.0.1:9"))
+        replaced = []
+        for _ in range(2):
+            assert app.middleware is not None and app.middleware.lane is not None
+            replaced += [weakref.ref(app.engine), weakref.ref(app.middleware), weakref.ref(app.middleware.lane)]
+            app.reload()
+        return replaced
+
+    replaced = asyncio.run(reload_twice())
+    gc.collect()
+    assert [ref() for ref in replaced] == [None] * 6
+
+
+def test_sighup_to_one_worker_reloads_the_policy_in_place_and_keeps_the_windows(tmp_path):
+    policy = limited_echo_policy(tmp_path / "policy.yaml")
+    with recorded_upstream() as shop, proxy_process("--upstream", shop.url, "--policy", str(policy)) as proxy:
+        verdicts = [echo_verdict(proxy.url) for _ in range(4)]
+        assert verdicts[:3] == [(200, "allow")] * 3 and verdicts[3] == (200, "throttle")  # monitor: told, let through
+        # A request in flight while the policy changes: it finishes on the engine that decided it.
         answers: list[requests.Response] = []
         slow = threading.Thread(target=lambda: answers.append(
-            requests.get(proxy.url + "/slow?seconds=2", headers=CURL, timeout=20)))
+            requests.get(proxy.url + "/slow?seconds=2", headers=CHROME_NAVIGATION_HEADERS, timeout=20)))
         slow.start()
         assert shop.recorder.slow_started.wait(10)
+        decided = decisions_counted(proxy.url)
+        set_mode(policy, "enforce")
         os.kill(proxy.pid, signal.SIGHUP)
+        wait_for(lambda: modes_seen(proxy.url, 1) == {"enforce"}, 20, "the policy was never reloaded")
+        assert decisions_counted(proxy.url) >= decided >= 4  # the retired lane's counts are kept
+        # The same window: over the limit, now enforced. A restart would have let it start afresh.
+        assert echo_verdict(proxy.url)[0] == 429
         slow.join(20)
-        assert [response.status_code for response in answers] == [200]
-        assert answers[0].text == "finally"  # the request in flight finished
-        assert requests.get(proxy.url + "/page/2", headers=CURL, timeout=10).status_code == 200
+        assert [(r.status_code, r.text) for r in answers] == [(200, "finally")]
+
+        policy.write_text(policy.read_text() + "mode: [unfinished\n")  # an edit saved half done
+        os.kill(proxy.pid, signal.SIGHUP)
+        wait_for(lambda: "not reloaded" in proxy.printed(), 20, "the broken policy was never read")
+        assert modes_seen(proxy.url, 3) == {"enforce"}
+
+        limited_echo_policy(policy)  # valid again, but on another store
+        loaded = yaml.safe_load(policy.read_text())
+        loaded["store"] = "memory://?capacity=5000"
+        policy.write_text(yaml.safe_dump(loaded))
+        os.kill(proxy.pid, signal.SIGHUP)
+        wait_for(lambda: "changing stores needs a restart" in proxy.printed(), 20, "the store change was not said")
+        assert modes_seen(proxy.url, 3) == {"enforce"}
         assert proxy.process.poll() is None
-    assert "SIGHUP" in proxy.printed() and "--workers 2 or more" in proxy.printed()
+    lines = [line for line in proxy.printed().splitlines() if "SIGHUP" in line]
+    assert len(lines) == 3
+    assert "reloaded: mode enforce" in lines[0] and "windows, switches and open connections kept" in lines[0]
+    assert "not reloaded, the running one stays" in lines[1] and "not valid YAML" in lines[1]
+    assert "not reloaded, the running one stays" in lines[2]
+    assert "Traceback" not in proxy.printed()

@@ -8,6 +8,7 @@ import http.client
 import json
 import logging
 import os
+import signal
 import ssl
 import subprocess
 import time
@@ -269,3 +270,23 @@ def test_the_running_proxy_serves_a_renewed_certificate_and_keeps_open_connectio
         assert "does not belong to the certificate" in refused
     printed = proxy.printed()
     assert "are not served" in printed and "does not belong" in printed  # said where the operator looks
+
+
+def test_sighup_has_the_certificate_looked_at_even_with_recheck_zero(made):
+    cert, key = _self_signed(made, "first.example", *LOOPBACK_NAME)
+    with recorded_upstream() as shop, proxy_process("--upstream", shop.url, "--monitor", "--tls-cert", str(cert),
+                                                      "--tls-key", str(key), "--tls-recheck", "0") as proxy:
+        renew(made, cert, key, "second.example")
+        opened = connection(proxy.port)
+        assert shown(opened) != der_of(cert)  # never looked at again by itself
+        opened.close()
+        os.kill(proxy.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while True:
+            opened = connection(proxy.port)
+            served = shown(opened)
+            opened.close()
+            if served == der_of(cert):
+                break
+            assert time.monotonic() < deadline, "SIGHUP did not have the certificate looked at"
+            time.sleep(0.2)

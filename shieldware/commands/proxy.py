@@ -8,7 +8,6 @@ import functools
 import os
 import re
 import secrets
-import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -274,9 +273,9 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     options = uvicorn_options(host, port, args.shutdown_timeout, settings)
     if args.workers == 1:
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, _hangup_with_one_worker)
-        uvicorn.run(ProxyApp(settings, policy), **options)
+        app = ProxyApp(settings, policy)
+        app.reload_on_hangup = True  # with several workers uvicorn's supervisor replaces them instead
+        uvicorn.run(app, **options)
     else:
         # Worker processes cannot inherit objects: each builds the app from the settings.
         os.environ[SETTINGS_ENV] = settings.to_environment()
@@ -284,22 +283,6 @@ def run(args: argparse.Namespace) -> int:
             uvicorn.run("shieldware.proxy.app:app_from_environment", factory=True, workers=args.workers,
                         **options)
     return 0
-
-
-_ONE_WORKER_HANGUP = (
-    b"shieldware proxy: SIGHUP: the certificate is looked at again on the next connection. One worker reads "
-    b"the policy at start only: restart to change it, or serve with --workers 2 or more, where SIGHUP replaces "
-    b"the workers one by one, each reading the policy again\n")
-
-
-def _hangup_with_one_worker(signum: int, frame: Any) -> None:
-    """SIGHUP's default would end the proxy on the spot, dropping the requests in flight, and
-    service managers send it to reload (`systemctl reload`). With one worker the policy cannot be
-    swapped under requests in flight, so it is said, and the certificate is looked at again."""
-    from shieldware.proxy.tls import look_at_certificates_next_time
-
-    look_at_certificates_next_time()
-    os.write(2, _ONE_WORKER_HANGUP)  # what a signal handler may safely do to say something
 
 
 @contextlib.contextmanager

@@ -89,6 +89,7 @@ class FastLane:
                                        if hasattr(s, "hold_findings_seconds")), default=0.0))
         self.tally = LaneTally(native_lane, self.derived, self.holds)
         self._off = False  # off for good (see off())
+        self._finalizer: Any = None  # folds the last counts in when the lane goes (set by build)
 
     @classmethod
     def build(cls, middleware: Any, plans: int = DEFAULT_PLANS) -> FastLane | None:
@@ -169,7 +170,7 @@ class FastLane:
         # The process's metrics keep the tally (and the counts in it) after the lane is gone; what
         # the lane counted but was never read is folded in when the lane goes.
         engine.metrics.add_source(lane.tally)
-        weakref.finalize(lane, lane.tally.last_drain, native_lane)
+        lane._finalizer = weakref.finalize(lane, lane.tally.last_drain, native_lane)
         window_table.on_item_hash_change(lane.off)
         if board is not None:
             board.on_change(native_lane.disarm)
@@ -286,6 +287,13 @@ class FastLane:
 
     def counts(self) -> dict[str, int]:
         return self.native.counts()
+
+    def retire(self) -> None:
+        """Its middleware was replaced (the proxy reloaded its policy): answer nothing more, fold
+        what it counted into the metrics now, and let go of its tables, which the finalizer's
+        reference would otherwise keep as long as the process lives."""
+        self.off()
+        self._finalizer()
 
 
 class LaneTally:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import MutableMapping
@@ -24,7 +25,7 @@ from shieldware.proxy.forward_auth import ForwardAuthEndpoint
 from shieldware.proxy.forwarding import Forwarder
 from shieldware.proxy.outcome_feed import AwaitingOutcomes, OutcomeFeed
 from shieldware.proxy.settings import LOOPBACK, ProxySettings
-from shieldware.proxy.tls import served_certificate
+from shieldware.proxy.tls import look_at_certificates_next_time, served_certificate
 from shieldware.store import open_store
 
 log = logging.getLogger("shieldware.proxy")
@@ -73,34 +74,47 @@ class ProxyApp:
     def __init__(self, settings: ProxySettings, policy: Policy | None = None) -> None:
         self.settings = settings
         self.forwarder = Forwarder(settings) if settings.upstream else None
-        inner: Any = self.forwarder or _NoUpstream()
         self.middleware: ShieldMiddleware | None = None
         self.engine: Engine | None = None
         self.outcome_feed: OutcomeFeed | None = None
         self._feeding: asyncio.Task | None = None
         self._stopping = asyncio.Event()
-        policy = policy or proxy_policy(settings)
-        trusted = TrustedProxies(policy.trusted_proxies, policy.client_ip_header)
-        if settings.detection:
-            self.engine = Engine(policy, open_store(policy.store_uri))
-            # The forwarder writes the X-Shield-* lines into the upstream request itself, from the
-            # decision: cheaper than adding them to the scope's headers for it to copy one by one.
-            self.middleware = ShieldMiddleware(inner, engine=self.engine, headers_in_scope=False)
-            # Serving https itself, the proxy reads each ClientHello (proxy/https.py).
-            self.middleware.own_tls = bool(settings.tls_cert)
-            # Forward-auth callers are the edge proxies; with none configured, only loopback may ask.
-            auth_trusted = trusted if trusted else TrustedProxies(LOOPBACK, policy.client_ip_header)
-            awaiting = None
-            if settings.outcome_logs:
-                awaiting = AwaitingOutcomes()
-                self.outcome_feed = OutcomeFeed(self.engine, awaiting, settings.outcome_logs, time.time)
-            self.middleware.add_endpoint(settings.check_path,
-                                         ForwardAuthEndpoint(self.middleware, auth_trusted, awaiting))
-            self.middleware.add_endpoint(settings.health_path, self.health)
-            inner = self.middleware.handle  # the middleware without a frame of its own around the forwarder
+        self.reload_on_hangup = False  # one worker: SIGHUP reloads the policy in place (see reload)
         self.access_log = (AccessLogWriter(settings.access_log, settings.access_log_max_bytes, settings.access_log_keep)
                            if settings.access_log else None)
-        self.front: Any = AccessLog(inner, self.access_log, trusted) if self.access_log else inner
+        # Forward-auth decisions waiting for the edge's log of the shop's answer.
+        self.awaiting = AwaitingOutcomes() if settings.outcome_logs and settings.detection else None
+        self.front: Any = None
+        self._assemble(policy or proxy_policy(settings))
+        if self.engine is not None and self.awaiting is not None:
+            self.outcome_feed = OutcomeFeed(self.engine, self.awaiting, settings.outcome_logs, time.time)
+
+    def _assemble(self, policy: Policy, kept: Engine | None = None) -> None:
+        """Build what follows the policy (the engine, the middleware and its endpoints, the access
+        log's view of who is trusted) and serve it from the next request on. `kept`: the engine
+        this replaces, whose store (windows, switches, nonces) and decision log carry over."""
+        settings = self.settings
+        inner: Any = self.forwarder or _NoUpstream()
+        trusted = TrustedProxies(policy.trusted_proxies, policy.client_ip_header)
+        engine = middleware = None
+        if settings.detection:
+            store = kept.store if kept is not None else open_store(policy.store_uri)
+            decision_log = kept.decision_log if kept is not None and _same_decision_log(kept.policy, policy) else None
+            engine = Engine(policy, store, decision_log=decision_log)
+            # The forwarder writes the X-Shield-* lines into the upstream request itself, from the
+            # decision: cheaper than adding them to the scope's headers for it to copy one by one.
+            middleware = ShieldMiddleware(inner, engine=engine, headers_in_scope=False)
+            # Serving https itself, the proxy reads each ClientHello (proxy/https.py).
+            middleware.own_tls = bool(settings.tls_cert)
+            # Forward-auth callers are the edge proxies; with none configured, only loopback may ask.
+            auth_trusted = trusted if trusted else TrustedProxies(LOOPBACK, policy.client_ip_header)
+            middleware.add_endpoint(settings.check_path, ForwardAuthEndpoint(middleware, auth_trusted, self.awaiting))
+            middleware.add_endpoint(settings.health_path, self.health)
+            inner = middleware.handle  # the middleware without a frame of its own around the forwarder
+        front = AccessLog(inner, self.access_log, trusted) if self.access_log else inner
+        self.engine, self.middleware, self.front = engine, middleware, front
+        if self.outcome_feed is not None:
+            self.outcome_feed.engine = engine
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -114,16 +128,46 @@ class ProxyApp:
         if isinstance(self.front, AccessLog):
             self.front.log_refusal(client, status, sent, request_line, headers)
 
+    def reload(self) -> None:
+        """SIGHUP with one worker: read the policy file again and decide by it from the next request
+        on. The store (windows, switches, single-use nonces), the decision and access logs, the
+        forward-auth decisions awaiting their outcome and every open connection carry over: a
+        scraper's counts do not start afresh. A policy that does not load, or that names another
+        store, is refused in one line and the running one stays. The certificate is looked at too."""
+        look_at_certificates_next_time()
+        running, serving = self.engine, self.middleware
+        if running is None or serving is None:
+            return  # the bare forwarder (benchmarks) has no policy
+        try:
+            policy = proxy_policy(self.settings)
+            if policy.store_uri != running.policy.store_uri:
+                raise ValueError(f"it names the store {policy.store_uri}, and the proxy runs on "
+                                 f"{running.policy.store_uri}: changing stores needs a restart")
+            self._assemble(policy, kept=running)
+        except (ValueError, OSError) as exc:  # PolicyError is a ValueError
+            _say(f"SIGHUP: the policy was not reloaded, the running one stays: {exc}")
+            return
+        serving.retire()
+        if self.engine is not None and self.engine.decision_log is not running.decision_log:
+            # Requests decided by the old engine may still be writing; a write after close reopens.
+            asyncio.get_running_loop().call_later(self.settings.read_timeout, running.decision_log.close)
+        _say(f"SIGHUP: policy {self.settings.policy_path or '(shipped)'} reloaded: mode {policy.mode}, "
+             f"{len(policy.rules)} rules; windows, switches and open connections kept")
+
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.reload_on_hangup and hasattr(signal, "SIGHUP"):
+                    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
                 if self.forwarder is not None:
                     self.forwarder.open_session()
                 if self.outcome_feed is not None:
                     self._feeding = asyncio.create_task(self.outcome_feed.run(self._stopping))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.reload_on_hangup and hasattr(signal, "SIGHUP"):
+                    asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
                 await self.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -154,6 +198,17 @@ class ProxyApp:
         body = json.dumps(health).encode()
         headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
         await send_simple(send, 200, headers, body)
+
+
+def _same_decision_log(running: Policy, reloaded: Policy) -> bool:
+    return ((running.decision_log_path, running.decision_log_all, running.decision_log_max_bytes,
+             running.decision_log_keep) == (reloaded.decision_log_path, reloaded.decision_log_all,
+                                            reloaded.decision_log_max_bytes, reloaded.decision_log_keep))
+
+
+def _say(line: str) -> None:
+    """A line for the operator, where the proxy's start-up lines go."""
+    print(f"shieldware proxy: {line}", file=sys.stderr, flush=True)
 
 
 def build_proxy_app(settings: ProxySettings, policy: Policy | None = None) -> ProxyApp:
