@@ -49,6 +49,10 @@ class RequestFacts:
     # Selected body fields a front door extracted for signals, e.g. (("account", "alice"),) from a
     # login form (see shieldware.outcomes.capture_account). Never a password.
     form_fields: tuple[tuple[str, str], ...] = ()
+    # The connection is the client's own: the server holding it is shieldware's proxy and the peer
+    # is not a trusted proxy, so `http_version` is what the client itself spoke (behind an edge,
+    # or a server that rewrote the client address, it is the edge's).
+    own_connection: bool = False
 
     @property
     def user_agent(self) -> str:
@@ -407,12 +411,15 @@ def facts_from_scope(
     trusted: TrustedProxies | None = None,
     tls_header: str | None = None,
     own_tls: bool = False,
+    own_connections: bool = False,
 ) -> RequestFacts:
     """Build RequestFacts from an ASGI HTTP or websocket scope. Never raises on client input.
 
     The TLS fingerprint is a trusted edge's `tls_header`, or with `own_tls` (the proxy serves https
     and read the ClientHello itself) its `x-shieldware-tls` when the peer is the client: a trusted
-    proxy's own handshake says nothing of the client behind it."""
+    proxy's own handshake says nothing of the client behind it. With `own_connections` (the proxy
+    holds the clients' connections itself) a peer that is not a trusted proxy is the client, and
+    the facts say so (`own_connection`)."""
     headers, header_map, ascii_only = _decode_headers(scope.get("headers") or ())
     client = scope.get("client")
     peer_ip = normalise_ip(str(client[0])) if client else None
@@ -447,6 +454,7 @@ def facts_from_scope(
         peer_ip=peer_ip,
         tls_fingerprint=tls_fingerprint,
         notes=tuple(notes),
+        own_connection=own_connections and not (trusted is not None and trusted.trusts(peer_ip)),
     )
 
 

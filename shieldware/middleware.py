@@ -82,6 +82,9 @@ class ShieldMiddleware:
         self.trusted = TrustedProxies(self.policy.trusted_proxies, self.policy.client_ip_header)
         self.tls_header = self.policy.tls_fingerprint_header
         self.own_tls = False  # the proxy sets it when it serves https and reads ClientHellos (proxy/https.py)
+        # The proxy sets it: its connections are the clients' own (no server in front rewrote the
+        # client address), so an untrusted peer's HTTP version is the client's.
+        self.own_connections = False
         self.endpoints: dict[str, Endpoint] = {}
         self.responders: dict[Verdict, Responder] = {}
         self._metrics_allow = TrustedProxies(self.policy.metrics_allow)
@@ -112,6 +115,9 @@ class ShieldMiddleware:
                                        self.lane.by_group(self._outcome_headers), self.lane.feedback_statuses,
                                        self.lane.rearm, scope_headers=headers_in_scope)
             self.handle = self.lane.native.handle
+
+    def _facts(self, scope: Scope, now: float) -> RequestFacts:
+        return facts_from_scope(scope, now, self.trusted, self.tls_header, self.own_tls, self.own_connections)
 
     def add_endpoint(self, path: str, handler: Endpoint) -> None:
         self.endpoints[path] = handler
@@ -162,7 +168,7 @@ class ShieldMiddleware:
                       miss: tuple | None = None) -> None:
         """The Python path: every signal runs on the request's facts. `miss`: the lane had no plan
         for the request; the engine drafts one as it decides."""
-        facts = facts_from_scope(scope, now, self.trusted, self.tls_header, self.own_tls)
+        facts = self._facts(scope, now)
         endpoint = self.endpoints.get(facts.path)
         if endpoint is not None:
             await endpoint(scope, receive, send, facts)
@@ -219,7 +225,7 @@ class ShieldMiddleware:
             else:
                 await self._refuse(decision, None, scope, receive, send)
             return
-        facts = facts_from_scope(scope, now, self.trusted, self.tls_header, self.own_tls)
+        facts = self._facts(scope, now)
         decision = await self.engine.decide(facts, observed=stats_of(observed))
         self.engine.metrics.record_latency(time.perf_counter() - started)
         await self._act(decision, facts, scope, receive, send, now)
@@ -307,7 +313,7 @@ class ShieldMiddleware:
         responder = self.responders.get(decision.action)
         if responder is not None:
             if facts is None:
-                facts = facts_from_scope(scope, decision.time, self.trusted, self.tls_header, self.own_tls)
+                facts = self._facts(scope, decision.time)
             await responder(decision, facts, scope, receive, send)
             return
         header_map = facts.header_map if facts is not None else header_map_of(scope["headers"])

@@ -544,6 +544,39 @@ def test_the_proxys_tls_header_is_believed_only_when_it_read_the_hello_from_the_
     assert facts_from_scope(_scope("198.51.100.7", header), 0.0, edge).tls_fingerprint is None
 
 
+def _facts_over(version: str, peer: str, headers: list[tuple[str, str]], own_connections: bool = True):
+    edge = TrustedProxies(["10.0.0.0/8"])
+    return facts_from_scope({**_scope(peer, headers), "http_version": version}, 0.0, edge,
+                            own_connections=own_connections)
+
+
+def _judged(facts) -> list[str]:
+    inspection = Inspection(facts, None, Weights())
+    UserAgentSignal().inspect(facts, inspection)
+    HeaderSignal().inspect(facts, inspection)
+    return header_codes(inspection)
+
+
+@pytest.mark.parametrize(("version", "peer", "own_connections", "flagged"), [
+    ("1.0", "198.51.100.7", True, True),  # the client itself spoke HTTP/1.0 to the proxy
+    ("1.1", "198.51.100.7", True, False),
+    ("1.0", "10.0.0.2", True, False),  # a trusted edge's connection: its version, not the client's
+    ("1.0", "198.51.100.7", False, False),  # the middleware in a shop: a server in front may have rewritten it
+])
+def test_a_browser_claim_over_http10_is_flagged_only_on_the_clients_own_connection(version, peer, own_connections,
+                                                                                   flagged):
+    facts = _facts_over(version, peer, [("host", "shop.example"), *CHROME_NAVIGATION], own_connections)
+    assert facts.own_connection == (own_connections and peer == "198.51.100.7")
+    assert ("hdr.http10_browser" in _judged(facts)) == flagged
+    assert _judged(facts) == (["hdr.http10_browser"] if flagged else [])  # nothing else in Chrome's headers
+
+
+def test_a_tool_over_http10_is_not_a_browser_claim():
+    facts = _facts_over("1.0", "198.51.100.7", [("host", "shop.example"), ("user-agent", "ApacheBench/2.3"),
+                                                 ("accept", "*/*")])
+    assert "hdr.http10_browser" not in _judged(facts)
+
+
 # ---- replay over a real server, header order exactly as given ------------------------------------
 
 

@@ -106,6 +106,9 @@ class ProxyApp:
             middleware = ShieldMiddleware(inner, engine=engine, headers_in_scope=False)
             # Serving https itself, the proxy reads each ClientHello (proxy/https.py).
             middleware.own_tls = bool(settings.tls_cert)
+            # uvicorn hands the proxy each connection's real peer (proxy_headers off): a peer that is
+            # not a trusted proxy is the client, and the HTTP version it spoke is its own.
+            middleware.own_connections = True
             # Forward-auth callers are the edge proxies; with none configured, only loopback may ask.
             auth_trusted = trusted if trusted else TrustedProxies(LOOPBACK, policy.client_ip_header)
             middleware.add_endpoint(settings.check_path, ForwardAuthEndpoint(middleware, auth_trusted, self.awaiting))

@@ -81,6 +81,14 @@ register_reason(
     "on a navigation (browsers always ask for text/html).",
 )
 register_reason(
+    "hdr.http10_browser",
+    # As hdr.browser_missing: no browser of this century speaks HTTP/1.0, yet an old forward proxy
+    # in front of a person might still downgrade a request, so a challenge, not a block.
+    55,
+    "A browser claim over HTTP/1.0, which browsers have not spoken since the 1990s: raw sockets, "
+    "ApacheBench and old HTTP libraries do. Judged only where the proxy holds the client's own connection.",
+)
+register_reason(
     "tls.mismatch",
     60,
     "The TLS fingerprint (passed by the edge, or read by the proxy from the ClientHello) belongs "
@@ -406,6 +414,8 @@ class HeaderSignal:
         if info is None or info.is_bot or not info.browser:
             return
         self._check_tls(facts, inspection, info)
+        if facts.own_connection and facts.http_version == "1.0":  # behind an edge it is the edge's version
+            inspection.add("hdr.http10_browser", browser=info.browser)
         header_map = facts.header_map
         kind = request_kind(facts)
         expected = _HANDSHAKE_HEADERS if kind == WEBSOCKET else _BROWSER_HEADERS
