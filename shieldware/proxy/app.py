@@ -19,7 +19,7 @@ from uvicorn.config import STARTUP_FAILURE
 from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, client_ip_header
 from shieldware.middleware import ShieldMiddleware, send_simple
-from shieldware.policy import Policy, PolicyError, default_policy, load_policy
+from shieldware.policy import Policy, default_policy, load_policy
 from shieldware.proxy.access_log import AccessLog, AccessLogWriter
 from shieldware.proxy.forward_auth import ForwardAuthEndpoint
 from shieldware.proxy.forwarding import Forwarder
@@ -227,7 +227,6 @@ def app_from_environment() -> ProxyApp:
     the workers it has, so a broken policy file never replaces a working one."""
     try:
         return ProxyApp(ProxySettings.from_environment())
-    except (PolicyError, ValueError, OSError) as exc:
-        print(f"shieldware proxy: worker {os.getpid()} not started, the workers serving keep their policy: "
-              f"{exc}", file=sys.stderr, flush=True)
+    except (ValueError, OSError) as exc:  # PolicyError is a ValueError
+        _say(f"worker {os.getpid()} not started, the workers serving keep their policy: {exc}")
         raise SystemExit(STARTUP_FAILURE) from None

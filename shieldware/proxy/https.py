@@ -80,7 +80,7 @@ class HttpsProtocol(CoalescingHttpToolsProtocol):
 class HttpsProtocolFactory:
     """uvicorn's `http=` for https: an HttpsProtocol (CoalescingHttpToolsProtocol's `options`) behind
     TLS. Picklable, for worker processes: each loads the certificate when it first serves, and
-    looks at its files again every `recheck` seconds (0: never) for a renewal."""
+    looks at its files again every `recheck` seconds (0: on SIGHUP only) for a renewal."""
 
     def __init__(self, cert: str, key: str | None, recheck: float = DEFAULT_TLS_RECHECK, **options: Any) -> None:
         self.cert, self.key, self.recheck, self.options = cert, key, recheck, options

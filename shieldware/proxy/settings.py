@@ -73,7 +73,7 @@ class ProxySettings:
     outcome_logs: tuple[str, ...] = ()  # the edge's logs of the shop's statuses (forward auth; proxy/outcome_feed.py)
     tls_cert: str | None = None  # PEM certificate chain: the proxy serves https itself
     tls_key: str | None = None  # its PEM private key (None: in the certificate's file)
-    tls_recheck: float = DEFAULT_TLS_RECHECK  # how often the two files are looked at for a renewal (0: never)
+    tls_recheck: float = DEFAULT_TLS_RECHECK  # how often the two files are looked at for a renewal (0: on SIGHUP only)
     detection: bool = True  # False serves the bare forwarder (benchmarks use it as the baseline)
 
     def __post_init__(self) -> None:

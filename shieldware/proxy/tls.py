@@ -63,7 +63,7 @@ def check_tls(cert: str, key: str | None) -> None:
 
 
 def load_tls(cert: str, key: str | None) -> ssl.SSLContext:
-    """The server context uvicorn would make from this certificate and key; ValueError as check_tls."""
+    """The server context the proxy serves this certificate and key with; ValueError as check_tls."""
     cert_text = _read(cert, "--tls-cert")
     if _PEM_CERTIFICATE not in cert_text:
         raise ValueError(f"--tls-cert {cert}: holds no PEM certificate (a '{_PEM_CERTIFICATE}' block)")
