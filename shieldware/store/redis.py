@@ -5,9 +5,10 @@ Numba kernels (shieldware/store/windows.lua follows shieldware/windows/reference
 step), except distinct counts, which use Redis's own HyperLogLog (PFADD/PFCOUNT, ~0.8 % error
 instead of the memory sketch's ~13 %).
 
-Cost per request: one EVALSHA round trip on a single Redis (all of a request's keys in one
-script call), one concurrent EVALSHA per hash slot on a cluster. Outcome feedback (`record`)
-costs no round trip of its own: it is queued and applied inside the next request's script call
+Cost per request: at most one EVALSHA round trip on a single Redis (all of a request's keys in
+one script call), one concurrent EVALSHA per hash slot on a cluster; requests that reach the
+store in the same turn of the event loop share that call (`_Gathering`). Outcome feedback
+(`record`) costs no round trip of its own: it is queued and applied inside the next script call
 (or flushed after `flush_after` seconds when traffic is idle).
 
 Failures never hang or fail a request: every call is bounded by `timeout`, a circuit breaker
@@ -53,7 +54,7 @@ DEFAULT_TIMEOUT = 0.25
 DEFAULT_TTL = 7200
 FIRST_CALL_TIMEOUT = 2.0
 MAX_KEY_LENGTH = 200
-_OUR_OPTIONS = ("timeout", "ttl", "prefix", "breaker_failures", "breaker_cooldown")
+_OUR_OPTIONS = ("timeout", "ttl", "prefix", "breaker_failures", "breaker_cooldown", "gather")
 
 
 def _lua_constants() -> str:
@@ -134,6 +135,24 @@ class CircuitBreaker:
             self.opened_at = time.monotonic()
 
 
+class _Gathering:
+    """Observations of several requests sent in one script call.
+
+    Under load many requests reach the store in one turn of the event loop; each sending its own
+    EVALSHA costs a round trip and, in redis-py, tens of µs of Python per call. The first request
+    of a turn starts a gathering and schedules its sending for the loop's next turn; those that
+    follow in the same turn add theirs. The script applies the observations in order, each at its
+    own time, exactly as separate calls in that order would, and each request gets its own slice of
+    the answers."""
+
+    __slots__ = ("answers", "batch", "sender")
+
+    def __init__(self, answers: asyncio.Future) -> None:
+        self.batch: list[tuple[Observation, float, bool]] = []
+        self.answers = answers
+        self.sender: asyncio.Task | None = None
+
+
 def _entity_tag(kind: str, key: str) -> str:
     """The hash tag that keeps one entity's keys on one cluster slot; long keys are hashed."""
     if len(key) > MAX_KEY_LENGTH:
@@ -158,6 +177,8 @@ class RedisStore:
         self.flush_after = 0.1
         self._pending: list[tuple[Observation, float]] = []
         self._flush_task: asyncio.Task | None = None
+        self._gathering: _Gathering | None = None  # the observations this turn of the loop gathers
+        self.gather = options.get("gather", "on") == "on"
         self._ready = False
         self.calls = 0  # network calls made, for the benchmark's commands-per-request figure
 
@@ -256,14 +277,46 @@ class RedisStore:
         return answers  # type: ignore[return-value]
 
     async def observe(self, observations: Sequence[Observation], now: float) -> list[WindowStats]:
-        pending, self._pending = self._pending, []
-        batch = [(o, at, False) for o, at in pending] + [(o, now, True) for o in observations]
-        if not batch:
+        """Every window of these observations, updated and answered. Requests that ask in the same
+        turn of the event loop share one script call (see `_Gathering`)."""
+        if not observations and not self._pending:
             return []
+        if not self.gather:
+            return await self._after_feedback([(o, now, True) for o in observations])
+        gathering = self._gathering
+        if gathering is None:
+            gathering = self._gathering = _Gathering(asyncio.get_running_loop().create_future())
+            # A task's first step runs in the loop's next turn, after every request already
+            # scheduled in this one has reached its own observe. Held: the loop holds tasks weakly.
+            gathering.sender = asyncio.get_running_loop().create_task(self._send(gathering))
+        start = len(gathering.batch)
+        gathering.batch.extend((o, now, True) for o in observations)
+        # Shielded: a request cancelled while waiting (its client hung up) must not cancel the
+        # call the others wait for.
+        answers = await asyncio.shield(gathering.answers)
+        return answers[start:start + len(observations)]
+
+    async def _send(self, gathering: _Gathering) -> None:
+        self._gathering = None  # who asks from now on waits for the next call
         try:
-            return await self._run(batch)
+            answers = await self._after_feedback(gathering.batch)
+        except StoreUnavailable as exc:
+            gathering.answers.set_exception(exc)
+            gathering.answers.exception()  # retrieved: a gathering nobody waits for any more is not an error
+            return
+        except BaseException as exc:  # cancelled at shutdown, or a bug: the waiters must not hang
+            gathering.answers.set_exception(StoreUnavailable(f"redis store {self.uri}: observe failed ({exc!r})"))
+            gathering.answers.exception()
+            raise
+        gathering.answers.set_result(answers)
+
+    async def _after_feedback(self, batch: list[tuple[Observation, float, bool]]) -> list[WindowStats]:
+        """`batch` sent after the queued feedback, which is kept for later if Redis fails."""
+        pending, self._pending = self._pending, []
+        try:
+            return await self._run([(o, at, False) for o, at in pending] + batch)
         except StoreUnavailable:
-            self._pending = pending[-10_000:] + self._pending  # keep feedback for when Redis is back
+            self._pending = pending[-10_000:] + self._pending
             raise
 
     async def record(self, observations: Sequence[Observation], now: float) -> None:
@@ -370,7 +423,9 @@ def parse_redis_uri(uri: str) -> tuple[dict[str, str], str, Any]:
 
     redis://[:password@]host:port/db, rediss://… (TLS), unix:///path.sock,
     redis+cluster://host:port,host:port, redis+sentinel://host:port,host:port/service[/db].
-    Our options ride in the query: timeout (seconds), ttl, prefix, breaker_failures, breaker_cooldown.
+    Our options ride in the query: timeout (seconds), ttl, prefix, breaker_failures, breaker_cooldown,
+    gather (on: requests of one event-loop turn share a call; off: one call each, the benchmark's
+    baseline).
     """
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
@@ -383,6 +438,8 @@ def parse_redis_uri(uri: str) -> tuple[dict[str, str], str, Any]:
     for name in ("ttl", "breaker_failures"):
         if name in options:
             _positive_int(uri, name, options[name])
+    if options.get("gather", "on") not in ("on", "off"):
+        raise ValueError(f"store URI {uri!r}: gather must be on or off, got {options['gather']!r}")
     if "db" in query:
         _database(uri, query["db"][-1])
     if scheme in ("redis", "rediss", "unix"):

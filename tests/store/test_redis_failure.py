@@ -63,6 +63,22 @@ async def test_killed_redis_raises_opens_breaker_and_recovers(redis_process):
     await store.close()
 
 
+async def test_requests_sharing_a_call_all_hear_that_redis_is_gone_and_feedback_waits(redis_process):
+    store = open_store(redis_process.uri + "?timeout=0.05&breaker_cooldown=0.2")
+    store.flush_after = 60.0  # feedback rides with the next observe only, not a timed flush
+    await store.observe([Observation("ip", "192.0.2.1")], 1.0)
+    await store.record([Observation("ip", "192.0.2.1", count=0, hits=1)], 1.5)  # a 404, say
+    redis_process.stop()
+    failed = await asyncio.gather(*(store.observe([Observation("ip", "192.0.2.1")], 2.0) for _ in range(4)),
+                                  return_exceptions=True)
+    assert [type(result) for result in failed] == [StoreUnavailable] * 4
+    assert len(store._pending) == 1  # the feedback the failed call carried is kept
+    redis_process.start()
+    await wait_until_working(store)
+    assert store._pending == []  # ... and went with the first call that worked
+    await store.close()
+
+
 async def test_a_frozen_redis_times_out_instead_of_hanging(redis_process):
     store = open_store(redis_process.uri + "?timeout=0.05")
     await store.observe([Observation("ip", "192.0.2.1")], 1.0)

@@ -3,6 +3,7 @@ answers as memory:// (the Numba kernels), and records, nonces and Sentinel work 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import subprocess
@@ -80,6 +81,54 @@ async def compare_streams(store, seed: int) -> None:
         for want_row, got_row in zip(expected, got, strict=True):
             for field, want, value in zip(STATS_FIELDS, want_row, got_row, strict=True):
                 assert close(want, value, field), (field, want, value, now)
+
+
+@pytest.mark.parametrize("at_once", [8, 3])
+async def test_requests_asking_together_share_a_call_and_get_their_own_answers(store, at_once):
+    """Requests that reach the store in one turn of the event loop are sent in one script call
+    (one per slot on a cluster) and answered as if each had been sent alone, in that order."""
+    set_item_hash_key(b"fixed key: reproducible memory sketches")
+    try:
+        reference = MemoryStore("memory://?capacity=4096")
+        stream = random_stream(3, events=240)
+        calls_before, turns = store.calls, 0
+        for first in range(0, len(stream), at_once):
+            turn = stream[first:first + at_once]
+            answers = await asyncio.gather(*(store.observe(observations, now) for now, observations in turn))
+            turns += 1
+            for (now, observations), got in zip(turn, answers, strict=True):
+                expected = await reference.observe(observations, now)
+                assert len(got) == len(observations)
+                for want_row, got_row in zip(expected, got, strict=True):
+                    for field, want, value in zip(STATS_FIELDS, want_row, got_row, strict=True):
+                        assert close(want, value, field), (field, want, value, now)
+        if store.mode != "cluster":  # on a cluster: one call per slot a turn's keys fall in
+            assert store.calls - calls_before == turns
+    finally:
+        set_item_hash_key(None)
+
+
+async def test_gather_off_sends_each_request_alone(redis_uri):
+    alone = open_store(f"{redis_uri}?prefix=t{random.randrange(1 << 30)}&gather=off")
+    try:
+        answers = await asyncio.gather(*(alone.observe([Observation("ip", "192.0.2.9")], 1_000.0 + n)
+                                         for n in range(4)))
+        assert sorted(stats.total for [stats] in answers) == [1, 2, 3, 4] and alone.calls == 4
+    finally:
+        await alone.close()
+    with pytest.raises(ValueError, match="gather must be on or off"):
+        open_store(f"{redis_uri}?gather=maybe")
+
+
+async def test_a_request_cancelled_while_waiting_does_not_cancel_the_others(store):
+    waiting = [asyncio.create_task(store.observe([Observation("ip", f"192.0.2.{n}", seen=1)], 1_000.0))
+               for n in range(3)]
+    await asyncio.sleep(0)  # each has joined the turn's gathering
+    waiting[1].cancel()
+    first, _, third = await asyncio.gather(*waiting, return_exceptions=True)
+    assert first[0].total == 1 and third[0].total == 1
+    [again] = await store.observe([Observation("ip", "192.0.2.1", seen=1)], 1_001.0)
+    assert again.total == 2  # the cancelled request's observation was sent with the others
 
 
 async def test_feedback_is_applied_before_the_next_answer(store):
