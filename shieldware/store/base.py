@@ -59,8 +59,8 @@ the account key. A Redis store may pipeline ``record`` without waiting for the r
 
 Redis implementation notes
 --------------------------
-``Observation`` flattens to a short list of numbers and strings (see
-:meth:`Observation.as_row`) and ``WindowStats`` is built from a flat list of floats in
+``Observation`` travels as its numbers packed in one binary string and its distinct items
+(see ``shieldware/store/redis.py``), and ``WindowStats`` is built from a flat list of floats in
 ``STATS_FIELDS`` order (``WindowStats.from_row``), so a single Lua script can take all of a
 request's observations as ARGV and return one flat array. Each store hashes keys and distinct
 items with a 64-bit hash of its choice (the memory store uses Python's per-process string hash;
@@ -74,7 +74,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 # ---- the fixed window layout every store implements -------------------------------------------
 
@@ -164,20 +164,6 @@ class Observation(NamedTuple):
     step: int | None = None
     follow_hits: int = 0
     step_gap: int = 1  # 1 to MAX_STEP_GAP: how far below `step` the remembered step may be
-
-    def as_row(self) -> list[Any]:
-        """The flat form a Lua script takes: kind, key, count, timing, seen, hits, step marker, then
-        DISTINCT_SKETCHES items ("" for none), then MAX_LIMITS (count, period) pairs (0, 0 for none),
-        then follow_hits + 256 * (step_gap - 1)."""
-        items = [(d or "") for d in self.distinct[:DISTINCT_SKETCHES]]
-        items += [""] * (DISTINCT_SKETCHES - len(items))
-        limits: list[Any] = []
-        for rate in self.limits[:MAX_LIMITS]:
-            limits += [rate.count, rate.period]
-        limits += [0, 0] * (MAX_LIMITS - len(self.limits[:MAX_LIMITS]))
-        marker = step_marker(self.step)
-        return [self.kind, self.key, self.count, int(self.timing), self.seen, self.hits, marker,
-                *items, *limits, follow_arg(self.follow_hits, self.step_gap, marker)]
 
 
 MAX_STEP_GAP = 8

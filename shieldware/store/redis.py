@@ -54,6 +54,10 @@ DEFAULT_TIMEOUT = 0.25
 DEFAULT_TTL = 7200
 FIRST_CALL_TIMEOUT = 2.0
 MAX_KEY_LENGTH = 200
+# An observation's numbers as the window script unpacks them (windows.lua, PER_OBS): now, answer,
+# count, timing, seen, hits, step marker, then (interval, burst) for each of the MAX_LIMITS limits
+# (0, 0 for none), then follow.
+_NUMBERS = struct.Struct("<" + "d" * (7 + 2 * MAX_LIMITS + 1))
 _OUR_OPTIONS = ("timeout", "ttl", "prefix", "breaker_failures", "breaker_cooldown", "gather")
 
 
@@ -230,17 +234,22 @@ class RedisStore:
     # ---- windows --------------------------------------------------------------------------------
 
     @staticmethod
-    def _args(observation: Observation, now: float, answer: bool) -> list[Any]:
+    def _args(observation: Observation, now: float, answer: bool) -> list[bytes | str]:
+        """An observation as the script takes it: its numbers packed as little-endian doubles in one
+        string (see _NUMBERS), then its DISTINCT_SKETCHES items ("" for none). Few, long arguments:
+        redis-py encodes each argument in Python, and a request's 85 separate ones cost it some
+        45 µs (of 290, in process), its 30 now about a third of that."""
         items = ["" if d is None else str(d) for d in observation.distinct[:DISTINCT_SKETCHES]]
         items += [""] * (DISTINCT_SKETCHES - len(items))
-        limits: list[Any] = []
+        limits: list[float] = []
         for rate in observation.limits[:MAX_LIMITS]:
-            limits += [repr(rate.period / rate.count), rate.count]
-        limits += [0, 0] * (MAX_LIMITS - len(observation.limits[:MAX_LIMITS]))
+            limits += (rate.period / rate.count, rate.count)
+        limits += (0.0, 0.0) * (MAX_LIMITS - len(limits) // 2)
         marker = step_marker(observation.step)
-        return [repr(float(now)), int(answer), repr(float(observation.count)), int(observation.timing),
-                observation.seen & 0xFF, observation.hits & 0xFF, marker, *items, *limits,
-                follow_arg(observation.follow_hits, observation.step_gap, marker)]
+        numbers = _NUMBERS.pack(now, answer, observation.count, observation.timing, observation.seen & 0xFF,
+                                observation.hits & 0xFF, marker, *limits,
+                                follow_arg(observation.follow_hits, observation.step_gap, marker))
+        return [numbers, *items]
 
     def _calls_for(self, batch: list[tuple[Observation, float, bool]]) -> list[tuple[list, list, list[int]]]:
         """One script call for everything on a single server; one per hash slot on a cluster.

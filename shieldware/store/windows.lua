@@ -5,8 +5,10 @@
 -- KEYS: for each observation i (0-based), three keys sharing one hash tag:
 --   KEYS[3i+1] state, KEYS[3i+2] sketch 0, KEYS[3i+3] sketch 1
 -- ARGV: ttl_seconds, then per observation
---   now, answer, count, timing, seen, hits, step, item0, item1, interval0, burst0, interval1, burst1,
---   follow
+--   numbers, item0, item1
+-- numbers: little-endian doubles packed in one string (one argument: the client encodes each
+-- argument in Python, so fewer, longer ones are cheaper), in this order:
+--   now, answer, count, timing, seen, hits, step, interval0, burst0, interval1, burst1, follow
 -- (step is the step marker: step + 1, 0 for none; follow = follow_hits + 256 * (step_gap - 1):
 -- follow_hits the ratio channels whose numerator counts the step when it follows one remembered,
 -- step_gap how far below it that one may be)
@@ -21,7 +23,8 @@
 -- The window layout constants are written here by shieldware/store/redis.py from
 -- shieldware/store/base.py, so Python and Lua cannot drift apart:
 -- @CONSTANTS@
-local PER_OBS = 14
+local PER_OBS = 1 + SKETCHES
+local NUMBERS_FORMAT = "<" .. string.rep("d", 7 + 2 * LIMITS + 1)
 local NH, NS, NK = #HORIZONS, #ALPHAS, #HALF_LIVES
 
 -- positions in the packed state (1-based)
@@ -169,23 +172,20 @@ end
 
 local n = (#ARGV - 1) / PER_OBS
 for i = 0, n - 1 do
-  local base = 3 + i * PER_OBS
+  local base = 2 + i * PER_OBS
   local state_key = KEYS[3 * i + 1]
   local sketch_keys = {KEYS[3 * i + 2], KEYS[3 * i + 3]}
-  local now = tonumber(ARGV[base - 1])
-  local answer = ARGV[base] == "1"
-  local count = tonumber(ARGV[base + 1])
-  local timing = ARGV[base + 2] == "1"
-  local seen = tonumber(ARGV[base + 3])
-  local hits = tonumber(ARGV[base + 4])
-  local marker = tonumber(ARGV[base + 5])
-  local items = {ARGV[base + 6], ARGV[base + 7]}
+  local v = {struct.unpack(NUMBERS_FORMAT, ARGV[base])}
+  local now, answer, count, timing = v[1], v[2] == 1, v[3], v[4] == 1
+  local seen, hits, marker = v[5], v[6], v[7]
+  local items = {}
+  for s = 1, SKETCHES do items[s] = ARGV[base + s] end
   local limits = {}
   for j = 0, LIMITS - 1 do
-    local interval = tonumber(ARGV[base + 8 + 2 * j])
-    if interval > 0 then limits[#limits + 1] = {interval, tonumber(ARGV[base + 9 + 2 * j])} end
+    local interval = v[8 + 2 * j]
+    if interval > 0 then limits[#limits + 1] = {interval, v[9 + 2 * j]} end
   end
-  local follow = tonumber(ARGV[base + 8 + 2 * LIMITS])
+  local follow = v[8 + 2 * LIMITS]
   local follow_hits = follow % 256
   local step_gap = math.floor(follow / 256) % 8 + 1
 
