@@ -1,6 +1,7 @@
 """Question: what does the shared Redis store cost? Demo shop requests/s bare vs memory:// vs redis://,
-and redis:// with requests of one event-loop turn sharing a script call (the default) vs one call each
-(`?gather=off`).
+memory:// without the fast lane (the Python path every redis:// request takes), and redis:// with
+requests of one event-loop turn sharing a script call (the default) vs one call each (`?gather=off`).
+Each run also gives the server's CPU per request, and Redis's own for the redis:// runs.
 
 All three run in one process each (uvicorn, 1 worker), loaded by wrk with browser-like headers
 in the same run. The Redis figures include the commands a request costs, read from Redis's own
@@ -18,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH_DIR, emit, free_port, have_wrk, uvicorn_server, wait_for_port, wrk
+from common import BENCH_DIR, cpu_seconds, emit, free_port, have_wrk, uvicorn_server, wait_for_port, wrk
 
 
 def command_stats(port: int) -> dict[str, int]:
@@ -32,16 +33,22 @@ def command_stats(port: int) -> dict[str, int]:
     return stats
 
 
-def measure(factory: str, seconds: int, connections: int, store: str = "memory://", redis_port: int = 0) -> dict:
-    """wrk against one server after a warm-up; with `redis_port`, also the commands of the main run."""
-    with uvicorn_server(factory, env={"SHIELDWARE_BENCH_STORE": store}) as (port, _):
+def measure(factory: str, seconds: int, connections: int, store: str = "memory://", redis_port: int = 0,
+            redis_pid: int = 0, env: dict | None = None) -> dict:
+    """wrk against one server after a warm-up, with the server's CPU per request; with `redis_port`,
+    also the commands of the main run and Redis's own CPU per request."""
+    with uvicorn_server(factory, env={"SHIELDWARE_BENCH_STORE": store, **(env or {})}) as (port, pid):
         url = f"http://127.0.0.1:{port}/product/1"
         wrk(url, seconds=1, connections=4, script=BENCH_DIR / "browser.lua")
         before = command_stats(redis_port) if redis_port else {}
+        cpu_before, redis_before = cpu_seconds(pid), cpu_seconds(redis_pid) if redis_pid else 0.0
         result = wrk(url, seconds=seconds, connections=connections, script=BENCH_DIR / "browser.lua")
+        served = max(result["requests"], 1)
+        result["server_cpu_us_per_request"] = round((cpu_seconds(pid) - cpu_before) / served * 1e6, 1)
         if redis_port:
             after = command_stats(redis_port)
             result["commands"] = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+            result["redis_cpu_us_per_request"] = round((cpu_seconds(redis_pid) - redis_before) / served * 1e6, 1)
         return result
 
 
@@ -74,9 +81,13 @@ def main() -> int:
         wait_for_port(port)
         bare = measure("shop_bare", args.seconds, args.connections)
         memory = measure("shop_protected", args.seconds, args.connections)
-        redis_run = measure("shop_protected", args.seconds, args.connections, f"redis://127.0.0.1:{port}/0", port)
+        # What the Redis store's requests would cost on the memory store without the fast lane: the
+        # Python path both take, so the difference is the store's own.
+        python_path = measure("shop_protected", args.seconds, args.connections, env={"SHIELDWARE_FAST_LANE": "0"})
+        redis_run = measure("shop_protected", args.seconds, args.connections, f"redis://127.0.0.1:{port}/0", port,
+                            redis.pid)
         alone = measure("shop_protected", args.seconds, args.connections, f"redis://127.0.0.1:{port}/0?gather=off",
-                        port)
+                        port, redis.pid)
     finally:
         redis.terminate()
         redis.wait(timeout=10)
@@ -88,11 +99,13 @@ def main() -> int:
         "seconds": args.seconds,
         "bare": bare,
         "memory": memory,
+        "memory_python_path": python_path,
         "redis": redis_run,
         "redis_one_call_each": alone,
         "ratio_memory_to_bare": round(memory["requests_per_s"] / bare["requests_per_s"], 3),
         "ratio_redis_to_bare": round(redis_run["requests_per_s"] / bare["requests_per_s"], 3),
         "ratio_redis_to_memory": round(redis_run["requests_per_s"] / memory["requests_per_s"], 3),
+        "ratio_redis_to_memory_python_path": round(redis_run["requests_per_s"] / python_path["requests_per_s"], 3),
         "ratio_shared_calls_to_one_call_each": round(redis_run["requests_per_s"] / alone["requests_per_s"], 3),
         "redis_network_commands_per_request": network,
         "redis_network_commands_per_request_one_call_each": alone_network,
