@@ -1,7 +1,7 @@
 """How much throughput does the proxy keep? wrk against six setups (nine with --footprint) in one run, JSON out.
 
     python bench/proxy.py [--seconds 3] [--rounds 3] [--traffic one_client|crowd|both] [--busy-us 5]
-                          [--no-minimal] [--footprint] [--pin] [--profile out.raw]
+                          [--no-minimal] [--footprint] [--pin] [--redis] [--profile out.raw]
 
 Setups (all on loopback, each server a process of its own, one worker each):
   direct   wrk -> upstream
@@ -14,6 +14,9 @@ Setups (all on loopback, each server a process of its own, one worker each):
   gather_* wrk -> the bare forwarder reading random cache lines of a table before each request
            (`--footprint` only; bench/busy_forwarder.py): gather_none is one numpy call that reads
            no line, gather_l2 reads 48 lines of a 1 MB table, gather_cold 48 of a 64 MB one
+  redis    wrk -> the proxy as `proxy`, but with the Redis store (`--redis` only: a redis-server of
+           its own on a free loopback port); redis_2w the same with `--workers 2`. Their CPU per
+           request is the proxy's workers'; `store_cpu_us_per_request` is Redis's own
   minimal  wrk -> the goals' reference point, a minimal uvicorn + aiohttp forwarder with no
            detection (`--no-minimal` leaves it out): what the proxy, detection included,
            serves against the plainest forwarder one would write
@@ -271,9 +274,11 @@ def proxy_command(upstream_port: int, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "shieldware.cli", "proxy", *proxy_options(upstream_port, port, *extra)]
 
 
-def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespace) -> dict:
-    """One wrk run, plus the CPU seconds the serving processes spent per request during it."""
+def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespace, store_pid: int = 0) -> dict:
+    """One wrk run, plus the CPU seconds the serving processes (and the store's server, if it has
+    one) spent per request during it."""
     user_before, system_before = cpu_seconds(pids)
+    store_before = sum(cpu_split(store_pid)) if store_pid else 0.0
     ticks_before = cpu_busy_ticks()
     result = run_wrk(url, script, args.seconds, args.connections, PEER_CPU if args.pin else None)
     ticks_after = cpu_busy_ticks()
@@ -287,6 +292,9 @@ def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespa
     # Apart: our code and the interpreter (user) or the kernel's socket work (system).
     result["server_user_us_per_request"] = round(1e6 * user / requests, 1) if requests else None
     result["server_system_us_per_request"] = round(1e6 * system / requests, 1) if requests else None
+    if store_pid:
+        result["store_cpu_us_per_request"] = (round(1e6 * (sum(cpu_split(store_pid)) - store_before) / requests, 1)
+                                              if requests else None)
     return result
 
 
@@ -295,12 +303,14 @@ def summarise(runs: list[dict]) -> dict:
     cpu = sorted(run["server_cpu_us_per_request"] for run in runs if run["server_cpu_us_per_request"])
     user = sorted(run["server_user_us_per_request"] for run in runs if run["server_user_us_per_request"])
     system = sorted(run["server_system_us_per_request"] for run in runs if run["server_system_us_per_request"])
+    store = sorted(run["store_cpu_us_per_request"] for run in runs if run.get("store_cpu_us_per_request"))
     return {
         "best_requests_per_second": rates[-1],
         "median_requests_per_second": rates[len(rates) // 2],
         "median_server_cpu_us_per_request": cpu[len(cpu) // 2] if cpu else None,
         "median_server_user_us_per_request": user[len(user) // 2] if user else None,
         "median_server_system_us_per_request": system[len(system) // 2] if system else None,
+        **({"median_store_cpu_us_per_request": store[len(store) // 2]} if store else {}),
         "non_2xx": sum(run["non_2xx"] for run in runs),
         "runs": runs,
     }
@@ -333,9 +343,26 @@ def cpu_busy_ticks() -> list[tuple[int, int]]:
     return ticks
 
 
+def redis_setups(stack: contextlib.ExitStack, tmp: Path, upstream_port: int, env: dict) -> tuple[dict, int]:
+    """A redis-server of our own on a free loopback port (nothing persisted), and the proxy on it
+    with one worker and with two: name → (url, pids), and Redis's pid."""
+    redis_port = free_port()
+    redis = stack.enter_context(running(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                         "--save", "", "--appendonly", "no", "--dir", str(tmp)], redis_port))
+    store = ("--store", f"redis://127.0.0.1:{redis_port}/0")
+    found = {}
+    for name, workers in (("redis", 1), ("redis_2w", 2)):
+        port = free_port()
+        server = stack.enter_context(running(proxy_command(upstream_port, port, *PROXY, *store, "--workers",
+                                                           str(workers)), port, env=env, cwd=ROOT))
+        found[name] = (f"http://127.0.0.1:{port}", [server.pid])  # cpu_seconds() adds the workers
+    return found, redis.pid
+
+
 @contextlib.contextmanager
 def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str | None) -> Iterator[dict]:
-    """Start every server once; yield name → (url, pids whose CPU counts for that setup)."""
+    """Start every server once; yield name → (url, pids whose CPU counts for that setup). With
+    `--redis`, `args.store_pid` is the Redis server's pid."""
     env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}"}
     upstream_port, bare_port, proxy_port, nginx_port = (free_port() for _ in range(4))
     with contextlib.ExitStack() as stack:
@@ -373,6 +400,9 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
                        "--table-mb", str(table_mb), *proxy_options(upstream_port, port, *EDGE)]
             gatherer = stack.enter_context(running(command, port, env=env, cwd=ROOT))
             found[name] = (f"http://127.0.0.1:{port}", [gatherer.pid])
+        if args.redis:
+            more, args.store_pid = redis_setups(stack, tmp, upstream_port, env)
+            found.update(more)
         if nginx:
             conf = nginx_conf(tmp, nginx_port, upstream_port)
             edge = stack.enter_context(running([nginx, "-p", str(tmp), "-c", str(conf), "-e",
@@ -465,10 +495,16 @@ def main() -> int:
                         help="also serve the gather setups and report footprint_calibration")
     parser.add_argument("--pin", action="store_true",
                         help="serving processes on CPU 0, the upstream they forward to and wrk on CPU 1")
+    parser.add_argument("--redis", action="store_true",
+                        help="also serve the proxy on the Redis store, with one worker and with two")
     parser.add_argument("--profile", help="write a py-spy profile (raw) of the proxy here")
     args = parser.parse_args()
+    args.store_pid = 0
     if shutil.which("wrk") is None:
         print(json.dumps({"error": "wrk is not installed (Debian package wrk)"}))
+        return 1
+    if args.redis and shutil.which("redis-server") is None:
+        print(json.dumps({"error": "--redis needs redis-server (Debian package redis-server)"}))
         return 1
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     kinds = list(TRAFFIC) if args.traffic == "both" else [args.traffic]
@@ -489,7 +525,8 @@ def main() -> int:
                         profiler = None
                         if args.profile and name == "proxy" and round_number == 0 and kind == kinds[0]:
                             profiler = start_profiler(pids[0], args)
-                        runs[kind].setdefault(name, []).append(measure_once(url, pids, script, args))
+                        store_pid = args.store_pid if name.startswith("redis") else 0
+                        runs[kind].setdefault(name, []).append(measure_once(url, pids, script, args, store_pid))
                         if profiler is not None:
                             profiler.wait(timeout=60)
                         rate = runs[kind][name][-1]["requests_per_second"]
@@ -527,6 +564,9 @@ def traffic_report(runs: dict[str, list[dict]], in_process: dict, busy_us: float
             "nginx_vs_direct": ratio(results, "nginx", "direct", best),
             "minimal_forwarder_vs_direct": ratio(results, "minimal", "direct", best),
             "proxy_vs_minimal_forwarder": ratio(results, "proxy", "minimal", best),
+            "redis_vs_direct": ratio(results, "redis", "direct", best),
+            "redis_vs_proxy": ratio(results, "redis", "proxy", best),
+            "redis_2_workers_vs_direct": ratio(results, "redis_2w", "direct", best),
         },
         "ratios_server_cpu_per_request": {
             "proxy_vs_bare_forwarder": ratio(results, "proxy", "bare", cpu),
