@@ -24,6 +24,11 @@
 -- shieldware/store/base.py, so Python and Lua cannot drift apart:
 -- @CONSTANTS@
 local PER_OBS = 1 + SKETCHES
+-- Library functions as locals, and powers of two as a table: a global's lookup and a `^` on every
+-- use are a noticeable part of an interpreted script's time.
+local floor, exp, max, sqrt = math.floor, math.exp, math.max, math.sqrt
+local POW2 = {}
+for i = 0, 31 do POW2[i] = 2 ^ i end
 local NUMBERS_FORMAT = "<" .. string.rep("d", 7 + 2 * LIMITS + 1)
 local NH, NS, NK = #HORIZONS, #ALPHAS, #HALF_LIVES
 
@@ -41,8 +46,16 @@ local NEXT = STEPS + STEP_MEMORY   -- the ring position the next step is written
 local WIDTH = NEXT
 local STATE_FORMAT = "<" .. string.rep("d", WIDTH)
 
+-- An answer's row: one table filled afresh for each answered observation and packed with a format
+-- made once, where a table built, grown and measured (#row) for every row, and its format spelled
+-- anew, were a good part of the script's time (bench/redis_script.py measures it).
+local ROW_WIDTH = NH + 1 + 2 * NS + SKETCHES + 2 * CHANNELS * NK + 4
+local ROW_FORMAT = "<" .. string.rep("d", ROW_WIDTH)
+local row = {}
+
 local ttl = tonumber(ARGV[1])
 local out = {}
+local answered = 0
 
 local function fresh(now)
   local w = {}
@@ -65,7 +78,7 @@ local function advance(w, when, sketch_keys)
   local last = w[LS]
   for h = 1, NH do
     local inverse = INVERSE_HORIZONS[h]
-    local passed = math.floor(when * inverse) - math.floor(last * inverse)
+    local passed = floor(when * inverse) - floor(last * inverse)
     if passed == 1 then
       w[PREV + h - 1] = w[CUR + h - 1]; w[CUR + h - 1] = 0.0
     elseif passed > 1 then
@@ -88,7 +101,7 @@ local function power(base, exponent)
   while exponent > 0 do
     if exponent % 2 == 1 then result = result * base end
     base = base * base
-    exponent = math.floor(exponent / 2)
+    exponent = floor(exponent / 2)
   end
   return result
 end
@@ -98,7 +111,7 @@ local function decay_ratios(w, at)
   local elapsed = at - w[RT]
   if elapsed <= 0.0 then return end
   w[RT] = at
-  local base = math.exp(-elapsed * DECAY_BASE_RATE)
+  local base = exp(-elapsed * DECAY_BASE_RATE)
   for k = 1, NK do
     local factor = power(base, DECAY_POWERS[k])
     for c = 0, CHANNELS - 1 do
@@ -109,17 +122,18 @@ local function decay_ratios(w, at)
   end
 end
 
--- Generic cell rate algorithm; a refused event is not charged.
-local function gcra(w, at, limits)
+-- Generic cell rate algorithm over the observation's first n_limits limits (intervals[j],
+-- bursts[j]: the ones it gives, in order, each on the j-th TAT); a refused event is not charged.
+local function gcra(w, at, n_limits, intervals, bursts)
   local wait = 0.0
-  for j, limit in ipairs(limits) do
-    local allowed_at = math.max(w[TAT + j - 1], at) - limit[1] * (limit[2] - 1.0)
+  for j = 1, n_limits do
+    local allowed_at = max(w[TAT + j - 1], at) - intervals[j] * (bursts[j] - 1.0)
     -- GCRA_SLACK: sums of intervals drift by ulps; never refuse a burst for 1e-14 s
     if allowed_at - at > GCRA_SLACK and allowed_at - at > wait then wait = allowed_at - at end
   end
   if wait == 0.0 then
-    for j, limit in ipairs(limits) do
-      w[TAT + j - 1] = math.max(w[TAT + j - 1], at) + limit[1]
+    for j = 1, n_limits do
+      w[TAT + j - 1] = max(w[TAT + j - 1], at) + intervals[j]
     end
   end
   return wait
@@ -146,14 +160,14 @@ local function time_event(w, at)
 end
 
 local function bit(mask, i)
-  return math.floor(mask / (2 ^ i)) % 2 == 1
+  return floor(mask / POW2[i]) % 2 == 1
 end
 
 -- Remember a step marker in the ring; 1.0 when a step before it (marker - gap .. marker - 1, markers
 -- only when >= 1) was already remembered and this one was not (a step forward, not a revisit).
 local function take_step(w, marker, gap)
   local high = marker - 1
-  local low = math.max(marker - gap, 1)
+  local low = max(marker - gap, 1)
   local follows = 0.0
   if high > 0 then
     for i = 0, STEP_MEMORY - 1 do
@@ -171,30 +185,35 @@ local function take_step(w, marker, gap)
 end
 
 local n = (#ARGV - 1) / PER_OBS
+local sketch_keys, items, intervals, bursts = {}, {}, {}, {}  -- refilled for each observation
 for i = 0, n - 1 do
   local base = 2 + i * PER_OBS
   local state_key = KEYS[3 * i + 1]
-  local sketch_keys = {KEYS[3 * i + 2], KEYS[3 * i + 3]}
+  for s = 1, SKETCHES do
+    sketch_keys[s] = KEYS[3 * i + 1 + s]
+    items[s] = ARGV[base + s]
+  end
   local v = {struct.unpack(NUMBERS_FORMAT, ARGV[base])}
   local now, answer, count, timing = v[1], v[2] == 1, v[3], v[4] == 1
   local seen, hits, marker = v[5], v[6], v[7]
-  local items = {}
-  for s = 1, SKETCHES do items[s] = ARGV[base + s] end
-  local limits = {}
+  local n_limits = 0
   for j = 0, LIMITS - 1 do
     local interval = v[8 + 2 * j]
-    if interval > 0 then limits[#limits + 1] = {interval, v[9 + 2 * j]} end
+    if interval > 0 then
+      n_limits = n_limits + 1
+      intervals[n_limits], bursts[n_limits] = interval, v[9 + 2 * j]
+    end
   end
   local follow = v[8 + 2 * LIMITS]
   local follow_hits = follow % 256
-  local step_gap = math.floor(follow / 256) % 8 + 1
+  local step_gap = floor(follow / 256) % 8 + 1
 
   local w = load(state_key)
   local at = now
   -- A pure lookup (no count, flags, step, items or limits) of a key without state answers an empty
   -- key's stats and writes nothing, as the kernels leave such a key without a slot.
   local lookup_only = w == nil and count == 0 and not timing and seen == 0 and hits == 0 and follow_hits == 0
-    and marker == 0 and items[1] == "" and items[2] == "" and #limits == 0
+    and marker == 0 and items[1] == "" and items[2] == "" and n_limits == 0
   if lookup_only then
     w = fresh(now)
   elseif w == nil then
@@ -203,7 +222,7 @@ for i = 0, n - 1 do
   else
     at = advance(w, now, sketch_keys)
   end
-  local wait = gcra(w, at, limits)
+  local wait = gcra(w, at, n_limits, intervals, bursts)
   for h = 0, NH - 1 do w[CUR + h] = w[CUR + h] + count end
   w[TOT] = w[TOT] + count
   if seen ~= 0 or hits ~= 0 then
@@ -223,7 +242,7 @@ for i = 0, n - 1 do
   for s = 1, SKETCHES do
     if items[s] ~= "" then
       redis.call("PFADD", sketch_keys[s], items[s])
-      if not bit(mask, s - 1) then mask = mask + 2 ^ (s - 1) end
+      if not bit(mask, s - 1) then mask = mask + POW2[s - 1] end
     end
   end
   w[MASK] = mask
@@ -246,28 +265,26 @@ for i = 0, n - 1 do
   end
 
   if answer then
-    local row = {}
+    local k = 0
     for h = 0, NH - 1 do
       local into = at * INVERSE_HORIZONS[h + 1]
-      into = into - math.floor(into)
-      row[#row + 1] = w[CUR + h] + w[PREV + h] * (1.0 - into)
+      into = into - floor(into)
+      k = k + 1; row[k] = w[CUR + h] + w[PREV + h] * (1.0 - into)
     end
-    row[#row + 1] = w[GAPS]
-    for s = 0, NS - 1 do row[#row + 1] = w[MEAN + s] end
-    for s = 0, NS - 1 do row[#row + 1] = math.sqrt(math.max(w[VAR + s], 0.0)) end
+    k = k + 1; row[k] = w[GAPS]
+    for s = 0, NS - 1 do k = k + 1; row[k] = w[MEAN + s] end
+    for s = 0, NS - 1 do k = k + 1; row[k] = sqrt(max(w[VAR + s], 0.0)) end
     for s = 1, SKETCHES do
-      row[#row + 1] = bit(mask, s - 1) and redis.call("PFCOUNT", sketch_keys[s]) or 0.0
+      k = k + 1; row[k] = bit(mask, s - 1) and redis.call("PFCOUNT", sketch_keys[s]) or 0.0
     end
     for idx = 0, CHANNELS * NK - 1 do
       local den = w[DEN + idx]
-      row[#row + 1] = den > 0 and w[NUM + idx] / den or 0.0
+      k = k + 1; row[k] = den > 0 and w[NUM + idx] / den or 0.0
     end
-    for idx = 0, CHANNELS * NK - 1 do row[#row + 1] = w[DEN + idx] end
-    row[#row + 1] = wait
-    row[#row + 1] = w[VS]
-    row[#row + 1] = w[TOT]
-    row[#row + 1] = follows
-    out[#out + 1] = struct.pack("<" .. string.rep("d", #row), unpack(row))
+    for idx = 0, CHANNELS * NK - 1 do k = k + 1; row[k] = w[DEN + idx] end
+    row[k + 1], row[k + 2], row[k + 3], row[k + 4] = wait, w[VS], w[TOT], follows
+    answered = answered + 1
+    out[answered] = struct.pack(ROW_FORMAT, unpack(row, 1, ROW_WIDTH))
   end
 end
 return table.concat(out)
