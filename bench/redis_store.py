@@ -1,6 +1,7 @@
 """Question: what does the shared Redis store cost? Demo shop requests/s bare vs memory:// vs redis://,
-memory:// without the fast lane (the Python path every redis:// request takes), and redis:// with
-requests of one event-loop turn sharing a script call (the default) vs one call each (`?gather=off`).
+each also without the fast lane (`SHIELDWARE_FAST_LANE=0`: every request on the Python path), and
+redis:// with requests of one event-loop turn sharing a script call (the default) vs one call each
+(`?gather=off`).
 Each run also gives the server's CPU per request, and Redis's own for the redis:// runs.
 
 All three run in one process each (uvicorn, 1 worker), loaded by wrk with browser-like headers
@@ -86,6 +87,8 @@ def main() -> int:
         python_path = measure("shop_protected", args.seconds, args.connections, env={"SHIELDWARE_FAST_LANE": "0"})
         redis_run = measure("shop_protected", args.seconds, args.connections, f"redis://127.0.0.1:{port}/0", port,
                             redis.pid)
+        redis_python = measure("shop_protected", args.seconds, args.connections, f"redis://127.0.0.1:{port}/0", port,
+                               redis.pid, env={"SHIELDWARE_FAST_LANE": "0"})
         alone = measure("shop_protected", args.seconds, args.connections, f"redis://127.0.0.1:{port}/0?gather=off",
                         port, redis.pid)
     finally:
@@ -93,6 +96,7 @@ def main() -> int:
         redis.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
     network, inside, delta = commands_per_request(redis_run)
+    commands_per_request(redis_python)
     alone_network, _, _ = commands_per_request(alone)
     emit({
         "benchmark": "redis_store",
@@ -101,11 +105,13 @@ def main() -> int:
         "memory": memory,
         "memory_python_path": python_path,
         "redis": redis_run,
+        "redis_python_path": redis_python,
         "redis_one_call_each": alone,
         "ratio_memory_to_bare": round(memory["requests_per_s"] / bare["requests_per_s"], 3),
         "ratio_redis_to_bare": round(redis_run["requests_per_s"] / bare["requests_per_s"], 3),
         "ratio_redis_to_memory": round(redis_run["requests_per_s"] / memory["requests_per_s"], 3),
         "ratio_redis_to_memory_python_path": round(redis_run["requests_per_s"] / python_path["requests_per_s"], 3),
+        "ratio_redis_lane_to_redis_python_path": round(redis_run["requests_per_s"] / redis_python["requests_per_s"], 3),
         "ratio_shared_calls_to_one_call_each": round(redis_run["requests_per_s"] / alone["requests_per_s"], 3),
         "redis_network_commands_per_request": network,
         "redis_network_commands_per_request_one_call_each": alone_network,

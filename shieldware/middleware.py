@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from array import array
 from collections.abc import Awaitable, Callable, MutableMapping
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,13 @@ from shieldware.biometrics.endpoint import install_telemetry
 from shieldware.decision import SHIELD_HEADER_NAMES, SHIELD_HEADER_PREFIXES, Decision, Verdict, head_lines
 from shieldware.engine import Engine
 from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope, header_map_of
-from shieldware.fastlane.lane import HELD, MISS, FastLane
+from shieldware.fastlane.lane import HELD, MISS, REMOTE, FastLane
 from shieldware.metrics import PROMETHEUS_CONTENT_TYPE
 from shieldware.outcomes import capture_account, header_rule_names, mark_reported, tell_engine
 from shieldware.policy import Policy, default_policy, load_policy
 from shieldware.response_watch import ResponseWatch
 from shieldware.store import Store, open_store
-from shieldware.store.base import WindowStats
+from shieldware.store.base import StoreUnavailable, WindowStats
 from shieldware.windows.layout import OUT_WIDTH
 
 log = logging.getLogger("shieldware.middleware")
@@ -192,6 +194,9 @@ class ShieldMiddleware:
         one drafted; otherwise the engine decides it and drafts one), or window answers past a
         trigger (the engine assesses them without observing again)."""
         tag = answer[0]
+        if tag == REMOTE:
+            await self._observe_remote(answer, scope, receive, send, now)
+            return
         if tag == HELD:
             _, decision, follows = answer
             self.engine.decision_log.write(decision)
@@ -229,6 +234,31 @@ class ShieldMiddleware:
         decision = await self.engine.decide(facts, observed=stats_of(observed))
         self.engine.metrics.record_latency(time.perf_counter() - started)
         await self._act(decision, facts, scope, receive, send, now)
+
+    async def _observe_remote(self, answer: tuple, scope: Scope, receive: Receive, send: Send, now: float) -> None:
+        """A planned request whose windows live in a shared store: the store observes the plan's
+        rows (this request's holes filled), and the lane concludes from its answers as it would from
+        its own kernel's; if it no longer can (disarmed, or the plan replaced meanwhile), the engine
+        decides from the same answers, without observing again."""
+        _, plan, client_ip, pid, session, made = answer
+        try:
+            stats = await self.engine.store.observe(plan.remote.observations(client_ip, pid, session), now)
+        except StoreUnavailable:  # the Python path does what the route group says for a store down
+            await self._decide(scope, receive, send, now)
+            return
+        lane = self.lane
+        again = lane.native.conclude(scope, now, plan, array("d", chain.from_iterable(stats)), made)
+        if again.__class__ is dict:
+            await self._serve(again, again["state"]["shield"], receive, send, now, lane.feedback_statuses)
+        elif again is not None:
+            await self._after_lane(again, scope, receive, send, now)
+        else:
+            started = time.perf_counter()
+            facts = self._facts(scope, now)
+            decision = await self.engine.decide(facts, observed=stats)
+            self.engine.metrics.record_latency(time.perf_counter() - started)
+            await self._act(decision, facts, scope, receive, send, now)
+            lane.rearm(now)
 
     def _assess_flagged(self, seed: Any, client_ip: str, fired: int, follows: bool, scope: Scope, now: float,
                         observed: bytes) -> Decision:

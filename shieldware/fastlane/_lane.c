@@ -12,6 +12,9 @@
  * Numba C entry point and checks the plan's triggers (the thresholds at which the traffic signal
  * would speak). Quiet: the plan is the answer. Anything else - an unusual request, a plan not
  * yet made, a trigger - is handed back to Python, which stays the reference for every verdict.
+ * With the windows in a shared store (Redis) the kernel cannot run here: decide() hands the holes
+ * to Python, which has the store observe the plan's observations, and conclude() goes on from
+ * the store's answers exactly as from the kernel's.
  *
  * Nothing a client sends raises here: what this file does not handle goes to the Python path.
  */
@@ -226,6 +229,9 @@ typedef struct {
     Py_ssize_t last_peer_len;
     Address last_peer;
     int last_peer_trusted;
+    /* windows in a shared store (Redis): decide() hands a planned request's holes to Python, which
+     * observes them in the store and gives the answers to conclude() */
+    int remote;
     /* switches */
     int armed;
     double refresh_due;
@@ -1404,6 +1410,9 @@ static PyObject *outcome(Lane *self, int which) {
 
 static PyObject *decide(Lane *self, PyObject *scope, double now);
 static PyObject *decide_armed(Lane *self, PyObject *scope, double now);
+static PyObject *finish(Lane *self, PyObject *scope, Scan *scan, PlanSlot *plan, int made, double now,
+                        double started);
+static double monotonic(void);
 static Template *find_template(Lane *self, uint32_t shape_index, uint32_t gen, int group);
 static PlanSlot *instantiate(Lane *self, Template *t, Scan *scan, uint32_t shape_index, uint32_t gen);
 
@@ -1420,6 +1429,67 @@ static PyObject *Lane_decide(Lane *self, PyObject *const *args, Py_ssize_t nargs
     double now = PyFloat_AsDouble(args[1]);
     if (now == -1.0 && PyErr_Occurred()) return NULL;
     return decide_armed(self, args[0], now);
+}
+
+/* conclude(scope, now, plan, observed, made): with the windows in a shared store, a request decide()
+ * answered (3, plan, ip, pid, session, made) for, once Python had the store observe the plan's rows:
+ * `observed` holds their answers (the doubles of STATS_FIELDS per row, as the kernel's output rows).
+ * Answers as decide() does after observing; None when the lane can no longer answer (disarmed, or
+ * the plan was replaced while the store answered): Python decides from the same answers then. */
+static PyObject *Lane_conclude(Lane *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "conclude(scope, now, plan, observed, made)");
+        return NULL;
+    }
+    double started = monotonic();
+    double now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred()) return NULL;
+    Py_buffer observed;
+    if (PyObject_GetBuffer(args[3], &observed, PyBUF_SIMPLE) < 0) return NULL;
+    int made = PyObject_IsTrue(args[4]);
+    PyObject *answer = NULL;
+    if (made < 0) goto done;
+    if (!self->armed || now >= self->refresh_due) {
+        answer = outcome(self, OUT_OFF);
+        goto done;
+    }
+    if (self->busy) {
+        answer = outcome(self, OUT_BUSY);
+        goto done;
+    }
+    self->busy = 1;
+    Scan scan;
+    scan_scope(self, args[0], &scan);
+    PlanSlot *plan = NULL;
+    if (scan.outcome < 0) {
+        uint32_t shape_index = 0;
+        uint64_t sh = hash_bytes(self->seed, self->shape, scan.shape_len);
+        ShapeSlot *shape = find_shape(self, sh, self->shape, scan.shape_len, &shape_index);
+        if (shape != NULL) {
+            uint64_t ph = plan_hash(self, shape_index, shape->gen, scan.group, scan.client.text, scan.client.len);
+            plan = find_plan(self, ph, shape_index, shape->gen, scan.group, scan.client.text, scan.client.len);
+        }
+    }
+    if (plan == NULL || plan->plan != args[2]) {
+        answer = outcome(self, OUT_MISS);
+    } else if ((size_t)observed.len != sizeof(double) * (size_t)(plan->n_rows * self->out_width)) {
+        PyErr_Format(PyExc_ValueError, "conclude: %zd bytes of answers for %d rows", observed.len, plan->n_rows);
+    } else {
+        memcpy(self->out, observed.buf, (size_t)observed.len);
+        answer = finish(self, args[0], &scan, plan, made, now, started);
+    }
+    self->busy = 0;
+done:
+    PyBuffer_Release(&observed);
+    return answer;
+}
+
+/* set_remote(on): the windows live in a shared store (see Lane_conclude) */
+static PyObject *Lane_set_remote(Lane *self, PyObject *on) {
+    int remote = PyObject_IsTrue(on);
+    if (remote < 0) return NULL;
+    self->remote = remote;
+    Py_RETURN_NONE;
 }
 
 /* decide(), when the lane is armed and not inside another decide() (a Python callback let
@@ -1618,31 +1688,44 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
     }
     if (plan->rule_globs != NULL && any_glob(plan->rule_globs, scan.path_data, scan.path_len))
         return outcome(self, OUT_RULE);
+    if (plan->n_rows > 0 && self->remote) { /* the store observes: Python asks it, then conclude() */
+        int64_t pid = plan->pid_row >= 0 || plan->step_row >= 0 ? product_id(scan.path_data, scan.path_len) : -1;
+        return Py_BuildValue("(iOs#Ly#i)", 3, plan->plan, scan.client.text, (Py_ssize_t)scan.client.len,
+                             (long long)pid, scan.session.len > 0 ? scan.session.data : "",
+                             (Py_ssize_t)(scan.session.len > 0 ? scan.session.len : 0), made);
+    }
     if (plan->n_rows > 0) { /* no rows: the engine runs no window signal */
         fill_rows(self, plan, &scan, now);
         int done = observe(self, plan->n_rows);
         if (done < 0) return NULL;
         if (done == 0) return outcome(self, OUT_BUSY);
     }
+    return finish(self, scope, &scan, plan, made, now, started);
+}
+
+/* The rest of a decision once the plan's rows were observed (their answers in self->out): the
+ * quiet plan's decision, or the answers to assess. */
+static PyObject *finish(Lane *self, PyObject *scope, Scan *scan, PlanSlot *plan, int made, double now,
+                        double started) {
     int follows = plan->pid_row >= 0 && self->out[plan->pid_row * self->out_width + self->out_follows] > 0.0;
-    uint32_t fired = plan->n_rows > 0 ? fired_triggers(&self->groups[scan.group], self->out, self->out_width,
+    uint32_t fired = plan->n_rows > 0 ? fired_triggers(&self->groups[scan->group], self->out, self->out_width,
                                                          plan->n_rows) : 0;
     if (fired != 0) {
         self->counts[OUT_FLAGGED]++;
         return Py_BuildValue("(iy#Os#IO)", 1, (const char *)self->out,
                              (Py_ssize_t)(sizeof(double) * (size_t)(plan->n_rows * self->out_width)), plan->plan,
-                             scan.client.text, (Py_ssize_t)scan.client.len, (unsigned int)fired,
+                             scan->client.text, (Py_ssize_t)scan->client.len, (unsigned int)fired,
                              follows ? Py_True : Py_False);
     }
-    PyObject *decision = make_decision(self, plan, scan.path, now);
+    PyObject *decision = make_decision(self, plan, scan->path, now);
     if (decision == NULL) return NULL;
     self->counts[made ? OUT_MADE : OUT_HIT]++;
     plan->hits++;
     count_latency(self, started);
     if (plan->plain && !follows) { /* straight to the app: its scope, the decision in its state */
-        PyObject *answer = app_scope(self, scope, scan.headers, decision, plan);
+        PyObject *answer = app_scope(self, scope, scan->headers, decision, plan);
         self->front_decision = decision; /* held on by the answer's state */
-        self->front_group = scan.group;
+        self->front_group = scan->group;
         Py_DECREF(decision);
         return answer;
     }
@@ -2477,7 +2560,10 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
 static PyMethodDef Lane_methods[] = {
     {"decide", (PyCFunction)(void (*)(void))Lane_decide, METH_FASTCALL,
      "decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats, plan, ip, fired, follows)"
-     " | (2, Decision, follows)"},
+     " | (2, Decision, follows) | (3, plan, ip, pid, session, made)"},
+    {"conclude", (PyCFunction)(void (*)(void))Lane_conclude, METH_FASTCALL,
+     "conclude(scope, now, plan, observed, made): decide()'s answer once a shared store observed the plan's rows"},
+    {"set_remote", (PyCFunction)Lane_set_remote, METH_O, "set_remote(on): the windows live in a shared store"},
     {"install", (PyCFunction)Lane_install, METH_VARARGS, "install a plan for (shape, ip, group)"},
     {"set_triggers", (PyCFunction)Lane_set_triggers, METH_VARARGS, "set_triggers(group, triggers)"},
     {"clear", (PyCFunction)Lane_clear, METH_NOARGS, "forget every plan"},

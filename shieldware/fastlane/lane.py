@@ -22,6 +22,7 @@ from shieldware.decision import Decision, Verdict, head_lines, shield_headers
 from shieldware.facts import CLIENT_IP_HEADERS, normalise_ip
 from shieldware.fastlane.holds import FindingHolds
 from shieldware.fastlane.plan import VALUE_FREE_HEADERS, PlanDraft, ShapeModel
+from shieldware.fastlane.remote import RemoteRows
 from shieldware.metrics import LATENCY_BUCKETS, Metrics
 from shieldware.signals.traffic_keys import ip_prefix
 from shieldware.store.base import MAX_STEP
@@ -38,6 +39,7 @@ from shieldware.windows.layout import (
     OUT_FOLLOWS,
     OUT_WIDTH,
 )
+from shieldware.windows.table import WindowTable
 
 log = logging.getLogger("shieldware.fastlane")
 
@@ -55,7 +57,7 @@ ADDRESS, PREFIX = 0, 1  # recipe parts spelled from the client (the C file's PAR
 MAX_MODELS = 4096  # (shape, group) models kept to draft new clients' plans from
 # Names whose presence sends a request to Python: the middleware strips client-sent X-Shield-*.
 BAIL_PREFIXES = decisions.SHIELD_HEADER_PREFIXES
-MISS, FLAGGED, HELD = 0, 1, 2  # the tags of decide()'s tuple answers
+MISS, FLAGGED, HELD, REMOTE = 0, 1, 2, 3  # the tags of decide()'s tuple answers
 # Decision's fields in the order the C file fills their slots (its F_* values).
 DECISION_FIELDS = ("ref", "verdict", "bot_score", "reasons", "route_group", "time", "client_ip", "method", "path",
                    "mode", "rule", "retry_after", "user_agent", "extra", "reporter", "header_lines")
@@ -68,6 +70,12 @@ def available() -> tuple[bool, str]:
     if native is None:
         return False, f"the compiled extension is missing ({_why_not_native})"
     return True, ""
+
+
+def windows_are_shared(store: Any) -> bool:
+    """The windows live in a shared store (Redis), not in this process's table: planned requests are
+    observed there (shieldware/fastlane/remote.py, and the middleware's REMOTE answers)."""
+    return type(store) is not MemoryStore
 
 
 class FastLane:
@@ -89,15 +97,13 @@ class FastLane:
                                        if hasattr(s, "hold_findings_seconds")), default=0.0))
         self.tally = LaneTally(native_lane, self.derived, self.holds)
         self._off = False  # off for good (see off())
+        self.remote = windows_are_shared(engine.store)
         self._finalizer: Any = None  # folds the last counts in when the lane goes (set by build)
 
     @classmethod
     def build(cls, middleware: Any, plans: int = DEFAULT_PLANS) -> FastLane | None:
         """The lane for `middleware`, or None (with the reason logged) when it cannot have one."""
         ok, why = available()
-        engine = middleware.engine
-        if ok and type(engine.store) is not MemoryStore:
-            ok, why = False, f"the store is {engine.store.uri.split('://')[0]}:// (the lane observes memory:// windows)"
         if ok:
             try:
                 return cls._build(middleware, plans)
@@ -113,7 +119,9 @@ class FastLane:
 
         engine = middleware.engine
         policy = engine.policy
-        table = engine.store.windows
+        remote = windows_are_shared(engine.store)
+        # A shared store observes the windows itself; the kernel's table is then a token one it never runs on.
+        table = WindowTable(capacity=1) if remote else engine.store.windows
         route_table = policy.route_table
         groups = [g for g in route_table.groups]
         if route_table.default_group not in groups:
@@ -165,6 +173,7 @@ class FastLane:
             templates=DEFAULT_TEMPLATES,
         )
         board = switchboard_for(engine) if any(s.name == "switches" for s in engine.signals) else None
+        native_lane.set_remote(remote)
         lane = cls(native_lane, engine, board)
         engine.on_forget_plans(lane.forget)
         # The process's metrics keep the tally (and the counts in it) after the lane is gone; what
@@ -237,6 +246,9 @@ class FastLane:
         # the app's headers, or its head lines (the reference completes both per request)
         for_app = (score, verdict, head_lines((score, verdict)) + b"x-shield-ref: ")
         template = _template(draft, client_ip) if draft.any_address else None
+        if self.remote:
+            spelled = {row: parts for row, _, parts in template[0]} if template is not None else None
+            plan.remote = RemoteRows.of(draft.observations, part, client_ip, spelled)
         self.native.install(shape, client_ip, group, plan, packers[0].pack(*ints), packers[1].pack(*floats),
                             part.pid_row, part.pid_seen, part.session_row, part.no_session_hits,
                             part.step_row, part.step_seen,

@@ -110,6 +110,8 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)
     feedback_statuses: frozenset[int] = frozenset()
     seed: PlanSeed | None = None
+    # With a shared store (Redis), the observations the store is asked for (fastlane/remote.py).
+    remote: Any = None
 
 
 @dataclass(slots=True)
