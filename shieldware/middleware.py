@@ -240,14 +240,14 @@ class ShieldMiddleware:
         rows (this request's holes filled), and the lane concludes from its answers as it would from
         its own kernel's; if it no longer can (disarmed, or the plan replaced meanwhile), the engine
         decides from the same answers, without observing again."""
-        _, plan, client_ip, pid, session, made = answer
+        _, plan, client_ip, pid, session, made, started = answer
         try:
             stats = await self.engine.store.observe(plan.remote.observations(client_ip, pid, session), now)
         except StoreUnavailable:  # the Python path does what the route group says for a store down
             await self._decide(scope, receive, send, now)
             return
         lane = self.lane
-        again = lane.native.conclude(scope, now, plan, array("d", chain.from_iterable(stats)), made)
+        again = lane.native.conclude(scope, now, plan, array("d", chain.from_iterable(stats)), made, started)
         if again.__class__ is dict:
             await self._serve(again, again["state"]["shield"], receive, send, now, lane.feedback_statuses)
         elif again is not None:

@@ -1412,15 +1412,15 @@ static PyObject *decide(Lane *self, PyObject *scope, double now);
 static PyObject *decide_armed(Lane *self, PyObject *scope, double now);
 static PyObject *finish(Lane *self, PyObject *scope, Scan *scan, PlanSlot *plan, int made, double now,
                         double started);
-static double monotonic(void);
 static Template *find_template(Lane *self, uint32_t shape_index, uint32_t gen, int group);
 static PlanSlot *instantiate(Lane *self, Template *t, Scan *scan, uint32_t shape_index, uint32_t gen);
 
 /* decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats, plan, ip, fired, follows)
- *                       | (2, Decision, follows):
+ *                       | (2, Decision, follows) | (3, plan, ip, pid, session, made, started):
  * a planned, quiet, allowed request's scope for the app (its decision in the state), a planned
  * decision held back for the middleware (to log, refuse or remember its step), nothing for the
- * lane, a miss, or window answers to assess (with the bits of the triggers that fired). */
+ * lane, a miss, window answers to assess (with the bits of the triggers that fired), or, with the
+ * windows in a shared store, a planned request's holes for the store (then conclude()). */
 static PyObject *Lane_decide(Lane *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "decide(scope, now)");
@@ -1431,19 +1431,21 @@ static PyObject *Lane_decide(Lane *self, PyObject *const *args, Py_ssize_t nargs
     return decide_armed(self, args[0], now);
 }
 
-/* conclude(scope, now, plan, observed, made): with the windows in a shared store, a request decide()
- * answered (3, plan, ip, pid, session, made) for, once Python had the store observe the plan's rows:
- * `observed` holds their answers (the doubles of STATS_FIELDS per row, as the kernel's output rows).
+/* conclude(scope, now, plan, observed, made, started): with the windows in a shared store, a request
+ * decide() answered (3, plan, ip, pid, session, made, started) for, once Python had the store observe
+ * the plan's rows: `observed` holds their answers (the doubles of STATS_FIELDS per row, as the
+ * kernel's output rows).
  * Answers as decide() does after observing; None when the lane can no longer answer (disarmed, or
  * the plan was replaced while the store answered): Python decides from the same answers then. */
 static PyObject *Lane_conclude(Lane *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "conclude(scope, now, plan, observed, made)");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "conclude(scope, now, plan, observed, made, started)");
         return NULL;
     }
-    double started = monotonic();
     double now = PyFloat_AsDouble(args[1]);
     if (now == -1.0 && PyErr_Occurred()) return NULL;
+    double started = PyFloat_AsDouble(args[5]);
+    if (started == -1.0 && PyErr_Occurred()) return NULL;
     Py_buffer observed;
     if (PyObject_GetBuffer(args[3], &observed, PyBUF_SIMPLE) < 0) return NULL;
     int made = PyObject_IsTrue(args[4]);
@@ -1690,9 +1692,10 @@ static PyObject *decide(Lane *self, PyObject *scope, double now) {
         return outcome(self, OUT_RULE);
     if (plan->n_rows > 0 && self->remote) { /* the store observes: Python asks it, then conclude() */
         int64_t pid = plan->pid_row >= 0 || plan->step_row >= 0 ? product_id(scan.path_data, scan.path_len) : -1;
-        return Py_BuildValue("(iOs#Ly#i)", 3, plan->plan, scan.client.text, (Py_ssize_t)scan.client.len,
+        /* `started` goes along: the decision's latency includes the store's answer, as on the Python path */
+        return Py_BuildValue("(iOs#Ly#id)", 3, plan->plan, scan.client.text, (Py_ssize_t)scan.client.len,
                              (long long)pid, scan.session.len > 0 ? scan.session.data : "",
-                             (Py_ssize_t)(scan.session.len > 0 ? scan.session.len : 0), made);
+                             (Py_ssize_t)(scan.session.len > 0 ? scan.session.len : 0), made, started);
     }
     if (plan->n_rows > 0) { /* no rows: the engine runs no window signal */
         fill_rows(self, plan, &scan, now);
@@ -2560,9 +2563,10 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
 static PyMethodDef Lane_methods[] = {
     {"decide", (PyCFunction)(void (*)(void))Lane_decide, METH_FASTCALL,
      "decide(scope, now) -> app scope | None | (0, shape, ip, group) | (1, stats, plan, ip, fired, follows)"
-     " | (2, Decision, follows) | (3, plan, ip, pid, session, made)"},
+     " | (2, Decision, follows) | (3, plan, ip, pid, session, made, started)"},
     {"conclude", (PyCFunction)(void (*)(void))Lane_conclude, METH_FASTCALL,
-     "conclude(scope, now, plan, observed, made): decide()'s answer once a shared store observed the plan's rows"},
+     "conclude(scope, now, plan, observed, made, started): decide()'s answer once a shared store observed the"
+     " plan's rows"},
     {"set_remote", (PyCFunction)Lane_set_remote, METH_O, "set_remote(on): the windows live in a shared store"},
     {"install", (PyCFunction)Lane_install, METH_VARARGS, "install a plan for (shape, ip, group)"},
     {"set_triggers", (PyCFunction)Lane_set_triggers, METH_VARARGS, "set_triggers(group, triggers)"},
