@@ -26,7 +26,7 @@ from shieldware.store import open_store
 from shieldware.store.base import Observation
 from tests.fastlane.test_equivalence import REF, Recorder, comparable, run, without_numbers
 from tests.fastlane.traffic import stream
-from tests.redis_support import RedisProcess, redis_server
+from tests.redis_support import RedisProcess, redis_cluster, redis_server
 from tests.support import CHROME_NAVIGATION, SimulatedClock
 
 pytestmark = pytest.mark.skipif(native is None, reason="the fast lane's C extension is not compiled here")
@@ -36,6 +36,12 @@ pytestmark = pytest.mark.skipif(native is None, reason="the fast lane's C extens
 def redis_uri(tmp_path_factory):
     with redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server.uri
+
+
+@pytest.fixture(scope="module")
+def cluster_uri(tmp_path_factory):
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as uri:
+        yield uri
 
 
 def protected(uri: str, mode: str, fast: bool, clock: SimulatedClock, hold: float = 0.0,
@@ -50,7 +56,11 @@ def protected(uri: str, mode: str, fast: bool, clock: SimulatedClock, hold: floa
 
 def windows_in_redis(uri: str, prefix: str) -> dict[str, bytes]:
     """Every window key under `prefix` (its state and sketches), named without the prefix."""
-    client = redis.Redis.from_url(uri)
+    if uri.startswith("redis+cluster://"):
+        host, port = uri.removeprefix("redis+cluster://").split(",")[0].split(":")
+        client = redis.RedisCluster(host=host, port=int(port))
+    else:
+        client = redis.Redis.from_url(uri)
     try:
         return {key.decode()[len(prefix):]: client.get(key) for key in client.scan_iter(match=f"{prefix}:*")
                 if b":{rec:" not in key}
@@ -93,6 +103,12 @@ def test_on_redis_monitor_decisions_and_windows_match_the_python_path(redis_uri,
     # The lane answered most of the stream from plans, made plans for new clients from templates,
     # and handed window answers past a trigger to Python; or nothing was compared.
     assert counts["hit"] > 500 and counts["made"] > 50 and counts["flagged"] > 0 and counts["miss"] > 0, counts
+
+
+def test_on_a_redis_cluster_decisions_and_windows_match_the_python_path(cluster_uri):
+    # A request's keys fall in several slots there: one script call per slot, sent together.
+    counts = compare_on_redis(cluster_uri, "monitor", seed=1)
+    assert counts["hit"] > 200 and counts["flagged"] > 0, counts
 
 
 def test_on_redis_enforce_refusals_match_the_python_path(redis_uri):
