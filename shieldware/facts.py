@@ -83,6 +83,7 @@ class RequestFacts:
 
 
 _FACT_FIELDS = tuple(RequestFacts.__slots__)
+_FACT_NAMES = frozenset(_FACT_FIELDS)
 _set = object.__setattr__
 
 
@@ -99,6 +100,17 @@ def with_client(facts: RequestFacts, client_ip: str, now: float, path: str | Non
     if path is not None:
         _set(clone, "path", path)
         _set(clone, "query", query or "")
+    return clone
+
+
+def with_fields(facts: RequestFacts, **changes: Any) -> RequestFacts:
+    """A copy of `facts` with these fields changed, copied field by field as `with_client` does
+    (forward-auth rebuilds every check's facts as the client's request)."""
+    if not changes.keys() <= _FACT_NAMES:
+        raise TypeError(f"RequestFacts has no field {sorted(changes.keys() - _FACT_NAMES)}")
+    clone = object.__new__(RequestFacts)
+    for name in _FACT_FIELDS:
+        _set(clone, name, changes[name] if name in changes else getattr(facts, name))
     return clone
 
 

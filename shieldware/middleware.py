@@ -260,6 +260,69 @@ class ShieldMiddleware:
             await self._act(decision, facts, scope, receive, send, now)
             lane.rearm(now)
 
+    async def lane_decision(self, scope: Scope, facts: RequestFacts) -> Decision | None:
+        """The decision for a request that is answered for elsewhere (forward-auth asks of the
+        client's request, rebuilt as `scope` and `facts`), reached as `handle` would reach it: from a
+        plan, a held or fresh assessment of its windows, or, when the lane has no plan yet, on the
+        Python path, drafting one. None: the lane does not read this request (decide it on the
+        Python path). Nothing is served."""
+        lane = self.lane
+        if lane is None:
+            return None
+        now = facts.now
+        answer = lane.native.decide(scope, now)
+        if answer is None:
+            lane.rearm(now)
+            return None
+        return await self._decision_of(answer, scope, facts, now)
+
+    async def _decision_of(self, answer: Any, scope: Scope, facts: RequestFacts, now: float) -> Decision:
+        """lane_decision() for one of the lane's answers."""
+        lane = self.lane
+        if answer.__class__ is dict:  # a plain, quiet plan: counted and left unlogged in the lane
+            return answer["state"]["shield"]
+        tag = answer[0]
+        if tag == REMOTE:
+            _, plan, client_ip, pid, session, made, started = answer
+            try:
+                stats = await self.engine.store.observe(plan.remote.observations(client_ip, pid, session), now)
+            except StoreUnavailable:  # the Python path does what the route group says for a store down
+                return await self._timed(self.engine.decide(facts))
+            again = lane.native.conclude(scope, now, plan, array("d", chain.from_iterable(stats)), made, started)
+            if again is not None:
+                return await self._decision_of(again, scope, facts, now)
+            return await self._timed(self.engine.decide(facts, observed=stats))
+        if tag == HELD:
+            _, decision, follows = answer
+            self.engine.decision_log.write(decision)
+            if follows:
+                self._steps(decision.client_ip, decision.path, now)
+            return decision
+        if tag == MISS:
+            if lane.derive(answer, now):
+                again = lane.native.decide(scope, now)
+                if again is not None and (again.__class__ is dict or again[0] != MISS):
+                    return await self._decision_of(again, scope, facts, now)
+            decision, draft = await self._timed(self.engine.decide_and_plan(facts))
+            if draft is not None:
+                lane.learn(answer, draft)
+            lane.rearm(now)
+            return decision
+        _, observed, plan, client_ip, fired, follows = answer
+        if plan.seed is not None:
+            started = time.perf_counter()
+            decision = self._assess_flagged(plan.seed, client_ip, fired, follows, scope, now, observed)
+            self.engine.metrics.record_latency(time.perf_counter() - started)
+            return decision
+        return await self._timed(self.engine.decide(facts, observed=stats_of(observed)))
+
+    async def _timed(self, deciding: Awaitable[Any]) -> Any:
+        """An engine decision, its time recorded in the latency histogram."""
+        started = time.perf_counter()
+        result = await deciding
+        self.engine.metrics.record_latency(time.perf_counter() - started)
+        return result
+
     def _assess_flagged(self, seed: Any, client_ip: str, fired: int, follows: bool, scope: Scope, now: float,
                         observed: bytes) -> Decision:
         """A planned request past a trigger: the client's assessment held while the same findings
