@@ -240,25 +240,28 @@ class ShieldMiddleware:
         rows (this request's holes filled), and the lane concludes from its answers as it would from
         its own kernel's; if it no longer can (disarmed, or the plan replaced meanwhile), the engine
         decides from the same answers, without observing again."""
-        _, plan, client_ip, pid, session, made, started = answer
         try:
-            stats = await self.engine.store.observe(plan.remote.observations(client_ip, pid, session), now)
+            again, stats = await self._conclude_remote(answer, scope, now)
         except StoreUnavailable:  # the Python path does what the route group says for a store down
             await self._decide(scope, receive, send, now)
             return
-        lane = self.lane
-        again = lane.native.conclude(scope, now, plan, array("d", chain.from_iterable(stats)), made, started)
         if again.__class__ is dict:
-            await self._serve(again, again["state"]["shield"], receive, send, now, lane.feedback_statuses)
+            await self._serve(again, again["state"]["shield"], receive, send, now, self.lane.feedback_statuses)
         elif again is not None:
             await self._after_lane(again, scope, receive, send, now)
         else:
-            started = time.perf_counter()
             facts = self._facts(scope, now)
-            decision = await self.engine.decide(facts, observed=stats)
-            self.engine.metrics.record_latency(time.perf_counter() - started)
+            decision = await self._timed(self.engine.decide(facts, observed=stats))
             await self._act(decision, facts, scope, receive, send, now)
-            lane.rearm(now)
+            self.lane.rearm(now)
+
+    async def _conclude_remote(self, answer: tuple, scope: Scope, now: float) -> tuple[Any, list[WindowStats]]:
+        """A REMOTE answer's observations, observed in the shared store (raises StoreUnavailable),
+        and what the lane concludes from the store's answers (None: it no longer can), with them."""
+        _, plan, client_ip, pid, session, made, started = answer
+        stats = await self.engine.store.observe(plan.remote.observations(client_ip, pid, session), now)
+        again = self.lane.native.conclude(scope, now, plan, array("d", chain.from_iterable(stats)), made, started)
+        return again, stats
 
     async def lane_decision(self, scope: Scope, facts: RequestFacts) -> Decision | None:
         """The decision for a request that is answered for elsewhere (forward-auth asks of the
@@ -283,12 +286,10 @@ class ShieldMiddleware:
             return answer["state"]["shield"]
         tag = answer[0]
         if tag == REMOTE:
-            _, plan, client_ip, pid, session, made, started = answer
             try:
-                stats = await self.engine.store.observe(plan.remote.observations(client_ip, pid, session), now)
+                again, stats = await self._conclude_remote(answer, scope, now)
             except StoreUnavailable:  # the Python path does what the route group says for a store down
                 return await self._timed(self.engine.decide(facts))
-            again = lane.native.conclude(scope, now, plan, array("d", chain.from_iterable(stats)), made, started)
             if again is not None:
                 return await self._decision_of(again, scope, facts, now)
             return await self._timed(self.engine.decide(facts, observed=stats))
