@@ -26,8 +26,9 @@ class RemoteRows:
     """The observations of one plan, per-request places cleared (see the module docstring).
 
     `spelled`: for a template, each address row's key as literal parts around ADDRESS and PREFIX
-    (None: the plan is its client's own); `address_items`: the (row, sketch) items that are the
-    client address."""
+    (None: the plan is its client's own); the items that are the client's address are the part's
+    `address_items`. About a kilobyte for a plan of a client's own; the plans the lane makes from a
+    template share the template's."""
 
     rows: tuple[Observation, ...]
     part: LanePart
