@@ -97,6 +97,25 @@ def wrk(url: str, seconds: int = 8, connections: int = 32, script: Path | None =
     }
 
 
+@contextlib.contextmanager
+def own_redis(prefix: str = "sw-bench-redis-") -> Iterator[Served]:
+    """A redis-server of the benchmark's own on a free loopback port, persisting nothing, stopped
+    and its directory removed at the end."""
+    import tempfile
+
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield Served(port, redis.pid)
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 

@@ -71,7 +71,7 @@ from busy_forwarder import line_gather  # noqa: E402 - bench/ is on the path whe
 
 from tests.support import CHROME_NAVIGATION  # noqa: E402 - the repository root is added just above
 
-from common import cpu_split  # noqa: E402 - bench/, as for busy_forwarder
+from common import cpu_split, own_redis  # noqa: E402 - bench/, as for busy_forwarder
 
 UPSTREAM_APP = '''
 PAGE = (b"<!doctype html><html><head><title>Product</title></head><body>" + b"<p>item</p>" * 160
@@ -343,13 +343,11 @@ def cpu_busy_ticks() -> list[tuple[int, int]]:
     return ticks
 
 
-def redis_setups(stack: contextlib.ExitStack, tmp: Path, upstream_port: int, env: dict) -> tuple[dict, int]:
+def redis_setups(stack: contextlib.ExitStack, upstream_port: int, env: dict) -> tuple[dict, int]:
     """A redis-server of our own on a free loopback port (nothing persisted), and the proxy on it
     with one worker and with two: name → (url, pids), and Redis's pid."""
-    redis_port = free_port()
-    redis = stack.enter_context(running(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                         "--save", "", "--appendonly", "no", "--dir", str(tmp)], redis_port))
-    store = ("--store", f"redis://127.0.0.1:{redis_port}/0")
+    redis = stack.enter_context(own_redis())
+    store = ("--store", f"redis://127.0.0.1:{redis.port}/0")
     found = {}
     for name, workers in (("redis", 1), ("redis_2w", 2)):
         port = free_port()
@@ -401,7 +399,7 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
             gatherer = stack.enter_context(running(command, port, env=env, cwd=ROOT))
             found[name] = (f"http://127.0.0.1:{port}", [gatherer.pid])
         if args.redis:
-            more, args.store_pid = redis_setups(stack, tmp, upstream_port, env)
+            more, args.store_pid = redis_setups(stack, upstream_port, env)
             found.update(more)
         if nginx:
             conf = nginx_conf(tmp, nginx_port, upstream_port)

@@ -25,11 +25,9 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import ROOT, emit, free_port, wait_for_port
+from common import ROOT, emit, own_redis
 
 sys.path.insert(0, str(ROOT))
 
@@ -157,17 +155,8 @@ def main() -> int:
     if args.base:
         scripts["base"] = script_at(args.base)
     scripts["floor"] = floor_script(window_script())
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="sw-bench-script-"))
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        results = asyncio.run(replay(port, scripts, stream, args.rounds))
-    finally:
-        redis.terminate()
-        redis.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with own_redis("sw-bench-script-") as redis:
+        results = asyncio.run(replay(redis.port, scripts, stream, args.rounds))
     observations = sum(len(o) for o, _ in stream)
     median = {name: sorted(values)[len(values) // 2] for name, values in results.items()}
     emit({

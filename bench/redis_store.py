@@ -16,11 +16,9 @@ import argparse
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import BENCH_DIR, cpu_seconds, emit, free_port, have_wrk, uvicorn_server, wait_for_port, wrk
+from common import BENCH_DIR, cpu_seconds, emit, have_wrk, own_redis, uvicorn_server, wrk
 
 
 def command_stats(port: int) -> dict[str, int]:
@@ -74,27 +72,17 @@ def main() -> int:
     if not have_wrk() or not shutil.which("redis-server"):
         print("needs wrk and redis-server (apt-get install wrk redis-server)", file=sys.stderr)
         return 2
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="sw-bench-redis-"))
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
+    with own_redis() as redis:
+        uri = f"redis://127.0.0.1:{redis.port}/0"
         bare = measure("shop_bare", args.seconds, args.connections)
         memory = measure("shop_protected", args.seconds, args.connections)
-        # What the Redis store's requests would cost on the memory store without the fast lane: the
-        # Python path both take, so the difference is the store's own.
+        # Each store with the fast lane off too: every request on the Python path, as a baseline for
+        # what the lane takes back on each.
         python_path = measure("shop_protected", args.seconds, args.connections, env={"SHIELDWARE_FAST_LANE": "0"})
-        redis_run = measure("shop_protected", args.seconds, args.connections, f"redis://127.0.0.1:{port}/0", port,
-                            redis.pid)
-        redis_python = measure("shop_protected", args.seconds, args.connections, f"redis://127.0.0.1:{port}/0", port,
-                               redis.pid, env={"SHIELDWARE_FAST_LANE": "0"})
-        alone = measure("shop_protected", args.seconds, args.connections, f"redis://127.0.0.1:{port}/0?gather=off",
-                        port, redis.pid)
-    finally:
-        redis.terminate()
-        redis.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        redis_run = measure("shop_protected", args.seconds, args.connections, uri, redis.port, redis.pid)
+        redis_python = measure("shop_protected", args.seconds, args.connections, uri, redis.port, redis.pid,
+                               env={"SHIELDWARE_FAST_LANE": "0"})
+        alone = measure("shop_protected", args.seconds, args.connections, f"{uri}?gather=off", redis.port, redis.pid)
     network, inside, delta = commands_per_request(redis_run)
     commands_per_request(redis_python)
     alone_network, _, _ = commands_per_request(alone)

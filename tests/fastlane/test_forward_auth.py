@@ -24,10 +24,9 @@ from shieldware.middleware import ShieldMiddleware
 from shieldware.policy import default_policy, default_policy_text
 from shieldware.proxy.forward_auth import ForwardAuthEndpoint
 from shieldware.store import MemoryStore, open_store
-from tests.fastlane.test_equivalence import comparable
+from tests.fastlane.test_equivalence import comparable, run
 from tests.fastlane.test_remote import windows_in_redis
 from tests.fastlane.traffic import stream
-from tests.redis_support import redis_server
 from tests.support import SimulatedClock
 
 pytestmark = pytest.mark.skipif(native is None, reason="the fast lane's C extension is not compiled here")
@@ -68,27 +67,8 @@ def as_check(scope: dict) -> dict:
     return {**scope, "path": CHECK, "raw_path": CHECK.encode(), "query_string": b"style=nginx", "headers": headers}
 
 
-async def ask(middleware: ShieldMiddleware, clock: SimulatedClock, traffic: list) -> list[tuple[int, dict]]:
-    answers = []
-    for delay, scope in traffic:
-        clock.advance(delay)
-        sent: list[dict] = []
-
-        async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message, sent=sent):
-            sent.append(message)
-
-        await middleware(as_check(scope), receive, send)
-        start = sent[0]
-        headers = {k.decode(): v.decode() for k, v in start.get("headers", []) if k != b"x-shield-ref"}
-        answers.append((start["status"], headers))
-    return answers
-
-
 def compare_checks(mode: str, seed: int, stores: tuple[Any, Any], requests: int = 2000) -> tuple:
-    traffic = stream(seed, requests)
+    checks = [(delay, as_check(scope)) for delay, scope in stream(seed, requests)]
     clocks = SimulatedClock(1_800_000_000.0), SimulatedClock(1_800_000_000.0)
     (lane_app, lane_decided), (python_app, python_decided) = (
         checking(mode, fast, clock, store) for fast, clock, store in zip((True, False), clocks, stores, strict=True))
@@ -96,11 +76,11 @@ def compare_checks(mode: str, seed: int, stores: tuple[Any, Any], requests: int 
 
     async def asked(middleware: ShieldMiddleware, clock: SimulatedClock) -> list:
         try:
-            return await ask(middleware, clock, traffic)
+            return await run(middleware, clock, checks)
         finally:
             await middleware.engine.store.close()
 
-    assert asyncio.run(asked(lane_app, clocks[0])) == asyncio.run(asked(python_app, clocks[1]))
+    assert asyncio.run(asked(lane_app, clocks[0])) == asyncio.run(asked(python_app, clocks[1]))  # statuses, X-Shield-*
     assert len(lane_decided) == len(python_decided) == requests
     for n, (mine, theirs) in enumerate(zip(lane_decided, python_decided, strict=True)):
         assert comparable(mine) == comparable(theirs), f"decision {n} differs"
@@ -119,14 +99,13 @@ def test_checks_are_decided_by_the_lane_as_on_the_python_path(mode, seed):
     assert np.array_equal(lane_windows.state, python_windows.state)
 
 
-def test_checks_on_redis_are_decided_by_the_lane_as_on_the_python_path(tmp_path):
-    with redis_server(tmp_path / "redis") as server:
-        tag = random.randrange(1 << 30)
-        prefixes = f"lane{tag}", f"python{tag}"
-        stores = tuple(open_store(f"{server.uri}?prefix={prefix}&timeout=5") for prefix in prefixes)
-        lane_app, _ = compare_checks("monitor", 3, stores, requests=1500)
-        assert lane_app.lane.counts()["hit"] > 500
-        assert windows_in_redis(server.uri, prefixes[0]) == windows_in_redis(server.uri, prefixes[1])
+def test_checks_on_redis_are_decided_by_the_lane_as_on_the_python_path(redis_uri):
+    tag = random.randrange(1 << 30)
+    prefixes = f"lane{tag}", f"python{tag}"
+    stores = tuple(open_store(f"{redis_uri}?prefix={prefix}&timeout=5") for prefix in prefixes)
+    lane_app, _ = compare_checks("monitor", 3, stores, requests=1500)
+    assert lane_app.lane.counts()["hit"] > 500
+    assert windows_in_redis(redis_uri, prefixes[0]) == windows_in_redis(redis_uri, prefixes[1])
 
 
 def test_a_check_about_an_unusual_request_is_decided_on_the_python_path():
@@ -141,7 +120,7 @@ def test_a_check_about_an_unusual_request_is_decided_on_the_python_path():
     before = asked_of_the_lane()
 
     async def twice():
-        await ask(middleware, clock, [(1.0, conflicting), (1.0, conflicting)])
+        await run(middleware, clock, [(1.0, as_check(conflicting))] * 2)
 
     asyncio.run(twice())
     assert asked_of_the_lane() == before  # the lane was never asked about the client's request

@@ -26,22 +26,10 @@ from shieldware.store import open_store
 from shieldware.store.base import Observation
 from tests.fastlane.test_equivalence import REF, Recorder, comparable, run, without_numbers
 from tests.fastlane.traffic import stream
-from tests.redis_support import RedisProcess, redis_cluster, redis_server
+from tests.redis_support import RedisProcess
 from tests.support import CHROME_NAVIGATION, SimulatedClock
 
 pytestmark = pytest.mark.skipif(native is None, reason="the fast lane's C extension is not compiled here")
-
-
-@pytest.fixture(scope="module")
-def redis_uri(tmp_path_factory):
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server.uri
-
-
-@pytest.fixture(scope="module")
-def cluster_uri(tmp_path_factory):
-    with redis_cluster(tmp_path_factory.mktemp("cluster")) as uri:
-        yield uri
 
 
 def protected(uri: str, mode: str, fast: bool, clock: SimulatedClock, hold: float = 0.0,

@@ -1,4 +1,4 @@
-"""Real Redis servers for the store tests: one single server and one 3-master cluster per module."""
+"""Real Redis servers for the tests that need them: one single server and one 3-master cluster per module."""
 
 from __future__ import annotations
 
