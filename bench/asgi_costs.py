@@ -90,9 +90,9 @@ async def run(app, scopes: list[dict]) -> float:
     return time.perf_counter() - started
 
 
-def protect(app, signals: str, pace: float) -> ShieldMiddleware:
+def protect(app, signals: str, pace: float, **options) -> ShieldMiddleware:
     chosen = apps._protected(app, signals)  # the served benchmark's engine and policy
-    return ShieldMiddleware(app, engine=chosen.engine, clock=paced_clock(pace))
+    return ShieldMiddleware(app, engine=chosen.engine, clock=paced_clock(pace), **options)
 
 
 async def measure(requests: int, profile: bool, signals: str = "all", pace: float = 15000.0,

@@ -20,8 +20,12 @@ The counts repeat exactly from run to run. The lane's outcomes for the measured 
 with them (a change that moves requests from one outcome to another changes the count for that
 reason too).
 
-Usage: python bench/lane_instructions.py [--shoppers 2000] [--requests 3000] [--keep DIR]
---keep copies the two callgrind dumps (bare, protected) to DIR, for callgrind_annotate.
+Each request's scope is a fresh dict, let go of inside the count as a server lets go of its own.
+
+Usage: python bench/lane_instructions.py [--shoppers 2000] [--requests 3000] [--as-proxy] [--keep DIR]
+--as-proxy makes the middleware as the proxy does (X-Shield-* lines in the decision, the server's scope
+changed in place: shieldware/proxy/app.py). --keep copies the two callgrind dumps (bare, protected)
+to DIR, for callgrind_annotate.
 Needs valgrind (Debian package `valgrind`); says so and exits 2 without it.
 """
 
@@ -53,7 +57,7 @@ def counted(phase: str, pid: int, run) -> None:
     callgrind_control("-i", "off", str(pid))
 
 
-async def child(shoppers: int, requests: int) -> dict:
+async def child(shoppers: int, requests: int, as_proxy: bool) -> dict:
     """Runs under callgrind: warms the middleware, then counts the two phases."""
     from asgi_costs import crowd, protect
 
@@ -67,15 +71,16 @@ async def child(shoppers: int, requests: int) -> dict:
 
     os.environ["SHIELDWARE_BENCH_CLIENTS"] = "many"  # the benchmark's policy trusts the crowd's edge
     app = apps.minimal_app()
-    middleware = protect(app, "all", PACE)
+    middleware = protect(app, "all", PACE, headers_in_scope=not as_proxy, scope_in_place=as_proxy)
     for scope in crowd(shoppers * 3, seed=1, shoppers=range(shoppers)):
         await middleware.handle(dict(scope), receive, send)
-    scopes = [dict(scope) for scope in crowd(requests, seed=3, shoppers=range(shoppers))]
+    measured = crowd(requests, seed=3, shoppers=range(shoppers))
     pid = os.getpid()
 
     def each(call) -> None:
-        for scope in scopes:
-            call(scope, receive, send).close()  # made and dropped unrun
+        scopes = [dict(scope) for scope in reversed(measured)]  # popped in the crowd's order
+        while scopes:
+            call(scopes.pop(), receive, send).close()  # made and dropped unrun, its scope with it
 
     counted("bare", pid, lambda: each(app))
     before = middleware.lane.counts()
@@ -88,23 +93,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shoppers", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--as-proxy", action="store_true", help="the middleware as the proxy makes it")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps to this directory")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(child(args.shoppers, args.requests))))
+        print(json.dumps(asyncio.run(child(args.shoppers, args.requests, args.as_proxy))))
         return 0
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         print("lane_instructions: valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
     # Once plainly first, so Numba's cache holds the kernels (compiling them under valgrind is slow).
-    command = [sys.executable, __file__, "--child", "--shoppers", str(args.shoppers), "--requests", "10"]
+    proxy = ["--as-proxy"] if args.as_proxy else []
+    command = [sys.executable, __file__, "--child", "--shoppers", str(args.shoppers), "--requests", "10", *proxy]
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     with tempfile.TemporaryDirectory() as name:
         out = Path(name) / "callgrind.out"
         child_run = subprocess.run(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable,
-             __file__, "--child", "--shoppers", str(args.shoppers), "--requests", str(args.requests)],
+             __file__, "--child", "--shoppers", str(args.shoppers), "--requests", str(args.requests), *proxy],
             check=True, capture_output=True, text=True, timeout=3600)
         outcomes = json.loads(child_run.stdout.strip().splitlines()[-1])
         dumps = sorted(Path(name).glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))
@@ -118,7 +125,7 @@ def main() -> int:
     print(json.dumps({
         "benchmark": "lane_instructions",
         "question": "instructions per crowd request: the app called bare vs through the middleware's front door",
-        "shoppers": args.shoppers, "requests": args.requests,
+        "shoppers": args.shoppers, "requests": args.requests, "as_proxy": args.as_proxy,
         "bare_app_instructions_per_request": round(bare),
         "protected_instructions_per_request": round(protected),
         "added_instructions_per_request": round(protected - bare),

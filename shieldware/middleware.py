@@ -54,6 +54,10 @@ class ShieldMiddleware:
     `headers_in_scope=False` is for an app that writes its upstream request itself (the proxy's
     forwarder): the X-Shield-* headers are not added to the scope's headers (a client's own are
     still taken off) but given as `decision.header_lines`, the lines of a head.
+    `scope_in_place=True` is for a server that makes a scope and its state dict for each request
+    and reads neither back (the proxy's uvicorn): the app gets them with the decision added rather
+    than copies, two dict copies a request saved. ASGI asks middleware to copy; only a caller that
+    owns the server may say so.
     """
 
     def __init__(
@@ -67,9 +71,11 @@ class ShieldMiddleware:
         prefix: str = "/.shieldware",
         fast_lane: bool = True,
         headers_in_scope: bool = True,
+        scope_in_place: bool = False,
     ) -> None:
         self.app = app
         self.headers_in_scope = headers_in_scope
+        self.scope_in_place = scope_in_place
         if engine is None:
             if isinstance(policy, (str, Path)):
                 policy = load_policy(policy)
@@ -115,7 +121,8 @@ class ShieldMiddleware:
         if self.lane is not None:
             self.lane.native.set_front(self.app, self.clock, self._after_front, self._hear,
                                        self.lane.by_group(self._outcome_headers), self.lane.feedback_statuses,
-                                       self.lane.rearm, scope_headers=headers_in_scope)
+                                       self.lane.rearm, scope_headers=headers_in_scope,
+                                       scope_in_place=scope_in_place)
             self.handle = self.lane.native.handle
 
     def _facts(self, scope: Scope, now: float) -> RequestFacts:
@@ -358,7 +365,8 @@ class ShieldMiddleware:
         response statuses the engine must hear of (None: every one), for planned requests whose
         signals said which statuses they act on.
         """
-        scope = dict(scope)
+        if not self.scope_in_place:
+            scope = dict(scope)
         if not headers_clean:  # the client sent X-Shield-* itself: drop them, the app must be able to trust ours
             scope["headers"] = [h for h in scope["headers"] if not h[0].lower().startswith(SHIELD_HEADER_PREFIXES)]
         if self.headers_in_scope:
@@ -366,7 +374,8 @@ class ShieldMiddleware:
         else:
             decision.header_lines = head_lines(decision.shield_headers())
         state = scope.get("state")
-        scope["state"] = state = dict(state) if state else {}
+        if not (self.scope_in_place and type(state) is dict):
+            scope["state"] = state = dict(state) if state else {}
         state["shield"] = decision
         decision.reporter = self._report
         await self._serve(scope, decision, receive, send, now, feedback_on)

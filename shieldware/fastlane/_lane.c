@@ -257,6 +257,8 @@ typedef struct {
     PyObject *front_app, *front_clock, *front_rest, *front_hear, *front_hear_on, *front_watched, *front_rearm;
     int front_wall; /* front_clock is time.time: read it here, with no call and no float for most requests */
     int front_lines; /* the app writes the X-Shield-* lines itself (decision.header_lines), none in its scope */
+    int front_in_place; /* the app gets the server's own scope and state (set_front's scope_in_place) */
+    int fronting;       /* inside handle(): app_scope() may change the server's scope in place */
     PyObject *front_decision; /* borrowed: the decision in the app scope decide() just returned */
     int front_group;          /* and that request's route group */
 } Lane;
@@ -1622,46 +1624,52 @@ static PyObject *headers_with_shield(PyObject *scope_headers, PlanSlot *plan, Py
     return headers;
 }
 
-/* The scope the app sees: a copy with the decision in its state, and the X-Shield-* headers appended
- * to its headers, or, when the app writes them itself, their lines in the decision (what
- * ShieldMiddleware._pass does for decisions made in Python). */
+/* The state dict the app's scope gets: the server's own when the lane may change it in place, else
+ * a copy (a mapping of another kind, or none, becomes a dict of its items). A new reference. */
+static PyObject *app_state(PyObject *scope, int in_place) {
+    PyObject *state = PyDict_GetItemWithError(scope, S_state);
+    if (state != NULL && PyDict_CheckExact(state) && in_place) return Py_NewRef(state);
+    if (state != NULL && PyDict_Check(state)) return PyDict_Copy(state);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *own = PyDict_New();
+    if (own != NULL && state != NULL && state != Py_None && PyDict_Update(own, state) < 0) Py_CLEAR(own);
+    return own;
+}
+
+/* The scope the app sees, with the decision in its state, and the X-Shield-* headers appended to its
+ * headers or, when the app writes them itself, their lines in the decision (what
+ * ShieldMiddleware._pass does for decisions made in Python). A copy of the server's scope, or the
+ * server's scope itself when handle() was told the server reads neither it nor its state back
+ * (set_front's scope_in_place: uvicorn makes both for each request): two dict copies saved. */
 static PyObject *app_scope(Lane *self, PyObject *scope, PyObject *scope_headers, PyObject *decision, PlanSlot *plan) {
     PyObject *ref = *(PyObject **)((char *)decision + self->offsets[F_REF]);
-    PyObject *copy = PyDict_Copy(scope);
-    if (copy == NULL) return NULL;
+    int in_place = self->fronting && self->front_in_place;
+    PyObject *answer = in_place ? Py_NewRef(scope) : PyDict_Copy(scope);
+    if (answer == NULL) return NULL;
     if (self->front_lines) {
         PyObject *lines = shield_lines(plan, ref);
         if (lines == NULL) {
-            Py_DECREF(copy);
+            Py_DECREF(answer);
             return NULL;
         }
         Py_SETREF(*(PyObject **)((char *)decision + self->offsets[F_LINES]), lines);
     } else {
         PyObject *headers = headers_with_shield(scope_headers, plan, ref);
-        int failed = headers == NULL || PyDict_SetItem(copy, S_headers, headers) < 0;
+        int failed = headers == NULL || PyDict_SetItem(answer, S_headers, headers) < 0;
         Py_XDECREF(headers);
         if (failed) {
-            Py_DECREF(copy);
+            Py_DECREF(answer);
             return NULL;
         }
     }
-    PyObject *state = PyDict_GetItemWithError(scope, S_state);
-    if (state != NULL && PyDict_Check(state))
-        state = PyDict_Copy(state);
-    else if (PyErr_Occurred())
-        state = NULL;
-    else {
-        PyObject *given = state; /* another mapping (or none): its items, in a dict of our own */
-        state = PyDict_New();
-        if (state != NULL && given != NULL && given != Py_None && PyDict_Update(state, given) < 0) Py_CLEAR(state);
-    }
-    if (state == NULL || PyDict_SetItem(state, S_shield, decision) < 0 || PyDict_SetItem(copy, S_state, state) < 0) {
-        Py_DECREF(copy);
+    PyObject *state = app_state(scope, in_place);
+    if (state == NULL || PyDict_SetItem(state, S_shield, decision) < 0 || PyDict_SetItem(answer, S_state, state) < 0) {
+        Py_DECREF(answer);
         Py_XDECREF(state);
         return NULL;
     }
     Py_DECREF(state);
-    return copy;
+    return answer;
 }
 
 static PyObject *decide(Lane *self, PyObject *scope, double now) {
@@ -2579,7 +2587,7 @@ static PyMethodDef Lane_methods[] = {
     {"triggered", (PyCFunction)Lane_triggered, METH_VARARGS,
      "triggered(group, stats rows): the bits of the triggers that fire (for tests)"},
     {"set_front", (PyCFunction)(void (*)(void))Lane_set_front, METH_VARARGS | METH_KEYWORDS,
-     "set_front(app, clock, rest, hear, watched, hear_on, rearm, scope_headers=True): what handle() needs"},
+     "set_front(app, clock, rest, hear, watched, hear_on, rearm, scope_headers=True, scope_in_place=False): what handle() needs"},
     {"set_hear_on", (PyCFunction)Lane_set_hear_on, METH_O, "set_hear_on(statuses): the statuses planned requests feed back"},
     {"handle", (PyCFunction)(void (*)(void))Lane_handle, METH_FASTCALL,
      "handle(scope, receive, send): ShieldMiddleware's front door (see Lane_handle)"},
@@ -2908,7 +2916,9 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
         }
         Py_DECREF(done);
     }
+    self->fronting = 1;
     PyObject *answer = decide_armed(self, scope, now);
+    self->fronting = 0;
     if (answer == NULL) {
         Py_XDECREF(clock);
         return NULL;
@@ -2939,16 +2949,21 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
     return served;
 }
 
-/* set_front(app, clock, rest, hear, watched, hear_on, rearm, scope_headers=True): `watched` holds, by
+/* set_front(app, clock, rest, hear, watched, hear_on, rearm, scope_headers=True, scope_in_place=False):
+ * `watched` holds, by
  * route group index as the lane numbers them, the outcome headers a response watch copies (None or a
  * frozenset); rearm(now) is called when the switchboard's refresh falls due; scope_headers false: the
- * app writes the X-Shield-* lines itself, from decision.header_lines (the proxy's forwarder). */
+ * app writes the X-Shield-* lines itself, from decision.header_lines (the proxy's forwarder);
+ * scope_in_place true: the server makes a scope and state dict for each request and reads neither
+ * back, so a planned request's app gets them changed rather than copied (the proxy's uvicorn). */
 static PyObject *Lane_set_front(Lane *self, PyObject *args, PyObject *kwargs) {
-    static char *names[] = {"app", "clock", "rest", "hear", "watched", "hear_on", "rearm", "scope_headers", NULL};
+    static char *names[] = {"app", "clock", "rest", "hear", "watched", "hear_on", "rearm", "scope_headers",
+                            "scope_in_place", NULL};
     PyObject *app, *clock, *rest, *hear, *watched, *hear_on, *rearm;
-    int scope_headers = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO!O!O|p:set_front", names, &app, &clock, &rest, &hear,
-                                     &PyTuple_Type, &watched, &PyFrozenSet_Type, &hear_on, &rearm, &scope_headers))
+    int scope_headers = 1, scope_in_place = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO!O!O|pp:set_front", names, &app, &clock, &rest, &hear,
+                                     &PyTuple_Type, &watched, &PyFrozenSet_Type, &hear_on, &rearm, &scope_headers,
+                                     &scope_in_place))
         return NULL;
     if (PyTuple_GET_SIZE(watched) != self->n_groups) {
         PyErr_Format(PyExc_ValueError, "watched names %zd route groups, the lane has %d", PyTuple_GET_SIZE(watched),
@@ -2959,6 +2974,7 @@ static PyObject *Lane_set_front(Lane *self, PyObject *args, PyObject *kwargs) {
     Py_XSETREF(self->front_clock, Py_NewRef(clock));
     self->front_wall = clock == time_time;
     self->front_lines = !scope_headers;
+    self->front_in_place = scope_in_place;
     Py_XSETREF(self->front_rest, Py_NewRef(rest));
     Py_XSETREF(self->front_hear, Py_NewRef(hear));
     Py_XSETREF(self->front_watched, Py_NewRef(watched));

@@ -103,7 +103,9 @@ class ProxyApp:
             engine = Engine(policy, store, decision_log=decision_log)
             # The forwarder writes the X-Shield-* lines into the upstream request itself, from the
             # decision: cheaper than adding them to the scope's headers for it to copy one by one.
-            middleware = ShieldMiddleware(inner, engine=engine, headers_in_scope=False)
+            # uvicorn makes each request's scope and state afresh and never reads them back: the
+            # forwarder may have them with the decision added, not copies of them.
+            middleware = ShieldMiddleware(inner, engine=engine, headers_in_scope=False, scope_in_place=True)
             # Serving https itself, the proxy reads each ClientHello (proxy/https.py).
             middleware.own_tls = bool(settings.tls_cert)
             # uvicorn hands the proxy each connection's real peer (proxy_headers off): a peer that is

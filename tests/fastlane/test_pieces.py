@@ -12,6 +12,7 @@ import random
 import re
 import struct
 import time
+import types
 from typing import Any
 
 import pytest
@@ -451,6 +452,43 @@ async def test_the_front_door_hands_a_planned_request_the_apps_own_coroutine(hea
     assert type(watch).__name__ == "ResponseWatch" and watch.status == 200
     assert [m["type"] for m in sent].count("http.response.start") == 3
     assert middleware.lane.counts()["hit"] >= 1
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+@pytest.mark.parametrize("given_state", ["dict", "mapping", "none"])
+async def test_the_app_gets_the_servers_own_scope_only_when_told_it_may(in_place, given_state):
+    """ASGI asks middleware to copy the scope before it changes it; the proxy, which owns its server,
+    says its scopes may be changed in place (`scope_in_place`). Either way, on the Python path and
+    the lane's, the app's state holds what the server's held and the decision; copied, the server's
+    own scope and state are left as they were."""
+    seen: list[tuple[dict, object]] = []
+    app, receive, send = recording_app(seen), no_body, discard
+    middleware = ShieldMiddleware(app, policy=default_policy(mode="monitor"), store=MemoryStore(capacity=64),
+                                  headers_in_scope=False, scope_in_place=in_place)
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    servers: list[dict] = []
+    for _ in range(3):
+        scope = scope_with(headers, path="/about", client=("198.51.100.6", 4000))
+        scope.pop("state", None)
+        if given_state != "none":
+            state = {"shop": "kept"}
+            scope["state"] = state if given_state == "dict" else types.MappingProxyType(state)
+        servers.append(scope)
+        awaitable = middleware.handle(scope, receive, send)
+        await awaitable
+    assert awaitable.cr_code is app.__code__  # the last one was decided in the lane
+    for server_scope, (app_scope, _) in zip(servers, seen, strict=True):
+        state = app_scope["state"]
+        assert type(state) is dict and state["shield"].client_ip == "198.51.100.6"
+        assert state.get("shop") == (None if given_state == "none" else "kept")
+        assert app_scope["headers"] == headers
+        if in_place:
+            assert app_scope is server_scope
+            if given_state == "dict":
+                assert server_scope["state"] is state
+        else:
+            assert app_scope is not server_scope
+            assert "shield" not in server_scope.get("state", {})
 
 
 @pytest.mark.parametrize("wall", [True, False])
