@@ -1268,14 +1268,31 @@ static int retire_plan(Lane *self, PlanSlot *slot) {
 
 static void empty_template(Template *t);
 
+/* A slot that never held anything, or was emptied and holds nothing now. Asked before clearing
+ * one: the tables are tens of MB of mapped memory, most of it never touched, and writing its zeros
+ * again would make the kernel hand over every page (about 70 ms a clear, here; a lane is cleared
+ * when the proxy reloads its policy and when the address databases change under it). */
+static int plan_blank(const PlanSlot *slot) {
+    if (slot->hash != 0 || slot->hits != 0 || slot->plan != NULL || slot->shield_headers != NULL ||
+        slot->rule_globs != NULL || slot->ints != NULL)
+        return 0;
+    for (int f = 0; f < N_FIELDS; f++)
+        if (slot->fields[f] != NULL) return 0;
+    return 1;
+}
+
 static int clear_tables(Lane *self) {
     if (self->plans != NULL)
         for (uint32_t i = 0; i < self->plan_buckets * WAYS; i++)
-            if (retire_plan(self, &self->plans[i]) < 0) return -1;
+            if (!plan_blank(&self->plans[i]) && retire_plan(self, &self->plans[i]) < 0) return -1;
     if (self->templates != NULL)
-        for (uint32_t i = 0; i < self->template_buckets * WAYS; i++) empty_template(&self->templates[i]);
+        for (uint32_t i = 0; i < self->template_buckets * WAYS; i++) {
+            Template *t = &self->templates[i];
+            if (t->hash != 0 || t->n_recipes != 0 || !plan_blank(&t->proto)) empty_template(t);
+        }
     if (self->shapes != NULL)
         for (uint32_t i = 0; i < self->shape_buckets * WAYS; i++) {
+            if (self->shapes[i].gen == 0 && self->shapes[i].bytes == NULL) continue; /* never held a shape */
             PyMem_Free(self->shapes[i].bytes);
             self->shapes[i].bytes = NULL;
             self->shapes[i].hash = 0;

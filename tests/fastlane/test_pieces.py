@@ -491,6 +491,34 @@ async def test_the_app_gets_the_servers_own_scope_only_when_told_it_may(in_place
             assert "shield" not in server_scope.get("state", {})
 
 
+async def test_clearing_the_lane_retires_the_plans_in_use_and_counts_their_decisions():
+    """clear() (a policy reload, new address databases) passes over the slots that hold nothing
+    without writing to them; the plans that are in use still go, their decisions still counted."""
+    seen: list[tuple[dict, object]] = []
+    middleware = ShieldMiddleware(recording_app(seen), policy=default_policy(mode="monitor"),
+                                  store=MemoryStore(capacity=64))
+    native = middleware.lane.native
+    headers = [(n.encode(), v.encode()) for n, v in CHROME_NAVIGATION]
+    clients = [f"198.51.100.{n}" for n in range(10, 14)]
+
+    async def visit(client: str) -> None:
+        await middleware.handle(scope_with(headers, path="/about", client=(client, 4000)), no_body, discard)
+
+    for _ in range(3):
+        for client in clients:
+            await visit(client)
+    before = native.counts()
+    assert before["hit"] + before["made"] >= 2 * len(clients)
+    native.clear()
+    retired = native.drain()[0]
+    assert sum(hits for _, hits in retired) == before["hit"] + before["made"]
+    await visit(clients[0])  # its plan went with the rest: the Python path decides it again
+    after = native.counts()
+    assert after["miss"] == before["miss"] + 1
+    await visit(clients[0])  # planned again
+    assert native.counts()["hit"] == after["hit"] + 1 and len(seen) == 3 * len(clients) + 2
+
+
 @pytest.mark.parametrize("wall", [True, False])
 async def test_the_front_door_decides_at_the_middlewares_clock(wall):
     """With time.time as the clock the front door reads the wall clock itself, as time.time does;
