@@ -1,7 +1,7 @@
 """How much throughput does the proxy keep? wrk against six setups (nine with --footprint) in one run, JSON out.
 
     python bench/proxy.py [--seconds 3] [--rounds 3] [--traffic one_client|crowd|both] [--busy-us 5]
-                          [--no-minimal] [--footprint] [--pin] [--redis] [--profile out.raw]
+                          [--no-minimal] [--footprint] [--pin] [--redis] [--profile out.raw [--profile-setup NAME]]
 
 Setups (all on loopback, each server a process of its own, one worker each):
   direct   wrk -> upstream
@@ -34,7 +34,7 @@ Absolute numbers depend on the machine and on what else runs on it; compare the 
 which come from one run. `--pin` keeps every serving process on CPU 0 and the shared upstream and
 wrk on CPU 1 (direct then gets an upstream of its own on CPU 0): each server alone on its core.
 Each run reports every CPU's busy share (`cpu_busy`): pinned, a peer CPU near 1.0 caps the setup.
-`--profile FILE` samples the proxy with py-spy during its first run.
+`--profile FILE` samples the proxy with py-spy during its first run (`--profile-setup redis`: the proxy on Redis).
 
 The busy setup calibrates: here, with wrk and the upstream on the same two cores, a µs of work
 added to the serving process costs more than a µs of served time (its peers, idle more often,
@@ -496,6 +496,8 @@ def main() -> int:
     parser.add_argument("--redis", action="store_true",
                         help="also serve the proxy on the Redis store, with one worker and with two")
     parser.add_argument("--profile", help="write a py-spy profile (raw) of the proxy here")
+    parser.add_argument("--profile-setup", default="proxy",
+                        help="the setup --profile samples (default proxy; redis, redis_2w with --redis)")
     args = parser.parse_args()
     args.store_pid = 0
     if shutil.which("wrk") is None:
@@ -521,7 +523,7 @@ def main() -> int:
                 for round_number in range(args.rounds):
                     for name, (url, pids) in found.items():
                         profiler = None
-                        if args.profile and name == "proxy" and round_number == 0 and kind == kinds[0]:
+                        if args.profile and name == args.profile_setup and round_number == 0 and kind == kinds[0]:
                             profiler = start_profiler(pids[0], args)
                         store_pid = args.store_pid if name.startswith("redis") else 0
                         runs[kind].setdefault(name, []).append(measure_once(url, pids, script, args, store_pid))
