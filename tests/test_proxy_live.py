@@ -51,6 +51,16 @@ def upstream_headers(response: requests.Response) -> dict[str, list[str]]:
     return seen
 
 
+def failures_counted(url: str) -> dict[tuple[str, str, str], float]:
+    """shieldware_proxy_failures_total, by (side, reason, answered), from the proxy's metrics."""
+    text = requests.get(url + "/.shieldware/metrics", timeout=10).text
+    counted = {}
+    for labels, value in re.findall(r"^shieldware_proxy_failures_total\{(.*)\} (\S+)$", text, re.MULTILINE):
+        named = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        counted[(named["side"], named["reason"], named["answered"])] = float(value)
+    return counted
+
+
 # ---- memory: bodies stream, they are never buffered ----------------------------------------------
 
 
@@ -111,11 +121,14 @@ def test_oversized_body_is_413_and_never_reaches_upstream(upstream):
         assert streamed.status_code == 413
         small = requests.post(proxy.url + "/upload", data=b"z" * 1000, timeout=30)
         assert small.json() == {"received": 1000}
+        # the declared one and the streamed one: the operator sees what the clients were refused
+        assert failures_counted(proxy.url) == {("client", "body_too_large", "413"): 2.0}
 
 
 def test_a_host_missing_or_given_twice_is_400_and_never_reaches_upstream(monitor_proxy, upstream):
     """RFC 9112 §3.2: the shop and the edge could each read a different host from such a request."""
     hits = upstream.recorder.hits
+    refused_before = failures_counted(monitor_proxy.url).get(("client", "bad_request", "400"), 0.0)
     twice = _exchange(monitor_proxy.port,
                       [b"GET /page HTTP/1.1\r\nHost: shop\r\nHost: evil\r\nConnection: close\r\n\r\n"])
     assert twice.startswith(b"HTTP/1.1 400 ") and b"more than once" in twice
@@ -126,6 +139,7 @@ def test_a_host_missing_or_given_twice_is_400_and_never_reaches_upstream(monitor
     refused = _exchange(monitor_proxy.port, [handshake])
     assert refused.startswith(b"HTTP/1.1 400 ") and b"more than once" in refused
     assert upstream.recorder.hits == hits
+    assert failures_counted(monitor_proxy.url)[("client", "bad_request", "400")] == refused_before + 3
     # HTTP/1.0 may leave the host out: the upstream's own name is sent for it
     old = _exchange(monitor_proxy.port, [b"GET /echo-headers HTTP/1.0\r\n\r\n"])
     assert old.startswith(b"HTTP/1.1 200 ") and upstream.recorder.hits == hits + 1
@@ -262,7 +276,9 @@ def test_an_upstream_response_head_over_max_head_is_502(upstream):
     with proxy_process("--upstream", upstream.url, "--monitor", "--max-head", "8k") as proxy:
         refused = requests.get(proxy.url + "/big-header?bytes=20000", timeout=30)
         passed = requests.get(proxy.url + "/big-header?bytes=7000", timeout=30)
+        counted = failures_counted(proxy.url)
         printed = proxy.stop()
+    assert counted == {("upstream", "malformed", "502"): 1.0}
     assert refused.status_code == 502 and "could not be reached" in refused.text
     assert "x-pad" not in refused.headers
     assert passed.status_code == 200 and len(passed.headers["x-pad"]) == 7000
@@ -500,11 +516,14 @@ def test_a_request_body_that_stalls_gets_408(upstream):
             while b"received" not in answer and (chunk := steady.recv(65536)):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 200 ") and b'{"received":1000}' in answer
+        assert failures_counted(proxy.url) == {("client", "body_stalled", "408"): 1.0}
 
 
 def test_upstream_down_is_502_with_a_plain_page():
     with proxy_process("--upstream", f"http://127.0.0.1:{free_port()}", "--monitor") as proxy:
         response = requests.get(proxy.url + "/product/1", timeout=30)
+        counted = failures_counted(proxy.url)
+    assert counted == {("upstream", "unreachable", "502"): 1.0}
     assert response.status_code == 502
     assert response.headers["content-type"].startswith("text/html")
     assert "could not be reached" in response.text
@@ -512,7 +531,9 @@ def test_upstream_down_is_502_with_a_plain_page():
 
 
 def test_slow_upstream_is_504(monitor_proxy):
+    before = failures_counted(monitor_proxy.url).get(("upstream", "timeout", "504"), 0.0)
     response = requests.get(monitor_proxy.url + "/slow?seconds=8", timeout=30)  # read timeout is 3 s
+    assert failures_counted(monitor_proxy.url).get(("upstream", "timeout", "504")) == before + 1
     assert response.status_code == 504
     assert "did not answer in time" in response.text
 
@@ -537,6 +558,8 @@ def test_an_upstream_that_does_not_accept_in_time_is_504():
     with unaccepting_listener() as port, proxy_process(
             "--upstream", f"http://127.0.0.1:{port}", "--monitor", "--connect-timeout", "1") as proxy:
         response = requests.get(proxy.url + "/product/1", timeout=30)
+        counted = failures_counted(proxy.url)
+    assert counted == {("upstream", "timeout", "504"): 1.0}
     assert response.status_code == 504
     assert "did not answer in time" in response.text
 
@@ -660,6 +683,16 @@ async def test_websocket_echo_through_the_proxy(monitor_proxy):
     shield = [(name.lower(), value) for name, value in seen if name.lower().startswith("x-shield")]
     assert [name for name, _ in shield] == ["x-shield-score", "x-shield-verdict", "x-shield-ref"]
     assert dict(shield)["x-shield-verdict"] in ("allow", "challenge", "block")  # ours, not the client's own
+
+
+async def test_a_websocket_the_shop_will_not_open_is_refused_and_counted(monitor_proxy):
+    key = ("upstream", "handshake_refused", "403")
+    before = failures_counted(monitor_proxy.url).get(key, 0.0)
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:  # /page answers, but not as a websocket
+            await session.ws_connect(monitor_proxy.url.replace("http", "ws") + "/page")
+    assert refused.value.status == 403
+    assert failures_counted(monitor_proxy.url).get(key) == before + 1
 
 
 async def test_websocket_from_a_tool_is_refused_in_enforce_mode(enforce_proxy):

@@ -116,6 +116,8 @@ class ProxyApp:
             middleware.add_endpoint(settings.check_path, ForwardAuthEndpoint(middleware, auth_trusted, self.awaiting))
             middleware.add_endpoint(settings.health_path, self.health)
             inner = middleware.handle  # the middleware without a frame of its own around the forwarder
+        if self.forwarder is not None:
+            self.forwarder.metrics = engine.metrics if engine is not None else None
         front = AccessLog(inner, self.access_log, trusted) if self.access_log else inner
         self.engine, self.middleware, self.front = engine, middleware, front
         if self.outcome_feed is not None:

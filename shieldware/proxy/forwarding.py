@@ -14,6 +14,7 @@ from yarl import URL
 
 from shieldware.decision import Decision
 from shieldware.facts import TrustedProxies, normalise_ip, remove_dot_segments
+from shieldware.metrics import Metrics
 from shieldware.proxy.headers import MalformedRequest, response_headers_for_client, upstream_request_headers
 from shieldware.proxy.pages import error_page
 from shieldware.proxy.settings import ProxySettings
@@ -42,6 +43,27 @@ class ClientGone(Exception):
 
 class BodyStalled(Exception):
     """The client's body stopped arriving for body_timeout seconds (a slow-body attack or a dead client)."""
+
+
+def failure_of(exc: BaseException, exchange: _Exchange) -> tuple[str, str]:
+    """(side, reason) of a forwarding that failed. The upstream may fail first when the client's body
+    was cut short, so the exchange's flags say what really happened."""
+    if isinstance(exc, BodyTooLarge):
+        return "client", "body_too_large"
+    if isinstance(exc, ClientGone) or exchange.client_gone:
+        return "client", "gone"
+    if exchange.too_large:
+        return "client", "body_too_large"
+    if isinstance(exc, BodyStalled) or exchange.stalled:
+        return "client", "body_stalled"
+    if isinstance(exc, TimeoutError):
+        return "upstream", "timeout"
+    return "upstream", exc.reason if isinstance(exc, UpstreamError) else "closed"
+
+
+# The status each failure is answered with while the response has not started yet.
+FAILURE_STATUS = {"body_too_large": 413, "body_stalled": 408, "timeout": 504,
+                  "unreachable": 502, "closed": 502, "malformed": 502}
 
 
 class _Exchange:
@@ -78,6 +100,9 @@ class Forwarder:
         self.max_body = settings.max_body_bytes
         self.body_timeout = settings.body_timeout
         self.session: aiohttp.ClientSession | None = None
+        # Where failures are counted (shieldware_proxy_failures_total): the engine's metrics, set by
+        # the proxy (proxy/app.py); None without detection, which has no metrics endpoint.
+        self.metrics: Metrics | None = None
         self._urls: dict[tuple[bytes, bytes], URL] = {}
         parts = URL(self.base)
         self.base_path = (parts.raw_path.rstrip("/")).encode("latin-1")
@@ -165,11 +190,12 @@ class Forwarder:
             headers, body_length, chunked = upstream_request_headers(
                 scope, peer, client_ip, self.trusted.trusts(peer), self.rewrite_host)
         except MalformedRequest as exc:
+            self.count_failure("client", "bad_request", "400")
             await error_page(send, 400, "Bad request", str(exc))
             return
         if body_length is not None and body_length > self.max_body:
-            await error_page(send, 413, "Request body too large",
-                             f"This server accepts request bodies up to {self.max_body} bytes.")
+            self.count_failure("client", "body_too_large", "413")
+            await self.answer_failure(send, 413, None)
             return
         exchange = _Exchange(receive)
         body = None
@@ -181,30 +207,31 @@ class Forwarder:
             head = self.request_head(scope, headers, chunked, decision.header_lines if decision is not None else None)
             await self.relay(scope, send, head, body, chunked, exchange)
         except (BodyTooLarge, BodyStalled, ClientGone, TimeoutError, UpstreamError) as exc:
-            if not exchange.started:
-                await self.answer_failure(send, exc, exchange)
-                return
-            if isinstance(exc, ClientGone):
-                return
-            # Too late for an error page: the status line is out. Leaving the response
-            # incomplete makes the server close the connection, so the client sees a cut body.
-            log.warning("upstream %s failed mid-response: %s: %s", self.base, type(exc).__name__, exc)
+            side, reason = failure_of(exc, exchange)
+            status = FAILURE_STATUS.get(reason) if not exchange.started else None
+            self.count_failure(side, reason, str(status) if status else "none" if reason == "gone" else "cut")
+            if status is not None:
+                await self.answer_failure(send, status, exc)
+            elif reason != "gone":
+                # Too late for an error page: the status line is out. Leaving the response
+                # incomplete makes the server close the connection, so the client sees a cut body.
+                log.warning("upstream %s failed mid-response: %s: %s", self.base, type(exc).__name__, exc)
 
-    async def answer_failure(self, send: Any, exc: BaseException, exchange: _Exchange) -> None:
-        """Answer a failure before the response started: 408, 413, 502 or 504 (nothing if the client left)."""
-        if isinstance(exc, BodyTooLarge):
+    def count_failure(self, side: str, reason: str, answered: str) -> None:
+        """shieldware_proxy_failures_total{side, reason, answered}: `answered` is the status the client
+        got instead of the shop's answer, "cut" (the shop's answer broke off) or "none" (it left)."""
+        if self.metrics is not None:
+            self.metrics.count("proxy_failures", side=side, reason=reason, answered=answered)
+
+    async def answer_failure(self, send: Any, status: int, exc: BaseException | None) -> None:
+        """The plain page for a failure before the response started (FAILURE_STATUS)."""
+        if status == 413:
             await error_page(send, 413, "Request body too large",
                              f"This server accepts request bodies up to {self.max_body} bytes.")
-        elif isinstance(exc, ClientGone) or exchange.client_gone:
-            return
-        elif exchange.too_large:
-            # The upstream may fail first when the body is cut short; the flags say what really happened.
-            await error_page(send, 413, "Request body too large",
-                             f"This server accepts request bodies up to {self.max_body} bytes.")
-        elif isinstance(exc, BodyStalled) or exchange.stalled:
+        elif status == 408:
             await error_page(send, 408, "Request timeout",
                              f"The request body stopped arriving for {self.body_timeout:g} seconds.")
-        elif isinstance(exc, TimeoutError):
+        elif status == 504:
             await error_page(send, 504, "Gateway timeout",
                              "The shop did not answer in time. Please try again.")
         else:

@@ -28,7 +28,13 @@ IDLE_SECONDS = 30.0
 
 
 class UpstreamError(Exception):
-    """The upstream could not be reached, or broke the exchange (answered with 502)."""
+    """The upstream could not be reached, or broke the exchange (answered with 502). `reason`, for
+    the proxy's failure counter: "unreachable" (no connection), "closed" (it hung up before its
+    answer was whole) or "malformed" (what it sent was not an HTTP response we forward)."""
+
+    def __init__(self, message: str, reason: str = "closed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class _Unasked(Exception):
@@ -93,12 +99,12 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(UpstreamError("the upstream switched protocols on a plain HTTP request"))
+            self._fail(UpstreamError("the upstream switched protocols on a plain HTTP request", "malformed"))
         except httptools.HttpParserError as exc:
             if self.complete:  # stopped by _Unasked, or what followed the response was not HTTP at all
                 self._unasked()
             else:
-                self._fail(UpstreamError(f"the upstream sent a malformed response: {exc}"))
+                self._fail(UpstreamError(f"the upstream sent a malformed response: {exc}", "malformed"))
         if not self.headers_done and self.head_bytes > self.max_head:
             # httptools keeps a header however long it grows: a head still open after max_head
             # bytes is refused, so the proxy holds at most that and one read of it.
@@ -199,7 +205,7 @@ class UpstreamConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     def _head_too_large(self) -> None:
-        self._fail(UpstreamError(f"the upstream sent a response head of over {self.max_head} bytes"))
+        self._fail(UpstreamError(f"the upstream sent a response head of over {self.max_head} bytes", "malformed"))
 
     def _fail(self, error: BaseException) -> None:
         if self.error is None:
@@ -327,7 +333,7 @@ class UpstreamPool:
             # when proxy_connect_timeout runs out; TimeoutError is an OSError, so it goes first.
             raise TimeoutError(f"no connection to {self.host}:{self.port} within {self.connect_timeout:g} s") from None
         except OSError as exc:
-            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}", "unreachable") from exc
         return connection
 
     async def acquire(self) -> UpstreamConnection:

@@ -37,6 +37,7 @@ async def relay_websocket(forwarder: Forwarder, scope: dict[str, Any], receive: 
         headers, _, _ = client_headers_for_upstream(scope, peer, client_ip, forwarder.trusted.trusts(peer),
                                                     forwarder.rewrite_host)
     except MalformedRequest as exc:
+        forwarder.count_failure("client", "bad_request", "400")
         await refuse_handshake(scope, send, 400, "Bad request", str(exc))
         return
     headers = [(name, value) for name, value in headers if name not in _HANDSHAKE_HEADERS]
@@ -52,6 +53,9 @@ async def relay_websocket(forwarder: Forwarder, scope: dict[str, Any], receive: 
         )
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("websocket to upstream %s failed: %s: %s", url, type(exc).__name__, exc)
+        reason = ("timeout" if isinstance(exc, TimeoutError) else
+                  "handshake_refused" if isinstance(exc, aiohttp.WSServerHandshakeError) else "unreachable")
+        forwarder.count_failure("upstream", reason, "403")
         # Closing before accepting makes the ASGI server refuse the handshake (HTTP 403).
         await send({"type": "websocket.close", "code": CLOSE_UPSTREAM_FAILED})
         return
