@@ -45,6 +45,20 @@ def cpu_seconds(pid: int) -> float:
     return user + system
 
 
+def faults_and_switches(pid: int) -> tuple[int, int, int]:
+    """Minor page faults, voluntary and involuntary context switches of a process so far (from
+    /proc): kernel work a change can add without adding CPU time of its own."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        minor = int(stat.read().rsplit(")", 1)[1].split()[7])
+    switches = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+                switches[name] = int(value)
+    return minor, switches.get("voluntary_ctxt_switches", 0), switches.get("nonvoluntary_ctxt_switches", 0)
+
+
 def cpu_split(pid: int) -> tuple[float, float]:
     """User and system CPU time a process has used so far, apart (where a cost lands: our code or
     the kernel's socket work)."""

@@ -71,7 +71,7 @@ from busy_forwarder import line_gather  # noqa: E402 - bench/ is on the path whe
 
 from tests.support import CHROME_NAVIGATION  # noqa: E402 - the repository root is added just above
 
-from common import cpu_split, own_redis  # noqa: E402 - bench/, as for busy_forwarder
+from common import cpu_split, faults_and_switches, own_redis  # noqa: E402 - bench/, as for busy_forwarder
 
 UPSTREAM_APP = '''
 PAGE = (b"<!doctype html><html><head><title>Product</title></head><body>" + b"<p>item</p>" * 160
@@ -224,6 +224,13 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
     return sum(user for user, _ in splits), sum(system for _, system in splits)
 
 
+def kernel_counts(pids: list[int]) -> tuple[int, ...]:
+    """Minor page faults, voluntary and involuntary context switches so far, of these processes
+    and their direct children."""
+    counts = [faults_and_switches(pid) for parent in pids for pid in with_children(parent)]
+    return tuple(sum(column) for column in zip(*counts, strict=True)) if counts else (0, 0, 0)
+
+
 def nginx_conf(tmp: Path, listen: int, upstream: int) -> Path:
     conf = tmp / "nginx.conf"
     conf.write_text(textwrap.dedent(f"""
@@ -278,6 +285,7 @@ def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespa
     """One wrk run, plus the CPU seconds the serving processes (and the store's server, if it has
     one) spent per request during it."""
     user_before, system_before = cpu_seconds(pids)
+    kernel_before = kernel_counts(pids)
     store_before = sum(cpu_split(store_pid)) if store_pid else 0.0
     ticks_before = cpu_busy_ticks()
     result = run_wrk(url, script, args.seconds, args.connections, PEER_CPU if args.pin else None)
@@ -292,6 +300,11 @@ def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespa
     # Apart: our code and the interpreter (user) or the kernel's socket work (system).
     result["server_user_us_per_request"] = round(1e6 * user / requests, 1) if requests else None
     result["server_system_us_per_request"] = round(1e6 * system / requests, 1) if requests else None
+    faults, voluntary, involuntary = (after - before for before, after in
+                                      zip(kernel_before, kernel_counts(pids), strict=True))
+    result["server_page_faults_per_request"] = round(faults / requests, 3) if requests else None
+    result["server_context_switches_per_request"] = (round(voluntary / requests, 3) if requests else None,
+                                                     round(involuntary / requests, 3) if requests else None)
     if store_pid:
         result["store_cpu_us_per_request"] = (round(1e6 * (sum(cpu_split(store_pid)) - store_before) / requests, 1)
                                               if requests else None)
@@ -311,9 +324,15 @@ def summarise(runs: list[dict]) -> dict:
         "median_server_user_us_per_request": user[len(user) // 2] if user else None,
         "median_server_system_us_per_request": system[len(system) // 2] if system else None,
         **({"median_store_cpu_us_per_request": store[len(store) // 2]} if store else {}),
+        "median_server_page_faults_per_request": _median([run.get("server_page_faults_per_request") for run in runs]),
         "non_2xx": sum(run["non_2xx"] for run in runs),
         "runs": runs,
     }
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = sorted(value for value in values if value is not None)
+    return known[len(known) // 2] if known else None
 
 
 def ratio(results: dict, top: str, bottom: str, key: str) -> float | None:
