@@ -2967,10 +2967,10 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 /* set_front(app, clock, rest, hear, watched, hear_on, rearm, scope_headers=True, scope_in_place=False):
- * `watched` holds, by
- * route group index as the lane numbers them, the outcome headers a response watch copies (None or a
- * frozenset); rearm(now) is called when the switchboard's refresh falls due; scope_headers false: the
- * app writes the X-Shield-* lines itself, from decision.header_lines (the proxy's forwarder);
+ * `watched` holds, by route group index as the lane numbers them, the outcome headers a response
+ * watch copies (None or a frozenset); rearm(now) is called when the switchboard's refresh falls due;
+ * scope_headers false: the app writes the X-Shield-* lines itself, from decision.header_lines (the
+ * proxy's forwarder);
  * scope_in_place true: the server makes a scope and state dict for each request and reads neither
  * back, so a planned request's app gets them changed rather than copied (the proxy's uvicorn). */
 static PyObject *Lane_set_front(Lane *self, PyObject *args, PyObject *kwargs) {
