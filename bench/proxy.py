@@ -33,7 +33,8 @@ serves both.
 Absolute numbers depend on the machine and on what else runs on it; compare the ratios,
 which come from one run. `--pin` keeps every serving process on CPU 0 and the shared upstream and
 wrk on CPU 1 (direct then gets an upstream of its own on CPU 0): each server alone on its core.
-Each run reports every CPU's busy share (`cpu_busy`): pinned, a peer CPU near 1.0 caps the setup.
+Each run reports every CPU's busy share (`cpu_busy`): pinned, a peer CPU near 1.0 caps the setup;
+and the serving processes' minor page faults and (voluntary, involuntary) context switches a request.
 `--profile FILE` samples the proxy with py-spy during its first run (`--profile-setup redis`: the proxy on Redis).
 
 The busy setup calibrates: here, with wrk and the upstream on the same two cores, a µs of work
