@@ -314,25 +314,24 @@ def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespa
 
 def summarise(runs: list[dict]) -> dict:
     rates = sorted(run["requests_per_second"] for run in runs)
-    cpu = sorted(run["server_cpu_us_per_request"] for run in runs if run["server_cpu_us_per_request"])
-    user = sorted(run["server_user_us_per_request"] for run in runs if run["server_user_us_per_request"])
-    system = sorted(run["server_system_us_per_request"] for run in runs if run["server_system_us_per_request"])
-    store = sorted(run["store_cpu_us_per_request"] for run in runs if run.get("store_cpu_us_per_request"))
+    store = _median(runs, "store_cpu_us_per_request")
     return {
         "best_requests_per_second": rates[-1],
         "median_requests_per_second": rates[len(rates) // 2],
-        "median_server_cpu_us_per_request": cpu[len(cpu) // 2] if cpu else None,
-        "median_server_user_us_per_request": user[len(user) // 2] if user else None,
-        "median_server_system_us_per_request": system[len(system) // 2] if system else None,
-        **({"median_store_cpu_us_per_request": store[len(store) // 2]} if store else {}),
-        "median_server_page_faults_per_request": _median([run.get("server_page_faults_per_request") for run in runs]),
+        "median_server_cpu_us_per_request": _median(runs, "server_cpu_us_per_request"),
+        "median_server_user_us_per_request": _median(runs, "server_user_us_per_request"),
+        "median_server_system_us_per_request": _median(runs, "server_system_us_per_request"),
+        **({"median_store_cpu_us_per_request": store} if store else {}),
+        "median_server_page_faults_per_request": _median(runs, "server_page_faults_per_request", zeros=True),
         "non_2xx": sum(run["non_2xx"] for run in runs),
         "runs": runs,
     }
 
 
-def _median(values: list[float | None]) -> float | None:
-    known = sorted(value for value in values if value is not None)
+def _median(runs: list[dict], key: str, zeros: bool = False) -> float | None:
+    """The median of the runs' `key` (the upper one of an even count), over the runs that measured
+    it: a zero is a run that measured nothing (no requests), unless `zeros` says zero is a figure."""
+    known = sorted(run[key] for run in runs if run.get(key) is not None and (zeros or run[key]))
     return known[len(known) // 2] if known else None
 
 
