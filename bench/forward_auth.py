@@ -6,7 +6,7 @@ the crowd of bench/browser_crowd.lua (20,000 shoppers, Chrome's headers in Chrom
 and images, each shopper's address in X-Forwarded-For), in interleaved rounds, to:
 
   lane     `shieldware proxy --monitor`: the check endpoint has the fast lane decide the client's
-           request (forward_auth.original_scope)
+           request, read straight from the call's scope (forward_auth.plain_call)
   python   the same with SHIELDWARE_FAST_LANE=0: every check decided on the Python path
   health   the same server's health endpoint: an answer with no decision, the ceiling
 

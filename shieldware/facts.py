@@ -410,6 +410,11 @@ def _cookies_of(raw: str) -> tuple[Mapping[str, str], Iterable[str]]:
     return _parsed_cookies(raw)
 
 
+def cookie_notes(raw: str) -> Iterable[str]:
+    """What reading a Cookie header notes (nothing for a well-formed one), as the facts would."""
+    return _cookies_of(raw)[1]
+
+
 def _tls_fingerprint(header_map: Mapping[str, str], peer_ip: str, trusted: TrustedProxies | None,
                      tls_header: str | None, own_tls: bool) -> str | None:
     if trusted is not None and trusted.trusts(peer_ip):

@@ -16,7 +16,7 @@ from shieldware.actions.pages import decision_response, wants_json
 from shieldware.biometrics.endpoint import install_telemetry
 from shieldware.decision import SHIELD_HEADER_NAMES, SHIELD_HEADER_PREFIXES, Decision, Verdict, head_lines
 from shieldware.engine import Engine
-from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope, header_map_of
+from shieldware.facts import RequestFacts, TrustedProxies, facts_from_scope, header_map_of, route_path
 from shieldware.fastlane.lane import HELD, MISS, REMOTE, FastLane
 from shieldware.metrics import PROMETHEUS_CONTENT_TYPE
 from shieldware.outcomes import capture_account, header_rule_names, mark_reported, tell_engine
@@ -36,6 +36,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Endpoint = Callable[[Scope, Receive, Send, RequestFacts], Awaitable[None]]
+# An endpoint's answer from the scope alone: True if it answered, False (having done nothing) to
+# have the request's facts made and the endpoint asked with them.
+QuickEndpoint = Callable[[Scope, Receive, Send, float], Awaitable[bool]]
 Responder = Callable[[Decision, RequestFacts, Scope, Receive, Send], Awaitable[None]]
 
 
@@ -94,6 +97,7 @@ class ShieldMiddleware:
         # client address), so an untrusted peer's HTTP version is the client's.
         self.own_connections = False
         self.endpoints: dict[str, Endpoint] = {}
+        self.quick_endpoints: dict[str, QuickEndpoint] = {}
         self.responders: dict[Verdict, Responder] = {}
         self._metrics_allow = TrustedProxies(self.policy.metrics_allow)
         if self.policy.metrics_path:
@@ -125,11 +129,18 @@ class ShieldMiddleware:
                                        scope_in_place=scope_in_place)
             self.handle = self.lane.native.handle
 
-    def _facts(self, scope: Scope, now: float) -> RequestFacts:
+    def facts_of(self, scope: Scope, now: float) -> RequestFacts:
+        """The facts of a request as the Python path reads them (every signal runs on them)."""
         return facts_from_scope(scope, now, self.trusted, self.tls_header, self.own_tls, self.own_connections)
 
-    def add_endpoint(self, path: str, handler: Endpoint) -> None:
+    def add_endpoint(self, path: str, handler: Endpoint, quick: QuickEndpoint | None = None) -> None:
+        """Serve `path` with `handler`; `quick`, if given, is asked first, before the request's facts
+        are made (forward-auth's plain calls). Only a path the facts spell as it is, with no note,
+        gets a quick one: the facts must have reached the same handler."""
         self.endpoints[path] = handler
+        notes: list[str] = []
+        if quick is not None and route_path(path, notes) == path and not notes:
+            self.quick_endpoints[path] = quick
 
     def retire(self) -> None:
         """Another middleware serves from now on (the proxy reloaded its policy): requests still in
@@ -177,7 +188,11 @@ class ShieldMiddleware:
                       miss: tuple | None = None) -> None:
         """The Python path: every signal runs on the request's facts. `miss`: the lane had no plan
         for the request; the engine drafts one as it decides."""
-        facts = self._facts(scope, now)
+        if self.quick_endpoints:
+            quick = self.quick_endpoints.get(scope["path"])
+            if quick is not None and await quick(scope, receive, send, now):
+                return
+        facts = self.facts_of(scope, now)
         endpoint = self.endpoints.get(facts.path)
         if endpoint is not None:
             await endpoint(scope, receive, send, facts)
@@ -237,7 +252,7 @@ class ShieldMiddleware:
             else:
                 await self._refuse(decision, None, scope, receive, send)
             return
-        facts = self._facts(scope, now)
+        facts = self.facts_of(scope, now)
         decision = await self.engine.decide(facts, observed=stats_of(observed))
         self.engine.metrics.record_latency(time.perf_counter() - started)
         await self._act(decision, facts, scope, receive, send, now)
@@ -257,7 +272,7 @@ class ShieldMiddleware:
         elif again is not None:
             await self._after_lane(again, scope, receive, send, now)
         else:
-            facts = self._facts(scope, now)
+            facts = self.facts_of(scope, now)
             decision = await self._timed(self.engine.decide(facts, observed=stats))
             await self._act(decision, facts, scope, receive, send, now)
             self.lane.rearm(now)
@@ -270,23 +285,23 @@ class ShieldMiddleware:
         again = self.lane.native.conclude(scope, now, plan, array("d", chain.from_iterable(stats)), made, started)
         return again, stats
 
-    async def lane_decision(self, scope: Scope, facts: RequestFacts) -> Decision | None:
+    async def lane_decision(self, scope: Scope, now: float, make_facts: Callable[[], RequestFacts]) -> Decision | None:
         """The decision for a request that is answered for elsewhere (forward-auth asks of the
-        client's request, rebuilt as `scope` and `facts`), reached as `handle` would reach it: from a
-        plan, a held or fresh assessment of its windows, or, when the lane has no plan yet, on the
-        Python path, drafting one. None: the lane does not read this request (decide it on the
-        Python path). Nothing is served."""
+        client's request, rebuilt as `scope`; `make_facts()` makes its facts, which only the Python
+        path reads), reached as `handle` would reach it: from a plan, a held or fresh assessment of
+        its windows, or, when the lane has no plan yet, on the Python path, drafting one. None: the
+        lane does not read this request (decide it on the Python path). Nothing is served."""
         lane = self.lane
         if lane is None:
             return None
-        now = facts.now
         answer = lane.native.decide(scope, now)
         if answer is None:
             lane.rearm(now)
             return None
-        return await self._decision_of(answer, scope, facts, now)
+        return await self._decision_of(answer, scope, make_facts, now)
 
-    async def _decision_of(self, answer: Any, scope: Scope, facts: RequestFacts, now: float) -> Decision:
+    async def _decision_of(self, answer: Any, scope: Scope, make_facts: Callable[[], RequestFacts],
+                           now: float) -> Decision:
         """lane_decision() for one of the lane's answers."""
         lane = self.lane
         if answer.__class__ is dict:  # a plain, quiet plan: counted and left unlogged in the lane
@@ -296,10 +311,10 @@ class ShieldMiddleware:
             try:
                 again, stats = await self._conclude_remote(answer, scope, now)
             except StoreUnavailable:  # the Python path does what the route group says for a store down
-                return await self._timed(self.engine.decide(facts))
+                return await self._timed(self.engine.decide(make_facts()))
             if again is not None:
-                return await self._decision_of(again, scope, facts, now)
-            return await self._timed(self.engine.decide(facts, observed=stats))
+                return await self._decision_of(again, scope, make_facts, now)
+            return await self._timed(self.engine.decide(make_facts(), observed=stats))
         if tag == HELD:
             _, decision, follows = answer
             self.engine.decision_log.write(decision)
@@ -310,8 +325,8 @@ class ShieldMiddleware:
             if lane.derive(answer, now):
                 again = lane.native.decide(scope, now)
                 if again is not None and (again.__class__ is dict or again[0] != MISS):
-                    return await self._decision_of(again, scope, facts, now)
-            decision, draft = await self._timed(self.engine.decide_and_plan(facts))
+                    return await self._decision_of(again, scope, make_facts, now)
+            decision, draft = await self._timed(self.engine.decide_and_plan(make_facts()))
             if draft is not None:
                 lane.learn(answer, draft)
             lane.rearm(now)
@@ -322,7 +337,7 @@ class ShieldMiddleware:
             decision = self._assess_flagged(plan.seed, client_ip, fired, follows, scope, now, observed)
             self.engine.metrics.record_latency(time.perf_counter() - started)
             return decision
-        return await self._timed(self.engine.decide(facts, observed=stats_of(observed)))
+        return await self._timed(self.engine.decide(make_facts(), observed=stats_of(observed)))
 
     async def _timed(self, deciding: Awaitable[Any]) -> Any:
         """An engine decision, its time recorded in the latency histogram."""
@@ -416,7 +431,7 @@ class ShieldMiddleware:
         responder = self.responders.get(decision.action)
         if responder is not None:
             if facts is None:
-                facts = self._facts(scope, decision.time)
+                facts = self.facts_of(scope, decision.time)
             await responder(decision, facts, scope, receive, send)
             return
         header_map = facts.header_map if facts is not None else header_map_of(scope["headers"])

@@ -10,10 +10,10 @@ import pytest
 import requests
 
 from shieldware.decision import Decision, Verdict
-from shieldware.facts import TrustedProxies, facts_from_headers
+from shieldware.facts import TrustedProxies, facts_from_headers, facts_from_scope
 from shieldware.middleware import ShieldMiddleware
 from shieldware.policy import default_policy
-from shieldware.proxy.forward_auth import ForwardAuthEndpoint, original_request
+from shieldware.proxy.forward_auth import ForwardAuthEndpoint, original_request, original_scope, plain_call
 from tests.proxy_support import proxy_process
 from tests.support import CHROME_NAVIGATION
 
@@ -160,7 +160,7 @@ def test_the_challenge_location_is_absolute_only_on_a_plain_host(host, location)
                     scheme="https")
     decision = Decision(ref="test-ref", verdict=Verdict.CHALLENGE, bot_score=60.0, reasons=(),
                         route_group="product", time=1000.0, client_ip="203.0.113.1", method="GET", path="/p")
-    status, headers, _ = endpoint.answer(decision, facts, "/p", nginx_style=False)
+    status, headers, _ = endpoint.answer(decision, lambda: facts, "/p", nginx_style=False)
     assert status == 401
     assert dict(headers)[b"location"] == location.encode()
     assert dict(headers)[b"x-shield-challenge"] == b"/.shieldware/challenge?return=/p"
@@ -172,8 +172,86 @@ def test_nginx_style_turns_throttle_into_403_and_keeps_the_verdict():
     decision = Decision(ref="test-ref", verdict=Verdict.THROTTLE, bot_score=30.0, reasons=(),
                         route_group="search", time=1000.0, client_ip="203.0.113.1", method="GET",
                         path="/search", retry_after=12.0)
-    status, headers, _ = endpoint.answer(decision, facts, "/search", nginx_style=False)
+    status, headers, _ = endpoint.answer(decision, lambda: facts, "/search", nginx_style=False)
     assert status == 429 and (b"retry-after", b"12") in headers
-    status, headers, _ = endpoint.answer(decision, facts, "/search", nginx_style=True)
+    status, headers, _ = endpoint.answer(decision, lambda: facts, "/search", nginx_style=True)
     assert status == 403
     assert (b"x-shield-verdict", b"throttle") in headers and (b"retry-after", b"12") in headers
+
+
+# ---- plain calls: the client's scope read straight from the edge's call ---------------------------
+
+TRUSTED = TrustedProxies(["127.0.0.0/8"])
+NGINX_CALL = [("host", "shieldware.internal:9000"), *((k.lower(), v) for k, v in CHROME_NAVIGATION
+                                                      if k.lower() != "host"),
+              ("cookie", "shop_session=s1"), ("x-forwarded-for", "198.51.100.20"),
+              ("x-original-uri", "/product/7?colour=red"), ("x-original-method", "GET"),
+              ("x-forwarded-host", "shop.example"), ("x-forwarded-proto", "https")]
+
+
+def with_headers(*changes, drop=()):
+    """NGINX_CALL with `drop`ped names taken out and each (name, value) of `changes` put in place of
+    the first header of that name (appended when there is none; a name given twice, twice)."""
+    headers = [(name, value) for name, value in NGINX_CALL if name not in drop]
+    for name, value in changes:
+        at = next((n for n, (other, _) in enumerate(headers) if other == name), None)
+        if at is None or any(other == name for other, _ in changes[:changes.index((name, value))]):
+            headers.append((name, value))
+        else:
+            headers[at] = (name, value)
+    return headers
+
+
+# (what, the call's headers, peer, whether plain_call() takes it itself). It leaves the full path
+# what that path notes, and what it reads differently from the bytes: repeats of the headers read
+# (folded into one value) and names not in lower case (matched in any case).
+CALLS = [
+    ("nginx's call", NGINX_CALL, "127.0.0.1", True),
+    ("Traefik's headers", with_headers(("x-forwarded-uri", "/product/7"), ("x-forwarded-method", "POST"),
+                                       drop=("x-original-uri", "x-original-method")), "127.0.0.1", True),
+    ("both families agreeing", with_headers(("x-forwarded-uri", "https://shop.example/a b?x=A"),
+                                            ("x-original-uri", "/a%20b?x=%41")), "127.0.0.1", True),
+    ("an absolute-form URI", with_headers(("x-original-uri", "HTTP://shop.example/p?q=1")), "127.0.0.1", True),
+    ("a lower-case method", with_headers(("x-original-method", "post")), "127.0.0.1", True),
+    ("no method", with_headers(drop=("x-original-method",)), "127.0.0.1", True),
+    ("the host from X-Original-Host", with_headers(("x-original-host", "shop.example"),
+                                                   drop=("x-forwarded-host",)), "127.0.0.1", True),
+    ("the call's own host", with_headers(drop=("x-forwarded-host",)), "127.0.0.1", True),
+    ("no host at all", with_headers(drop=("x-forwarded-host", "host")), "127.0.0.1", True),
+    ("an odd scheme", with_headers(("x-forwarded-proto", "FTP")), "127.0.0.1", True),
+    ("a chain of trusted hops", with_headers(("x-forwarded-for", "198.51.100.20, 127.0.0.5")), "127.0.0.1", True),
+    ("no forwarding chain", with_headers(drop=("x-forwarded-for",)), "127.0.0.1", True),
+    ("a conflicting method", with_headers(("x-forwarded-method", "POST")), "127.0.0.1", False),
+    ("a conflicting URI", with_headers(("x-forwarded-uri", "/static/app.css")), "127.0.0.1", False),
+    ("a method nobody has", with_headers(("x-original-method", "BREW")), "127.0.0.1", False),
+    ("dot segments", with_headers(("x-original-uri", "/static/../login")), "127.0.0.1", False),
+    ("a malformed chain", with_headers(("x-forwarded-for", "198.51.100.20, not-an-address")), "127.0.0.1", False),
+    ("a malformed cookie", with_headers(("cookie", "shop_session")), "127.0.0.1", False),
+    ("a repeated cookie", with_headers(("cookie", "a=1"), ("cookie", "b=2")), "127.0.0.1", False),
+    ("a repeated URI", with_headers(("x-original-uri", "/a"), ("x-original-uri", "/b")), "127.0.0.1", False),
+    ("a repeated host", with_headers(("host", "a.example"), ("host", "b.example")), "127.0.0.1", False),
+    ("a non-ASCII edge header", with_headers(("x-forwarded-host", "sh\u00f6p.example")), "127.0.0.1", False),
+    ("a non-ASCII client header", with_headers(("accept-language", "d\u00e9")), "127.0.0.1", False),
+    ("an upper-case name", with_headers(("X-Original-URI", "/login"), drop=("x-original-uri",)), "127.0.0.1",
+     False),
+    ("no URI", with_headers(drop=("x-original-uri",)), "127.0.0.1", False),
+    ("a caller that is no proxy of ours", NGINX_CALL, "203.0.113.9", False),
+]
+
+
+@pytest.mark.parametrize(("headers", "peer", "plain"), [call[1:] for call in CALLS], ids=[call[0] for call in CALLS])
+def test_a_plain_call_reads_as_the_full_path_reads_it(headers, peer, plain):
+    """plain_call() is the lane's way in for nearly every check: it must make exactly the scope that
+    original_request() and original_scope() make, and leave every call they would note (or not
+    answer with a decision) to them."""
+    scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": "/.shieldware/check",
+             "query_string": b"style=nginx", "client": (peer, 41000),
+             "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]}
+    read = plain_call(scope, TRUSTED)
+    assert (read is not None) == plain
+    if not plain:
+        return
+    original, raw_uri = original_request(facts_from_scope(scope, 1000.0, TRUSTED), TRUSTED)
+    assert not original.notes
+    assert read == (original_scope(scope, original, raw_uri), raw_uri)
+

@@ -113,7 +113,7 @@ class ProxyApp:
             middleware.own_connections = True
             # Forward-auth callers are the edge proxies; with none configured, only loopback may ask.
             auth_trusted = trusted if trusted else TrustedProxies(LOOPBACK, policy.client_ip_header)
-            middleware.add_endpoint(settings.check_path, ForwardAuthEndpoint(middleware, auth_trusted, self.awaiting))
+            ForwardAuthEndpoint(middleware, auth_trusted, self.awaiting).mount(settings.check_path)
             middleware.add_endpoint(settings.health_path, self.health)
             inner = middleware.handle  # the middleware without a frame of its own around the forwarder
         if self.forwarder is not None:

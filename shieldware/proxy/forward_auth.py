@@ -13,6 +13,11 @@ requests; the answer is:
 - 429 with Retry-After: throttled. nginx's auth_request only understands 401 and 403, so
   `?style=nginx` on the check URL turns 429 into 403 (X-Shield-Verdict still says throttle).
 
+Nearly every call is plain (one family of original-request headers, a well-formed forwarding
+chain and cookie, ASCII throughout): `plain_call` reads the client's request from its scope for
+the fast lane, and facts are made only if the decision needs them. Any other call is read into
+facts first (`original_request`), and one they note is decided on the Python path.
+
 The edge never says how the shop answered a request it let through; with an outcome log
 (proxy/outcome_feed.py) the status the edge logged comes back to the engine.
 """
@@ -22,13 +27,21 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from shieldware.actions.pages import decision_response, html_escape, wants_json
 from shieldware.decision import Decision, Verdict
-from shieldware.facts import RequestFacts, TrustedProxies, resolve_client_ip, route_path, with_fields
+from shieldware.facts import (
+    RequestFacts,
+    TrustedProxies,
+    cookie_notes,
+    normalise_ip,
+    resolve_client_ip,
+    route_path,
+    with_fields,
+)
 from shieldware.middleware import ShieldMiddleware, send_simple
 from shieldware.proxy.outcome_feed import AwaitingOutcomes
 
@@ -43,6 +56,9 @@ EDGE_HEADERS = frozenset({
 })
 EDGE_HEADER_NAMES = frozenset(name.encode() for name in EDGE_HEADERS)  # as an ASGI scope spells them
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+# Besides the edge's own headers, the ones plain_call() reads: repeats of any of them fold into one
+# value in the facts, which the full path reads.
+_READ_BY_PLAIN_CALL = EDGE_HEADER_NAMES | {b"host", b"cookie"}
 
 
 class ForwardAuthError(ValueError):
@@ -132,8 +148,66 @@ def original_scope(scope: MutableMapping[str, Any], original: RequestFacts, raw_
             "http_version": scope.get("http_version", "1.1")}
 
 
+def plain_call(scope: MutableMapping[str, Any], trusted: TrustedProxies) -> tuple[dict[str, Any], str] | None:
+    """The client's request as `original_scope` makes it, and its raw URI, read straight from the
+    edge's call, with no facts built: for nearly every call, what the fast lane is asked about.
+
+    None when the call is anything but plain: a caller that is not a trusted proxy, no URI, or
+    anything the full path would note (`original_request`'s notes, and facts_from_scope's for the
+    headers: non-ASCII values, a malformed cookie or forwarding chain, repeats of a header read
+    here). The full path takes those, and says why; a request it notes never reaches the lane."""
+    client = scope.get("client")
+    peer = normalise_ip(str(client[0])) if client else None
+    raw = scope.get("headers")
+    if peer is None or not raw or not trusted.trusts(peer):
+        return None
+    names, values = zip(*raw, strict=True)
+    spelled = b"\n".join(names)
+    joined = b"\n".join(values)
+    # Names as the facts read them (lower case, ASCII) and values with no byte they would note.
+    if not spelled.isascii() or not spelled.islower() or not joined.isascii() or b"\x7f" in joined:
+        return None
+    client_header = trusted.header.encode("latin-1")
+    read: dict[str, str] = {}
+    headers = []
+    for name, value in raw:
+        if name in _READ_BY_PLAIN_CALL or name == client_header:
+            text = name.decode("latin-1")
+            if text in read:
+                return None
+            read[text] = value.decode("latin-1")
+            if name in EDGE_HEADER_NAMES:
+                continue
+        headers.append((name, value))
+    get = read.get
+    original_uri = get("x-original-uri") or get("x-original-url")
+    original_method = get("x-original-method")
+    uri = original_uri or get("x-forwarded-uri")
+    if not uri or _conflicts(get, original_uri, original_method):
+        return None
+    method = (original_method or get("x-forwarded-method") or "GET").upper()
+    if method not in METHODS:
+        return None
+    uri = _origin_form(uri)
+    raw_path, _, query = uri.partition("?")
+    path = unquote(raw_path) or "/"
+    client_ip, notes = resolve_client_ip(peer, read, trusted)
+    route_path(path, notes)
+    cookie = get("cookie")
+    if notes or (cookie and cookie_notes(cookie)):
+        return None
+    host = get("x-forwarded-host") or get("x-original-host") or get("host", "")
+    if host:
+        spelled_host = host.encode("latin-1")
+        headers = [(name, spelled_host if name == b"host" else value) for name, value in headers]
+    scheme = (get("x-forwarded-proto") or get("x-original-proto") or scope.get("scheme", "http")).lower()
+    return {"type": "http", "method": method, "path": path, "query_string": query.encode("latin-1"),
+            "headers": headers, "client": (client_ip, 0), "scheme": scheme if scheme in ("http", "https") else "http",
+            "http_version": scope.get("http_version", "1.1")}, uri
+
+
 class ForwardAuthEndpoint:
-    """`middleware.add_endpoint(path, ForwardAuthEndpoint(middleware, trusted))`."""
+    """`ForwardAuthEndpoint(middleware, trusted).mount(path)`."""
 
     def __init__(self, middleware: ShieldMiddleware, trusted: TrustedProxies,
                  awaiting: AwaitingOutcomes | None = None) -> None:
@@ -144,6 +218,36 @@ class ForwardAuthEndpoint:
         self.challenges = getattr(middleware, "challenges", None)
         self.challenge_path = middleware.prefix + "/challenge"
         self._warned: set[str] = set()
+        # The call's own facts resolve its forwarding chain with the middleware's proxies: where
+        # those are another list, their notes are not the ones plain_call() looks for.
+        mine = middleware.trusted
+        self._plain_calls = not mine or (mine.networks == trusted.networks and mine.header == trusted.header)
+
+    def mount(self, path: str) -> None:
+        """Serve the checks at `path`: plain calls (nearly all) straight from the scope, others
+        with the call's facts."""
+        self.middleware.add_endpoint(path, self, quick=self.quickly)
+
+    async def quickly(self, scope: MutableMapping[str, Any], receive: Any, send: Any, now: float) -> bool:
+        """Answer a plain call (plain_call()) with no facts made unless the decision needs them.
+        False, having done nothing: the call is not plain, or there is no lane to ask."""
+        if self.middleware.lane is None or not self._plain_calls or scope["type"] != "http":
+            return False
+        plain = plain_call(scope, self.trusted)
+        if plain is None:
+            return False
+        client_scope, raw_uri = plain
+        made: list[RequestFacts] = []
+
+        def original_of() -> RequestFacts:  # the full path's facts of the client's request, made once
+            if not made:
+                made.append(original_request(self.middleware.facts_of(scope, now), self.trusted)[0])
+            return made[0]
+
+        decision = await self.middleware.lane_decision(client_scope, now, original_of)
+        nginx_style = b"style=nginx" in scope.get("query_string", b"")
+        await self._reply(decision, original_of, raw_uri, nginx_style, send)
+        return True
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any, facts: RequestFacts) -> None:
         if scope["type"] != "http":
@@ -163,23 +267,31 @@ class ForwardAuthEndpoint:
             return
         decision = None
         if not original.notes:  # an unusual request (conflicting headers, odd path or forwarding) is Python's
-            decision = await self.middleware.lane_decision(original_scope(scope, original, raw_uri), original)
+            decision = await self.middleware.lane_decision(original_scope(scope, original, raw_uri), original.now,
+                                                           lambda: original)
+        await self._reply(decision, lambda: original, raw_uri, "style=nginx" in facts.query, send)
+
+    async def _reply(self, decision: Decision | None, original_of: Callable[[], RequestFacts], raw_uri: str,
+                     nginx_style: bool, send: Any) -> None:
+        """Answer the edge: with the lane's decision, or the engine's when the lane had none."""
         if decision is None:
             started = time.perf_counter()
-            decision = await self.engine.decide(original)
+            decision = await self.engine.decide(original_of())
             self.engine.metrics.record_latency(time.perf_counter() - started)
         if self.awaiting is not None and decision.action is Verdict.ALLOW:
             self.awaiting.remember(decision, decision.time)
-        nginx_style = "style=nginx" in facts.query
-        status, headers, body = self.answer(decision, original, raw_uri, nginx_style)
+        status, headers, body = self.answer(decision, original_of, raw_uri, nginx_style)
         await send_simple(send, status, headers, body)
 
-    def answer(self, decision: Decision, original: RequestFacts, raw_uri: str,
+    def answer(self, decision: Decision, original_of: Callable[[], RequestFacts], raw_uri: str,
                nginx_style: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The status, headers and body the edge gets; `original_of()` makes the client's request's
+        facts, which only a refusal's answer reads."""
         shield_headers = [*decision.shield_headers(), (b"cache-control", b"no-store")]
         action = decision.action
         if action is Verdict.ALLOW:
             return 200, [*shield_headers, (b"content-length", b"0")], b""
+        original = original_of()
         if action is Verdict.CHALLENGE:
             target = self.challenge_url(raw_uri)
             body = (f'<!doctype html><meta http-equiv="refresh" content="0;url={html_escape(target)}">'
