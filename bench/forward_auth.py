@@ -10,7 +10,11 @@ and images, each shopper's address in X-Forwarded-For), in interleaved rounds, t
   python   the same with SHIELDWARE_FAST_LANE=0: every check decided on the Python path
   health   the same server's health endpoint: an answer with no decision, the ceiling
 
-    python bench/forward_auth.py [--seconds 4] [--rounds 3]
+    python bench/forward_auth.py [--seconds 4] [--rounds 3] [--base REV]
+
+`--base REV` adds `base`: the lane setup served from a base revision's tree (a git worktree, its
+lane compiled, as bench/proxy_against.py makes it), measured in the same rounds, and the paired
+ratio lane/base of each round.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 from proxy import ROOT, UPSTREAM_APP, free_port, measure_once, proxy_command, running, summarise, upstream_command
+from proxy_against import base_tree, paired, tree_env
 
 CROWD = ROOT / "bench" / "browser_crowd.lua"
 
@@ -48,6 +53,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--base", help="also serve the checks from this revision's tree, in the same rounds")
     args = parser.parse_args()
     args.pin = False
     if shutil.which("wrk") is None:
@@ -66,13 +72,18 @@ def main() -> int:
         upstream_port = free_port()
         stack.enter_context(running(upstream_command(upstream_port), upstream_port, env=env, cwd=tmp))
         servers = {}
-        for name, lane in (("lane", "1"), ("python", "0")):
+        trees = {"lane": (ROOT, env, "1"), "python": (ROOT, env, "0")}
+        if args.base:
+            base = stack.enter_context(base_tree(args.base))
+            trees["base"] = (base, tree_env(base), "1")
+        for name, (tree, tree_environ, lane) in trees.items():
             port = free_port()
             command = proxy_command(upstream_port, port, "--monitor", "--trusted-proxy", "127.0.0.1/32")
-            process = stack.enter_context(running(command, port, env={**env, "SHIELDWARE_FAST_LANE": lane}, cwd=ROOT))
+            process = stack.enter_context(running(command, port, env={**tree_environ, "SHIELDWARE_FAST_LANE": lane},
+                                                  cwd=tree))
             servers[name] = (f"http://127.0.0.1:{port}", [process.pid])
-        setups = {"lane": (*servers["lane"], script), "python": (*servers["python"], script),
-                  "health": (*servers["lane"], health)}
+        setups = {name: (*servers[name], script) for name in servers}
+        setups["health"] = (*servers["lane"], health)
         for url, _, lua in setups.values():
             measure_once(url, [], lua, argparse.Namespace(seconds=1, connections=args.connections, pin=False))
         for number in range(args.rounds):
@@ -91,6 +102,7 @@ def main() -> int:
         "lane_vs_python_path": round(results["lane"][best] / results["python"][best], 3),
         "lane_vs_health": round(results["lane"][best] / results["health"][best], 3),
         "cpu_us_per_check": {name: results[name][cpu] for name in results},
+        **({"lane_vs_base_per_round": paired(runs, "lane", "base")} if args.base else {}),
         "note": "non_2xx counts the checks answered 401/403/429 (refusals); in monitor mode there should be none",
     }, indent=2))
     return 0
