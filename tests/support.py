@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import threading
 import time
@@ -69,6 +70,20 @@ class SimulatedClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def raw_get(port: int, path: str, headers: list[tuple[str, str]]) -> int:
+    """GET `path` from 127.0.0.1:`port` with exactly `headers`, in their order (no Host or
+    Accept-Encoding of http.client's own); the response's status."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+    for name, value in headers:
+        connection.putheader(name, value)
+    connection.endheaders()
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status
 
 
 def free_port() -> int:

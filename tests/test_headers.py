@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 from pathlib import Path
@@ -18,7 +17,7 @@ from shieldware.policy import default_policy
 from shieldware.signals.base import Inspection
 from shieldware.signals.headers import HeaderSignal, header_fingerprint
 from shieldware.signals.useragent import UserAgentSignal
-from tests.support import CHROME_NAVIGATION, CHROME_SUBRESOURCE, CHROME_UA, live_server
+from tests.support import CHROME_NAVIGATION, CHROME_SUBRESOURCE, CHROME_UA, live_server, raw_get
 
 PROFILES = load_json("fingerprints", "header-profiles.json")["families"]
 NAVIGATIONS = [
@@ -580,18 +579,6 @@ def test_a_tool_over_http10_is_not_a_browser_claim():
 # ---- replay over a real server, header order exactly as given ------------------------------------
 
 
-def _raw_get(port, path, headers):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
-    for name, value in headers:
-        connection.putheader(name, value)
-    connection.endheaders()
-    response = connection.getresponse()
-    response.read()
-    connection.close()
-    return response.status
-
-
 def test_live_replay_real_browsers_pass_and_python_requests_is_named(tmp_path):
     log = tmp_path / "decisions.jsonl"
     policy = default_policy(decision_log={"path": str(log), "all": True})
@@ -601,7 +588,7 @@ def test_live_replay_real_browsers_pass_and_python_requests_is_named(tmp_path):
     with live_server(build_demo_app(policy=policy)) as server:
         host = ("host", f"127.0.0.1:{server.port}")
         statuses = [
-            _raw_get(server.port, f"/product/{i}", [host, *h]) for i, h in enumerate(replays, start=1)
+            raw_get(server.port, f"/product/{i}", [host, *h]) for i, h in enumerate(replays, start=1)
         ]
         impostor = requests.get(f"{server.url}/product/9", headers={"user-agent": CHROME_UA}, timeout=5)
     assert statuses == [200, 200, 200]

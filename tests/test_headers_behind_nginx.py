@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
 import socket
@@ -14,7 +13,7 @@ import pytest
 from shieldware.datafiles import load_json
 from shieldware.demo import build_demo_app
 from shieldware.policy import default_policy
-from tests.support import free_port, live_server
+from tests.support import free_port, live_server, raw_get
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PROFILES = load_json("fingerprints", "header-profiles.json")["families"]
@@ -72,27 +71,15 @@ def shop_behind_nginx(tmp_path):
             proxy.wait(timeout=10)
 
 
-def _send(port: int, path: str, headers: list[tuple[str, str]]) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
-    for name, value in headers:
-        connection.putheader(name, value)
-    connection.endheaders()
-    response = connection.getresponse()
-    response.read()
-    connection.close()
-    return response.status
-
-
 def test_browsers_pass_through_nginx_and_https_is_taken_from_the_proxy(shop_behind_nginx):
     port, log = shop_behind_nginx
     families = ("chrome", "edge", "firefox", "safari")
     for i, family in enumerate(families, start=1):
         navigation = [tuple(h) for h in PROFILES[family]["navigations"][-1]["headers"]]
-        assert _send(port, f"/product/{i}", [("host", f"127.0.0.1:{port}"), *navigation]) == 200
+        assert raw_get(port, f"/product/{i}", [("host", f"127.0.0.1:{port}"), *navigation]) == 200
     chrome = [tuple(h) for h in PROFILES["chrome"]["navigations"][-1]["headers"]]
     stripped = [(n, v) for n, v in chrome if not n.startswith("sec-")]
-    _send(port, "/product/9", [("host", "shop.example"), *stripped])
+    raw_get(port, "/product/9", [("host", "shop.example"), *stripped])
     records = {r["path"]: r for r in map(json.loads, log.read_text().splitlines())}
     for i in range(1, len(families) + 1):
         codes = [r["code"] for r in records[f"/product/{i}"]["reasons"]]
