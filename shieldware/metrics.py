@@ -56,6 +56,14 @@ class _Histogram:
         return out
 
 
+CounterKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def counter_key(name: str, **labels: str) -> CounterKey:
+    """Where count(name, **labels) files its count."""
+    return name, tuple(sorted(labels.items()))
+
+
 class Metrics:
     """Counters for one process. `Metrics.shared()` is the process-wide set the engine uses by default.
 
@@ -70,7 +78,7 @@ class Metrics:
         self.decisions: dict[tuple[Verdict, Verdict, str], int] = {}
         self.reasons: dict[tuple[str, str], int] = {}
         self.events: dict[str, int] = {}
-        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        self.counters: dict[CounterKey, int] = {}
         self.scores: dict[str, _Histogram] = {}
         self.latency = _Histogram(LATENCY_BUCKETS)
         self.timings: dict[str, _Histogram] = {}
@@ -130,8 +138,13 @@ class Metrics:
         self.add_count(name, 1, labels)
 
     def add_count(self, name: str, n: int, labels: dict[str, str]) -> None:
-        key = (name, tuple(sorted(labels.items())))
+        key = counter_key(name, **labels)
         self.counters[key] = self.counters.get(key, 0) + n
+
+    def count_at(self, key: CounterKey) -> None:
+        """count() by a key made once with counter_key(): for a counter bumped on every request,
+        whose labels are not sorted again each time."""
+        self.counters[key] = self.counters.get(key, 0) + 1
 
     def observe(self, name: str, value: float, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         """A feature's own histogram, e.g. observe("challenge_solve_seconds", 0.4, buckets)."""

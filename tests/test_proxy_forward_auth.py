@@ -88,6 +88,25 @@ def test_missing_original_uri_is_a_clear_400(auth_server):
     assert "X-Original-URI" in response.text
 
 
+def checks_counted(server) -> dict[str, float]:
+    """shieldware_forward_auth_checks_total's samples, by their label text."""
+    text = requests.get(server.url + "/.shieldware/metrics", timeout=10).text
+    prefix = "shieldware_forward_auth_checks_total{"
+    return {line[len(prefix):].split("}")[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith(prefix)}
+
+
+def test_checks_are_counted_by_answer_and_by_how_the_call_was_read(auth_server):
+    before = checks_counted(auth_server)
+    assert check(auth_server, edge_headers(CHROME_NAVIGATION)).status_code == 200  # plain
+    assert check(auth_server, dict(CHROME_NAVIGATION)).status_code == 400  # no URI
+    conflicting = {**edge_headers(CHROME_NAVIGATION, uri="/login", method="POST"), "X-Forwarded-Method": "GET"}
+    assert check(auth_server, conflicting).status_code == 403
+    after = checks_counted(auth_server)
+    added = {labels: n - before.get(labels, 0) for labels, n in after.items() if n != before.get(labels, 0)}
+    assert added == {'answer="200",read="plain"': 1, 'answer="400",read="full"': 1, 'answer="403",read="full"': 1}
+
+
 def test_untrusted_caller_cannot_ask():
     with proxy_process("--auth-only", "--trusted-proxy", "10.0.0.0/8") as server:
         response = check(server, edge_headers(CHROME_NAVIGATION))

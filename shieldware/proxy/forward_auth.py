@@ -42,6 +42,7 @@ from shieldware.facts import (
     route_path,
     with_fields,
 )
+from shieldware.metrics import CounterKey, counter_key
 from shieldware.middleware import ShieldMiddleware, send_simple
 from shieldware.proxy.outcome_feed import AwaitingOutcomes
 
@@ -59,6 +60,18 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
 # Besides the edge's own headers, the ones plain_call() reads: repeats of any of them fold into one
 # value in the facts, which the full path reads.
 _READ_BY_PLAIN_CALL = EDGE_HEADER_NAMES | {b"host", b"cookie"}
+
+
+# shieldware_forward_auth_checks_total{answer, read}: the status each check got, and whether the
+# call was read straight from its scope ("plain") or into facts first ("full").
+_CHECK_KEYS: dict[tuple[int, str], CounterKey] = {}
+
+
+def _check_key(status: int, read: str) -> CounterKey:
+    key = _CHECK_KEYS.get((status, read))
+    if key is None:
+        key = _CHECK_KEYS[status, read] = counter_key("forward_auth_checks", answer=str(status), read=read)
+    return key
 
 
 class ForwardAuthError(ValueError):
@@ -246,7 +259,7 @@ class ForwardAuthEndpoint:
 
         decision = await self.middleware.lane_decision(client_scope, now, original_of)
         nginx_style = b"style=nginx" in scope.get("query_string", b"")
-        await self._reply(decision, original_of, raw_uri, nginx_style, send)
+        await self._reply(decision, original_of, raw_uri, nginx_style, send, "plain")
         return True
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any, facts: RequestFacts) -> None:
@@ -258,21 +271,23 @@ class ForwardAuthEndpoint:
                 self._warned.add(facts.peer_ip)
                 log.warning("forward-auth call from %s refused: not a trusted proxy "
                             "(add it with --trusted-proxy)", facts.peer_ip)
+            self.engine.metrics.count_at(_check_key(403, "full"))
             await send_simple(send, 403, _TEXT, b"forward-auth: caller is not a trusted proxy\n")
             return
         try:
             original, raw_uri = original_request(facts, self.trusted)
         except ForwardAuthError as exc:
+            self.engine.metrics.count_at(_check_key(400, "full"))
             await send_simple(send, 400, _TEXT, f"forward-auth: {exc}\n".encode())
             return
         decision = None
         if not original.notes:  # an unusual request (conflicting headers, odd path or forwarding) is Python's
             decision = await self.middleware.lane_decision(original_scope(scope, original, raw_uri), original.now,
                                                            lambda: original)
-        await self._reply(decision, lambda: original, raw_uri, "style=nginx" in facts.query, send)
+        await self._reply(decision, lambda: original, raw_uri, "style=nginx" in facts.query, send, "full")
 
     async def _reply(self, decision: Decision | None, original_of: Callable[[], RequestFacts], raw_uri: str,
-                     nginx_style: bool, send: Any) -> None:
+                     nginx_style: bool, send: Any, read: str) -> None:
         """Answer the edge: with the lane's decision, or the engine's when the lane had none."""
         if decision is None:
             started = time.perf_counter()
@@ -281,6 +296,7 @@ class ForwardAuthEndpoint:
         if self.awaiting is not None and decision.action is Verdict.ALLOW:
             self.awaiting.remember(decision, decision.time)
         status, headers, body = self.answer(decision, original_of, raw_uri, nginx_style)
+        self.engine.metrics.count_at(_check_key(status, read))
         await send_simple(send, status, headers, body)
 
     def answer(self, decision: Decision, original_of: Callable[[], RequestFacts], raw_uri: str,
