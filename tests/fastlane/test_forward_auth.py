@@ -27,7 +27,8 @@ from shieldware.store import MemoryStore, open_store
 from tests.fastlane.test_equivalence import comparable, run
 from tests.fastlane.test_remote import windows_in_redis
 from tests.fastlane.traffic import stream
-from tests.support import SimulatedClock
+from tests.redis_support import RedisProcess
+from tests.support import CHROME_NAVIGATION, SimulatedClock
 
 pytestmark = pytest.mark.skipif(native is None, reason="the fast lane's C extension is not compiled here")
 CHECK = "/.shieldware/check"
@@ -42,6 +43,10 @@ def checking(mode: str, fast: bool, clock: SimulatedClock, store: Any) -> tuple[
     traffic = {**yaml.safe_load(default_policy_text())["traffic"], "hold_findings_s": 0.0}
     policy = default_policy(mode=mode, trusted_proxies=["127.0.0.1/32"], decision_log={"path": None},
                             traffic=traffic)
+    return checking_with(policy, store, clock, fast)
+
+
+def checking_with(policy: Any, store: Any, clock: SimulatedClock, fast: bool = True) -> tuple[ShieldMiddleware, list]:
     middleware = ShieldMiddleware(no_app, engine=Engine(policy, store), clock=clock, fast_lane=fast,
                                   headers_in_scope=False)
     middleware.own_connections = True  # as the proxy sets it
@@ -135,3 +140,58 @@ def test_a_check_about_an_unusual_request_is_decided_on_the_python_path():
     asyncio.run(twice())
     assert asked_of_the_lane() == before  # the lane was never asked about the client's request
     assert len(decided) == 2
+
+
+def browser_check(client: int, uri: str) -> dict:
+    """nginx's call about one browser's request (README's site: X-Original-*, the client's address
+    in X-Forwarded-For)."""
+    headers = [(name.encode(), value.encode()) for name, value in CHROME_NAVIGATION if name != "host"]
+    headers = [(b"host", b"127.0.0.1:9000"), *headers, (b"cookie", b"shop_session=s%d" % client),
+               (b"x-forwarded-for", b"198.51.100.%d" % client), (b"x-original-uri", uri.encode()),
+               (b"x-original-method", b"GET"), (b"x-forwarded-host", b"shop.example"),
+               (b"x-forwarded-proto", b"https")]
+    return {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": CHECK,
+            "query_string": b"style=nginx", "headers": headers, "client": ("127.0.0.1", 41000)}
+
+
+async def test_a_check_on_redis_follows_its_route_groups_store_failure_mode_while_redis_is_down(tmp_path):
+    # The product pages fail closed (503, which nginx's auth_request cannot relay: 403 with
+    # ?style=nginx), every other page open. The lane decides each check in remote mode; with Redis
+    # gone the store raises, and the plain call's facts are made for the engine's answer.
+    redis = RedisProcess(tmp_path / "redis").start()
+    try:
+        policy_text = yaml.safe_load(default_policy_text())
+        for group in policy_text["groups"]:
+            if group["name"] == "product":
+                group["on_store_failure"] = "unavailable"
+        clock = SimulatedClock(1_800_000_000.0)
+        store = open_store(redis.uri + "?timeout=0.2&breaker_cooldown=0.5")
+        policy = default_policy(mode="enforce", trusted_proxies=["127.0.0.1/32"], decision_log={"path": None},
+                                groups=policy_text["groups"])
+        middleware, decided = checking_with(policy, store, clock)
+
+        async def asked(uri: str, clients: range) -> list[int]:
+            checks = [(0.5, browser_check(client, uri)) for client in clients]
+            return [status for status, _ in await run(middleware, clock, checks)]
+
+        assert await asked("/product/7", range(1, 30)) == [200] * 29  # first sights: planned
+        hits = middleware.lane.counts()["hit"]
+        assert await asked("/product/8", range(1, 30)) == [200] * 29
+        assert middleware.lane.counts()["hit"] >= hits + 25  # decided by the lane, on Redis
+        quick = middleware.answered_quickly
+
+        redis.stop()
+        assert await asked("/product/9", range(1, 10)) == [403] * 9
+        assert all("store.unavailable" in [r.code for r in d.reasons] for d in decided[-9:])
+        assert await asked("/about", range(1, 10)) == [200] * 9
+        assert middleware.answered_quickly == quick + 18  # every one a plain call
+
+        redis.start()
+        for _ in range(100):  # the breaker lets a trial through after 0.5 s; bounded
+            if await asked("/product/10", range(1, 2)) == [200]:
+                break
+            await asyncio.sleep(0.05)
+        assert await asked("/product/11", range(1, 10)) == [200] * 9
+        await store.close()
+    finally:
+        redis.stop()
