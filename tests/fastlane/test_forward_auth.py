@@ -39,7 +39,7 @@ async def no_app(scope, receive, send):  # forward-auth never forwards
 
 
 def checking(mode: str, fast: bool, clock: SimulatedClock, store: Any) -> tuple[ShieldMiddleware, list]:
-    """A proxy's middleware with the check endpoint, and the decisions it answered with."""
+    """checking_with() the default policy in `mode`, findings assessed afresh on every request."""
     traffic = {**yaml.safe_load(default_policy_text())["traffic"], "hold_findings_s": 0.0}
     policy = default_policy(mode=mode, trusted_proxies=["127.0.0.1/32"], decision_log={"path": None},
                             traffic=traffic)
@@ -47,6 +47,8 @@ def checking(mode: str, fast: bool, clock: SimulatedClock, store: Any) -> tuple[
 
 
 def checking_with(policy: Any, store: Any, clock: SimulatedClock, fast: bool = True) -> tuple[ShieldMiddleware, list]:
+    """A proxy's middleware with the check endpoint mounted as the proxy mounts it, and the decisions
+    it answered with; `middleware.answered_quickly` counts the calls it read straight from the scope."""
     middleware = ShieldMiddleware(no_app, engine=Engine(policy, store), clock=clock, fast_lane=fast,
                                   headers_in_scope=False)
     middleware.own_connections = True  # as the proxy sets it
