@@ -264,6 +264,18 @@ def memory_kib(pid: int) -> dict[str, int]:
     return values
 
 
+def forward_auth_checks(base_url: str) -> dict[tuple[str, str], float]:
+    """shieldware_forward_auth_checks_total by (answer, read), from a proxy's metrics endpoint."""
+    prefix = "shieldware_forward_auth_checks_total{"
+    counted = {}
+    for line in requests.get(base_url + "/.shieldware/metrics", timeout=10).text.splitlines():
+        if line.startswith(prefix):
+            labels, value = line[len(prefix):].split("} ")
+            pairs = dict(pair.split("=") for pair in labels.split(","))
+            counted[pairs["answer"].strip('"'), pairs["read"].strip('"')] = float(value)
+    return counted
+
+
 def roomy_policy(path: Path) -> Path:
     """The shipped policy, written to `path`, with per-address limits far above what a test module
     sends: every test client is 127.0.0.1 (as a NAT's customers are one address), and the limits

@@ -31,7 +31,13 @@ import pytest
 import requests
 
 from tests.challenge_support import page_config, solve
-from tests.proxy_support import chromium_browser, proxy_process, recorded_upstream, roomy_policy
+from tests.proxy_support import (
+    chromium_browser,
+    forward_auth_checks,
+    proxy_process,
+    recorded_upstream,
+    roomy_policy,
+)
 from tests.support import CHROME_NAVIGATION, CHROME_UA, free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -235,18 +241,6 @@ def test_a_browser_passes_and_the_shop_gets_shieldwares_headers_not_the_clients(
     assert len(seen["x-shield-ref"]) == 1 and seen["x-shield-ref"][0] not in ("", "forged")
 
 
-def checks_counted(shield) -> dict[tuple[str, str], float]:
-    """shieldware_forward_auth_checks_total by (answer, read), from the proxy's metrics endpoint."""
-    text = requests.get(f"http://127.0.0.1:{shield.port}/.shieldware/metrics", timeout=10).text
-    counted = {}
-    for line in text.splitlines():
-        if line.startswith("shieldware_forward_auth_checks_total{"):
-            labels, value = line[len("shieldware_forward_auth_checks_total{"):].split("} ")
-            pairs = dict(pair.split("=") for pair in labels.split(","))
-            counted[pairs["answer"].strip('"'), pairs["read"].strip('"')] = float(value)
-    return counted
-
-
 def test_the_edges_calls_about_a_browser_are_read_straight_from_them(edge, shield):
     # A browser's request makes a plain call (forward_auth.plain_call) from every edge: read from
     # its scope, with no facts made. An edge that repeated a header, or sent one in a form the full
@@ -254,11 +248,11 @@ def test_the_edges_calls_about_a_browser_are_read_straight_from_them(edge, shiel
     def read(counted: dict, how: str) -> float:  # whatever the answer (earlier tests' traffic moves it)
         return sum(n for (_, read_as), n in counted.items() if read_as == how)
 
-    before = checks_counted(shield)
+    before = forward_auth_checks(f"http://127.0.0.1:{shield.port}")
     with httpx.Client(headers=CHROME_NAVIGATION) as browser:
         for n in range(3):
             browser.get(edge.url + f"/product/{20 + n}", headers={"Host": edge.host})
-    after = checks_counted(shield)
+    after = forward_auth_checks(f"http://127.0.0.1:{shield.port}")
     assert read(after, "plain") - read(before, "plain") == 3, (before, after)
     assert read(after, "full") == read(before, "full"), (before, after)
 

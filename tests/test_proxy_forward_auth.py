@@ -14,7 +14,7 @@ from shieldware.facts import TrustedProxies, facts_from_headers, facts_from_scop
 from shieldware.middleware import ShieldMiddleware
 from shieldware.policy import default_policy
 from shieldware.proxy.forward_auth import ForwardAuthEndpoint, original_request, original_scope, plain_call
-from tests.proxy_support import proxy_process
+from tests.proxy_support import forward_auth_checks, proxy_process
 from tests.support import CHROME_NAVIGATION
 
 
@@ -88,23 +88,15 @@ def test_missing_original_uri_is_a_clear_400(auth_server):
     assert "X-Original-URI" in response.text
 
 
-def checks_counted(server) -> dict[str, float]:
-    """shieldware_forward_auth_checks_total's samples, by their label text."""
-    text = requests.get(server.url + "/.shieldware/metrics", timeout=10).text
-    prefix = "shieldware_forward_auth_checks_total{"
-    return {line[len(prefix):].split("}")[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line.startswith(prefix)}
-
-
 def test_checks_are_counted_by_answer_and_by_how_the_call_was_read(auth_server):
-    before = checks_counted(auth_server)
+    before = forward_auth_checks(auth_server.url)
     assert check(auth_server, edge_headers(CHROME_NAVIGATION)).status_code == 200  # plain
     assert check(auth_server, dict(CHROME_NAVIGATION)).status_code == 400  # no URI
     conflicting = {**edge_headers(CHROME_NAVIGATION, uri="/login", method="POST"), "X-Forwarded-Method": "GET"}
     assert check(auth_server, conflicting).status_code == 403
-    after = checks_counted(auth_server)
+    after = forward_auth_checks(auth_server.url)
     added = {labels: n - before.get(labels, 0) for labels, n in after.items() if n != before.get(labels, 0)}
-    assert added == {'answer="200",read="plain"': 1, 'answer="400",read="full"': 1, 'answer="403",read="full"': 1}
+    assert added == {("200", "plain"): 1, ("400", "full"): 1, ("403", "full"): 1}
 
 
 def test_untrusted_caller_cannot_ask():
