@@ -34,7 +34,7 @@ from shieldware.middleware import ShieldMiddleware
 from tests.support import CHROME_NAVIGATION
 
 import apps
-from common import print_profile
+from common import machine, print_profile
 
 SHOPPERS = 20_000
 CHROME_IMAGE = [*(h for h in CHROME_NAVIGATION if h[0] not in ("upgrade-insecure-requests", "sec-fetch-user")
@@ -102,7 +102,8 @@ async def measure(requests: int, profile: bool, signals: str = "all", pace: floa
     warm = crowd(SHOPPERS * 3, seed=1) if not cold else crowd(300, seed=1, shoppers=range(SHOPPERS, SHOPPERS + 50))
     scopes = crowd(requests)
     result: dict = {"benchmark": "asgi_costs", "requests": requests, "signals": signals, "pace": pace,
-                    "shoppers_seen_before": not cold, "lane": os.environ.get("SHIELDWARE_FAST_LANE", "1") != "0"}
+                    "shoppers_seen_before": not cold, "lane": os.environ.get("SHIELDWARE_FAST_LANE", "1") != "0",
+                    "machine": machine()}
     for name, bare in (("minimal", apps.minimal_app()), ("shop", build_shop())):
         protected = protect(bare, signals, pace)
         await run(bare, warm[:3000])

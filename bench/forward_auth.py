@@ -31,6 +31,8 @@ from pathlib import Path
 from proxy import ROOT, UPSTREAM_APP, free_port, measure_once, proxy_command, running, summarise, upstream_command
 from proxy_against import base_tree, paired, tree_env
 
+from common import machine  # bench/, as proxy and proxy_against
+
 CROWD = ROOT / "bench" / "browser_crowd.lua"
 
 
@@ -98,6 +100,7 @@ def main() -> int:
         "question": "forward-auth checks/s of one proxy worker (monitor mode, the crowd's checks)",
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
+        "machine": machine(),
         "results": results,
         "lane_vs_python_path": round(results["lane"][best] / results["python"][best], 3),
         "lane_vs_health": round(results["lane"][best] / results["health"][best], 3),

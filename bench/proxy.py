@@ -62,6 +62,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,7 +73,7 @@ from busy_forwarder import line_gather  # noqa: E402 - bench/ is on the path whe
 
 from tests.support import CHROME_NAVIGATION  # noqa: E402 - the repository root is added just above
 
-from common import cpu_split, faults_and_switches, own_redis  # noqa: E402 - bench/, as for busy_forwarder
+from common import cpu_split, faults_and_switches, machine, own_redis  # noqa: E402 - bench/, as for busy_forwarder
 
 UPSTREAM_APP = '''
 PAGE = (b"<!doctype html><html><head><title>Product</title></head><body>" + b"<p>item</p>" * 160
@@ -282,9 +283,32 @@ def proxy_command(upstream_port: int, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "shieldware.cli", "proxy", *proxy_options(upstream_port, port, *extra)]
 
 
-def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespace, store_pid: int = 0) -> dict:
+LANE_OUTCOME = re.compile(r'^shieldware_fast_lane_requests_total\{outcome="(\w+)"\} (\S+)$', re.MULTILINE)
+
+
+def lane_outcomes(url: str) -> dict[str, float]:
+    """How the fast lane has met the requests so far, by outcome (hit: the shopper's plan was known;
+    made: a new shopper's plan made from its shape's template; miss, derived, flagged...: see
+    the README's Metrics section), from the proxy's own metrics."""
+    with urllib.request.urlopen(f"{url}/.shieldware/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {outcome: float(count) for outcome, count in LANE_OUTCOME.findall(text)}
+
+
+def outcome_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Each outcome's share of the requests between two readings (the shares of a run): a round
+    with many first sights ("made") costs more than one of known shoppers."""
+    more = {outcome: count - before.get(outcome, 0.0) for outcome, count in after.items()}
+    total = sum(more.values())
+    return {outcome: round(n / total, 3) for outcome, n in sorted(more.items()) if n > 0} if total else {}
+
+
+def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespace, store_pid: int = 0,
+                 lane: bool = False) -> dict:
     """One wrk run, plus the CPU seconds the serving processes (and the store's server, if it has
-    one) spent per request during it."""
+    one) spent per request during it; `lane`: the setup is a shieldware proxy, whose lane's outcomes
+    are read before and after."""
+    lane_before = lane_outcomes(url) if lane else None
     user_before, system_before = cpu_seconds(pids)
     kernel_before = kernel_counts(pids)
     store_before = sum(cpu_split(store_pid)) if store_pid else 0.0
@@ -306,6 +330,8 @@ def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespa
     result["server_page_faults_per_request"] = round(faults / requests, 3) if requests else None
     result["server_context_switches_per_request"] = (round(voluntary / requests, 3) if requests else None,
                                                      round(involuntary / requests, 3) if requests else None)
+    if lane_before is not None:
+        result["lane_outcome_shares"] = outcome_shares(lane_before, lane_outcomes(url))
     if store_pid:
         result["store_cpu_us_per_request"] = (round(1e6 * (sum(cpu_split(store_pid)) - store_before) / requests, 1)
                                               if requests else None)
@@ -545,7 +571,8 @@ def main() -> int:
                         if args.profile and name == args.profile_setup and round_number == 0 and kind == kinds[0]:
                             profiler = start_profiler(pids[0], args)
                         store_pid = args.store_pid if name.startswith("redis") else 0
-                        runs[kind].setdefault(name, []).append(measure_once(url, pids, script, args, store_pid))
+                        lane = name == "proxy" or name.startswith("redis")
+                        runs[kind].setdefault(name, []).append(measure_once(url, pids, script, args, store_pid, lane))
                         if profiler is not None:
                             profiler.wait(timeout=60)
                         rate = runs[kind][name][-1]["requests_per_second"]
@@ -559,6 +586,7 @@ def main() -> int:
         "rounds": args.rounds,
         "connections": args.connections,
         "pinned": args.pin,
+        "machine": machine(),
         "traffic": {kind: traffic_report(kind_runs, in_process, args.busy_us) for kind, kind_runs in runs.items()},
         "in_process_detection": in_process,
         "goals": {"proxy_vs_bare_forwarder_at_least": 0.90, "proxy_vs_direct_at_least": 0.40},

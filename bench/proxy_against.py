@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy import BARE, PROXY, UPSTREAM_APP, browser_lua, free_port, proxy_command, run_wrk, running
 
-from common import cpu_split
+from common import cpu_split, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 CROWD = ROOT / "bench" / "browser_crowd.lua"
@@ -146,6 +146,7 @@ def main() -> int:
         "question": f"{args.traffic} requests/s of this checkout's proxy against a base revision's, interleaved rounds",
         "traffic": args.traffic,
         "base": base_commit, "imports": imports, "seconds_per_run": args.seconds, "rounds": args.rounds,
+        "machine": machine(),
         "results": {name: summary(r) for name, r in runs.items()},
         "paired_ratios": {"head_vs_base": paired(runs, "head", "base"),
                           "head_vs_bare_forwarder": paired(runs, "head", "bare"),
