@@ -64,6 +64,21 @@ def machine() -> dict:
             "python": sys.version.split()[0]}
 
 
+def cache_geometry(name: str) -> str | None:
+    """This machine's cache `name` ("L1d", "L1i", "L2", "L3") as valgrind's --D1/--I1/--LL take it:
+    "bytes,ways,line"; None when sysfs does not say."""
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        with contextlib.suppress(OSError, ValueError):
+            level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
+            if f"L{level}{_CACHE_KIND.get(kind, '')}" != name:
+                continue
+            sets = int((index / "number_of_sets").read_text())
+            ways = int((index / "ways_of_associativity").read_text())
+            line = int((index / "coherency_line_size").read_text())
+            return f"{sets * ways * line},{ways},{line}"
+    return None
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (from /proc; clock ticks → seconds)."""
     user, system = cpu_split(pid)

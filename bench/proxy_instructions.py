@@ -19,10 +19,11 @@ forwarder's, so the served ratio in bench/proxy.py stays the one the goal is jud
 Kernel (socket) work is not counted either.
 
 Usage: python bench/proxy_instructions.py [--shoppers 2000] [--requests 3000] [--top 25] [--keep DIR]
-                                          [--cache-sim]
+                                          [--cache-sim [--host-caches]]
 --keep copies the callgrind dumps to DIR (for `callgrind_annotate --inclusive=yes`); --cache-sim
 has callgrind simulate the caches too and reports misses per request, the part of the served cost
-that instruction counts leave out.
+that instruction counts leave out: by default the caches of the Intel VM most earlier figures come
+from (48K L1 data, 4 MiB L2), with --host-caches this machine's own L1 data cache and L2.
 Needs valgrind (Debian package `valgrind`); says so and exits 2 without it.
 """
 
@@ -46,10 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgi_costs import crowd
 from proxy import BARE, PROXY, UPSTREAM_APP, free_port, proxy_command, running
 
+from common import cache_geometry, machine  # bench/, as asgi_costs and proxy
+
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 8
-# --cache-sim's caches (bytes, ways, line): this VM's L1 data cache, and its 4 MiB L2 as the last
-# level; the 480 MiB L3 the VM reports is the host's, shared with whoever else runs there.
+# --cache-sim's caches (bytes, ways, line), unless --host-caches: the L1 data cache of the VM the
+# earlier measurements were made on (an Intel part), and its 4 MiB L2 as the last level; the
+# 480 MiB L3 it reported was the host's, shared with whoever else ran there.
 D1_CACHE = "49152,12,64"
 LL_CACHE = "4194304,16,64"
 MISSES = {"I1mr": "l1_instruction", "D1mr": "l1_data_read", "D1mw": "l1_data_write", "ILmr": "last_level_instruction",
@@ -96,9 +100,10 @@ def send(port: int, requests: list[bytes]) -> dict[int, int]:
     return statuses
 
 
-def under_callgrind(command: list[str], out: Path, cache_sim: bool) -> list[str]:
-    """`command` run by callgrind with instrumentation off until callgrind_control turns it on."""
-    cache = ["--cache-sim=yes", f"--D1={D1_CACHE}", f"--LL={LL_CACHE}"] if cache_sim else []
+def under_callgrind(command: list[str], out: Path, caches: tuple[str, str] | None) -> list[str]:
+    """`command` run by callgrind with instrumentation off until callgrind_control turns it on;
+    `caches` (L1 data, last level) has it simulate those caches too."""
+    cache = ["--cache-sim=yes", f"--D1={caches[0]}", f"--LL={caches[1]}"] if caches else []
     return ["valgrind", "--tool=callgrind", *cache, "--instr-atstart=no", f"--callgrind-out-file={out}", *command]
 
 
@@ -138,7 +143,7 @@ def measure(setup: str, extra: list[str], upstream: int, args: argparse.Namespac
     # the long wait for the port.
     with running(proxy_command(upstream, port, *extra), port, env=env, cwd=ROOT):
         pass
-    with running(under_callgrind(proxy_command(upstream, port, *extra), out, args.cache_sim), port, 900, env=env,
+    with running(under_callgrind(proxy_command(upstream, port, *extra), out, args.caches), port, 900, env=env,
                  cwd=ROOT) as server:
         pid = server.pid
         warm = send(port, raw_requests(args.shoppers * 3, args.shoppers, 1, port))
@@ -172,7 +177,16 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps to this directory")
     parser.add_argument("--cache-sim", action="store_true",
                         help=f"also count simulated cache misses (L1 data {D1_CACHE}, last level {LL_CACHE})")
+    parser.add_argument("--host-caches", action="store_true",
+                        help="with --cache-sim: simulate this machine's own L1 data cache and L2 instead")
     args = parser.parse_args()
+    args.caches = None
+    if args.cache_sim:
+        args.caches = (cache_geometry("L1d"), cache_geometry("L2")) if args.host_caches else (D1_CACHE, LL_CACHE)
+        if None in args.caches:
+            print("proxy_instructions: this machine's cache sizes are not in sysfs; drop --host-caches",
+                  file=sys.stderr)
+            return 2
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         print("proxy_instructions: valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
@@ -192,6 +206,8 @@ def main() -> int:
         "benchmark": "proxy_instructions",
         "question": "user-space instructions per forwarded request, bare forwarder vs proxy (monitor mode)",
         "shoppers": args.shoppers, "requests": args.requests, "connections": CONNECTIONS,
+        "machine": machine(),
+        **({"simulated_caches": {"l1_data": args.caches[0], "last_level": args.caches[1]}} if args.caches else {}),
         "results": results,
         "added_instructions_per_request": proxy - bare,
         "ratio_if_instructions_were_time": round(bare / proxy, 3),
