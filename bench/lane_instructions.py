@@ -22,7 +22,9 @@ reason too).
 
 Each request's scope is a fresh dict, let go of inside the count as a server lets go of its own.
 
-Usage: python bench/lane_instructions.py [--shoppers 2000] [--requests 3000] [--as-proxy] [--keep DIR]
+Usage: python bench/lane_instructions.py [--shoppers 2000] [--requests 3000] [--as-proxy] [--cold] [--keep DIR]
+--cold counts requests from shoppers the middleware has not seen: most are first sights (a plan made
+from the browser's template, after asking Python whether a network database knows the address).
 --as-proxy makes the middleware as the proxy does (X-Shield-* lines in the decision, the server's scope
 changed in place: shieldware/proxy/app.py). --keep copies the two callgrind dumps (bare, protected)
 to DIR, for callgrind_annotate.
@@ -57,7 +59,7 @@ def counted(phase: str, pid: int, run) -> None:
     callgrind_control("-i", "off", str(pid))
 
 
-async def child(shoppers: int, requests: int, as_proxy: bool) -> dict:
+async def child(shoppers: int, requests: int, as_proxy: bool, cold: bool) -> dict:
     """Runs under callgrind: warms the middleware, then counts the two phases."""
     from asgi_costs import crowd, protect
 
@@ -74,7 +76,7 @@ async def child(shoppers: int, requests: int, as_proxy: bool) -> dict:
     middleware = protect(app, "all", PACE, headers_in_scope=not as_proxy, scope_in_place=as_proxy)
     for scope in crowd(shoppers * 3, seed=1, shoppers=range(shoppers)):
         await middleware.handle(dict(scope), receive, send)
-    measured = crowd(requests, seed=3, shoppers=range(shoppers))
+    measured = crowd(requests, seed=3, shoppers=range(shoppers, 2 * shoppers) if cold else range(shoppers))
     pid = os.getpid()
 
     def each(call) -> None:
@@ -94,17 +96,18 @@ def main() -> int:
     parser.add_argument("--shoppers", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--as-proxy", action="store_true", help="the middleware as the proxy makes it")
+    parser.add_argument("--cold", action="store_true", help="count shoppers' first sights")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps to this directory")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(child(args.shoppers, args.requests, args.as_proxy))))
+        print(json.dumps(asyncio.run(child(args.shoppers, args.requests, args.as_proxy, args.cold))))
         return 0
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         print("lane_instructions: valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
     # Once plainly first, so Numba's cache holds the kernels (compiling them under valgrind is slow).
-    proxy = ["--as-proxy"] if args.as_proxy else []
+    proxy = (["--as-proxy"] if args.as_proxy else []) + (["--cold"] if args.cold else [])
     command = [sys.executable, __file__, "--child", "--shoppers", str(args.shoppers), "--requests", "10", *proxy]
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     with tempfile.TemporaryDirectory() as name:
@@ -125,7 +128,7 @@ def main() -> int:
     print(json.dumps({
         "benchmark": "lane_instructions",
         "question": "instructions per crowd request: the app called bare vs through the middleware's front door",
-        "shoppers": args.shoppers, "requests": args.requests, "as_proxy": args.as_proxy,
+        "shoppers": args.shoppers, "requests": args.requests, "as_proxy": args.as_proxy, "cold": args.cold,
         "bare_app_instructions_per_request": round(bare),
         "protected_instructions_per_request": round(protected),
         "added_instructions_per_request": round(protected - bare),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from shieldware.engine import Engine
 from shieldware.evidence import Weights
 from shieldware.facts import facts_from_headers
+from shieldware.netdb.lookup import normalise_address
 from shieldware.policy import PolicyError, default_policy, policy_from_text
 from shieldware.signals import Inspection
 from shieldware.signals.network import (
@@ -252,3 +254,64 @@ def test_any_client_address_text_is_answered_without_raising(text):
 
 
 _FUZZ_SIGNAL = NetworkSignal(NetworkSettings(cache_size=64))
+
+
+# The fast lane asks `lane_address` of every new client instead of making its view: the two must
+# agree on every text, in every database the policy can name (a plan made for an address a
+# database knows would skip that database's evidence).
+_KNOWN_ADDRESSES = ("3.5.140.1", "::ffff:3.5.140.1", "66.249.66.1", "1.128.0.1", "1.0.0.1", "2.125.160.220",
+                    "81.2.69.1", "186.30.236.9", "1.2.3.4", "6.0.42.17", "2001:218::1", "73.15.20.1", "10.0.0.1")
+
+
+def _lane_signal(paths: list[str]) -> NetworkSignal:
+    signal = NetworkSignal()
+    signal.configure(NetworkSettings(databases=tuple(DatabaseEntry(path) for path in paths), cache_size=64))
+    return signal
+
+
+_LANE_SIGNALS = [NetworkSignal(NetworkSettings(cache_size=64))]
+if TEST_DATA.is_dir():
+    # Every well-formed GeoIP test database (names ending in -Test), and an IPv4-only one.
+    _LANE_SIGNALS.append(_lane_signal(["builtin:hosting", *map(str, sorted(TEST_DATA.glob("*-Test.mmdb"))),
+                                       str(TEST_DATA / "MaxMind-DB-test-ipv4-24.mmdb")]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.one_of(st.sampled_from(_KNOWN_ADDRESSES), st.text(max_size=40), st.ip_addresses().map(str),
+                      st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}")))
+def test_the_lanes_question_agrees_with_the_view(text):
+    for signal in _LANE_SIGNALS:
+        assert signal.lane_address(text) == (signal.view(text) is None), text
+
+
+def test_the_lanes_question_on_addresses_a_database_knows():
+    hosting = _LANE_SIGNALS[0]  # the shipped database only
+    assert not hosting.lane_address("3.5.140.1") and not hosting.lane_address("::ffff:3.5.140.1")  # AWS
+    assert hosting.lane_address("73.15.20.1") and hosting.lane_address("unknown")
+    if len(_LANE_SIGNALS) > 1:  # the MaxMind test databases know these, the shipped one does not
+        assert hosting.lane_address("2.125.160.220") and not _LANE_SIGNALS[1].lane_address("2.125.160.220")
+        assert hosting.lane_address("2001:218::1") and not _LANE_SIGNALS[1].lane_address("2001:218::1")
+
+
+def _normalised_by_the_socket_library(text: str) -> tuple[str, bool] | None:
+    """normalise_address as it was before its IPv4 shortcut: every text through inet_pton and back."""
+    try:
+        if ":" not in text:
+            return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text.strip())), False
+        return normalise_address(text)
+    except (OSError, ValueError):
+        return None
+
+
+_OCTET = st.one_of(st.integers(0, 300).map(str), st.integers(0, 255).map(lambda n: f"0{n}"), st.just("00"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.lists(_OCTET, min_size=1, max_size=5).map(".".join),
+    st.tuples(st.sampled_from(["", " ", "\t"]), st.ip_addresses(v=4).map(str), st.sampled_from(["", " ", "\n"])).map(
+        "".join),
+    st.text(alphabet="0123456789. x", max_size=20)))
+def test_ipv4_shortcut_normalises_as_the_socket_library_does(text):
+    assert normalise_address(text) == _normalised_by_the_socket_library(text)

@@ -243,8 +243,12 @@ class NetworkSignal:
         return self._cached_view(client_ip)
 
     def lane_address(self, client_ip: str) -> bool:
-        """Nothing to say of this address (no database knows it): `inspect` adds nothing for it."""
-        return self.view(client_ip) is None
+        """Nothing to say of this address (no database knows it): `inspect` adds nothing for it.
+        The same answer as `view(client_ip) is None`, without making a view: the lane asks this once
+        per new client, and a plain one's view would only fill the cache."""
+        if self.lookup is None:
+            self.configure(self._explicit or NetworkSettings())
+        return not self.lookup.knows(client_ip)
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
         view = self.view(facts.client_ip)
