@@ -61,7 +61,17 @@ def machine() -> dict:
             level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
             caches[f"L{level}{_CACHE_KIND.get(kind, '')}"] = size
     return {"cpu": cpu, "cpus": os.cpu_count(), "caches": caches, "kernel": os.uname().release,
-            "python": sys.version.split()[0]}
+            "python": sys.version.split()[0],
+            # Two more things hosts differ in that move served figures: what the clock costs
+            # (a tsc clock is read without a system call) and the kernel's Spectre v2 mitigation.
+            "clocksource": _sysfs("devices/system/clocksource/clocksource0/current_clocksource"),
+            "spectre_v2": _sysfs("devices/system/cpu/vulnerabilities/spectre_v2")}
+
+
+def _sysfs(path: str) -> str | None:
+    with contextlib.suppress(OSError):
+        return (Path("/sys") / path).read_text().strip()
+    return None
 
 
 def cache_geometry(name: str) -> str | None:
