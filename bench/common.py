@@ -56,10 +56,9 @@ def machine() -> dict:
             if name in ("model name", "cpu family", "model", "stepping", "microcode"):
                 cpu[name.replace(" ", "_")] = value.strip()
     caches = {}
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+    for name, folder in _cache_folders().items():
         with contextlib.suppress(OSError):
-            level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
-            caches[f"L{level}{_CACHE_KIND.get(kind, '')}"] = size
+            caches[name] = (folder / "size").read_text().strip()
     return {"cpu": cpu, "cpus": os.cpu_count(), "caches": caches, "kernel": os.uname().release,
             "python": sys.version.split()[0],
             # Two more things hosts differ in that move served figures: what the clock costs
@@ -74,18 +73,26 @@ def _sysfs(path: str) -> str | None:
     return None
 
 
+def _cache_folders() -> dict[str, Path]:
+    """The first CPU's caches by name ("L1d", "L1i", "L2", "L3"), each with its sysfs folder."""
+    folders = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        with contextlib.suppress(OSError):
+            level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
+            folders[f"L{level}{_CACHE_KIND.get(kind, '')}"] = index
+    return folders
+
+
 def cache_geometry(name: str) -> str | None:
     """This machine's cache `name` ("L1d", "L1i", "L2", "L3") as valgrind's --D1/--I1/--LL take it:
     "bytes,ways,line"; None when sysfs does not say."""
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        with contextlib.suppress(OSError, ValueError):
-            level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
-            if f"L{level}{_CACHE_KIND.get(kind, '')}" != name:
-                continue
-            sets = int((index / "number_of_sets").read_text())
-            ways = int((index / "ways_of_associativity").read_text())
-            line = int((index / "coherency_line_size").read_text())
-            return f"{sets * ways * line},{ways},{line}"
+    folder = _cache_folders().get(name)
+    if folder is None:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        sets, ways, line = (int((folder / field).read_text())
+                            for field in ("number_of_sets", "ways_of_associativity", "coherency_line_size"))
+        return f"{sets * ways * line},{ways},{line}"
     return None
 
 
