@@ -571,7 +571,8 @@ def main() -> int:
                         if args.profile and name == args.profile_setup and round_number == 0 and kind == kinds[0]:
                             profiler = start_profiler(pids[0], args)
                         store_pid = args.store_pid if name.startswith("redis") else 0
-                        lane = name == "proxy" or name.startswith("redis")
+                        # One worker's metrics: with two, a reading comes from either.
+                        lane = name in ("proxy", "redis")
                         runs[kind].setdefault(name, []).append(measure_once(url, pids, script, args, store_pid, lane))
                         if profiler is not None:
                             profiler.wait(timeout=60)
