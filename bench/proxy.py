@@ -1,6 +1,6 @@
 """How much throughput does the proxy keep? wrk against six setups (nine with --footprint) in one run, JSON out.
 
-    python bench/proxy.py [--seconds 3] [--rounds 3] [--traffic one_client|crowd|both] [--busy-us 5]
+    python bench/proxy.py [--seconds 3] [--rounds 3] [--warm-seconds 1] [--traffic one_client|crowd|both] [--busy-us 5]
                           [--no-minimal] [--footprint] [--pin] [--redis] [--profile out.raw [--profile-setup NAME]]
 
 Setups (all on loopback, each server a process of its own, one worker each):
@@ -457,7 +457,7 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
                 pin(pids[0], SERVING_CPU)
         for url, _ in found.values():
             for script in scripts:
-                run_wrk(url, script, 1, args.connections, PEER_CPU if args.pin else None)  # warm-up
+                run_wrk(url, script, args.warm_seconds, args.connections, PEER_CPU if args.pin else None)  # warm-up
         yield found
 
 
@@ -527,6 +527,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one wrk run (default 3)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--warm-seconds", type=float, default=1.0,
+                        help="each setup's warm-up (default 1). The crowd replays the same shoppers in the same "
+                             "order every run, so a warm-up longer than a round leaves the rounds no first sights")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--paths", type=int, default=64, help="product URLs the one_client traffic cycles over")
     parser.add_argument("--traffic", choices=[*TRAFFIC, "both"], default="both")
@@ -584,6 +587,7 @@ def main() -> int:
     report = {
         "question": "requests/s kept by the shieldware proxy (1 worker, monitor mode, browser-like headers)",
         "seconds_per_run": args.seconds,
+        "warm_up_seconds": args.warm_seconds,
         "rounds": args.rounds,
         "connections": args.connections,
         "pinned": args.pin,
