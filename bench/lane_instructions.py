@@ -107,14 +107,14 @@ def main() -> int:
         print("lane_instructions: valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
     # Once plainly first, so Numba's cache holds the kernels (compiling them under valgrind is slow).
-    proxy = (["--as-proxy"] if args.as_proxy else []) + (["--cold"] if args.cold else [])
-    command = [sys.executable, __file__, "--child", "--shoppers", str(args.shoppers), "--requests", "10", *proxy]
+    flags = (["--as-proxy"] if args.as_proxy else []) + (["--cold"] if args.cold else [])
+    command = [sys.executable, __file__, "--child", "--shoppers", str(args.shoppers), "--requests", "10", *flags]
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     with tempfile.TemporaryDirectory() as name:
         out = Path(name) / "callgrind.out"
         child_run = subprocess.run(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable,
-             __file__, "--child", "--shoppers", str(args.shoppers), "--requests", str(args.requests), *proxy],
+             __file__, "--child", "--shoppers", str(args.shoppers), "--requests", str(args.requests), *flags],
             check=True, capture_output=True, text=True, timeout=3600)
         outcomes = json.loads(child_run.stdout.strip().splitlines()[-1])
         dumps = sorted(Path(name).glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))

@@ -236,18 +236,21 @@ class NetworkSignal:
             return None  # not an address, or no database knows it: nothing to add
         return view_of(facts, self.settings)
 
+    def _ensure_configured(self) -> None:
+        """A signal made outside an engine (no bind) opens its databases on first use."""
+        if self.lookup is None:
+            self.configure(self._explicit or NetworkSettings())
+
     def view(self, client_ip: str) -> NetworkView | None:
         """The cached answer for an address (None: nothing known, not an address, or the signal is off)."""
-        if self._cached_view is None:
-            self.configure(self._explicit or NetworkSettings())
+        self._ensure_configured()
         return self._cached_view(client_ip)
 
     def lane_address(self, client_ip: str) -> bool:
         """Nothing to say of this address (no database knows it): `inspect` adds nothing for it.
         The same answer as `view(client_ip) is None`, without making a view: the lane asks this once
         per new client, and a plain one's view would only fill the cache."""
-        if self.lookup is None:
-            self.configure(self._explicit or NetworkSettings())
+        self._ensure_configured()
         return not self.lookup.knows(client_ip)
 
     def inspect(self, facts: RequestFacts, inspection: Inspection) -> None:
