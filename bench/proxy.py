@@ -31,7 +31,9 @@ in two kinds of traffic (`--traffic`, both by default):
 The proxy and the bare forwarder trust 127.0.0.1 as an edge in both, so one set of servers
 serves both.
 Absolute numbers depend on the machine and on what else runs on it; compare the ratios,
-which come from one run. `--pin` keeps every serving process on CPU 0 and the shared upstream and
+which come from one run. `paired_rounds_proxy_vs_bare_forwarder` divides the proxy's figures by
+the bare forwarder's round by round (the two run back to back) and takes the median: the figure
+to read against the goal, since the best rounds' ratio picks each setup's luckiest round. `--pin` keeps every serving process on CPU 0 and the shared upstream and
 wrk on CPU 1 (direct then gets an upstream of its own on CPU 0): each server alone on its core.
 Each run reports every CPU's busy share (`cpu_busy`): pinned, a peer CPU near 1.0 caps the setup;
 and the serving processes' minor page faults and (voluntary, involuntary) context switches a request.
@@ -57,6 +59,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -624,6 +627,7 @@ def traffic_report(runs: dict[str, list[dict]], in_process: dict, busy_us: float
             "proxy_vs_bare_forwarder": ratio(results, "proxy", "bare", cpu),
             "proxy_vs_direct_upstream": ratio(results, "proxy", "direct", cpu),
         },
+        "paired_rounds_proxy_vs_bare_forwarder": paired_rounds(runs, "proxy", "bare"),
         "added_server_cpu_us_per_request": (round(results["proxy"][cpu] - bare_cpu, 1)
                                             if bare_cpu and results["proxy"][cpu] else None),
         "python_path_share_of_bare_forwarder_cpu": (
@@ -633,6 +637,24 @@ def traffic_report(runs: dict[str, list[dict]], in_process: dict, busy_us: float
         "busy_wait_calibration": busy_wait_calibration(results, busy_us),
         "footprint_calibration": footprint_calibration(results, in_process),
     }
+
+
+def paired_rounds(runs: dict[str, list[dict]], top: str, bottom: str) -> dict | None:
+    """`top` over `bottom` within each round (the two ran one after the other, so a burst of load
+    from elsewhere on the machine hits both alike), by requests/s and by CPU per request, and the
+    medians of those per-round ratios: steadier than the best rounds' ratio, which takes each
+    setup's luckiest round, or than comparing medians taken apart."""
+    if top not in runs or bottom not in runs:
+        return None
+    served, cpu = [], []
+    for high, low in zip(runs[top], runs[bottom], strict=True):
+        if high["requests_per_second"] and low["requests_per_second"]:
+            served.append(round(high["requests_per_second"] / low["requests_per_second"], 3))
+        if high.get("server_cpu_us_per_request") and low.get("server_cpu_us_per_request"):
+            cpu.append(round(low["server_cpu_us_per_request"] / high["server_cpu_us_per_request"], 3))
+    return {"requests_per_second": served, "cpu_per_request": cpu,
+            "median_requests_per_second": round(statistics.median(served), 3) if served else None,
+            "median_cpu_per_request": round(statistics.median(cpu), 3) if cpu else None}
 
 
 def busy_wait_calibration(results: dict, busy_us: float) -> dict | None:
