@@ -32,8 +32,9 @@ The proxy and the bare forwarder trust 127.0.0.1 as an edge in both, so one set 
 serves both.
 Absolute numbers depend on the machine and on what else runs on it; compare the ratios,
 which come from one run. `paired_rounds_proxy_vs_bare_forwarder` divides the proxy's figures by
-the bare forwarder's round by round (the two run back to back) and takes the median: the figure
-to read against the goal, since the best rounds' ratio picks each setup's luckiest round. `--pin` keeps every serving process on CPU 0 and the shared upstream and
+the bare forwarder's round by round (the two run back to back) and takes the medians: the figures
+to read against the goal (by CPU the steadier), since the best rounds' ratio picks each setup's
+luckiest round. `--pin` keeps every serving process on CPU 0 and the shared upstream and
 wrk on CPU 1 (direct then gets an upstream of its own on CPU 0): each server alone on its core.
 Each run reports every CPU's busy share (`cpu_busy`): pinned, a peer CPU near 1.0 caps the setup;
 and the serving processes' minor page faults and (voluntary, involuntary) context switches a request.
