@@ -28,8 +28,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from proxy import ROOT, UPSTREAM_APP, free_port, measure_once, proxy_command, running, summarise, upstream_command
-from proxy_against import base_tree, paired, tree_env
+from proxy import (
+    ROOT,
+    UPSTREAM_APP,
+    free_port,
+    measure_once,
+    paired_rounds,
+    proxy_command,
+    running,
+    summarise,
+    upstream_command,
+)
+from proxy_against import base_tree, tree_env
 
 from common import machine  # bench/, as proxy and proxy_against
 
@@ -105,7 +115,7 @@ def main() -> int:
         "lane_vs_python_path": round(results["lane"][best] / results["python"][best], 3),
         "lane_vs_health": round(results["lane"][best] / results["health"][best], 3),
         "cpu_us_per_check": {name: results[name][cpu] for name in results},
-        **({"lane_vs_base_per_round": paired(runs, "lane", "base")} if args.base else {}),
+        **({"lane_vs_base_paired": paired_rounds(runs, "lane", "base")} if args.base else {}),
         "note": "non_2xx counts the checks answered 401/403/429 (refusals); in monitor mode there should be none",
     }, indent=2))
     return 0
