@@ -11,8 +11,9 @@ has been seen (plans made, pools open), and off again before shutdown.
 
 Instruction counts repeat from run to run within about 0.3 % (some 1,000 per request: garbage
 collection, and the switchboard's wall-clock refreshes and metrics drains, which valgrind's
-slowness makes more frequent per request than in service). A change of
-a thousand instructions or more shows in one run; a smaller one needs a few runs, or --keep and
+slowness makes more frequent per request than in service). The added count, a difference of
+two such counts, wandered by 1,600 between two runs of the same code: a change of two thousand
+instructions or more shows in one run; a smaller one needs a few runs, or --keep and
 callgrind_annotate on the functions it touches. They are not time: cache misses (the windows of
 thousands of shoppers do not fit in any cache) make detection's instructions dearer than the
 forwarder's, so the served ratio in bench/proxy.py stays the one the goal is judged on.
@@ -24,6 +25,9 @@ Usage: python bench/proxy_instructions.py [--shoppers 2000] [--requests 3000] [-
 has callgrind simulate the caches too and reports misses per request, the part of the served cost
 that instruction counts leave out: by default the caches of the Intel VM most earlier figures come
 from (48K L1 data, 4 MiB L2), with --host-caches this machine's own L1 data cache and L2.
+The simulation has no prefetcher and counts every miss alike: it ranks changes to the data a
+request touches, not changes to the code the compiler makes (a lane built -Os showed 85 fewer
+L2 misses a request and served 5 % slower; docs/proxy-throughput-log.md).
 Needs valgrind (Debian package `valgrind`); says so and exits 2 without it.
 """
 
