@@ -153,8 +153,16 @@ def test_when_redis_goes_the_lane_hands_over_and_the_group_fails_as_configured(t
 
     try:
         loop = asyncio.new_event_loop()
-        assert [status for status, _ in loop.run_until_complete(served())] == [200, 200, 200]
-        assert middleware.lane.counts()["hit"] >= 1  # planned: answered by the lane through Redis
+        # The first request finds the lane not yet armed and the second drafts the plan, so the third
+        # is normally the first the lane answers through Redis. The switchboard's first refresh
+        # finds the store's version new and disarms the lane once, whenever it completes: on a busy
+        # machine after the second request, and a request more passes before the lane answers (a CI
+        # run failed so; a refresh slowed by 50 ms does the same).
+        statuses = []
+        while middleware.lane.counts()["hit"] == 0 and len(statuses) < 12:
+            statuses += [status for status, _ in loop.run_until_complete(run(middleware, clock, requests[:1]))]
+        assert statuses == [200] * len(statuses)
+        assert middleware.lane.counts()["hit"] == 1  # planned: answered by the lane through Redis
         server.stop()
         assert [status for status, _ in loop.run_until_complete(served())] == [200, 200, 200]
         down = recorder.decisions[-3:]
