@@ -69,6 +69,46 @@ def test_sighup_to_workers_takes_up_a_changed_policy_and_keeps_a_broken_one_out(
     assert "Traceback" not in printed
 
 
+def test_worker_replacements_under_traffic_drop_no_request(tmp_path):
+    """Each SIGHUP replaces both workers; a client opening a connection for every request must
+    never see one reset or closed unanswered, whichever worker took it as that worker went."""
+    policy = roomy_policy(tmp_path / "policy.yaml")
+    set_mode(policy, "enforce")
+    failures: list[str] = []
+    answered = [0]
+    stop = threading.Event()
+    with recorded_upstream() as shop, proxy_process("--upstream", shop.url, "--workers", "2",
+                                                      "--policy", str(policy)) as proxy:
+
+        def ask_again_and_again() -> None:
+            while not stop.is_set():
+                try:
+                    status = requests.get(proxy.url + "/.shieldware/health", headers=CURL, timeout=10).status_code
+                except requests.RequestException as exc:
+                    failures.append(repr(exc))
+                    continue
+                if status == 200:
+                    answered[0] += 1
+                else:
+                    failures.append(f"status {status}")
+
+        clients = [threading.Thread(target=ask_again_and_again) for _ in range(2)]
+        for client in clients:
+            client.start()
+        try:
+            set_mode(policy, "monitor")
+            for _ in range(8):  # a reset was rare before it was fixed: about one in three replacements
+                time.sleep(2.0)
+                os.kill(proxy.pid, signal.SIGHUP)
+            wait_for(lambda: modes_seen(proxy.url, 12) == {"monitor"}, 60, "the workers were never replaced")
+        finally:
+            stop.set()
+            for client in clients:
+                client.join(30)
+    assert answered[0] > 100  # the clients kept asking throughout
+    assert failures == []
+
+
 def limited_echo_policy(path: Path) -> Path:
     """The roomy test policy in monitor mode, with /echo-headers a group of its own limited to three
     requests a minute per address: what the upstream is told shows whether a client is over it."""

@@ -25,6 +25,10 @@ six to a host; one address with hundreds open is a slowloris run or a socket flo
 costs a file descriptor until its timeout. Past `max_connections_per_ip` open connections, a new
 one from that address is closed at once, as nginx's `limit_conn` would refuse it. The addresses
 that speak for many clients are exempt: the trusted proxies, or loopback when none is given.
+
+uvicorn's graceful shutdown closes every connection without a response under way, which resets a
+connection accepted a moment before whose request is still arriving. Such a connection gets
+`SHUTDOWN_GRACE` seconds for its request, which is answered and closes it.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ SWEEP_SECONDS = (0.25, 5.0)
 # Connections refused over an address's cap are told in one log line per this many seconds: a
 # flood opens thousands a second.
 REFUSALS_LOGGED_EVERY = 10.0
+# In a graceful shutdown, how long a connection accepted just before it may take to send its
+# request: a client sends at once, and a browser's preconnect that never speaks is closed after it.
+SHUTDOWN_GRACE = 1.0
 _LATE_BODY = b"The request head took too long.\n"
 _TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
               b"connection: close\r\n\r\n%b" % (len(_LATE_BODY), _LATE_BODY))
@@ -190,6 +197,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             parser.addresses = AddressLimits.of(self.server_state, self.loop, max_connections_per_ip,
                                                 exempt_networks)
         self.parser = parser  # type: ignore[assignment]
+        self.shutting_down = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeadHoldingTransport(transport))  # type: ignore[arg-type]
@@ -244,6 +252,32 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if size > parser.max_head_bytes:  # type: ignore[attr-defined]
                 raise HeadTooLarge(size)  # the parser stops; HeadLimitingParser answers 431
         super().on_headers_complete()
+        if self.shutting_down and self.cycle is not None:
+            self.cycle.keep_alive = False  # a request let in after the shutdown began is the last
+
+    def shutdown(self) -> None:
+        """The server's graceful shutdown (SIGTERM, or SIGHUP replacing a worker). uvicorn closes
+        every connection with no response under way. That is right for a keep-alive connection
+        between requests (a client sends again on a new one), but a connection accepted a moment
+        ago whose request is on its way, or half read, would have a request its client sent whole
+        reset, and not retried. Those get SHUTDOWN_GRACE seconds for it, answered with the
+        connection closed; a connection still silent then (a browser's preconnect) is closed."""
+        self.shutting_down = True
+        cycle, scope = self.cycle, self.scope
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False  # the request under way is answered, then the connection closes
+        elif scope is not None and "method" in scope:
+            self.transport.close()  # between requests
+        else:
+            self.loop.call_later(SHUTDOWN_GRACE, self._close_unless_answering)
+
+    def _close_unless_answering(self) -> None:
+        if self.transport.is_closing():
+            return
+        cycle, scope = self.cycle, self.scope
+        if cycle is not None and not cycle.response_complete:
+            return  # its request came: the answer closes the connection
+        self.refuse_late_head(scope is not None and "method" not in scope)
 
     def head_size(self) -> int:
         """The request head parsed so far: request line and header fields, as sent."""
