@@ -86,6 +86,15 @@ def raw_get(port: int, path: str, headers: list[tuple[str, str]]) -> int:
     return response.status
 
 
+def read_until_closed(connection: socket.socket, wait: float = 15.0) -> bytes:
+    """Everything a server sends on `connection` until it closes it (a socket timeout fails the test)."""
+    connection.settimeout(wait)
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from tests.proxy_support import proxy_process, recorded_upstream, roomy_policy
-from tests.support import CHROME_NAVIGATION
+from tests.support import CHROME_NAVIGATION, read_until_closed
 
 CHROME_HEADERS = [(name, value) for name, value in CHROME_NAVIGATION if name != "connection"]
 
@@ -26,9 +26,7 @@ def raw_get(port: int, version: str, extra: tuple[tuple[str, str], ...] = ()) ->
     head += "Connection: close\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(head.encode())
-        received = b""
-        while chunk := connection.recv(65536):
-            received += chunk
+        received = read_until_closed(connection)
     status_line, _, rest = received.partition(b"\r\n")
     assert status_line.split()[1] == b"200", received[:300]
     body = rest.partition(b"\r\n\r\n")[2]

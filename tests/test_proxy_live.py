@@ -17,7 +17,7 @@ import requests
 
 from shieldware.analyze.pipeline import analyze_sources
 from tests.proxy_support import MIB, UpstreamRecorder, build_upstream, memory_kib, proxy_process, recorded_upstream
-from tests.support import CHROME_NAVIGATION, free_port, live_server
+from tests.support import CHROME_NAVIGATION, free_port, live_server, read_until_closed
 
 MEMORY_GROWTH_LIMIT_KIB = 50 * 1024
 
@@ -225,7 +225,7 @@ def test_awkward_but_lawful_upstream_answers_keep_the_client_connection():
             for path in (b"/304", b"/204", b"/short", b"/page"):
                 client.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: shop\r\n\r\n")
             client.sendall(b"GET /page HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
-            answered = _closed_by_proxy(client)
+            answered = read_until_closed(client)
         printed = proxy.stop()
     statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answered)
     assert statuses == [b"304", b"204", b"200", b"200", b"200"], answered
@@ -303,15 +303,6 @@ def test_dot_segments_cannot_reach_above_the_upstream_path(upstream):
         assert answer.endswith(b"page /base/cart;jsessionid=7")  # path parameters alone pass as they came
 
 
-def _closed_by_proxy(sock: socket.socket, wait: float = 15.0) -> bytes:
-    """Everything the proxy sends until it closes the connection (a socket timeout fails the test)."""
-    sock.settimeout(wait)
-    received = b""
-    while chunk := sock.recv(65536):
-        received += chunk
-    return received
-
-
 def test_late_request_heads_get_408_and_silent_connections_are_closed(upstream):
     """Slowloris: a header trickled a byte at a time, or a connection that never speaks, would
     otherwise hold a file descriptor for ever. A slow upstream is no late head."""
@@ -334,7 +325,7 @@ def test_late_request_heads_get_408_and_silent_connections_are_closed(upstream):
                 if answered:
                     break
             assert answered.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answered
-            assert _closed_by_proxy(silent) == b""  # nothing sent, nothing answered: just closed
+            assert read_until_closed(silent) == b""  # nothing sent, nothing answered: just closed
         # the timeout is for the head alone: a request the upstream takes 2 s over is served
         slow = requests.get(proxy.url + "/slow?seconds=2", timeout=30)
         assert slow.status_code == 200
@@ -356,7 +347,7 @@ def test_requests_refused_before_the_app_are_in_the_access_log(upstream, tmp_pat
         assert _exchange(proxy.port, trickled, pause=0.1).startswith(b"HTTP/1.1 408 ")
         assert _exchange(proxy.port, [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"]).startswith(b"HTTP/1.1 400 ")
         with socket.create_connection(("127.0.0.1", proxy.port)) as silent:
-            assert _closed_by_proxy(silent) == b""
+            assert read_until_closed(silent) == b""
         assert requests.get(proxy.url + "/after", timeout=10).status_code == 200
         proxy.stop()
     lines = [line for line in log.read_text().splitlines() if "/.shieldware/health" not in line]  # readiness
@@ -419,7 +410,7 @@ def test_the_analyzer_names_a_slowloris_run_from_the_proxys_access_log(upstream,
         try:
             for sock in held:
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: shop\r\nX-Slow: ")
-            answers = [_closed_by_proxy(sock) for sock in held]
+            answers = [read_until_closed(sock) for sock in held]
         finally:
             for sock in held:
                 sock.close()
@@ -504,7 +495,7 @@ def test_a_request_body_that_stalls_gets_408(upstream):
         head = b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n"
         with socket.create_connection(("127.0.0.1", proxy.port)) as stalled:
             stalled.sendall(head + b"x" * 10)  # and then nothing
-            answer = _closed_by_proxy(stalled)
+            answer = read_until_closed(stalled)
         assert answer.startswith(b"HTTP/1.1 408 ") and b"stopped arriving for 1 seconds" in answer
         with socket.create_connection(("127.0.0.1", proxy.port)) as steady:
             steady.sendall(head)

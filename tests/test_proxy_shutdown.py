@@ -13,7 +13,7 @@ import socket
 import time
 
 from shieldware.proxy.serving import SHUTDOWN_GRACE, CoalescingHttpToolsProtocol
-from tests.support import LiveServer
+from tests.support import LiveServer, read_until_closed
 
 REQUEST = b"GET /page HTTP/1.1\r\nHost: shop\r\nUser-Agent: test\r\n\r\n"
 
@@ -48,22 +48,13 @@ def shutting_down(server: LiveServer) -> None:
     time.sleep(0.05)  # connection.shutdown() runs right after the listening socket closes
 
 
-def answer(connection: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    connection.settimeout(10)
-    received = b""
-    while chunk := connection.recv(65536):
-        received += chunk
-    return received
-
-
 def test_a_request_sent_just_after_the_shutdown_began_is_answered_and_the_connection_closed():
     server = serving()
     with server, socket.create_connection(("127.0.0.1", server.port)) as client:
         accepted(server, 1)
         shutting_down(server)
         client.sendall(REQUEST)
-        reply = answer(client)
+        reply = read_until_closed(client)
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert b"connection: close" in reply.lower()
     assert reply.endswith(b"served")
@@ -77,7 +68,7 @@ def test_a_request_head_half_read_when_the_shutdown_began_is_answered():
         time.sleep(0.05)  # let the server read the first half
         shutting_down(server)
         client.sendall(REQUEST[20:])
-        reply = answer(client)
+        reply = read_until_closed(client)
     assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"served")
 
 
@@ -92,9 +83,9 @@ def test_silent_and_idle_connections_are_closed_and_the_shutdown_ends():
         accepted(server, 2)
         shutting_down(server)
         # the idle keep-alive connection is closed at once, as uvicorn always did: its client retries
-        assert answer(idle) == b""
+        assert read_until_closed(idle) == b""
         # the silent one after the grace, which bounds how long it can hold the shutdown up
-        assert answer(silent) == b""
+        assert read_until_closed(silent) == b""
         server.thread.join(SHUTDOWN_GRACE + 15)
         assert not server.thread.is_alive()
         silent.close()
