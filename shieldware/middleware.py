@@ -438,8 +438,14 @@ class ShieldMiddleware:
         status, headers, body = decision_response(decision, wants_json(header_map))
         await send_simple(send, status, headers, body)
 
+    def shows_internals_to(self, client_ip: str) -> bool:
+        """Whether `client_ip` may read how shieldware runs (metrics, the proxy's health details):
+        the policy's `metrics.allow_from`, loopback by default. Everyone else could learn from them
+        whether blocking is on and where the shop's servers are."""
+        return self._metrics_allow.trusts(client_ip)
+
     async def _serve_metrics(self, scope: Scope, receive: Receive, send: Send, facts: RequestFacts) -> None:
-        if not self._metrics_allow.trusts(facts.client_ip):
+        if not self.shows_internals_to(facts.client_ip):
             await send_simple(send, 404, [(b"content-type", b"text/plain")], b"not found")
             return
         body = self.engine.metrics.exposition()

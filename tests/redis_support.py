@@ -46,7 +46,7 @@ def wait_until_ready(port: int, timeout: float = 10.0) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
             sock.sendall(b"PING\r\n")
-            if sock.recv(16).startswith(b"+PONG"):
+            if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up, with or without a password
                 return
         time.sleep(0.02)
     raise RuntimeError(f"redis-server on 127.0.0.1:{port} did not answer PING within {timeout} s")

@@ -21,7 +21,7 @@ from shieldware.proxy.serving import AddressLimits, counted_as
 from shieldware.proxy.settings import LOOPBACK
 from tests.challenge_support import page_config, solve
 from tests.proxy_support import proxy_process, recorded_upstream
-from tests.redis_support import redis_server
+from tests.redis_support import RedisProcess, need_redis, redis_server
 from tests.support import CHROME_NAVIGATION, live_server
 
 
@@ -321,3 +321,48 @@ async def test_address_limits_count_open_connections_per_address_or_ipv6_64(capl
 def test_log_fields_are_escaped_like_nginx():
     assert escape_field('say "hi"\\') == "say \\x22hi\\x22\\x5C"
     assert escape_field("plain text") == "plain text"
+
+
+def test_health_says_degraded_while_redis_is_down_and_never_shows_its_password(upstream, tmp_path):
+    """The proxy goes on serving while Redis is away (each route group as its on_store_failure
+    says), so the health answer stays 200; its body tells the operator, and the store's password
+    appears neither there nor on the proxy's start-up line."""
+    need_redis()
+    redis = RedisProcess(tmp_path / "redis", None, "--requirepass", "s3cret").start()
+    store = f"redis://:s3cret@127.0.0.1:{redis.port}/0?timeout=0.2&breaker_cooldown=0.2"
+    try:
+        with proxy_process("--upstream", upstream.url, "--store", store, "--monitor") as proxy:
+            health = requests.get(proxy.url + "/.shieldware/health", timeout=10).json()
+            assert health["status"] == "ok" and health["mode"] == "monitor", health
+            assert health["store"] == {"kind": "redis", "reachable": True,
+                                       "uri": store.replace(":s3cret@", ":***@")}, health
+            redis.stop()
+            answer = requests.get(proxy.url + "/.shieldware/health", timeout=10)
+            assert answer.status_code == 200 and answer.json()["status"] == "degraded", answer.text
+            assert answer.json()["store"]["reachable"] is False and "failed" in answer.json()["store"]["error"]
+            shopper = httpx.get(proxy.url + "/echo-headers", headers=CHROME_NAVIGATION, timeout=10)
+            assert shopper.status_code == 200  # served all the same
+            redis.start()
+            for _ in range(200):  # the breaker lets a PING through after 0.2 s; bounded
+                if requests.get(proxy.url + "/.shieldware/health", timeout=10).json()["status"] == "ok":
+                    break
+                time.sleep(0.05)
+            assert requests.get(proxy.url + "/.shieldware/health", timeout=10).json()["status"] == "ok"
+            printed = proxy.stop()
+        assert "s3cret" not in printed + answer.text and f"redis://:***@127.0.0.1:{redis.port}/0" in printed
+    finally:
+        redis.stop()
+
+
+def test_health_tells_only_its_status_to_addresses_outside_the_metrics_allowlist(upstream, tmp_path):
+    """Whether blocking is on, where the shop is and what the store is are for the operator:
+    the health page shows them to `metrics.allow_from` (loopback by default) and no one else."""
+    policy = write_policy(tmp_path, ["1000/s"], metrics={"path": "/.shieldware/metrics",
+                                                          "allow_from": ["192.0.2.0/24"]})
+    with proxy_process("--upstream", upstream.url, "--policy", policy) as proxy:
+        answer = requests.get(proxy.url + "/.shieldware/health", timeout=10)
+        assert answer.status_code == 200 and answer.json() == {"status": "ok"}, answer.text
+        assert answer.headers["cache-control"] == "no-store"
+        trusted = requests.get(proxy.url + "/.shieldware/health", headers={"x-forwarded-for": "192.0.2.9"},
+                               timeout=10)
+        assert trusted.json() == {"status": "ok"}  # an address a client names itself is no credential

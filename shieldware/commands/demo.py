@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from shieldware.policy import PolicyError, default_policy, load_policy
+from shieldware.store import shown_uri
 
 TRY_THIS = """\
 shieldware demo shop on http://{host}:{port}/  (policy: {policy}, store: {store})
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     print(TRY_THIS.format(host=args.host, port=args.port, policy=args.policy or "default",
-                          store=policy.store_uri, log=args.log), flush=True)
+                          store=shown_uri(policy.store_uri), log=args.log), flush=True)
     app = build_demo_app(policy=policy)
     # proxy_headers=False: shieldware resolves the client address itself, from trusted proxies only.
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)

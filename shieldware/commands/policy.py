@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from shieldware.policy import PolicyError, default_policy_text, load_policy
+from shieldware.store import shown_uri
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     groups = ", ".join(g.name for g in policy.groups)
     print(f"{args.file}: valid ({policy.mode} mode; groups: {groups}; {len(policy.rules)} rule(s); "
-          f"store {policy.store_uri})")
+          f"store {shown_uri(policy.store_uri)})")
     return 0

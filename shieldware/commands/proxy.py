@@ -26,6 +26,7 @@ from shieldware.proxy.settings import (
     LOOPBACK,
     ProxySettings,
 )
+from shieldware.store import shown_uri
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -267,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     target = settings.upstream or "forward-auth only"
     scheme = "https" if settings.tls_cert else "http"
     print(f"shieldware proxy on {scheme}://{host}:{port}/ -> {target} (mode {policy.mode}, "
-          f"store {policy.store_uri}, workers {args.workers}); forward-auth at {settings.check_path}, "
+          f"store {shown_uri(policy.store_uri)}, workers {args.workers}); forward-auth at {settings.check_path}, "
           f"health at {settings.health_path}; {_whom_it_believes(policy)}"
           + (f"; the shop's statuses from {', '.join(settings.outcome_logs)}" if settings.outcome_logs else ""),
           file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shieldware.store.base import Store, StoreUnavailable
+from shieldware.store.base import Store, StoreUnavailable, shown_uri
 from shieldware.store.memory import MemoryStore, capacity_from_uri
 
 
@@ -29,11 +29,11 @@ def check_store_uri(uri: str) -> str:
 
         parse_redis_uri(uri)
         return scheme
-    raise ValueError(f"unknown store URI {uri!r}: expected memory://, redis://host:port/db, rediss://, "
+    raise ValueError(f"unknown store URI {shown_uri(uri)!r}: expected memory://, redis://host:port/db, rediss://, "
                      "unix:///path, redis+cluster://host:port,… or redis+sentinel://host:port,…/service")
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
 
 
-__all__ = ["MemoryStore", "Store", "StoreUnavailable", "check_store_uri", "open_store"]
+__all__ = ["MemoryStore", "Store", "StoreUnavailable", "check_store_uri", "open_store", "shown_uri"]

@@ -74,7 +74,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 # ---- the fixed window layout every store implements -------------------------------------------
 
@@ -285,6 +285,33 @@ class StoreUnavailable(RuntimeError):
     """The store could not answer in time. The engine applies the route group's fail mode."""
 
 
+def shown_uri(uri: str) -> str:
+    """A store URI as errors, banners and the health page show it: any password as ``***``.
+
+    A Redis URI may carry the server's password (``redis://:secret@host``, ``?password=...``), and
+    a store's errors reach the decision log as evidence, which support staff read and share."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    end = len(rest)
+    for mark in "/?#":
+        at = rest.find(mark)
+        if at >= 0:
+            end = min(end, at)
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at_sign, hosts = netloc.rpartition("@")
+    if at_sign and ":" in userinfo:
+        netloc = userinfo.split(":", 1)[0] + ":***@" + hosts
+    path, qmark, query = tail.partition("?")
+    if qmark:
+        fields = []
+        for field in query.split("&"):
+            name, equals, _ = field.partition("=")
+            fields.append(f"{name}=***" if equals and "password" in name.lower() else field)
+        tail = path + "?" + "&".join(fields)
+    return f"{scheme}://{netloc}{tail}"
+
+
 @runtime_checkable
 class Store(Protocol):
     """What the engine needs from a store.
@@ -311,6 +338,11 @@ class Store(Protocol):
 
     async def claim_once(self, kind: str, key: str, ttl: float, now: float) -> bool:
         """True the first time (kind, key) is claimed within ttl, False on every later try."""
+        ...
+
+    async def health(self) -> dict[str, Any]:
+        """Whether the store answers now, for the health endpoint: ``kind``, ``uri`` (as
+        `shown_uri` shows it), ``reachable``, and while it is not, ``error`` saying why."""
         ...
 
     async def close(self) -> None: ...

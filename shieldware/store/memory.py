@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from shieldware.store.base import Observation, WindowStats
@@ -104,6 +105,10 @@ class MemoryStore:
                 return False
             self._put(kind, key, {"claimed_at": now}, ttl, now)
             return True
+
+    async def health(self) -> dict[str, Any]:
+        """In the process itself: always there."""
+        return {"kind": "memory", "uri": self.uri, "reachable": True}
 
     async def close(self) -> None:
         with self._lock:

@@ -43,6 +43,7 @@ from shieldware.store.base import (
     StoreUnavailable,
     WindowStats,
     follow_arg,
+    shown_uri,
     step_marker,
 )
 
@@ -169,6 +170,8 @@ class RedisStore:
 
     def __init__(self, uri: str, client: Any = None) -> None:
         self.uri = uri
+        self.shown = shown_uri(uri)  # what errors say: they reach decision logs, passwords must not
+        self.last_failure = ""  # why the last call failed, told while the breaker keeps calls off
         options, self.mode, client_factory = parse_redis_uri(uri)
         self.timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
         self.ttl = int(options.get("ttl", DEFAULT_TTL))
@@ -205,7 +208,8 @@ class RedisStore:
 
     async def _guarded(self, action: Any, what: str) -> Any:
         if not self.breaker.allow():
-            raise StoreUnavailable(f"redis store {self.uri}: circuit open after repeated failures")
+            raise StoreUnavailable(f"redis store {self.shown}: circuit open after repeated failures "
+                                   f"(last: {self.last_failure})")
         # The first call also connects (and on a cluster discovers the slot map and loads the
         # script on every primary): it gets a larger budget than a steady-state call.
         budget = self.timeout if self._ready else max(self.timeout, FIRST_CALL_TIMEOUT)
@@ -215,7 +219,8 @@ class RedisStore:
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failed()
             reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-            raise StoreUnavailable(f"redis store {self.uri}: {what} failed ({reason})") from exc
+            self.last_failure = f"{what} failed ({reason})"
+            raise StoreUnavailable(f"redis store {self.shown}: {self.last_failure}") from exc
         self.breaker.succeeded()
         self._ready = True
         return result
@@ -314,7 +319,7 @@ class RedisStore:
             gathering.answers.exception()  # retrieved: a gathering nobody waits for any more is not an error
             return
         except BaseException as exc:  # cancelled at shutdown, or a bug: the waiters must not hang
-            gathering.answers.set_exception(StoreUnavailable(f"redis store {self.uri}: observe failed ({exc!r})"))
+            gathering.answers.set_exception(StoreUnavailable(f"redis store {self.shown}: observe failed ({exc!r})"))
             gathering.answers.exception()
             raise
         gathering.answers.set_result(answers)
@@ -416,6 +421,17 @@ class RedisStore:
 
         return await self._guarded(claim, "claim_once")
 
+    async def health(self) -> dict[str, Any]:
+        """A PING through the requests' own timeout and breaker: while the breaker is open nothing
+        is sent (the health page must not hammer a Redis that is down), and a PING that works
+        after the cool-down closes it, as a request's call would."""
+        answer: dict[str, Any] = {"kind": "redis", "uri": self.shown, "reachable": True}
+        try:
+            await self._guarded(self.client.ping, "ping")
+        except StoreUnavailable as exc:
+            answer.update(reachable=False, error=str(exc), breaker=self.breaker.state)
+        return answer
+
     async def close(self) -> None:
         if self._flush_task is not None and not self._flush_task.done():
             self._flush_task.cancel()
@@ -437,22 +453,23 @@ def parse_redis_uri(uri: str) -> tuple[dict[str, str], str, Any]:
     baseline).
     """
     parts = urlsplit(uri)
+    named = shown_uri(uri)  # how errors name it: a password stays out of logs and terminals
     scheme = parts.scheme.lower()
     query = parse_qs(parts.query)
     options = {k: v[-1] for k, v in query.items() if k in _OUR_OPTIONS}
     passthrough = "&".join(f"{k}={v[-1]}" for k, v in query.items() if k not in _OUR_OPTIONS)
     for name in ("timeout", "breaker_cooldown"):
         if name in options:
-            _positive_float(uri, name, options[name])
+            _positive_float(named, name, options[name])
     for name in ("ttl", "breaker_failures"):
         if name in options:
-            _positive_int(uri, name, options[name])
+            _positive_int(named, name, options[name])
     if options.get("gather", "on") not in ("on", "off"):
-        raise ValueError(f"store URI {uri!r}: gather must be on or off, got {options['gather']!r}")
+        raise ValueError(f"store URI {named!r}: gather must be on or off, got {options['gather']!r}")
     if "db" in query:
-        _database(uri, query["db"][-1])
+        _database(named, query["db"][-1])
     if scheme in ("redis", "rediss", "unix"):
-        _check_single(uri, scheme, parts)
+        _check_single(named, scheme, parts)
         plain = uri.split("?", 1)[0] + (f"?{passthrough}" if passthrough else "")
 
         def single(timeout: float) -> Any:
@@ -460,9 +477,9 @@ def parse_redis_uri(uri: str) -> tuple[dict[str, str], str, Any]:
                                      retry_on_timeout=False, decode_responses=False)
 
         return options, "single", single
-    nodes = [_host_port(uri, hp) for hp in parts.netloc.rsplit("@", 1)[-1].split(",") if hp]
+    nodes = [_host_port(named, hp) for hp in parts.netloc.rsplit("@", 1)[-1].split(",") if hp]
     if not nodes:
-        raise ValueError(f"store URI {uri!r}: expected at least one host:port")
+        raise ValueError(f"store URI {named!r}: expected at least one host:port")
     password = unquote(parts.password) if parts.password else None
     if scheme in ("redis+cluster", "rediss+cluster"):
 
@@ -475,8 +492,8 @@ def parse_redis_uri(uri: str) -> tuple[dict[str, str], str, Any]:
     if scheme == "redis+sentinel":
         path = [p for p in parts.path.split("/") if p]
         if not path:
-            raise ValueError(f"store URI {uri!r}: expected the sentinel service name as the path")
-        service, db = path[0], _database(uri, path[1]) if len(path) > 1 else 0
+            raise ValueError(f"store URI {named!r}: expected the sentinel service name as the path")
+        service, db = path[0], _database(named, path[1]) if len(path) > 1 else 0
 
         def sentinel(timeout: float) -> Any:
             from redis.asyncio.sentinel import Sentinel
@@ -486,7 +503,7 @@ def parse_redis_uri(uri: str) -> tuple[dict[str, str], str, Any]:
                                       socket_connect_timeout=timeout)
 
         return options, "single", sentinel
-    raise ValueError(f"unknown store URI scheme in {uri!r}: expected redis://, rediss://, unix://, "
+    raise ValueError(f"unknown store URI scheme in {named!r}: expected redis://, rediss://, unix://, "
                      "redis+cluster:// or redis+sentinel://")
 
 

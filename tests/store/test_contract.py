@@ -39,6 +39,12 @@ async def test_is_a_store(store):
     assert isinstance(store, Store)
 
 
+async def test_health_says_a_working_store_answers(store):
+    health = await store.health()
+    assert health["reachable"] is True and "error" not in health
+    assert health["kind"] == store.uri.split("+")[0].split(":")[0]
+
+
 async def test_observe_answers_one_row_per_observation_in_order(store):
     answers = await store.observe([Observation("ip", "a"), Observation("ip", "b", count=3),
                                    Observation("ip", "a")], 10.0)

@@ -63,6 +63,36 @@ async def test_killed_redis_raises_opens_breaker_and_recovers(redis_process):
     await store.close()
 
 
+async def test_health_tells_redis_is_gone_without_its_password_and_sees_it_return(tmp_path):
+    need_redis()
+    server = RedisProcess(tmp_path / "redis", None, "--requirepass", "s3cret").start()
+    store = open_store(f"redis://:s3cret@127.0.0.1:{server.port}/0?timeout=0.05&breaker_cooldown=0.2")
+    try:
+        assert await store.health() == {"kind": "redis", "uri": f"redis://:***@127.0.0.1:{server.port}/0"
+                                        "?timeout=0.05&breaker_cooldown=0.2", "reachable": True}
+        server.stop()
+        failures = [await store.health() for _ in range(3)]
+        assert all(not health["reachable"] and "ping failed" in health["error"] for health in failures), failures
+        # The breaker is open now: the health page sends nothing, and says why the calls stopped.
+        shut = await store.health()
+        assert shut["breaker"] == "open" and "circuit open" in shut["error"] and "(last: ping failed" in shut["error"]
+        # What a request hears (and the decision log keeps as evidence) names the store, not its password.
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.observe([Observation("ip", "192.0.2.1")], 1.0)
+        said = [str(caught.value)] + [health["error"] for health in [*failures, shut]]
+        assert all("s3cret" not in text and ":***@" in text for text in said), said
+        server.start()
+        for _ in range(300):  # the breaker lets a PING through after 0.2 s; a bounded loop
+            if (await store.health())["reachable"]:
+                break
+            await asyncio.sleep(0.05)
+        assert store.breaker.state == "closed"
+        assert (await store.observe([Observation("ip", "192.0.2.1")], 2.0))[0].total == 1
+    finally:
+        await store.close()
+        server.stop()
+
+
 async def test_requests_sharing_a_call_all_hear_that_redis_is_gone_and_feedback_waits(redis_process):
     store = open_store(redis_process.uri + "?timeout=0.05&breaker_cooldown=0.2")
     store.flush_after = 60.0  # feedback rides with the next observe only, not a timed flush

@@ -7,7 +7,7 @@ import pytest
 
 from shieldware.cli import main
 from shieldware.policy import PolicyError, policy_from_text
-from shieldware.store import MemoryStore, check_store_uri, open_store
+from shieldware.store import MemoryStore, check_store_uri, open_store, shown_uri
 
 GOOD = {
     "memory://": "memory",
@@ -53,6 +53,35 @@ def test_bad_uris_name_the_uri_and_the_mistake(uri):
     assert repr(uri) in message and BAD[uri] in message
     with pytest.raises(ValueError, match="store URI"):
         open_store(uri)
+
+
+SHOWN = {
+    "memory://?capacity=64": "memory://?capacity=64",
+    "redis://127.0.0.1:6379/0?timeout=0.5": "redis://127.0.0.1:6379/0?timeout=0.5",
+    "rediss://:s3cret@cache.internal:6380/3": "rediss://:***@cache.internal:6380/3",
+    "redis://shop:s3cret@cache:6379/0?prefix=sw": "redis://shop:***@cache:6379/0?prefix=sw",
+    "redis://shop@cache:6379/0": "redis://shop@cache:6379/0",  # a user name alone is no secret
+    "redis://cache:6379/0?password=s3cret&timeout=1": "redis://cache:6379/0?password=***&timeout=1",
+    "redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2:26379/shop?sentinel_password=s3cret":
+        "redis+sentinel://:***@10.0.0.1:26379,10.0.0.2:26379/shop?sentinel_password=***",
+    "redis+cluster://:p%40ss@10.0.0.1:7000,10.0.0.2:7000": "redis+cluster://:***@10.0.0.1:7000,10.0.0.2:7000",
+    "unix:///run/redis.sock?db=1&password=s3cret": "unix:///run/redis.sock?db=1&password=***",
+    "not a uri": "not a uri",
+}
+
+
+@pytest.mark.parametrize("uri", sorted(SHOWN))
+def test_shown_uris_keep_everything_but_the_password(uri):
+    assert shown_uri(uri) == SHOWN[uri]
+
+
+def test_a_mistyped_uri_is_named_without_its_password():
+    with pytest.raises(ValueError) as caught:
+        check_store_uri("redis://:s3cret@cache:notaport/0")
+    assert "s3cret" not in str(caught.value) and "redis://:***@cache:notaport/0" in str(caught.value)
+    with pytest.raises(ValueError) as caught:
+        check_store_uri("bogus://:s3cret@cache")
+    assert "s3cret" not in str(caught.value)
 
 
 def test_open_store_still_opens_what_the_check_passes():
