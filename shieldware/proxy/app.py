@@ -200,12 +200,11 @@ class ProxyApp:
         # A store that does not answer leaves the proxy serving, each route group as its
         # on_store_failure says, so the answer stays 200: a load balancer taking every proxy out
         # for a Redis outage would take the shop down with it. "degraded" tells the operator.
-        store = await self.engine.store.health() if self.engine else None
-        health: dict[str, Any] = {"status": "ok" if store is None or store["reachable"] else "degraded"}
-        if self.middleware is not None and self.middleware.shows_internals_to(facts.client_ip):
-            health.update(upstream=self.settings.upstream, mode=self.engine.policy.mode if self.engine else "bare")
-            if store is not None:
-                health["store"] = store
+        engine, middleware = self.engine, self.middleware  # set: the endpoint is mounted with detection only
+        store = await engine.store.health()
+        health: dict[str, Any] = {"status": "ok" if store["reachable"] else "degraded"}
+        if middleware.shows_internals_to(facts.client_ip):
+            health.update(upstream=self.settings.upstream, mode=engine.policy.mode, store=store)
             if self.settings.tls_cert:  # what this worker serves: until when, and any renewal it refused
                 watch = served_certificate(self.settings.tls_cert, self.settings.tls_key, self.settings.tls_recheck)
                 health["tls"] = watch.describe(time.time())
