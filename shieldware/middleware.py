@@ -448,8 +448,18 @@ class ShieldMiddleware:
         if not self.shows_internals_to(facts.client_ip):
             await send_simple(send, 404, [(b"content-type", b"text/plain")], b"not found")
             return
-        body = self.engine.metrics.exposition()
+        body = self.engine.metrics.exposition() + store_up_lines(await self.engine.store.health())
         await send_simple(send, 200, [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode())], body)
+
+
+def store_up_lines(health: dict[str, Any]) -> bytes:
+    """shieldware_store_up: whether the store answered at this scrape, for an alert that needs
+    no reason-code arithmetic. Asked by the worker scraped, not counted: workers on Redis share
+    the one store, and a gauge summed over workers would say nothing."""
+    up = 1.0 if health["reachable"] else 0.0
+    return (b"# HELP shieldware_store_up Whether the window store answered a check at this scrape.\n"
+            b"# TYPE shieldware_store_up gauge\n"
+            + f'shieldware_store_up{{kind="{health["kind"]}"}} {up}\n'.encode())
 
 
 def stats_of(observed: bytes) -> list[WindowStats]:

@@ -11,6 +11,7 @@ import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -128,6 +129,9 @@ def test_metrics_endpoint_serves_prometheus_text_to_loopback_only():
     assert 'shieldware_decisions_total{action="block",group="product",verdict="block"} 1.0' in text
     assert 'shieldware_reasons_total{code="ua.tool",group="product"} 1.0' in text
     assert "shieldware_decision_seconds_bucket" in text
+    assert 'shieldware_store_up{kind="memory"} 1.0' in text
+    families = {family.name: family for family in text_string_to_metric_families(text)}  # all of it parses
+    assert families["shieldware_store_up"].type == "gauge"
     remote = TestClient(app, client=("192.0.2.7", 1))
     assert remote.get("/.shieldware/metrics").status_code == 404
 

@@ -340,6 +340,8 @@ def test_health_says_degraded_while_redis_is_down_and_never_shows_its_password(u
             answer = requests.get(proxy.url + "/.shieldware/health", timeout=10)
             assert answer.status_code == 200 and answer.json()["status"] == "degraded", answer.text
             assert answer.json()["store"]["reachable"] is False and "failed" in answer.json()["store"]["error"]
+            metrics = requests.get(proxy.url + "/.shieldware/metrics", timeout=10).text
+            assert 'shieldware_store_up{kind="redis"} 0.0' in metrics
             shopper = httpx.get(proxy.url + "/echo-headers", headers=CHROME_NAVIGATION, timeout=10)
             assert shopper.status_code == 200  # served all the same
             redis.start()
@@ -348,6 +350,8 @@ def test_health_says_degraded_while_redis_is_down_and_never_shows_its_password(u
                     break
                 time.sleep(0.05)
             assert requests.get(proxy.url + "/.shieldware/health", timeout=10).json()["status"] == "ok"
+            metrics = requests.get(proxy.url + "/.shieldware/metrics", timeout=10).text
+            assert 'shieldware_store_up{kind="redis"} 1.0' in metrics
             printed = proxy.stop()
         assert "s3cret" not in printed + answer.text and f"redis://:***@127.0.0.1:{redis.port}/0" in printed
     finally:
