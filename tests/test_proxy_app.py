@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from shieldware.commands.proxy import parse_count, parse_listen, parse_seconds, parse_size
+from shieldware.commands.proxy import parse_count, parse_listen, parse_network, parse_seconds, parse_size
 from shieldware.policy import default_policy_text
 from shieldware.proxy import ProxySettings, build_proxy_app
 from shieldware.proxy.access_log import escape_field
@@ -293,6 +293,10 @@ def test_command_line_values():
     for bad in ("-1", "many", "2.5", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="whole number"):
             parse_count(bad)
+    assert parse_network("10.0.0.0/8") == "10.0.0.0/8" and parse_network(" 2001:db8::1 ") == "2001:db8::1"
+    for bad in ("300.1.1.1/8", "10.0.0.0/33", "edge.internal", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="address or network"):
+            parse_network(bad)
     with pytest.raises(ValueError):
         ProxySettings(upstream="ftp://shop")
 

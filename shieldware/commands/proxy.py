@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import ipaddress
 import os
 import re
 import secrets
@@ -72,6 +73,16 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_network(text: str) -> str:
+    """A --trusted-proxy value: an address or a CIDR network, kept as written."""
+    try:
+        ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an address or network such as 10.0.0.0/8, 203.0.113.7 or 2001:db8::/32, got {text!r}") from None
+    return text.strip()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "proxy", help="run shieldware as a reverse proxy in front of any shop",
@@ -85,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--policy", help="policy file (default: the shipped shop policy)")
     parser.add_argument("--store", help="store URI overriding the policy's (redis://... for several workers)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
-    parser.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
+    parser.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR", type=parse_network,
                         help="a load balancer / edge proxy allowed to set X-Forwarded-* (repeatable); "
                         "forward-auth answers only these (loopback when none is given)")
     parser.add_argument("--client-ip-header", metavar="NAME", choices=("x-forwarded-for", "forwarded", "x-real-ip"),
