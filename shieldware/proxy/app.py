@@ -26,7 +26,7 @@ from shieldware.proxy.forwarding import Forwarder
 from shieldware.proxy.outcome_feed import AwaitingOutcomes, OutcomeFeed
 from shieldware.proxy.settings import LOOPBACK, ProxySettings
 from shieldware.proxy.tls import look_at_certificates_next_time, served_certificate
-from shieldware.store import open_store
+from shieldware.store import open_store, shown_uri
 
 log = logging.getLogger("shieldware.proxy")
 
@@ -148,8 +148,8 @@ class ProxyApp:
         try:
             policy = proxy_policy(self.settings)
             if policy.store_uri != running.policy.store_uri:
-                raise ValueError(f"it names the store {policy.store_uri}, and the proxy runs on "
-                                 f"{running.policy.store_uri}: changing stores needs a restart")
+                raise ValueError(f"it names the store {shown_uri(policy.store_uri)}, and the proxy runs on "
+                                 f"{shown_uri(running.policy.store_uri)}: changing stores needs a restart")
             self._assemble(policy, kept=running)
         except (ValueError, OSError) as exc:  # PolicyError is a ValueError
             _say(f"SIGHUP: the policy was not reloaded, the running one stays: {exc}")
