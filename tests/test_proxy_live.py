@@ -185,6 +185,25 @@ def test_a_connection_header_cannot_smuggle_a_body_past_the_proxy(monitor_proxy,
     assert "x_shield_verdict" not in seen and "x_real_ip" not in seen  # CGI servers read them as ours
 
 
+def test_an_http_1_0_request_with_transfer_encoding_is_400_and_never_reaches_upstream(monitor_proxy, upstream):
+    """HTTP/1.0 has no chunked framing, so an edge in front of the proxy may have read this body
+    by its Content-Length: the chunked "body" would then hide a request of its own (RFC 9112 §6.1)."""
+    hits = upstream.recorder.hits
+    inner = b"GET /smuggled HTTP/1.1\r\nHost: shop\r\n\r\n"
+    body = b"%x\r\n" % len(inner) + inner + b"\r\n0\r\n\r\n"
+    # with a Content-Length too, the HTTP parser refuses it before the proxy sees it
+    for framing, says in ((b"", b"framing is in doubt"), (b"Content-Length: 5\r\n", b"Invalid HTTP request")):
+        answer = _exchange(monitor_proxy.port, [b"POST /page HTTP/1.0\r\nHost: shop\r\n" + framing +
+                                                b"Transfer-Encoding: chunked\r\n\r\n" + body])
+        assert answer.startswith(b"HTTP/1.1 400 ") and says in answer, answer
+        assert answer.count(b"HTTP/1.1 ") == 1  # the connection closed: nothing after it was read
+    assert upstream.recorder.hits == hits
+    # the same body over HTTP/1.1 is lawful, and reaches the shop as one request
+    lawful = _exchange(monitor_proxy.port, [b"POST /page HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n"
+                                            b"Transfer-Encoding: chunked\r\n\r\n" + body])
+    assert lawful.startswith(b"HTTP/1.1 200 ") and upstream.recorder.hits == hits + 1
+
+
 @contextlib.contextmanager
 def raw_upstream(answers: dict[bytes, bytes]):
     """A loopback upstream that answers each request path with fixed raw bytes, keeping connections

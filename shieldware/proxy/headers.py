@@ -87,7 +87,8 @@ def upstream_request_headers(
 
     Raises MalformedRequest for a request with two Host headers, or an HTTP/1.1 one with none: the
     shop and whatever decided on the request could read different hosts from it. Likewise for one
-    whose Connection header names its Host or Content-Length (NEVER_CONNECTION_SPECIFIC).
+    whose Connection header names its Host or Content-Length (NEVER_CONNECTION_SPECIFIC), and for
+    an HTTP/1.0 one with Transfer-Encoding.
     """
     out: list[tuple[bytes, bytes]] = []
     earlier: dict[bytes, bytes] = {}
@@ -136,6 +137,10 @@ def upstream_request_headers(
             raise MalformedRequest("The Connection header named a field that frames or routes the request.")
         # shieldware's own headers for the shop: a client cannot name them away
         out = [(name, value) for name, value in out if name not in dropped or name.startswith(SHIELD_HEADER_PREFIXES)]
+    if chunked and scope.get("http_version") == "1.0":
+        # HTTP/1.0 has no chunked framing: an edge in front of us may have framed this body by its
+        # Content-Length, or by the connection's end, and a desync starts there (RFC 9112 §6.1).
+        raise MalformedRequest("An HTTP/1.0 request cannot use Transfer-Encoding: its framing is in doubt.")
     if chunked and body_length is not None:
         # Both framings at once is how request smuggling starts: Transfer-Encoding wins (RFC 9112
         # §6.3) and the body is re-framed by us, so the client's Content-Length must not go on.
