@@ -204,6 +204,17 @@ def test_an_http_1_0_request_with_transfer_encoding_is_400_and_never_reaches_ups
     assert lawful.startswith(b"HTTP/1.1 200 ") and upstream.recorder.hits == hits + 1
 
 
+def test_trace_is_refused_and_never_reaches_upstream(monitor_proxy, upstream):
+    """A shop that answers TRACE would echo the X-Shield-* verdict and score back to the client."""
+    hits = upstream.recorder.hits
+    refused_before = failures_counted(monitor_proxy.url).get(("client", "method_refused", "405"), 0.0)
+    answer = requests.request("TRACE", monitor_proxy.url + "/echo-headers", timeout=10)
+    assert answer.status_code == 405 and "echo the request back" in answer.text
+    assert "x-shield-score" not in answer.text.lower()
+    assert upstream.recorder.hits == hits
+    assert failures_counted(monitor_proxy.url)[("client", "method_refused", "405")] == refused_before + 1
+
+
 @contextlib.contextmanager
 def raw_upstream(answers: dict[bytes, bytes]):
     """A loopback upstream that answers each request path with fixed raw bytes, keeping connections
