@@ -1,6 +1,6 @@
 """The bare forwarder with added work before every request: what plain added work costs when served.
 
-    python bench/busy_forwarder.py [--busy-us 5] [--touch-lines 48 --table-mb 64]
+    python bench/busy_forwarder.py [--busy-us 5] [--touch-lines 48 --table-mb 64] [--code-kb 16]
                                    --upstream URL --listen HOST:PORT [--trusted-proxy CIDR ...]
 
 Takes `shieldware proxy`'s own options and serves like `shieldware proxy --bare`, except that each
@@ -16,6 +16,11 @@ HTTP request first does one or both of:
   or a plan of one of thousands of shoppers is for detection. bench/proxy.py --footprint serves
   the three beside the bare forwarder and times the same gathers in-process: work whose code or
   data the forwarder's own evicts between requests costs several times its in-process time.
+* `--code-kb K`: runs about K KB of machine code that does little (16 one-line C functions a KB,
+  called in a shuffled order: code_run), through ctypes; 0 is the call alone. In a tight loop the
+  code stays in the L1 instruction cache; served, the forwarder's own code pushes it out between
+  requests, as it does detection's (the lane's C, the window kernel: about 19 KB run a request).
+  bench/proxy.py --footprint serves code_none and code_16k and times the same calls in-process.
 
 bench/proxy.py serves these beside the bare forwarder and the proxy.
 """
@@ -71,7 +76,7 @@ def line_gather(lines: int, table_mb: float, seed: int = 1) -> Callable[[], int]
 
 
 def gather_first(app: Any, gather: Callable[[], int]) -> Any:
-    """`app` behind `gather()` per HTTP request."""
+    """`app` behind `gather()` per HTTP request (a line gather, or a code run)."""
 
     async def gather_then_forward(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -79,6 +84,47 @@ def gather_first(app: Any, gather: Callable[[], int]) -> Any:
         await app(scope, receive, send)
 
     return gather_then_forward
+
+
+CODE_LINE = 64  # each function of code_run's is aligned to a cache line and fits in one
+
+
+def code_run(kb: float) -> Callable[[], int]:
+    """A call that runs about `kb` KB of machine code that does little: kb * 16 small functions,
+    one 64-byte cache line each (a shift, an xor, a multiply and an add with constants of their
+    own), called one after another in a shuffled order, so that (as for the lane's and the
+    kernel's code) the next line run is seldom the next line in memory, which the instruction
+    prefetcher would fetch ahead. Compiled here with the system's C compiler."""
+    import ctypes
+    import random
+    import shutil
+    import subprocess
+    import tempfile
+
+    rng = random.Random(7)
+    count = int(kb * 1024 / CODE_LINE)
+    source = ["#include <stdint.h>"]
+    for index in range(count):
+        source.append(f"__attribute__((noinline, aligned({CODE_LINE}))) static uint64_t f{index}(uint64_t x) "
+                      f"{{ return (x ^ (x >> {rng.randrange(5, 40)})) * {rng.getrandbits(31) | 1}ULL + "
+                      f"{rng.getrandbits(31)}ULL; }}")
+    order = list(range(count))
+    rng.shuffle(order)
+    source += ["uint64_t run(uint64_t x) {", *(f"    x = f{index}(x);" for index in order), "    return x;", "}", ""]
+    where = Path(tempfile.mkdtemp(prefix="shieldware-code-"))
+    (where / "run.c").write_text("\n".join(source))
+    subprocess.run(["cc", "-O1", "-shared", "-fPIC", "-o", str(where / "run.so"), str(where / "run.c")], check=True)
+    run = ctypes.CDLL(str(where / "run.so")).run
+    shutil.rmtree(where)  # the library stays mapped
+    run.argtypes, run.restype = [ctypes.c_uint64], ctypes.c_uint64
+    turn = 0
+
+    def call() -> int:
+        nonlocal turn
+        turn += 1
+        return run(turn)
+
+    return call
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     own.add_argument("--touch-lines", type=int, default=0, help="random 64-byte lines read per request")
     own.add_argument("--table-mb", type=float, default=0.0,
                      help="size of the table those lines are read from (0: no gather)")
+    own.add_argument("--code-kb", type=float, default=None,
+                     help="KB of straight-line code run per request (0: an empty function's call)")
     known, rest = own.parse_known_args(argv)
     proxy = argparse.ArgumentParser(prog="busy_forwarder")
     register(proxy.add_subparsers())
@@ -99,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     app = ProxyApp(settings_from_args(args))
     if known.table_mb > 0:
         app.front = gather_first(app.front, line_gather(known.touch_lines, known.table_mb))
+    if known.code_kb is not None:
+        app.front = gather_first(app.front, code_run(known.code_kb))
     if known.busy_us > 0:
         app.front = busy_first(app.front, known.busy_us / 1e6)
     host, port = args.listen

@@ -1,4 +1,4 @@
-"""How much throughput does the proxy keep? wrk against six setups (nine with --footprint) in one run, JSON out.
+"""How much throughput does the proxy keep? wrk against six setups (eleven with --footprint) in one run, JSON out.
 
     python bench/proxy.py [--seconds 3] [--rounds 3] [--warm-seconds 1] [--traffic one_client|crowd|both] [--busy-us 5]
                           [--no-minimal] [--footprint] [--pin] [--redis] [--profile out.raw [--profile-setup NAME]]
@@ -14,6 +14,9 @@ Setups (all on loopback, each server a process of its own, one worker each):
   gather_* wrk -> the bare forwarder reading random cache lines of a table before each request
            (`--footprint` only; bench/busy_forwarder.py): gather_none is one numpy call that reads
            no line, gather_l2 reads 48 lines of a 1 MB table, gather_cold 48 of a 64 MB one
+  code_*   wrk -> the bare forwarder running straight-line C code before each request (`--footprint`
+           only; bench/busy_forwarder.py): code_none calls an empty function, code_16k runs 16 KB
+           of machine code that does little, about as much code as detection runs a request
   redis    wrk -> the proxy as `proxy`, but with the Redis store (`--redis` only: a redis-server of
            its own on a free loopback port); redis_2w the same with `--workers 2`. Their CPU per
            request is the proxy's workers'; `store_cpu_us_per_request` is Redis's own
@@ -44,10 +47,11 @@ The busy setup calibrates: here, with wrk and the upstream on the same two cores
 added to the serving process costs more than a µs of served time (its peers, idle more often,
 are woken for more of its writes). `busy_wait_calibration` says how much, and what busy wait
 would cost the bare forwarder as much throughput as detection does. The gather setups
-(`--footprint`) calibrate the other way: `footprint_calibration` sets the served time each adds
-beside what the same call costs in-process, and detection's beside them. Work whose code and data
-stay in the core's caches costs served what it costs in-process; work whose code or data the
-forwarder's evicts between requests (a numpy call's, detection's) costs several times more.
+and the code setups (`--footprint`) calibrate the other way: `footprint_calibration` sets the
+served time each adds beside what the same call costs in-process, and detection's beside them.
+Work whose code and data stay in the core's caches costs served what it costs in-process; work
+whose code or data the forwarder's evicts between requests (a numpy call's, detection's) costs
+several times more. The code setups ask that of code alone: their data is a few registers.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from busy_forwarder import line_gather  # noqa: E402 - bench/ is on the path when run
+from busy_forwarder import code_run, line_gather  # noqa: E402 - bench/ is on the path when run
 
 from tests.support import CHROME_NAVIGATION  # noqa: E402 - the repository root is added just above
 
@@ -277,6 +281,8 @@ SERVING_CPU, PEER_CPU = 0, 1
 # --footprint's setups: (lines read per request, table MB). The lines are about as many as the
 # plan and window rows one request of a crowd shopper touches.
 FOOTPRINT = {"gather_none": (0, 1.0), "gather_l2": (48, 1.0), "gather_cold": (48, 64.0)}
+# and its code setups: KB of straight-line machine code run per request
+CODE_FOOTPRINT = {"code_none": 0, "code_16k": 16}
 
 
 def proxy_options(upstream_port: int, port: int, *extra: str) -> list[str]:
@@ -447,6 +453,12 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
                        "--table-mb", str(table_mb), *proxy_options(upstream_port, port, *EDGE)]
             gatherer = stack.enter_context(running(command, port, env=env, cwd=ROOT))
             found[name] = (f"http://127.0.0.1:{port}", [gatherer.pid])
+        for name, kb in (CODE_FOOTPRINT.items() if args.footprint else ()):
+            port = free_port()
+            command = [sys.executable, str(ROOT / "bench" / "busy_forwarder.py"), "--code-kb", str(kb),
+                       *proxy_options(upstream_port, port, *EDGE)]
+            runner = stack.enter_context(running(command, port, env=env, cwd=ROOT))
+            found[name] = (f"http://127.0.0.1:{port}", [runner.pid])
         if args.redis:
             more, args.store_pid = redis_setups(stack, upstream_port, env)
             found.update(more)
@@ -542,7 +554,7 @@ def main() -> int:
     parser.add_argument("--busy-us", type=float, default=5.0,
                         help="busy wait of the calibration setup, µs per request (default 5; 0: no such setup)")
     parser.add_argument("--footprint", action="store_true",
-                        help="also serve the gather setups and report footprint_calibration")
+                        help="also serve the gather and code setups and report footprint_calibration")
     parser.add_argument("--pin", action="store_true",
                         help="serving processes on CPU 0, the upstream they forward to and wrk on CPU 1")
     parser.add_argument("--redis", action="store_true",
@@ -680,13 +692,15 @@ def busy_wait_calibration(results: dict, busy_us: float) -> dict | None:
 
 
 def gather_cost_us() -> dict[str, float]:
-    """In-process µs of each gather setup's call, best of five batches (its table cached as well
-    as a tight loop keeps it: the cold table's lines still miss, its code does not)."""
+    """In-process µs of each gather and code setup's call, best of five batches (its table cached as
+    well as a tight loop keeps it: the cold table's lines still miss, its code does not; the code
+    setups' code stays in the L1 instruction cache)."""
     import timeit
 
     costs = {}
-    for name, (lines, table_mb) in FOOTPRINT.items():
-        gather = line_gather(lines, table_mb)
+    calls = {name: line_gather(lines, table_mb) for name, (lines, table_mb) in FOOTPRINT.items()}
+    calls.update({name: code_run(kb) for name, kb in CODE_FOOTPRINT.items()})
+    for name, gather in calls.items():
         count = 20_000
         best = min(timeit.repeat(gather, number=count, repeat=5))
         costs[name] = round(best / count * 1e6, 2)
@@ -694,14 +708,14 @@ def gather_cost_us() -> dict[str, float]:
 
 
 def footprint_calibration(results: dict, in_process: dict) -> dict | None:
-    """Served µs each gather setup adds to the bare forwarder's, beside its in-process µs; and
+    """Served µs each gather and code setup adds to the bare forwarder's, beside its in-process µs; and
     detection's two, as the proxy adds them (in-process: the middleware over the crowd)."""
     costs = in_process.get("gather_us_per_call")
-    if not costs or any(name not in results for name in FOOTPRINT):
+    if not costs or any(name not in results for name in (*FOOTPRINT, *CODE_FOOTPRINT)):
         return None
     best = "best_requests_per_second"
     bare_us = 1e6 / results["bare"][best]
-    rows = {name: (1e6 / results[name][best] - bare_us, costs[name]) for name in FOOTPRINT}
+    rows = {name: (1e6 / results[name][best] - bare_us, costs[name]) for name in (*FOOTPRINT, *CODE_FOOTPRINT)}
     rows["detection"] = (1e6 / results["proxy"][best] - bare_us, in_process["middleware_over_crowd_us_per_request"])
     return {name: {"served_us_added": round(served, 1), "in_process_us": round(alone, 2),
                    "served_per_in_process_us": round(served / alone, 1) if alone > 0 else None}
