@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     own.add_argument("--table-mb", type=float, default=0.0,
                      help="size of the table those lines are read from (0: no gather)")
     own.add_argument("--code-kb", type=float, default=None,
-                     help="KB of straight-line code run per request (0: an empty function's call)")
+                     help="KB of machine code run per request (0: an empty function's call)")
     known, rest = own.parse_known_args(argv)
     proxy = argparse.ArgumentParser(prog="busy_forwarder")
     register(proxy.add_subparsers())

@@ -14,9 +14,9 @@ Setups (all on loopback, each server a process of its own, one worker each):
   gather_* wrk -> the bare forwarder reading random cache lines of a table before each request
            (`--footprint` only; bench/busy_forwarder.py): gather_none is one numpy call that reads
            no line, gather_l2 reads 48 lines of a 1 MB table, gather_cold 48 of a 64 MB one
-  code_*   wrk -> the bare forwarder running straight-line C code before each request (`--footprint`
-           only; bench/busy_forwarder.py): code_none calls an empty function, code_16k runs 16 KB
-           of machine code that does little, about as much code as detection runs a request
+  code_*   wrk -> the bare forwarder running C code before each request (`--footprint` only;
+           bench/busy_forwarder.py): code_none calls an empty function, code_16k runs 16 KB of
+           machine code that does little, about as much code as detection runs a request
   redis    wrk -> the proxy as `proxy`, but with the Redis store (`--redis` only: a redis-server of
            its own on a free loopback port); redis_2w the same with `--workers 2`. Their CPU per
            request is the proxy's workers'; `store_cpu_us_per_request` is Redis's own
@@ -281,7 +281,7 @@ SERVING_CPU, PEER_CPU = 0, 1
 # --footprint's setups: (lines read per request, table MB). The lines are about as many as the
 # plan and window rows one request of a crowd shopper touches.
 FOOTPRINT = {"gather_none": (0, 1.0), "gather_l2": (48, 1.0), "gather_cold": (48, 64.0)}
-# and its code setups: KB of straight-line machine code run per request
+# and its code setups: KB of machine code run per request (busy_forwarder.code_run)
 CODE_FOOTPRINT = {"code_none": 0, "code_16k": 16}
 
 

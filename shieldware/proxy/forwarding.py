@@ -31,11 +31,6 @@ WATCH_SLOW_UPSTREAM_AFTER = 0.25
 # Parsed upstream URLs by request target: shops serve the same pages over and over, and
 # building a yarl URL costs more than the dictionary lookup. Cleared when full.
 URL_CACHE_SIZE = 4096
-# TRACE's answer echoes the request back: it would carry the X-Shield-* verdict and score the
-# proxy added, an oracle for a bot tuning its disguise, and the client's cookies to a script that
-# cannot read them (cross-site tracing). nginx refuses it too. (The HTTP parser refuses methods it
-# does not know, IIS's TRACK among them, with 400 before any of this runs.)
-ECHOING_METHODS = frozenset({"TRACE"})
 
 
 class BodyTooLarge(Exception):
@@ -189,10 +184,13 @@ class Forwarder:
 
     async def forward_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         peer, client_ip, decision = self.who_asked(scope)
-        if scope["method"] in ECHOING_METHODS:
+        if scope["method"] == "TRACE":
+            # Its answer echoes the request back: the X-Shield-* verdict and score we add, an oracle
+            # for a bot tuning its disguise, and cookies a script may not read (cross-site tracing).
+            # nginx refuses it too; the HTTP parser refuses methods it does not know (TRACK) itself.
             self.count_failure("client", "method_refused", "405")
             await error_page(send, 405, "Method not allowed",
-                             f"{scope['method']} is not relayed: its answer would echo the request back.")
+                             "TRACE is not relayed: its answer would echo the request back.")
             return
         try:
             if self.base_path:
