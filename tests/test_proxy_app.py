@@ -297,8 +297,17 @@ def test_command_line_values():
     for bad in ("300.1.1.1/8", "10.0.0.0/33", "edge.internal", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="address or network"):
             parse_network(bad)
-    with pytest.raises(ValueError):
-        ProxySettings(upstream="ftp://shop")
+    for bad, says in (("ftp://shop", "http:// or https://"), ("shop:8000", "http:// or https://"),
+                      ("http://[::1", "not a usable URL"), ("http://127.0.0.1:99999", "not a usable URL"),
+                      ("http://127.0.0.1:80x", "not a usable URL"), ("http://:8000", "names no host"),
+                      ("http://127.0.0.1:0", "from 1 to 65535"), ("http://shop:s3cret@127.0.0.1:8000", "password"),
+                      ("http://127.0.0.1:8000/?a=1", "base URL"), ("http://127.0.0.1:8000/#top", "base URL"),
+                      ("http://127.0.0.1:8000/shop?", "base URL")):
+        with pytest.raises(ValueError, match=re.escape(says)) as refused:
+            ProxySettings(upstream=bad)
+        assert "s3cret" not in str(refused.value)
+    for good in ("http://127.0.0.1:8000", "https://shop.internal", "http://[::1]:8000/base/", "http://shop:8000/b"):
+        assert ProxySettings(upstream=good).upstream == good
 
 
 async def test_address_limits_count_open_connections_per_address_or_ipv6_64(caplog):

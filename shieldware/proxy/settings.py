@@ -78,9 +78,7 @@ class ProxySettings:
 
     def __post_init__(self) -> None:
         if self.upstream is not None:
-            parts = urlsplit(self.upstream)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"--upstream must be an http:// or https:// URL, got {self.upstream!r}")
+            check_upstream(self.upstream)
         if self.tls_key and not self.tls_cert:
             raise ValueError("--tls-key needs --tls-cert: the key alone cannot serve https")
         for name in ("check_path", "health_path"):
@@ -108,3 +106,25 @@ class ProxySettings:
         values["trusted_proxies"] = tuple(values.get("trusted_proxies") or ())
         values["outcome_logs"] = tuple(values.get("outcome_logs") or ())
         return cls(**values)
+
+
+def check_upstream(url: str) -> None:
+    """Raise ValueError, saying what is wrong, unless `url` is a base URL the forwarder can use."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port out of range or not a number
+        raise ValueError(f"--upstream {url!r} is not a usable URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"--upstream must be an http:// or https:// URL, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"--upstream names no host: {url!r}")
+    if port == 0:
+        raise ValueError(f"--upstream's port must be from 1 to 65535: {url!r}")
+    if parts.username is not None or parts.password is not None:
+        # Shown as it is in the start-up line and the logs, and never sent: refused, not ignored.
+        raise ValueError("--upstream must not hold a user name or password: the proxy would not send them to the "
+                         "shop (the clients' own Authorization headers pass through)")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError(f"--upstream is a base URL, without ?query or #fragment (each request's own path and "
+                         f"query are appended to it): {url!r}")
