@@ -308,6 +308,10 @@ def test_command_line_values():
         assert "s3cret" not in str(refused.value)
     for good in ("http://127.0.0.1:8000", "https://shop.internal", "http://[::1]:8000/base/", "http://shop:8000/b"):
         assert ProxySettings(upstream=good).upstream == good
+    with pytest.raises(ValueError, match="--check-path must start with '/'"):
+        ProxySettings(upstream="http://shop", check_path="check")
+    with pytest.raises(ValueError, match="one would hide the other"):
+        ProxySettings(upstream="http://shop", check_path="/.well", health_path="/.well")
 
 
 async def test_address_limits_count_open_connections_per_address_or_ipv6_64(caplog):

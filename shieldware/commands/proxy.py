@@ -278,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
     host, port = args.listen
     target = settings.upstream or "forward-auth only"
     scheme = "https" if settings.tls_cert else "http"
-    print(f"shieldware proxy on {scheme}://{host}:{port}/ -> {target} (mode {policy.mode}, "
+    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+    print(f"shieldware proxy on {scheme}://{shown_host}:{port}/ -> {target} (mode {policy.mode}, "
           f"store {shown_uri(policy.store_uri)}, workers {args.workers}); forward-auth at {settings.check_path}, "
           f"health at {settings.health_path}; {_whom_it_believes(policy)}"
           + (f"; the shop's statuses from {', '.join(settings.outcome_logs)}" if settings.outcome_logs else ""),

@@ -83,7 +83,9 @@ class ProxySettings:
             raise ValueError("--tls-key needs --tls-cert: the key alone cannot serve https")
         for name in ("check_path", "health_path"):
             if not getattr(self, name).startswith("/"):
-                raise ValueError(f"{name} must start with '/', got {getattr(self, name)!r}")
+                raise ValueError(f"--{name.replace('_', '-')} must start with '/', got {getattr(self, name)!r}")
+        if self.check_path == self.health_path:
+            raise ValueError(f"--check-path and --health-path are both {self.check_path!r}: one would hide the other")
 
     @property
     def upstream_base(self) -> str:
