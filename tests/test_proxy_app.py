@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import socket
 import time
 
 import httpx
@@ -22,7 +23,7 @@ from shieldware.proxy.settings import LOOPBACK
 from tests.challenge_support import page_config, solve
 from tests.proxy_support import proxy_process, recorded_upstream
 from tests.redis_support import RedisProcess, need_redis, redis_server
-from tests.support import CHROME_NAVIGATION, live_server
+from tests.support import CHROME_NAVIGATION, free_port, live_server
 
 
 @pytest.fixture(scope="module")
@@ -373,6 +374,22 @@ def test_health_says_degraded_while_redis_is_down_and_never_shows_its_password(u
         assert "s3cret" not in printed + answer.text and f"redis://:***@127.0.0.1:{redis.port}/0" in printed
     finally:
         redis.stop()
+
+
+def test_health_says_degraded_while_the_shop_accepts_no_connection():
+    """The proxy can relay nothing while its upstream is down: health says so (still 200, as for a
+    store outage), with the reason for the operator, and says ok again once the shop listens."""
+    port = free_port()
+    with proxy_process("--upstream", f"http://127.0.0.1:{port}", "--monitor") as proxy:
+        answer = requests.get(proxy.url + "/.shieldware/health", timeout=10)
+        assert answer.status_code == 200 and answer.json()["status"] == "degraded", answer.text
+        shop = answer.json()["upstream"]
+        assert shop["url"] == f"http://127.0.0.1:{port}" and shop["reachable"] is False
+        assert f"cannot connect to 127.0.0.1:{port}" in shop["error"]
+        assert answer.json()["store"]["reachable"] is True  # the store is fine: the shop is the cause
+        with socket.create_server(("127.0.0.1", port)):  # the shop is back: it accepts connections
+            back = requests.get(proxy.url + "/.shieldware/health", timeout=10).json()
+        assert back["status"] == "ok" and back["upstream"] == {"url": f"http://127.0.0.1:{port}", "reachable": True}
 
 
 def test_health_tells_only_its_status_to_addresses_outside_the_metrics_allowlist(upstream, tmp_path):

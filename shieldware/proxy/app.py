@@ -57,6 +57,11 @@ def proxy_policy(settings: ProxySettings) -> Policy:
     return replace(policy, **changes) if changes else policy
 
 
+HEALTH_CONNECT_SECONDS = 1.0
+"""Longest the health endpoint waits for a connection to the upstream: load balancers' health
+checks time out in a few seconds, and a shop that takes longer to accept is not healthy."""
+
+
 class _NoUpstream:
     """The app behind the middleware in forward-auth-only mode: everything but our endpoints is 404."""
 
@@ -200,11 +205,18 @@ class ProxyApp:
         # A store that does not answer leaves the proxy serving, each route group as its
         # on_store_failure says, so the answer stays 200: a load balancer taking every proxy out
         # for a Redis outage would take the shop down with it. "degraded" tells the operator.
+        # A shop that does not accept connections is "degraded" too, and still 200: every proxy in
+        # front of it would be taken out alike, and the shop could never be seen to come back.
         engine, middleware = self.engine, self.middleware  # set: the endpoint is mounted with detection only
         store = await engine.store.health()
-        health: dict[str, Any] = {"status": "ok" if store["reachable"] else "degraded"}
+        upstream: dict[str, Any] | None = None
+        if self.forwarder is not None:
+            why = await self.forwarder.pool.unreachable(min(self.settings.connect_timeout, HEALTH_CONNECT_SECONDS))
+            upstream = {"url": self.settings.upstream, "reachable": why is None} | ({"error": why} if why else {})
+        reachable = store["reachable"] and (upstream is None or upstream["reachable"])
+        health: dict[str, Any] = {"status": "ok" if reachable else "degraded"}
         if middleware.shows_internals_to(facts.client_ip):
-            health.update(upstream=self.settings.upstream, mode=engine.policy.mode, store=store)
+            health.update(upstream=upstream, mode=engine.policy.mode, store=store)
             if self.settings.tls_cert:  # what this worker serves: until when, and any renewal it refused
                 watch = served_certificate(self.settings.tls_cert, self.settings.tls_key, self.settings.tls_recheck)
                 health["tls"] = watch.describe(time.time())

@@ -336,6 +336,19 @@ class UpstreamPool:
             raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}", "unreachable") from exc
         return connection
 
+    async def unreachable(self, within: float) -> str | None:
+        """Why a new connection to the upstream does not open within `within` seconds, or None
+        when it does (it is closed again at once: the health endpoint asks this, not a request)."""
+        try:
+            async with asyncio.timeout(within):
+                connection = await self.connect()
+        except TimeoutError:
+            return f"no connection to {self.host}:{self.port} within {within:g} s"
+        except UpstreamError as exc:
+            return str(exc)
+        connection.close()
+        return None
+
     async def acquire(self) -> UpstreamConnection:
         idle = self.idle
         if idle:
