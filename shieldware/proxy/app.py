@@ -60,6 +60,9 @@ def proxy_policy(settings: ProxySettings) -> Policy:
 HEALTH_CONNECT_SECONDS = 1.0
 """Longest the health endpoint waits for a connection to the upstream: load balancers' health
 checks time out in a few seconds, and a shop that takes longer to accept is not healthy."""
+HEALTH_PROBE_EVERY = 1.0
+"""Seconds a probe of the upstream answers the health asks after it: the endpoint is open to
+anyone, and a flood of asks must not become a flood of connections to the shop."""
 
 
 class _NoUpstream:
@@ -84,6 +87,8 @@ class ProxyApp:
         self.outcome_feed: OutcomeFeed | None = None
         self._feeding: asyncio.Task | None = None
         self._stopping = asyncio.Event()
+        self._probe: asyncio.Future[str | None] | None = None  # the health endpoint's last probe of the shop
+        self._probed_at = float("-inf")
         self.reload_on_hangup = False  # one worker: SIGHUP reloads the policy in place (see reload)
         self.access_log = (AccessLogWriter(settings.access_log, settings.access_log_max_bytes, settings.access_log_keep)
                            if settings.access_log else None)
@@ -211,7 +216,7 @@ class ProxyApp:
         store = await engine.store.health()
         upstream: dict[str, Any] | None = None
         if self.forwarder is not None:
-            why = await self.forwarder.pool.unreachable(min(self.settings.connect_timeout, HEALTH_CONNECT_SECONDS))
+            why = await self._shop_unreachable()
             upstream = {"url": self.settings.upstream, "reachable": why is None} | ({"error": why} if why else {})
         reachable = store["reachable"] and (upstream is None or upstream["reachable"])
         health: dict[str, Any] = {"status": "ok" if reachable else "degraded"}
@@ -223,6 +228,18 @@ class ProxyApp:
         body = json.dumps(health).encode()
         headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
         await send_simple(send, 200, headers, body)
+
+
+    async def _shop_unreachable(self) -> str | None:
+        """Why no connection to the upstream opens, or None: one probe answers every ask for
+        HEALTH_PROBE_EVERY seconds, and asks that come while it runs wait for it."""
+        now = time.monotonic()
+        if self._probe is None or (self._probe.done() and now - self._probed_at >= HEALTH_PROBE_EVERY):
+            assert self.forwarder is not None
+            within = min(self.settings.connect_timeout, HEALTH_CONNECT_SECONDS)
+            self._probe = asyncio.ensure_future(self.forwarder.pool.unreachable(within))
+            self._probed_at = now
+        return await asyncio.shield(self._probe)  # an ask that is cancelled leaves the probe to the others
 
 
 def _same_decision_log(running: Policy, reloaded: Policy) -> bool:
