@@ -211,7 +211,7 @@ class ProxyApp:
         # on_store_failure says, so the answer stays 200: a load balancer taking every proxy out
         # for a Redis outage would take the shop down with it. "degraded" tells the operator.
         # A shop that does not accept connections is "degraded" too, and still 200: every proxy in
-        # front of it would be taken out alike, and the shop could never be seen to come back.
+        # front of it sees the same, so taking them out would only trade our 502 page for none.
         engine, middleware = self.engine, self.middleware  # set: the endpoint is mounted with detection only
         store = await engine.store.health()
         upstream: dict[str, Any] | None = None
@@ -228,7 +228,6 @@ class ProxyApp:
         body = json.dumps(health).encode()
         headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
         await send_simple(send, 200, headers, body)
-
 
     async def _shop_unreachable(self) -> str | None:
         """Why no connection to the upstream opens, or None: one probe answers every ask for
