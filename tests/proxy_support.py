@@ -219,7 +219,7 @@ class ProxyProcess:
             try:
                 if requests.get(self.url + "/.shieldware/health", timeout=1, verify=self.verify).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting
                 pass
             if time.monotonic() > deadline:
                 self.stop()

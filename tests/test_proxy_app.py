@@ -266,6 +266,14 @@ def test_a_second_host_or_none_in_http_1_1_is_malformed(rewrite_host):
     assert hosts == ([] if rewrite_host is None else [rewrite_host])  # the forwarder names the upstream
     hosts = [value for name, value in forwarded([(b"host", b"shop.example")]) if name == "host"]
     assert hosts == [rewrite_host or "shop.example"]
+    # RFC 9112 §3.2: a Host that is no host is refused too, even when the forwarder names the upstream
+    for unlawful in (b"evil.example/reset", b"shop.example@evil.example", b"shop example", b"shop.example:80:80",
+                     b"[::1", b"shop.ex\xffample", b"a" * 300):
+        with pytest.raises(MalformedRequest, match="not a host name"):
+            forwarded([(b"host", unlawful)])
+    for lawful in (b"shop.example:8443", b"[2001:db8::1]:8080", b"127.0.0.1", b"b%C3%BCcher.example", b""):
+        hosts = [value for name, value in forwarded([(b"host", lawful)]) if name == "host"]
+        assert hosts == [rewrite_host or lawful.decode()]
 
 
 def test_response_headers_keep_repeats_and_drop_hop_by_hop():

@@ -138,8 +138,11 @@ def test_a_host_missing_or_given_twice_is_400_and_never_reaches_upstream(monitor
                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     refused = _exchange(monitor_proxy.port, [handshake])
     assert refused.startswith(b"HTTP/1.1 400 ") and b"more than once" in refused
+    # a Host that is no host: a shop building a password reset link from it would mail the attacker's
+    poisoned = _exchange(monitor_proxy.port, [b"GET /page HTTP/1.1\r\nHost: evil.example/x?\r\n\r\n"])
+    assert poisoned.startswith(b"HTTP/1.1 400 ") and b"not a host name" in poisoned
     assert upstream.recorder.hits == hits
-    assert failures_counted(monitor_proxy.url)[("client", "bad_request", "400")] == refused_before + 3
+    assert failures_counted(monitor_proxy.url)[("client", "bad_request", "400")] == refused_before + 4
     # HTTP/1.0 may leave the host out: the upstream's own name is sent for it
     old = _exchange(monitor_proxy.port, [b"GET /echo-headers HTTP/1.0\r\n\r\n"])
     assert old.startswith(b"HTTP/1.1 200 ") and upstream.recorder.hits == hits + 1

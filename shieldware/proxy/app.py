@@ -57,9 +57,10 @@ def proxy_policy(settings: ProxySettings) -> Policy:
     return replace(policy, **changes) if changes else policy
 
 
-HEALTH_CONNECT_SECONDS = 1.0
-"""Longest the health endpoint waits for a connection to the upstream: load balancers' health
-checks time out in a few seconds, and a shop that takes longer to accept is not healthy."""
+HEALTH_CONNECT_SECONDS = 0.5
+"""Longest the health endpoint waits for a connection to the upstream: the answer must come well
+within a load balancer's health-check timeout (often 1-2 s), and a shop that takes longer to
+accept a connection is not healthy."""
 HEALTH_PROBE_EVERY = 1.0
 """Seconds a probe of the upstream answers the health asks after it: the endpoint is open to
 anyone, and a flood of asks must not become a flood of connections to the shop."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -52,8 +53,28 @@ POSING_HEADERS = _underscore_spellings(FORWARDING_HEADERS | TARGET_OVERRIDE_HEAD
 _LOOKED_AT = REQUEST_HEADERS_DROPPED | FORWARDING_HEADERS | POSING_HEADERS | {b"content-length", b"host"}
 
 
+# RFC 3986 §3.2.2-3.2.3 host [":" port]: an IPv6 literal in brackets, or a name (or IPv4 address) of
+# unreserved characters, sub-delims and %-escapes; an empty Host is lawful too (RFC 9110 §7.2).
+_HOST_VALUE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
+
+
+MAX_HOST_BYTES = 261  # a DNS name's 253 characters and ":65535", with room for brackets
+
+
+def lawful_host(value: bytes) -> bool:
+    """Whether a Host value is one RFC 9112 §3.2 lets through, and no longer than any real one."""
+    return len(value) <= MAX_HOST_BYTES and _lawful_host(value)
+
+
+@lru_cache(maxsize=1024)
+def _lawful_host(value: bytes) -> bool:
+    """Cached: a shop's clients name its few hosts again and again (and the length cap above keeps
+    what a client can make the cache hold small)."""
+    return _HOST_VALUE.fullmatch(value) is not None
+
+
 class MalformedRequest(ValueError):
-    """A request no server may pass on (RFC 9112 §3.2: its Host is missing or given twice); the
+    """A request no server may pass on (RFC 9112 §3.2: its Host is missing, given twice or no host); the
     message says what was wrong, for the 400 page."""
 
 
@@ -87,6 +108,7 @@ def upstream_request_headers(
 
     Raises MalformedRequest for a request with two Host headers, or an HTTP/1.1 one with none: the
     shop and whatever decided on the request could read different hosts from it. Likewise for one
+    whose Host is no host (RFC 9112 §3.2), for one
     whose Connection header names its Host or Content-Length (NEVER_CONNECTION_SPECIFIC), and for
     an HTTP/1.0 one with Transfer-Encoding.
     """
@@ -123,6 +145,10 @@ def upstream_request_headers(
         elif name == b"host":
             if host is not None:
                 raise MalformedRequest("The request named its host more than once.")
+            if not lawful_host(value):
+                # "evil.example/x", "a@evil.example" or spaces: a shop that builds links from its
+                # Host (password reset mails, caches keyed by it) must never see such a value.
+                raise MalformedRequest("The request's Host is not a host name, address or port.")
             host = value
             if rewrite_host is not None:
                 continue
