@@ -217,7 +217,7 @@ class ProxyApp:
         store = await engine.store.health()
         upstream: dict[str, Any] | None = None
         if self.forwarder is not None:
-            why = await self._shop_unreachable()
+            why = await self.shop_unreachable(time.monotonic())
             upstream = {"url": self.settings.upstream, "reachable": why is None} | ({"error": why} if why else {})
         reachable = store["reachable"] and (upstream is None or upstream["reachable"])
         health: dict[str, Any] = {"status": "ok" if reachable else "degraded"}
@@ -230,10 +230,10 @@ class ProxyApp:
         headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
         await send_simple(send, 200, headers, body)
 
-    async def _shop_unreachable(self) -> str | None:
+    async def shop_unreachable(self, now: float) -> str | None:
         """Why no connection to the upstream opens, or None: one probe answers every ask for
-        HEALTH_PROBE_EVERY seconds, and asks that come while it runs wait for it."""
-        now = time.monotonic()
+        HEALTH_PROBE_EVERY seconds (`now` on the monotonic clock), and asks that come while it runs
+        wait for it."""
         if self._probe is None or (self._probe.done() and now - self._probed_at >= HEALTH_PROBE_EVERY):
             assert self.forwarder is not None
             within = min(self.settings.connect_timeout, HEALTH_CONNECT_SECONDS)
