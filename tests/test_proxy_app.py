@@ -313,7 +313,8 @@ def test_command_line_values():
                       ("http://127.0.0.1:80x", "not a usable URL"), ("http://:8000", "names no host"),
                       ("http://127.0.0.1:0", "from 1 to 65535"), ("http://shop:s3cret@127.0.0.1:8000", "password"),
                       ("http://127.0.0.1:8000/?a=1", "base URL"), ("http://127.0.0.1:8000/#top", "base URL"),
-                      ("http://127.0.0.1:8000/shop?", "base URL")):
+                      ("http://127.0.0.1:8000/shop?", "base URL"), ("http://shop:s3cret@:8000", "names no host"),
+                      ("http://shop:s3cret@127.0.0.1:99999", "not a usable URL")):
         with pytest.raises(ValueError, match=re.escape(says)) as refused:
             ProxySettings(upstream=bad)
         assert "s3cret" not in str(refused.value)

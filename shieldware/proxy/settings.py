@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 from shieldware.logfile import DEFAULT_KEEP
+from shieldware.store.base import shown_uri
 
 # Several uvicorn workers each build their app from this variable (they cannot share objects).
 SETTINGS_ENV = "SHIELDWARE_PROXY_SETTINGS"
@@ -112,21 +113,22 @@ class ProxySettings:
 
 def check_upstream(url: str) -> None:
     """Raise ValueError, saying what is wrong, unless `url` is a base URL the forwarder can use."""
+    shown = shown_uri(url)  # what the messages quote: a password typed into the URL stays out of them
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:  # an unclosed IPv6 bracket, a port out of range or not a number
-        raise ValueError(f"--upstream {url!r} is not a usable URL: {exc}") from None
+        raise ValueError(f"--upstream {shown!r} is not a usable URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"--upstream must be an http:// or https:// URL, got {url!r}")
+        raise ValueError(f"--upstream must be an http:// or https:// URL, got {shown!r}")
     if not parts.hostname:
-        raise ValueError(f"--upstream names no host: {url!r}")
+        raise ValueError(f"--upstream names no host: {shown!r}")
     if port == 0:
-        raise ValueError(f"--upstream's port must be from 1 to 65535: {url!r}")
+        raise ValueError(f"--upstream's port must be from 1 to 65535: {shown!r}")
     if parts.username is not None or parts.password is not None:
         # Shown as it is in the start-up line and the logs, and never sent: refused, not ignored.
-        raise ValueError("--upstream must not hold a user name or password: the proxy would not send them to the "
-                         "shop (the clients' own Authorization headers pass through)")
+        raise ValueError(f"--upstream must not hold a user name or password: the proxy would not send them to the "
+                         f"shop (the clients' own Authorization headers pass through): {shown!r}")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         raise ValueError(f"--upstream is a base URL, without ?query or #fragment (each request's own path and "
-                         f"query are appended to it): {url!r}")
+                         f"query are appended to it): {shown!r}")
