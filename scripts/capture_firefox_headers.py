@@ -1,6 +1,6 @@
 """Capture the headers real Firefox sends for every request kind a shop page makes.
 
-Writes tests/fixtures/firefox_requests.json, which tests/test_headers.py holds the header checks
+Writes tests/fixtures/firefox_requests.json, which tests/signals/test_headers.py holds the header checks
 to. Needs Debian's firefox-esr (`apt-get install firefox-esr`); Playwright cannot drive it, and
 need not: Firefox runs headless on a loopback page whose own script makes the requests (styles,
 scripts, images, a frame, fetches, a HEAD, a beacon, workers, a service worker, a WebSocket,

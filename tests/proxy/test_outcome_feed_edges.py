@@ -19,9 +19,7 @@ import pytest
 import requests
 import yaml
 
-from tests.proxy_support import proxy_process, recorded_upstream, roomy_policy
-from tests.support import CHROME_NAVIGATION
-from tests.test_forward_auth_edges import (
+from tests.proxy.test_forward_auth_edges import (
     MISSING,
     OUTCOME_LOGS,
     STARTERS,
@@ -30,6 +28,8 @@ from tests.test_forward_auth_edges import (
     ordered_request,
     running_edge,
 )
+from tests.proxy_support import proxy_process, recorded_upstream, roomy_policy
+from tests.support import CHROME_NAVIGATION
 
 PROBES = 12  # the shipped policy sees probing from 8 error answers making 30 % of the recent requests
 

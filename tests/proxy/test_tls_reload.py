@@ -19,8 +19,8 @@ import pytest
 from shieldware.metrics import Metrics
 from shieldware.proxy.certificate import certificate_facts
 from shieldware.proxy.tls import SETTLE_SECONDS, CertificateWatch
+from tests.proxy.test_proxy_tls import OPENSSL, _self_signed
 from tests.proxy_support import proxy_process, recorded_upstream
-from tests.test_proxy_tls import OPENSSL, _self_signed
 
 
 @pytest.fixture

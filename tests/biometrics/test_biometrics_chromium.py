@@ -15,8 +15,8 @@ import pytest
 from shieldware.biometrics.endpoint import RECORD_KIND
 from shieldware.demo import build_demo_app
 from shieldware.store.memory import MemoryStore
+from tests.biometrics.test_biometrics_endpoint import shop_policy
 from tests.support import CHROME_UA, CHROMIUM, CHROMIUM_ARGS, live_server
-from tests.test_biometrics_endpoint import shop_policy
 
 ARGS = CHROMIUM_ARGS
 

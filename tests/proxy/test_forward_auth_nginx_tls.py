@@ -18,11 +18,11 @@ import httpx
 import pytest
 import yaml
 
+from tests.proxy.test_forward_auth_edges import MISSING, NGINX, NGINX_CONF, decision_of, snippet, with_ports
+from tests.proxy.test_proxy_tls import OPENSSL, _self_signed
 from tests.proxy_support import chromium_browser, proxy_process, recorded_upstream, roomy_policy
+from tests.signals.test_headers import FIREFOX_UA
 from tests.support import CHROME_NAVIGATION, CHROME_UA, free_port
-from tests.test_forward_auth_edges import MISSING, NGINX, NGINX_CONF, decision_of, snippet, with_ports
-from tests.test_headers import FIREFOX_UA
-from tests.test_proxy_tls import OPENSSL, _self_signed
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Forward-auth: the check endpoint on its own (tests/test_forward_auth_edges.py puts real edges in front)."""
+"""Forward-auth: the check endpoint on its own (tests/proxy/test_forward_auth_edges.py puts real edges in front)."""
 
 from __future__ import annotations
 

@@ -377,7 +377,8 @@ def test_speculative_prerender_passes_and_its_order_is_kept_to_speculation():
     assert header_codes(inspect(without_purpose)) == ["hdr.order_mismatch"]
 
 
-FIREFOX_REQUESTS = json.loads((Path(__file__).parent / "fixtures" / "firefox_requests.json").read_text())["requests"]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIREFOX_REQUESTS = json.loads((FIXTURES / "firefox_requests.json").read_text())["requests"]
 
 
 @pytest.mark.parametrize("request_", FIREFOX_REQUESTS, ids=[f"{r['method']} {r['path']}" for r in FIREFOX_REQUESTS])
@@ -505,7 +506,7 @@ def test_the_stack_read_from_the_clienthello_is_checked_against_the_claimed_engi
 
 
 # In the form of nginx's $ssl_ciphers: OpenSSL's names, suites it does not know (GREASE) in hex.
-# tests/test_forward_auth_nginx_tls.py reads the real ones of Chromium and httpx through nginx.
+# tests/proxy/test_forward_auth_nginx_tls.py reads the real ones of Chromium and httpx through nginx.
 CHROMIUM_CIPHERS = ("0x2A2A:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
                     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA:AES256-SHA")
 OPENSSL_CIPHERS = ("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:"

@@ -10,9 +10,9 @@ from shieldware.engine import Engine
 from shieldware.facts import facts_from_headers
 from shieldware.store.base import StoreUnavailable
 from shieldware.store.memory import MemoryStore
+from tests.biometrics.test_biometrics_endpoint import shop_policy
 from tests.biometrics_samples import human_telemetry, linear_bot_telemetry
 from tests.support import CHROME_NAVIGATION, CHROME_UA
-from tests.test_biometrics_endpoint import shop_policy
 
 SESSION = "A" * 24
 NOW = 1_700_000_000.0
