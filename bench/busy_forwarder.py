@@ -1,6 +1,7 @@
 """The bare forwarder with added work before every request: what plain added work costs when served.
 
     python bench/busy_forwarder.py [--busy-us 5] [--touch-lines 48 --table-mb 64] [--code-kb 16]
+                                   [--decision none|lines|python]
                                    --upstream URL --listen HOST:PORT [--trusted-proxy CIDR ...]
 
 Takes `shieldware proxy`'s own options and serves like `shieldware proxy --bare`, except that each
@@ -21,6 +22,13 @@ HTTP request first does one or both of:
   code stays in the L1 instruction cache; served, the forwarder's own code pushes it out between
   requests, as it does detection's (the lane's C, the window kernel: about 19 KB run a request).
   bench/proxy.py --footprint serves code_none and code_16k and times the same calls in-process.
+
+* `--decision`: hands the forwarder what the middleware hands it, with no detection behind it.
+  `none` is the wrapper alone (an async function around the app: the others' baseline); `lines`
+  puts the X-Shield-* head lines and the client's address in the scope's state, as the fast lane
+  gives them, so the forwarder sends the upstream the proxy's three headers more; `python` makes a
+  whole Decision in Python with those lines (about 1.3 µs in process, several times the lane's C).
+  bench/proxy.py --plumbing serves the three: what of the proxy's cost is plumbing, not detection.
 
 bench/proxy.py serves these beside the bare forwarder and the proxy.
 """
@@ -86,6 +94,45 @@ def gather_first(app: Any, gather: Callable[[], int]) -> Any:
     return gather_then_forward
 
 
+# The lane's prefix of the X-Shield-* lines for a shopper, as the proxy sends them; the reference follows.
+SHIELD_LINES = b"x-shield-score: 0\r\nx-shield-verdict: allow\r\nx-shield-ref: "
+
+
+class ShieldLines:
+    """The two things the forwarder reads of a decision: the client's address and the head lines."""
+
+    __slots__ = ("client_ip", "header_lines")
+
+    def __init__(self, client_ip: str, header_lines: bytes) -> None:
+        self.client_ip, self.header_lines = client_ip, header_lines
+
+
+def decision_first(app: Any, kind: str) -> Any:
+    """`app` behind a wrapper that puts a canned decision of `kind` (none, lines, python) in the
+    scope's state, where the middleware puts its own; every request gets a reference of its own."""
+    from shieldware.decision import Decision, Verdict
+
+    made = 0
+
+    async def decide_then_forward(scope: dict, receive: Any, send: Any) -> None:
+        nonlocal made
+        if scope["type"] == "http" and kind != "none":
+            made += 1
+            ref = f"{made:06x}-bench"
+            lines = SHIELD_LINES + ref.encode() + b"\r\n"
+            client = scope["client"][0]
+            if kind == "lines":
+                decision: Any = ShieldLines(client, lines)
+            else:
+                decision = Decision(ref, Verdict.ALLOW, 0.0, (), "pages", time.time(), client, scope["method"],
+                                    scope["path"], "monitor")
+                decision.header_lines = lines
+            scope["state"]["shield"] = decision
+        await app(scope, receive, send)
+
+    return decide_then_forward
+
+
 CODE_LINE = 64  # each function of code_run's is aligned to a cache line and fits in one
 
 
@@ -140,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="size of the table those lines are read from (0: no gather)")
     own.add_argument("--code-kb", type=float, default=None,
                      help="KB of machine code run per request (0: an empty function's call)")
+    own.add_argument("--decision", choices=("none", "lines", "python"),
+                     help="a canned decision per request: the wrapper alone, the X-Shield-* lines, or a whole Decision")
     known, rest = own.parse_known_args(argv)
     proxy = argparse.ArgumentParser(prog="busy_forwarder")
     register(proxy.add_subparsers())
@@ -149,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         app.front = gather_first(app.front, line_gather(known.touch_lines, known.table_mb))
     if known.code_kb is not None:
         app.front = gather_first(app.front, code_run(known.code_kb))
+    if known.decision is not None:
+        app.front = decision_first(app.front, known.decision)
     if known.busy_us > 0:
         app.front = busy_first(app.front, known.busy_us / 1e6)
     host, port = args.listen

@@ -1,7 +1,8 @@
-"""How much throughput does the proxy keep? wrk against six setups (eleven with --footprint) in one run, JSON out.
+"""How much throughput does the proxy keep? wrk against six setups (more with options) in one run, JSON out.
 
     python bench/proxy.py [--seconds 3] [--rounds 3] [--warm-seconds 1] [--traffic one_client|crowd|both] [--busy-us 5]
-                          [--no-minimal] [--footprint] [--pin] [--redis] [--profile out.raw [--profile-setup NAME]]
+                          [--no-minimal] [--footprint] [--plumbing] [--pin] [--redis]
+                          [--profile out.raw [--profile-setup NAME]]
 
 Setups (all on loopback, each server a process of its own, one worker each):
   direct   wrk -> upstream
@@ -17,6 +18,10 @@ Setups (all on loopback, each server a process of its own, one worker each):
   code_*   wrk -> the bare forwarder running C code before each request (`--footprint` only;
            bench/busy_forwarder.py): code_none calls an empty function, code_16k runs 16 KB of
            machine code that does little, about as much code as detection runs a request
+  plumb_*  wrk -> the bare forwarder handed a canned decision (`--plumbing` only;
+           bench/busy_forwarder.py --decision): plumb_none is the wrapper alone, plumb_lines adds
+           the X-Shield-* lines the forwarder sends the upstream, plumb_decision a whole Decision
+           made in Python. `plumbing` reports each against the bare forwarder, paired by round
   redis    wrk -> the proxy as `proxy`, but with the Redis store (`--redis` only: a redis-server of
            its own on a free loopback port); redis_2w the same with `--workers 2`. Their CPU per
            request is the proxy's workers'; `store_cpu_us_per_request` is Redis's own
@@ -40,7 +45,8 @@ to read against the goal (by CPU the steadier), since the best rounds' ratio pic
 luckiest round. `--pin` keeps every serving process on CPU 0 and the shared upstream and
 wrk on CPU 1 (direct then gets an upstream of its own on CPU 0): each server alone on its core.
 Each run reports every CPU's busy share (`cpu_busy`): pinned, a peer CPU near 1.0 caps the setup;
-and the serving processes' minor page faults and (voluntary, involuntary) context switches a request.
+the serving processes' minor page faults and (voluntary, involuntary) context switches a request;
+and, for the setups that forward, the shared upstream's CPU a request (`upstream_cpu_us_per_request`).
 `--profile FILE` samples the proxy with py-spy during its first run (`--profile-setup redis`: the proxy on Redis).
 
 The busy setup calibrates: here, with wrk and the upstream on the same two cores, a µs of work
@@ -283,6 +289,8 @@ SERVING_CPU, PEER_CPU = 0, 1
 FOOTPRINT = {"gather_none": (0, 1.0), "gather_l2": (48, 1.0), "gather_cold": (48, 64.0)}
 # and its code setups: KB of machine code run per request (busy_forwarder.code_run)
 CODE_FOOTPRINT = {"code_none": 0, "code_16k": 16}
+# --plumbing's setups: the canned decision each hands the forwarder (busy_forwarder.decision_first)
+PLUMBING = {"plumb_none": "none", "plumb_lines": "lines", "plumb_decision": "python"}
 
 
 def proxy_options(upstream_port: int, port: int, *extra: str) -> list[str]:
@@ -314,11 +322,12 @@ def outcome_shares(before: dict[str, float], after: dict[str, float]) -> dict[st
 
 
 def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespace, store_pid: int = 0,
-                 lane: bool = False) -> dict:
+                 lane: bool = False, upstream_pid: int = 0) -> dict:
     """One wrk run, plus the CPU seconds the serving processes (and the store's server, if it has
-    one) spent per request during it; `lane`: the setup is a shieldware proxy, whose lane's outcomes
-    are read before and after."""
+    one, and the upstream they forward to, if given) spent per request during it; `lane`: the setup
+    is a shieldware proxy, whose lane's outcomes are read before and after."""
     lane_before = lane_outcomes(url) if lane else None
+    upstream_before = sum(cpu_seconds([upstream_pid])) if upstream_pid else 0.0
     user_before, system_before = cpu_seconds(pids)
     kernel_before = kernel_counts(pids)
     store_before = sum(cpu_split(store_pid)) if store_pid else 0.0
@@ -342,6 +351,9 @@ def measure_once(url: str, pids: list[int], script: Path, args: argparse.Namespa
                                                      round(involuntary / requests, 3) if requests else None)
     if lane_before is not None:
         result["lane_outcome_shares"] = outcome_shares(lane_before, lane_outcomes(url))
+    if upstream_pid and requests:
+        result["upstream_cpu_us_per_request"] = round(1e6 * (sum(cpu_seconds([upstream_pid])) - upstream_before)
+                                                      / requests, 1)
     if store_pid:
         result["store_cpu_us_per_request"] = (round(1e6 * (sum(cpu_split(store_pid)) - store_before) / requests, 1)
                                               if requests else None)
@@ -415,11 +427,12 @@ def redis_setups(stack: contextlib.ExitStack, upstream_port: int, env: dict) -> 
 @contextlib.contextmanager
 def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str | None) -> Iterator[dict]:
     """Start every server once; yield name → (url, pids whose CPU counts for that setup). With
-    `--redis`, `args.store_pid` is the Redis server's pid."""
+    `--redis`, `args.store_pid` is the Redis server's pid; `args.upstream_pid` is the shared upstream's."""
     env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}"}
     upstream_port, bare_port, proxy_port, nginx_port = (free_port() for _ in range(4))
     with contextlib.ExitStack() as stack:
         up = stack.enter_context(running(upstream_command(upstream_port), upstream_port, env=env, cwd=tmp))
+        args.upstream_pid = up.pid
         bare = stack.enter_context(running(proxy_command(upstream_port, bare_port, *BARE), bare_port,
                                            env=env, cwd=ROOT))
         proxy = stack.enter_context(running(proxy_command(upstream_port, proxy_port, *PROXY), proxy_port,
@@ -459,6 +472,12 @@ def setups(tmp: Path, scripts: list[Path], args: argparse.Namespace, nginx: str 
                        *proxy_options(upstream_port, port, *EDGE)]
             runner = stack.enter_context(running(command, port, env=env, cwd=ROOT))
             found[name] = (f"http://127.0.0.1:{port}", [runner.pid])
+        for name, kind in (PLUMBING.items() if args.plumbing else ()):
+            port = free_port()
+            command = [sys.executable, str(ROOT / "bench" / "busy_forwarder.py"), "--decision", kind,
+                       *proxy_options(upstream_port, port, *EDGE)]
+            wrapped = stack.enter_context(running(command, port, env=env, cwd=ROOT))
+            found[name] = (f"http://127.0.0.1:{port}", [wrapped.pid])
         if args.redis:
             more, args.store_pid = redis_setups(stack, upstream_port, env)
             found.update(more)
@@ -555,6 +574,8 @@ def main() -> int:
                         help="busy wait of the calibration setup, µs per request (default 5; 0: no such setup)")
     parser.add_argument("--footprint", action="store_true",
                         help="also serve the gather and code setups and report footprint_calibration")
+    parser.add_argument("--plumbing", action="store_true",
+                        help="also serve the bare forwarder handed canned decisions and report plumbing")
     parser.add_argument("--pin", action="store_true",
                         help="serving processes on CPU 0, the upstream they forward to and wrk on CPU 1")
     parser.add_argument("--redis", action="store_true",
@@ -592,7 +613,9 @@ def main() -> int:
                         store_pid = args.store_pid if name.startswith("redis") else 0
                         # One worker's metrics: with two, a reading comes from either.
                         lane = name in ("proxy", "redis")
-                        runs[kind].setdefault(name, []).append(measure_once(url, pids, script, args, store_pid, lane))
+                        upstream_pid = args.upstream_pid if name != "direct" else 0  # direct's is its server
+                        runs[kind].setdefault(name, []).append(measure_once(url, pids, script, args, store_pid, lane,
+                                                                            upstream_pid))
                         if profiler is not None:
                             profiler.wait(timeout=60)
                         rate = runs[kind][name][-1]["requests_per_second"]
@@ -649,7 +672,26 @@ def traffic_report(runs: dict[str, list[dict]], in_process: dict, busy_us: float
             round(in_process["middleware_over_crowd_us_per_request"] / bare_cpu, 3) if bare_cpu else None),
         "busy_wait_calibration": busy_wait_calibration(results, busy_us),
         "footprint_calibration": footprint_calibration(results, in_process),
+        "plumbing": plumbing(runs, results),
     }
+
+
+def plumbing(runs: dict[str, list[dict]], results: dict) -> dict | None:
+    """Each --plumbing setup, and the proxy, against the bare forwarder round by round, with the
+    serving process's user CPU and the upstream's CPU a request: what of the proxy's cost is
+    handing the forwarder a decision and the upstream three headers more, and what is detection."""
+    if any(name not in runs for name in PLUMBING):
+        return None
+    rows = {}
+    for name in ("bare", *PLUMBING, "proxy"):
+        paired = paired_rounds(runs, name, "bare")
+        rows[name] = {
+            "paired_requests_per_second_vs_bare_forwarder": paired["median_requests_per_second"],
+            "paired_cpu_per_request_vs_bare_forwarder": paired["median_cpu_per_request"],
+            "median_server_user_us_per_request": results[name]["median_server_user_us_per_request"],
+            "median_upstream_cpu_us_per_request": _median(runs[name], "upstream_cpu_us_per_request"),
+        }
+    return rows
 
 
 def paired_rounds(runs: dict[str, list[dict]], top: str, bottom: str) -> dict | None:
