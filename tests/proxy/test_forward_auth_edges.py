@@ -35,7 +35,6 @@ from tests.proxy_support import (
     chromium_browser,
     forward_auth_checks,
     proxy_process,
-    recorded_upstream,
     roomy_policy,
 )
 from tests.support import CHROME_NAVIGATION, CHROME_UA, free_port
@@ -153,12 +152,6 @@ def running_edge(name: str, tmp: Path, shield: int, shop: int) -> Iterator[Edge]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-@pytest.fixture(scope="module")
-def shop():
-    with recorded_upstream() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,9 @@ import yaml
 
 from tests.proxy.test_forward_auth_edges import MISSING, NGINX, NGINX_CONF, decision_of, snippet, with_ports
 from tests.proxy.test_proxy_tls import OPENSSL, _self_signed
-from tests.proxy_support import chromium_browser, proxy_process, recorded_upstream, roomy_policy
+from tests.proxy_support import chromium_browser, proxy_process, roomy_policy
 from tests.signals.test_headers import FIREFOX_UA
 from tests.support import CHROME_NAVIGATION, CHROME_UA, free_port
-
-
-@pytest.fixture(scope="module")
-def shop():
-    with recorded_upstream() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

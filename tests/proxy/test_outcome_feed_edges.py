@@ -28,16 +28,10 @@ from tests.proxy.test_forward_auth_edges import (
     ordered_request,
     running_edge,
 )
-from tests.proxy_support import proxy_process, recorded_upstream, roomy_policy
+from tests.proxy_support import proxy_process, roomy_policy
 from tests.support import CHROME_NAVIGATION
 
 PROBES = 12  # the shipped policy sees probing from 8 error answers making 30 % of the recent requests
-
-
-@pytest.fixture(scope="module")
-def shop():
-    with recorded_upstream() as server:
-        yield server
 
 
 @pytest.fixture(params=list(STARTERS))
