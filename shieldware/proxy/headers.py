@@ -104,9 +104,8 @@ def upstream_request_headers(
 
     Raises MalformedRequest for a request with two Host headers, or an HTTP/1.1 one with none: the
     shop and whatever decided on the request could read different hosts from it. Likewise for one
-    whose Host is no host (RFC 9112 §3.2), for one
-    whose Connection header names its Host or Content-Length (NEVER_CONNECTION_SPECIFIC), and for
-    an HTTP/1.0 one with Transfer-Encoding.
+    whose Host is no host (RFC 9112 §3.2), for one whose Connection header names its Host or
+    Content-Length (NEVER_CONNECTION_SPECIFIC), and for an HTTP/1.0 one with Transfer-Encoding.
     """
     out: list[tuple[bytes, bytes]] = []
     earlier: dict[bytes, bytes] = {}
