@@ -249,7 +249,7 @@ def uvicorn_options(host: str, port: int, shutdown_timeout: int, settings: Proxy
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from shieldware.proxy.app import ProxyApp, proxy_policy
+    from shieldware.proxy.app import MASTER_PID_ENV, ProxyApp, proxy_policy
     from shieldware.proxy.settings import SETTINGS_ENV
 
     if not args.upstream and not args.auth_only:
@@ -292,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         # Worker processes cannot inherit objects: each builds the app from the settings.
         os.environ[SETTINGS_ENV] = settings.to_environment()
+        os.environ[MASTER_PID_ENV] = str(os.getpid())  # so a worker knows when it has outlived this process
         with _shared_signing_key(), _shared_metrics_dir():
             uvicorn.run("shieldware.proxy.app:app_from_environment", factory=True, workers=args.workers,
                         **options)

@@ -61,6 +61,14 @@ HEALTH_CONNECT_SECONDS = 0.5
 """Longest the health endpoint waits for a connection to the upstream: the answer must come well
 within a load balancer's health-check timeout (often 1-2 s), and a shop that takes longer to
 accept a connection is not healthy."""
+MASTER_CHECK_SECONDS = 1.0
+"""How often a worker of `--workers N` looks whether the proxy's master process is still there. A
+master killed outright (SIGKILL, the OOM killer, a supervisor's timeout) cannot stop its workers,
+and uvicorn's workers do not notice: they would go on serving, on the port and with the policy of
+a proxy that no longer runs, and hold the port against its restart."""
+MASTER_PID_ENV = "SHIELDWARE_PROXY_MASTER"
+"""The master's process id, for its workers: a worker still starting when the master died has been
+handed to another parent already, so its parent then is no sign."""
 HEALTH_PROBE_EVERY = 1.0
 """Seconds a probe of the upstream answers the health asks after it: the endpoint is open to
 anyone, and a flood of asks must not become a flood of connections to the shop."""
@@ -91,6 +99,8 @@ class ProxyApp:
         self._probe: asyncio.Future[str | None] | None = None  # the health endpoint's last probe of the shop
         self._probed_at = float("-inf")
         self.reload_on_hangup = False  # one worker: SIGHUP reloads the policy in place (see reload)
+        self.master_pid: int | None = None  # a worker of several: its master's process id (see watch_master)
+        self._master_watch: asyncio.TimerHandle | None = None
         self.access_log = (AccessLogWriter(settings.access_log, settings.access_log_max_bytes, settings.access_log_keep)
                            if settings.access_log else None)
         # Forward-auth decisions waiting for the edge's log of the shop's answer.
@@ -182,6 +192,8 @@ class ProxyApp:
                     self.forwarder.open_session()
                 if self.outcome_feed is not None:
                     self._feeding = asyncio.create_task(self.outcome_feed.run(self._stopping))
+                if self.master_pid is not None:
+                    self.watch_master()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.reload_on_hangup and hasattr(signal, "SIGHUP"):
@@ -190,7 +202,20 @@ class ProxyApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def watch_master(self) -> None:
+        """Every MASTER_CHECK_SECONDS: a worker whose master is gone (it has another parent now) stops
+        as SIGTERM would stop it, finishing the requests it has in flight."""
+        if os.getppid() != self.master_pid:
+            self._master_watch = None
+            _say(f"worker {os.getpid()}: the master process {self.master_pid} is gone, so this worker stops")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self._master_watch = asyncio.get_running_loop().call_later(MASTER_CHECK_SECONDS, self.watch_master)
+
     async def close(self) -> None:
+        if self._master_watch is not None:
+            self._master_watch.cancel()
+            self._master_watch = None
         if self._feeding is not None:  # it reads the logs once more, then stops
             self._stopping.set()
             with contextlib.suppress(TimeoutError):
@@ -260,12 +285,15 @@ def build_proxy_app(settings: ProxySettings, policy: Policy | None = None) -> Pr
 def app_from_environment() -> ProxyApp:
     """uvicorn factory for `--workers N`: each worker process builds its own app from the settings.
 
-    A worker reads the policy file when it starts, so SIGHUP to the proxy (uvicorn replaces the
-    workers one by one) is how a changed policy is taken up. A worker that cannot build its app says
+    A worker stops by itself when its master is gone (watch_master). A worker reads the policy file
+    when it starts, so SIGHUP to the proxy (uvicorn replaces the workers one by one) is how a changed
+    policy is taken up. A worker that cannot build its app says
     why in one line and exits with uvicorn's start-up failure status: on a reload uvicorn then keeps
     the workers it has, so a broken policy file never replaces a working one."""
     try:
-        return ProxyApp(ProxySettings.from_environment())
+        app = ProxyApp(ProxySettings.from_environment())
     except (ValueError, OSError) as exc:  # PolicyError is a ValueError
         _say(f"worker {os.getpid()} not started, the workers serving keep their policy: {exc}")
         raise SystemExit(STARTUP_FAILURE) from None
+    app.master_pid = int(os.environ.get(MASTER_PID_ENV) or os.getppid())
+    return app

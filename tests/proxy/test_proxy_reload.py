@@ -14,6 +14,7 @@ import time
 import weakref
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
@@ -107,6 +108,49 @@ def test_worker_replacements_under_traffic_drop_no_request(tmp_path):
                 client.join(30)
     assert answered[0] > 100  # the clients kept asking throughout
     assert failures == []
+
+
+def workers_of(master: int) -> list[int]:
+    """The uvicorn workers a proxy's master started (multiprocessing's spawned children; not its
+    resource tracker)."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if parent == master and b"spawn_main" in command:
+            workers.append(int(entry.name))
+    return workers
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` still runs (an exited process nobody reaped yet is a zombie, state Z)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+def test_workers_stop_when_their_master_is_killed():
+    """A master killed outright cannot stop its workers: each notices and stops by itself, and the
+    port is free for the proxy's restart, where before they served on for ever."""
+    with recorded_upstream() as shop, proxy_process("--upstream", shop.url, "--workers", "2") as proxy:
+        wait_for(lambda: len(workers_of(proxy.pid)) == 2, 30, "the workers did not start")
+        workers = workers_of(proxy.pid)
+        assert requests.get(proxy.url + "/.shieldware/health", headers=CURL, timeout=10).status_code == 200
+        os.kill(proxy.pid, signal.SIGKILL)
+        proxy.process.wait(timeout=10)
+        wait_for(lambda: not any(running(pid) for pid in workers), 30, "the workers outlived their master")
+        printed = proxy.printed()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(proxy.url + "/.shieldware/health", headers=CURL, timeout=10)
+    for pid in workers:
+        assert f"worker {pid}: the master process {proxy.pid} is gone, so this worker stops" in printed
 
 
 def limited_echo_policy(path: Path) -> Path:
