@@ -264,7 +264,7 @@ typedef struct {
 } Lane;
 
 static PyObject *S_type, *S_http, *S_websocket, *S_path, *S_method, *S_headers, *S_client, *S_scheme, *S_http_version,
-    *S_evictions, *S_state, *S_shield, *S_ref_header;
+    *S_evictions, *S_state, *S_shield, *S_ref_header, *S_ahead;
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -2584,6 +2584,7 @@ static void Lane_dealloc(Lane *self) {
 static PyObject *Lane_set_front(Lane *self, PyObject *args, PyObject *kwargs);
 static PyObject *Lane_set_hear_on(Lane *self, PyObject *statuses);
 static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *Lane_decide_ahead(Lane *self, PyObject *scopes);
 
 static PyMethodDef Lane_methods[] = {
     {"decide", (PyCFunction)(void (*)(void))Lane_decide, METH_FASTCALL,
@@ -2608,6 +2609,8 @@ static PyMethodDef Lane_methods[] = {
     {"set_hear_on", (PyCFunction)Lane_set_hear_on, METH_O, "set_hear_on(statuses): the statuses planned requests feed back"},
     {"handle", (PyCFunction)(void (*)(void))Lane_handle, METH_FASTCALL,
      "handle(scope, receive, send): ShieldMiddleware's front door (see Lane_handle)"},
+    {"decide_ahead", (PyCFunction)Lane_decide_ahead, METH_O,
+     "decide_ahead(scopes): decide these scopes before handle() is called with them (see Lane_decide_ahead)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2892,6 +2895,140 @@ static PyObject *mod_canonical_ipv4(PyObject *Py_UNUSED(m), PyObject *arg) {
  * other answer (or none) goes to the middleware's Python `rest(scope, receive, send, now,
  * answer)`, which returns the awaitable that handles it. Scopes other than HTTP and websocket go
  * straight to the app. */
+/* The front door's clock: `now` for a decision, and `*clock` the same time as a float object when
+ * a call had to make one (else NULL). A refresh of the switchboard that has fallen due is started. */
+static int front_now(Lane *self, double *now, PyObject **clock) {
+    *clock = NULL;
+    if (self->front_wall) {
+        *now = wall_seconds();
+    } else {
+        if ((*clock = PyObject_CallNoArgs(self->front_clock)) == NULL) return -1;
+        *now = PyFloat_AsDouble(*clock);
+        if (*now == -1.0 && PyErr_Occurred()) {
+            Py_CLEAR(*clock);
+            return -1;
+        }
+    }
+    if (self->armed && *now >= self->refresh_due) {
+        if (*clock == NULL && (*clock = PyFloat_FromDouble(*now)) == NULL) return -1;
+        /* The switchboard's refresh is due: rearm(now) starts it in the background and arms the
+         * lane again while the switches stay quiet, so this request need not take the Python path
+         * (which would decide it on the same cached switches). */
+        PyObject *done = PyObject_CallOneArg(self->front_rearm, *clock);
+        if (done == NULL) {
+            Py_CLEAR(*clock);
+            return -1;
+        }
+        Py_DECREF(done);
+    }
+    return 0;
+}
+
+static int is_ours(PyObject *scope, int *ours) {
+    PyObject *kind = PyObject_GetItem(scope, S_type);
+    if (kind == NULL) return -1;
+    *ours = kind == S_http || kind == S_websocket ||
+            (PyUnicode_Check(kind) && (PyUnicode_Compare(kind, S_http) == 0 || PyUnicode_Compare(kind, S_websocket) == 0));
+    Py_DECREF(kind);
+    return 0;
+}
+
+/* The app called with what decide_armed() answered: a planned, quiet, allowed request's app scope
+ * (`decision` and `group` its decision and route group) goes to the app, its response watched;
+ * any other answer to the Python rest. Steals `clock` (may be NULL); `answer` stays the caller's. */
+static PyObject *front_serve(Lane *self, PyObject *const *args, PyObject *answer, PyObject *decision, int group,
+                             double now, PyObject *clock) {
+    PyObject *served;
+    if (PyDict_CheckExact(answer)) {
+        Py_XDECREF(clock);
+        PyObject *watched = PyTuple_GET_ITEM(self->front_watched, group);
+        PyObject *watch = new_watch(&ResponseWatchType, args[2], watched, self->front_hear, self->front_hear_on,
+                                    decision);
+        if (watch == NULL) return NULL;
+        PyObject *call[3] = {answer, args[1], watch};
+        served = PyObject_Vectorcall(self->front_app, call, 3, NULL);
+        Py_DECREF(watch);
+        return served;
+    }
+    if (clock == NULL && (clock = PyFloat_FromDouble(now)) == NULL) return NULL;
+    PyObject *call[5] = {args[0], args[1], args[2], clock, answer};
+    served = PyObject_Vectorcall(self->front_rest, call, 5, NULL);
+    Py_DECREF(clock);
+    return served;
+}
+
+/* decide_ahead(scopes): decide these scopes now, before their apps are called, and leave each
+ * answer in its scope for handle() to take (a scope that is not an http or websocket one is left
+ * to handle()). The proxy's server calls it once a loop turn with the requests that arrived in it
+ * (shieldware/proxy/serving.py, DecidingAhead), so their decisions run back to back while the
+ * lane's code and tables are in the CPU's caches, not each between the interpreter's and the
+ * kernel's work for another request. handle() then decides exactly as if it had been called for
+ * each of them in turn at that moment; an answer made by another lane (one the policy reload
+ * replaced) is dropped and the request decided afresh. */
+static PyObject *Lane_decide_ahead(Lane *self, PyObject *scopes) {
+    if (!PyList_CheckExact(scopes)) {
+        PyErr_SetString(PyExc_TypeError, "decide_ahead takes a list of scopes");
+        return NULL;
+    }
+    if (self->front_app == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_front() was not called");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(scopes); i++) {
+        PyObject *scope = PyList_GET_ITEM(scopes, i);
+        int ours = 0;
+        if (!PyDict_CheckExact(scope) || is_ours(scope, &ours) < 0 || !ours) {
+            PyErr_Clear(); /* not one handle() would decide: it is left to handle() */
+            continue;
+        }
+        double now;
+        PyObject *clock;
+        if (front_now(self, &now, &clock) < 0) return NULL;
+        self->fronting = 1;
+        PyObject *answer = decide_armed(self, scope, now);
+        self->fronting = 0;
+        if (answer == NULL) {
+            Py_XDECREF(clock);
+            return NULL;
+        }
+        int plain = PyDict_CheckExact(answer);
+        if (clock == NULL && (clock = PyFloat_FromDouble(now)) == NULL) {
+            Py_DECREF(answer);
+            return NULL;
+        }
+        if (answer == Py_None) {
+            /* The Python path's: the front door's rest arms the lane again as handle() passes the
+             * request on (ShieldMiddleware._after_front), before the next request is decided. So
+             * here, before the next scope, or the turn's other requests would all miss the lane. */
+            PyObject *done = PyObject_CallOneArg(self->front_rearm, clock);
+            if (done == NULL) {
+                Py_DECREF(answer);
+                Py_DECREF(clock);
+                return NULL;
+            }
+            Py_DECREF(done);
+        }
+        PyObject *group = PyLong_FromLong(plain ? self->front_group : 0);
+        PyObject *ahead = group != NULL ? PyTuple_New(5) : NULL;
+        if (ahead == NULL) {
+            Py_XDECREF(group);
+            Py_DECREF(answer);
+            Py_DECREF(clock);
+            return NULL;
+        }
+        /* (the lane, its answer, a planned answer's decision or None, its route group, the time) */
+        PyTuple_SET_ITEM(ahead, 0, Py_NewRef((PyObject *)self));
+        PyTuple_SET_ITEM(ahead, 1, answer);
+        PyTuple_SET_ITEM(ahead, 2, Py_NewRef(plain ? self->front_decision : Py_None));
+        PyTuple_SET_ITEM(ahead, 3, group);
+        PyTuple_SET_ITEM(ahead, 4, clock);
+        int failed = PyDict_SetItem(scope, S_ahead, ahead) < 0;
+        Py_DECREF(ahead);
+        if (failed) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "handle(scope, receive, send)");
@@ -2902,37 +3039,33 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     PyObject *scope = args[0];
-    PyObject *kind = PyObject_GetItem(scope, S_type);
-    if (kind == NULL) return NULL;
-    int ours = kind == S_http || kind == S_websocket ||
-               (PyUnicode_Check(kind) && (PyUnicode_Compare(kind, S_http) == 0 || PyUnicode_Compare(kind, S_websocket) == 0));
-    Py_DECREF(kind);
+    if (PyDict_CheckExact(scope)) { /* decided ahead (decide_ahead): served with that answer */
+        PyObject *ahead = PyDict_GetItemWithError(scope, S_ahead);
+        if (ahead != NULL) {
+            Py_INCREF(ahead);
+            if (PyDict_DelItem(scope, S_ahead) < 0) {
+                Py_DECREF(ahead);
+                return NULL;
+            }
+            PyObject *served = NULL;
+            if (PyTuple_GET_ITEM(ahead, 0) == (PyObject *)self) {
+                PyObject *clock = Py_NewRef(PyTuple_GET_ITEM(ahead, 4));
+                served = front_serve(self, args, PyTuple_GET_ITEM(ahead, 1), PyTuple_GET_ITEM(ahead, 2),
+                                     (int)PyLong_AsLong(PyTuple_GET_ITEM(ahead, 3)), PyFloat_AS_DOUBLE(clock), clock);
+                Py_DECREF(ahead);
+                return served;
+            }
+            Py_DECREF(ahead); /* another lane's (the policy was reloaded since): decided afresh */
+        } else if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    int ours;
+    if (is_ours(scope, &ours) < 0) return NULL;
     if (!ours) return PyObject_Vectorcall(self->front_app, args, 3, NULL);
-    PyObject *clock = NULL; /* the time as a float, made only for the calls that take it */
     double now;
-    if (self->front_wall) {
-        now = wall_seconds();
-    } else {
-        clock = PyObject_CallNoArgs(self->front_clock);
-        if (clock == NULL) return NULL;
-        now = PyFloat_AsDouble(clock);
-        if (now == -1.0 && PyErr_Occurred()) {
-            Py_DECREF(clock);
-            return NULL;
-        }
-    }
-    if (self->armed && now >= self->refresh_due) {
-        if (clock == NULL && (clock = PyFloat_FromDouble(now)) == NULL) return NULL;
-        /* The switchboard's refresh is due: rearm(now) starts it in the background and arms the
-         * lane again while the switches stay quiet, so this request need not take the Python path
-         * (which would decide it on the same cached switches). */
-        PyObject *done = PyObject_CallOneArg(self->front_rearm, clock);
-        if (done == NULL) {
-            Py_DECREF(clock);
-            return NULL;
-        }
-        Py_DECREF(done);
-    }
+    PyObject *clock; /* the time as a float, made only for the calls that take it */
+    if (front_now(self, &now, &clock) < 0) return NULL;
     self->fronting = 1;
     PyObject *answer = decide_armed(self, scope, now);
     self->fronting = 0;
@@ -2940,28 +3073,7 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
         Py_XDECREF(clock);
         return NULL;
     }
-    PyObject *served;
-    if (PyDict_CheckExact(answer)) { /* planned, quiet, allowed: the app, watched */
-        Py_XDECREF(clock);
-        PyObject *watched = PyTuple_GET_ITEM(self->front_watched, self->front_group);
-        PyObject *watch = new_watch(&ResponseWatchType, args[2], watched, self->front_hear, self->front_hear_on,
-                                    self->front_decision);
-        if (watch == NULL) {
-            Py_DECREF(answer);
-            return NULL;
-        }
-        PyObject *call[3] = {answer, args[1], watch};
-        served = PyObject_Vectorcall(self->front_app, call, 3, NULL);
-        Py_DECREF(watch);
-    } else {
-        if (clock == NULL && (clock = PyFloat_FromDouble(now)) == NULL) {
-            Py_DECREF(answer);
-            return NULL;
-        }
-        PyObject *call[5] = {scope, args[1], args[2], clock, answer};
-        served = PyObject_Vectorcall(self->front_rest, call, 5, NULL);
-        Py_DECREF(clock);
-    }
+    PyObject *served = front_serve(self, args, answer, self->front_decision, self->front_group, now, clock);
     Py_DECREF(answer);
     return served;
 }
@@ -3038,6 +3150,7 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(S_evictions, "evictions");
     INTERN(S_state, "state");
     INTERN(S_shield, "shield");
+    INTERN(S_ahead, "shieldware.decided_ahead");
     INTERN(S_start, "http.response.start");
     INTERN(S_status, "status");
     if ((S_ref_header = PyBytes_FromString("x-shield-ref")) == NULL) return NULL;

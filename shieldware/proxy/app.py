@@ -141,6 +141,8 @@ class ProxyApp:
             self.forwarder.metrics = engine.metrics if engine is not None else None
         front = AccessLog(inner, self.access_log, trusted) if self.access_log else inner
         self.engine, self.middleware, self.front = engine, middleware, front
+        lane = middleware.lane if middleware is not None else None
+        self.decide_ahead = lane.native.decide_ahead if lane is not None else None
         if self.outcome_feed is not None:
             self.outcome_feed.engine = engine
 
