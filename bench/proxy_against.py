@@ -7,6 +7,7 @@ of the base revision and this checkout's bare forwarder take turns within every 
 upstream, so the drift hits all three alike and each round gives a paired ratio.
 
     python bench/proxy_against.py [--base REV] [--rounds 4] [--seconds 4] [--traffic crowd|one_client]
+                                  [--persistent]
 
 The base is checked out as a git worktree in a temporary directory and its fast lane compiled
 (hatch_build.compile_extension); each server runs from its own tree, with its own Numba cache,
@@ -14,6 +15,11 @@ and the bench says which file each imported shieldware from. The traffic is this
 bench/browser_crowd.lua (20,000 shoppers behind a trusted loopback edge) for all three, or with
 `--traffic one_client` bench/proxy.py's flood (one address over 64 product pages, flagged on every
 request).
+Each round starts each setup's server afresh, unless --persistent: the three servers are started
+and warmed once and the rounds take turns among them (in reverse order every other round), each
+measured by the CPU it spent over its wrk run. A server's start (imports, the Numba cache, the
+first shoppers' plans) then adds nothing to the rounds, nor does a host whose speed drifts within
+a round of three restarts; on a noisy host this paired the setups far more closely.
 JSON out: per setup the median requests/s and CPU µs per request (user, system), every round's
 figures, and the paired ratios (head/base, head/bare forwarder, base/bare forwarder) per round,
 by requests/s and by CPU a request, with their medians (bench/proxy.py's paired_rounds; the CPU
@@ -84,18 +90,41 @@ def one_round(upstream: int, setup: tuple[Path, tuple[str, ...]], seconds: float
     with running(proxy_command(upstream, port, *extra), port, env=tree_env(tree), cwd=tree) as server:
         url = f"http://127.0.0.1:{port}/"
         run_wrk(url, script, WARM_SECONDS, 32)
-        user_before, system_before = cpu_split(server.pid)
-        result = run_wrk(url, script, seconds, 32)
-        user_after, system_after = cpu_split(server.pid)
+        return measured(server.pid, url, seconds, script)
+
+
+def measured(server_pid: int, url: str, seconds: float, script: Path) -> dict:
+    """One wrk run of `seconds` against a running server, with the CPU the server spent over it."""
+    user_before, system_before = cpu_split(server_pid)
+    result = run_wrk(url, script, seconds, 32)
+    user_after, system_after = cpu_split(server_pid)
     requests = result["requests"]
     if not requests:
-        raise RuntimeError(f"wrk measured no requests against {tree} {extra}")
+        raise RuntimeError(f"wrk measured no requests against {url}")
     return {"requests_per_second": result["requests_per_second"], "requests": requests,
             "non_2xx": result["non_2xx"],
             "user_us_per_request": round(1e6 * (user_after - user_before) / requests, 1),
             "system_us_per_request": round(1e6 * (system_after - system_before) / requests, 1),
             "server_cpu_us_per_request": round(1e6 * (user_after + system_after - user_before - system_before)
                                                / requests, 1)}
+
+
+def persistent_rounds(upstream: int, setups: dict[str, tuple[Path, tuple[str, ...]]], rounds: int, seconds: float,
+                      script: Path) -> dict[str, list[dict]]:
+    """--persistent: every setup's server started and warmed once, then `rounds` turns among them."""
+    runs: dict[str, list[dict]] = {name: [] for name in setups}
+    with contextlib.ExitStack() as servers:
+        urls: dict[str, tuple[int, str]] = {}
+        for name, (tree, extra) in setups.items():
+            port = free_port()
+            server = servers.enter_context(running(proxy_command(upstream, port, *extra), port, env=tree_env(tree),
+                                                   cwd=tree))
+            urls[name] = (server.pid, f"http://127.0.0.1:{port}/")
+            run_wrk(urls[name][1], script, 3 * WARM_SECONDS, 32)
+        for turn in range(rounds):
+            for name in (list(setups) if turn % 2 == 0 else reversed(list(setups))):
+                runs[name].append(measured(*urls[name], seconds, script))
+    return runs
 
 
 def summary(runs: list[dict]) -> dict:
@@ -114,6 +143,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured wrk run")
     parser.add_argument("--traffic", choices=["crowd", "one_client"], default="crowd")
+    parser.add_argument("--persistent", action="store_true",
+                        help="start and warm each server once; the rounds take turns among them")
     args = parser.parse_args()
     base_commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.base], check=True,
                                  capture_output=True, text=True, timeout=30).stdout.strip()
@@ -135,14 +166,18 @@ def main() -> int:
                 port = free_port()
                 with running(proxy_command(upstream, port, *extra), port, env=tree_env(tree), cwd=tree):
                     pass
-            for _ in range(args.rounds):
-                for name, setup in setups.items():
-                    runs[name].append(one_round(upstream, setup, args.seconds, script))
+            if args.persistent:
+                runs = persistent_rounds(upstream, setups, args.rounds, args.seconds, script)
+            else:
+                for _ in range(args.rounds):
+                    for name, setup in setups.items():
+                        runs[name].append(one_round(upstream, setup, args.seconds, script))
     print(json.dumps({
         "benchmark": "proxy_against",
         "question": f"{args.traffic} requests/s of this checkout's proxy against a base revision's, interleaved rounds",
         "traffic": args.traffic,
         "base": base_commit, "imports": imports, "seconds_per_run": args.seconds, "rounds": args.rounds,
+        "servers": "started once, rounds taking turns" if args.persistent else "started afresh each round",
         "machine": machine(),
         "results": {name: summary(r) for name, r in runs.items()},
         "paired_ratios": {"head_vs_base": paired_rounds(runs, "head", "base"),
