@@ -289,9 +289,9 @@ def app_from_environment() -> ProxyApp:
 
     A worker stops by itself when its master is gone (watch_master). A worker reads the policy file
     when it starts, so SIGHUP to the proxy (uvicorn replaces the workers one by one) is how a changed
-    policy is taken up. A worker that cannot build its app says
-    why in one line and exits with uvicorn's start-up failure status: on a reload uvicorn then keeps
-    the workers it has, so a broken policy file never replaces a working one."""
+    policy is taken up. A worker that cannot build its app says why in one line and exits with
+    uvicorn's start-up failure status: on a reload uvicorn then keeps the workers it has, so a broken
+    policy file never replaces a working one."""
     try:
         app = ProxyApp(ProxySettings.from_environment())
     except (ValueError, OSError) as exc:  # PolicyError is a ValueError

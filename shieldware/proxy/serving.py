@@ -31,9 +31,10 @@ the benchmark's load), and each request's task ran detection and then forwarded 
 requests' detections the forwarding, the interpreter and the kernel's socket work took the CPU's
 caches, so each detection found its code and tables cold: served it cost three to four times what
 it costs in a loop. The requests of one turn are now decided together, in one call made before
-their tasks run (DecidingAhead): the same decisions in the same order as the tasks would have made
-them (all of a turn's are made before any of their answers comes back either way), with detection's
-code and tables warm from the first to the last.
+their tasks run (DecidingAhead), with detection's code and tables warm from the first to the last.
+The fast lane decides them in the order their tasks would have, as it would then; a request it
+leaves to the Python path is decided as its task runs. Either way all of a turn's decisions are
+made before any of its answers comes back.
 
 uvicorn's graceful shutdown closes every connection without a response under way, which resets a
 connection accepted a moment before whose request is still arriving. Such a connection gets
@@ -481,5 +482,5 @@ class AddressLimits:
         return True
 
 
-__all__ = ["AddressLimits", "CoalescingHttpToolsProtocol", "HeadDeadlines", "HeadHoldingTransport", "HeadTooLarge",
-           "counted_as"]
+__all__ = ["AddressLimits", "CoalescingHttpToolsProtocol", "DecidingAhead", "HeadDeadlines", "HeadHoldingTransport",
+           "HeadTooLarge", "counted_as"]
