@@ -261,6 +261,7 @@ typedef struct {
     int fronting;       /* inside handle(): app_scope() may change the server's scope in place */
     PyObject *front_decision; /* borrowed: the decision in the app scope decide() just returned */
     int front_group;          /* and that request's route group */
+    uint64_t served_ahead;    /* requests handle() served with an answer decide_ahead() left */
 } Lane;
 
 static PyObject *S_type, *S_http, *S_websocket, *S_path, *S_method, *S_headers, *S_client, *S_scheme, *S_http_version,
@@ -2203,9 +2204,9 @@ static PyObject *Lane_drain(Lane *self, PyObject *Py_UNUSED(ignored)) {
 static PyObject *Lane_counts(Lane *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *counts = PyDict_New();
     if (counts == NULL) return NULL;
-    for (int i = 0; i < N_OUTCOMES; i++) {
-        PyObject *value = PyLong_FromUnsignedLongLong(self->counts[i]);
-        if (value == NULL || PyDict_SetItemString(counts, OUTCOME_NAMES[i], value) < 0) {
+    for (int i = 0; i <= N_OUTCOMES; i++) { /* the outcomes, and then how many were served decided ahead */
+        PyObject *value = PyLong_FromUnsignedLongLong(i < N_OUTCOMES ? self->counts[i] : self->served_ahead);
+        if (value == NULL || PyDict_SetItemString(counts, i < N_OUTCOMES ? OUTCOME_NAMES[i] : "ahead", value) < 0) {
             Py_XDECREF(value);
             Py_DECREF(counts);
             return NULL;
@@ -2599,7 +2600,8 @@ static PyMethodDef Lane_methods[] = {
     {"clear", (PyCFunction)Lane_clear, METH_NOARGS, "forget every plan"},
     {"arm", (PyCFunction)Lane_arm, METH_O, "arm(refresh_due): answer requests until then"},
     {"disarm", (PyCFunction)Lane_disarm, METH_NOARGS, "send every request to Python"},
-    {"counts", (PyCFunction)Lane_counts, METH_NOARGS, "requests by outcome"},
+    {"counts", (PyCFunction)Lane_counts, METH_NOARGS,
+     "requests by outcome, and (\"ahead\") how many of them were served with an answer decide_ahead() left"},
     {"drain", (PyCFunction)Lane_drain, METH_NOARGS, "decisions made since the last drain, for the metrics"},
     {"scan", (PyCFunction)Lane_scan, METH_O, "what decide() reads from a scope (for tests)"},
     {"triggered", (PyCFunction)Lane_triggered, METH_VARARGS,
@@ -3049,6 +3051,7 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
             }
             PyObject *served = NULL;
             if (PyTuple_GET_ITEM(ahead, 0) == (PyObject *)self) {
+                self->served_ahead++;
                 PyObject *clock = Py_NewRef(PyTuple_GET_ITEM(ahead, 4));
                 served = front_serve(self, args, PyTuple_GET_ITEM(ahead, 1), PyTuple_GET_ITEM(ahead, 2),
                                      (int)PyLong_AsLong(PyTuple_GET_ITEM(ahead, 3)), PyFloat_AS_DOUBLE(clock), clock);

@@ -320,6 +320,7 @@ class LaneTally:
         self.totals = Metrics()
         self._lock = threading.Lock()
         self._outcomes: dict[str, int] = {}  # the lane's cumulative outcome counts when last folded
+        self._ahead = 0  # and of the requests it served decided ahead (the proxy's server)
 
     def __call__(self) -> Metrics:
         native_lane = self._lane()
@@ -345,6 +346,11 @@ class LaneTally:
         # address is planned in C from its shape's template: "made".
         # A flagged request answered from a held assessment is counted as "held".
         derived, held = self._derived[0], self._holds.answered
+        outcomes = dict(outcomes)
+        ahead = outcomes.pop("ahead", 0)  # not an outcome: a request decided ahead has one of its own
+        if ahead > self._ahead:
+            totals.add_count("fast_lane_decided_ahead", ahead - self._ahead, {})
+            self._ahead = ahead
         outcomes = {**outcomes, "derived": derived, "hit": outcomes["hit"] - derived,
                     "miss": outcomes["miss"] - derived, "held": held, "flagged": outcomes["flagged"] - held}
         for outcome, n in outcomes.items():  # how requests met the lane: hit, miss, flagged, ...

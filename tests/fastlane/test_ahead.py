@@ -72,6 +72,8 @@ def test_deciding_ahead_decides_as_the_front_door_does_for_requests_that_arrive_
     assert np.array_equal(ahead_windows.registers, front_windows.registers)
     counts = ahead_app.lane.counts()
     assert counts["hit"] + counts["made"] > 500 and counts["flagged"] > 0, counts  # the lane decided most ahead
+    assert counts["ahead"] == sum(scope["type"] == "http" for _, scope in traffic)  # each served so
+    assert front_app.lane.counts()["ahead"] == 0
 
 
 def test_a_scope_decided_by_another_lane_is_decided_afresh():
@@ -99,6 +101,7 @@ def test_a_scope_decided_by_another_lane_is_decided_afresh():
     after = new.lane.counts()
     # Each was decided by the new lane (a new client's request twice: before and after its plan).
     assert sum(after.values()) - sum(before.values()) >= len(scopes)
+    assert after["ahead"] == 0 and old.lane.counts()["ahead"] == 0
     assert all(AHEAD not in scope for scope in seen.scopes)
     assert len(seen.decisions) == 300 + len(scopes)
 

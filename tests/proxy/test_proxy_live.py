@@ -61,6 +61,29 @@ def failures_counted(url: str) -> dict[tuple[str, str, str], float]:
     return counted
 
 
+def metric_value(url: str, name: str) -> float:
+    """An unlabelled counter from the proxy's metrics (0 before it was first counted)."""
+    text = requests.get(url + "/.shieldware/metrics", timeout=10).text
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_the_proxy_decides_each_loop_turns_requests_ahead_of_their_tasks(monitor_proxy):
+    """serving.DecidingAhead: the server hands each event-loop turn's requests to the fast lane in
+    one call before their tasks run, and every request is then served with the answer left in its
+    scope (counted as shieldware_fast_lane_decided_ahead_total), its X-Shield-* headers intact."""
+    before = metric_value(monitor_proxy.url, "shieldware_fast_lane_decided_ahead_total")
+    with httpx.Client(headers=CHROME_NAVIGATION) as browser:
+        for n in range(30):
+            response = browser.get(f"{monitor_proxy.url}/echo-headers?page={n}", timeout=10)
+            assert response.status_code == 200
+            seen = [name for name, _ in response.json()["headers"]]
+            assert seen.count("x-shield-verdict") == 1 and seen.count("x-shield-ref") == 1
+            assert "shieldware.decided_ahead" not in response.text
+    # the 30 pages and the first metrics read, each decided ahead
+    assert metric_value(monitor_proxy.url, "shieldware_fast_lane_decided_ahead_total") - before >= 31
+
+
 # ---- memory: bodies stream, they are never buffered ----------------------------------------------
 
 
