@@ -2926,6 +2926,17 @@ static int front_now(Lane *self, double *now, PyObject **clock) {
     return 0;
 }
 
+/* The front door's decision on `scope`, at the front door's time (`*now`, and `*clock` as for
+ * front_now). NULL on an error, with `*clock` released. */
+static PyObject *front_decide(Lane *self, PyObject *scope, double *now, PyObject **clock) {
+    if (front_now(self, now, clock) < 0) return NULL;
+    self->fronting = 1;
+    PyObject *answer = decide_armed(self, scope, *now);
+    self->fronting = 0;
+    if (answer == NULL) Py_CLEAR(*clock);
+    return answer;
+}
+
 static int is_ours(PyObject *scope, int *ours) {
     PyObject *kind = PyObject_GetItem(scope, S_type);
     if (kind == NULL) return -1;
@@ -2985,14 +2996,8 @@ static PyObject *Lane_decide_ahead(Lane *self, PyObject *scopes) {
         }
         double now;
         PyObject *clock;
-        if (front_now(self, &now, &clock) < 0) return NULL;
-        self->fronting = 1;
-        PyObject *answer = decide_armed(self, scope, now);
-        self->fronting = 0;
-        if (answer == NULL) {
-            Py_XDECREF(clock);
-            return NULL;
-        }
+        PyObject *answer = front_decide(self, scope, &now, &clock);
+        if (answer == NULL) return NULL;
         int plain = PyDict_CheckExact(answer);
         if (clock == NULL && (clock = PyFloat_FromDouble(now)) == NULL) {
             Py_DECREF(answer);
@@ -3068,14 +3073,8 @@ static PyObject *Lane_handle(Lane *self, PyObject *const *args, Py_ssize_t nargs
     if (!ours) return PyObject_Vectorcall(self->front_app, args, 3, NULL);
     double now;
     PyObject *clock; /* the time as a float, made only for the calls that take it */
-    if (front_now(self, &now, &clock) < 0) return NULL;
-    self->fronting = 1;
-    PyObject *answer = decide_armed(self, scope, now);
-    self->fronting = 0;
-    if (answer == NULL) {
-        Py_XDECREF(clock);
-        return NULL;
-    }
+    PyObject *answer = front_decide(self, scope, &now, &clock);
+    if (answer == NULL) return NULL;
     PyObject *served = front_serve(self, args, answer, self->front_decision, self->front_group, now, clock);
     Py_DECREF(answer);
     return served;
